@@ -1,0 +1,52 @@
+# Pulse — make help lists the targets.
+SHELL := /bin/bash
+GO ?= go
+export PATH := $(PATH):$(shell $(GO) env GOPATH)/bin
+BIN := bin
+PKGS := ./...
+TEST_TIMEOUT ?= 30m
+
+.PHONY: help deps build test test-short lint vet fmt-check staticcheck generate generate-check bench demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+deps: ## install what the build, demo and tests need (apt, staticcheck)
+	scripts/install-deps.sh
+
+build: ## build the three binaries into bin/
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+vet: ## go vet
+	$(GO) vet $(PKGS)
+
+fmt-check: ## fail on unformatted files
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+staticcheck: ## staticcheck
+	staticcheck $(PKGS)
+
+lint: fmt-check vet staticcheck ## gofmt, go vet, staticcheck
+
+generate: ## regenerate protobuf and bpf2go output (needs protoc, clang)
+	scripts/gen-proto.sh
+	@if [ -f bpf/gen.sh ]; then bpf/gen.sh; fi
+
+generate-check: ## fail when committed generated code is stale
+	scripts/generate-check.sh
+
+test: deps build lint generate-check ## everything CI runs: build, lint, generated-code check, all tests
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -p 2 $(PKGS)
+
+test-short: ## pure tests only (no swtpm, root or databases)
+	$(GO) test -short $(PKGS)
+
+bench: build ## print the benchmark figures
+	scripts/bench.sh
+
+demo: deps build ## run the main job: swtpm booted with a fixture log, verifier and agent
+	scripts/demo.sh
+
+clean: ## remove build output
+	rm -rf $(BIN)

@@ -1,0 +1,77 @@
+// Package cli holds the tiny subcommand registry shared by Pulse's mains, so
+// each subcommand lives in its own file and main.go stays a dispatcher.
+package cli
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+)
+
+// Command is one subcommand. Run receives the arguments after the
+// subcommand's name and returns the process exit code.
+type Command struct {
+	Name    string
+	Summary string
+	Run     func(args []string, stdout, stderr io.Writer) int
+}
+
+// Registry maps names to subcommands. Names may contain spaces
+// ("eventlog replay"): the longest registered prefix of the arguments wins.
+type Registry struct {
+	Program  string
+	commands map[string]Command
+}
+
+// NewRegistry returns an empty registry for the named program.
+func NewRegistry(program string) *Registry {
+	return &Registry{Program: program, commands: map[string]Command{}}
+}
+
+// Register adds a subcommand; registering a name twice panics (a programming error).
+func (r *Registry) Register(c Command) {
+	if _, dup := r.commands[c.Name]; dup {
+		panic("cli: duplicate command " + c.Name)
+	}
+	r.commands[c.Name] = c
+}
+
+// Main dispatches os.Args-style arguments (without the program name) and
+// returns the exit code.
+func (r *Registry) Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		r.usage(stdout)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for n := len(args); n > 0; n-- {
+		name := strings.Join(args[:n], " ")
+		if c, ok := r.commands[name]; ok {
+			return c.Run(args[n:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "%s: unknown command %q\n\n", r.Program, strings.Join(args, " "))
+	r.usage(stderr)
+	return 2
+}
+
+func (r *Registry) usage(w io.Writer) {
+	fmt.Fprintf(w, "usage: %s <command> [flags]\n\ncommands:\n", r.Program)
+	names := make([]string, 0, len(r.commands))
+	for n := range r.commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-28s %s\n", n, r.commands[n].Summary)
+	}
+}
+
+// Exit runs the registry against os.Args and exits with its code.
+func (r *Registry) Exit() {
+	os.Exit(r.Main(os.Args[1:], os.Stdout, os.Stderr))
+}

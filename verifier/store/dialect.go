@@ -1,0 +1,51 @@
+package store
+
+import (
+	"strconv"
+	"strings"
+
+	// Database drivers: pure-Go SQLite (no cgo) and pgx for PostgreSQL.
+	_ "github.com/jackc/pgx/v5/stdlib"
+	_ "modernc.org/sqlite"
+)
+
+// dialect holds the few differences between the engines. Queries are written
+// once with '?' placeholders and the types named below.
+type dialect struct {
+	name   string
+	blob   string
+	bigint string
+	// numbered placeholders ($1, $2, ...) instead of '?'.
+	numbered bool
+}
+
+var (
+	sqliteDialect   = dialect{name: EngineSQLite, blob: "BLOB", bigint: "INTEGER"}
+	postgresDialect = dialect{name: EnginePostgres, blob: "BYTEA", bigint: "BIGINT", numbered: true}
+)
+
+// rebind turns '?' placeholders into the engine's form. Queries never hold a
+// literal '?' in strings.
+func (d dialect) rebind(q string) string {
+	if !d.numbered {
+		return q
+	}
+	var b strings.Builder
+	b.Grow(len(q) + 16)
+	n := 0
+	for i := 0; i < len(q); i++ {
+		if q[i] == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(q[i])
+	}
+	return b.String()
+}
+
+// ddl expands {{blob}} and {{bigint}} in a schema statement.
+func (d dialect) ddl(s string) string {
+	return strings.NewReplacer("{{blob}}", d.blob, "{{bigint}}", d.bigint).Replace(s)
+}

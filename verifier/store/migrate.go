@@ -1,0 +1,127 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// migrations are applied in order, once each, inside a transaction. Never edit
+// a released migration: append a new one.
+var migrations = []string{
+	// 1: agents, enrollments, nonces, firmware logs.
+	`CREATE TABLE agents (
+		id TEXT PRIMARY KEY,
+		partition TEXT NOT NULL DEFAULT '',
+		tpm BOOLEAN NOT NULL,
+		ek_public {{blob}},
+		ek_sha256 {{blob}},
+		ek_certificate {{blob}},
+		ak_public {{blob}},
+		ak_name {{blob}},
+		enrolled_at {{bigint}} NOT NULL,
+		last_seq {{bigint}} NOT NULL DEFAULT 0,
+		reset_count {{bigint}} NOT NULL DEFAULT 0,
+		restart_count {{bigint}} NOT NULL DEFAULT 0,
+		tpm_clock {{bigint}} NOT NULL DEFAULT 0,
+		firmware_log_sha256 {{blob}},
+		runtime_records {{blob}},
+		runtime_count {{bigint}} NOT NULL DEFAULT 0,
+		last_pulse_at {{bigint}} NOT NULL DEFAULT 0,
+		last_verdict {{bigint}} NOT NULL DEFAULT 0,
+		last_reason {{bigint}} NOT NULL DEFAULT 0,
+		last_message TEXT NOT NULL DEFAULT '',
+		policy_digest TEXT NOT NULL DEFAULT '',
+		address TEXT NOT NULL DEFAULT ''
+	);
+	CREATE TABLE enrollments (
+		id TEXT PRIMARY KEY,
+		agent_id TEXT NOT NULL,
+		partition TEXT NOT NULL DEFAULT '',
+		secret_sha256 {{blob}} NOT NULL,
+		ek_public {{blob}},
+		ek_sha256 {{blob}},
+		ek_certificate {{blob}},
+		ak_public {{blob}},
+		ak_name {{blob}},
+		expires_at {{bigint}} NOT NULL
+	);
+	CREATE TABLE nonces (
+		nonce_sha256 {{blob}} PRIMARY KEY,
+		agent_id TEXT NOT NULL,
+		expires_at {{bigint}} NOT NULL,
+		spent_at {{bigint}} NOT NULL DEFAULT 0
+	);
+	CREATE INDEX nonces_expires ON nonces (expires_at);
+	CREATE TABLE firmware_logs (
+		sha256 {{blob}} PRIMARY KEY,
+		log {{blob}} NOT NULL
+	)`,
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, s.dialect.ddl(`CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, applied_at {{bigint}} NOT NULL)`)); err != nil {
+		return fmt.Errorf("store: create schema_migrations: %w", err)
+	}
+	for i, m := range migrations {
+		version := i + 1
+		if err := s.applyMigration(ctx, version, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) applyMigration(ctx context.Context, version int, ddl string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: migration %d: %w", version, err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	if s.dialect.name == EnginePostgres {
+		// Serialise concurrent replicas starting at once.
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7243001)`); err != nil {
+			return fmt.Errorf("store: migration lock: %w", err)
+		}
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM schema_migrations WHERE version = ?`), version).Scan(&n); err != nil {
+		return fmt.Errorf("store: migration %d: %w", version, err)
+	}
+	if n > 0 {
+		return nil
+	}
+	for _, stmt := range splitStatements(s.dialect.ddl(ddl)) {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("store: migration %d: %w", version, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`), version, time.Now().UnixNano()); err != nil {
+		return fmt.Errorf("store: migration %d: %w", version, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: migration %d: commit: %w", version, err)
+	}
+	return nil
+}
+
+// SchemaVersion returns the highest applied migration.
+func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	var v int
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("store: schema version: %w", err)
+	}
+	return v, nil
+}
+
+func splitStatements(ddl string) []string {
+	var out []string
+	for _, stmt := range strings.Split(ddl, ";") {
+		if strings.TrimSpace(stmt) != "" {
+			out = append(out, stmt)
+		}
+	}
+	return out
+}

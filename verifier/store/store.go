@@ -1,0 +1,438 @@
+// Package store keeps the verifier's state: enrolled agents and their TPM
+// keys, pending enrollments, single-use nonces, cached firmware logs, each
+// agent's runtime log and last verdict. One schema and one implementation
+// over database/sql serve both engines: embedded SQLite (pure Go, the
+// default) and PostgreSQL (several verifier replicas behind one address).
+//
+// Every operation that must be atomic across replicas (spending a nonce,
+// taking an enrollment) is a single conditional statement, so the database,
+// not a replica's memory, decides.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Errors returned by the store. Match with errors.Is.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("conflict")
+)
+
+// NonceStatus is the outcome of spending a nonce.
+type NonceStatus int
+
+const (
+	NonceOK NonceStatus = iota
+	NonceUnknown
+	NonceWrongAgent
+	NonceExpired
+	NonceReplayed
+)
+
+func (s NonceStatus) String() string {
+	switch s {
+	case NonceOK:
+		return "ok"
+	case NonceUnknown:
+		return "unknown"
+	case NonceWrongAgent:
+		return "wrong_agent"
+	case NonceExpired:
+		return "expired"
+	case NonceReplayed:
+		return "replayed"
+	}
+	return fmt.Sprintf("nonce_status(%d)", int(s))
+}
+
+// Agent is one enrolled agent.
+type Agent struct {
+	ID        string
+	Partition string
+	// TPM is true when the agent enrolled with a TPM; an mTLS-only pulse from
+	// such an agent is a downgrade.
+	TPM           bool
+	EKPublic      []byte
+	EKSHA256      []byte
+	EKCertificate []byte
+	AKPublic      []byte
+	AKName        []byte
+	EnrolledAt    time.Time
+
+	// Evidence bookkeeping, updated after every verified pulse.
+	LastSeq           uint64
+	ResetCount        uint32
+	RestartCount      uint32
+	TPMClock          uint64
+	FirmwareLogSHA256 []byte
+	// Runtime log of the current boot (ResetCount): concatenated CEL records.
+	RuntimeRecords []byte
+	RuntimeCount   uint64
+
+	LastPulseAt  time.Time
+	LastVerdict  int32
+	LastReason   int32
+	LastMessage  string
+	PolicyDigest string
+	Address      string
+}
+
+// Enrollment is a pending credential-activation challenge.
+type Enrollment struct {
+	ID            string
+	AgentID       string
+	Partition     string
+	SecretSHA256  []byte
+	EKPublic      []byte
+	EKSHA256      []byte
+	EKCertificate []byte
+	AKPublic      []byte
+	AKName        []byte
+	Expires       time.Time
+}
+
+// PulseUpdate is what a verified (or rejected) pulse changes.
+type PulseUpdate struct {
+	At           time.Time
+	Verdict      int32
+	Reason       int32
+	Message      string
+	PolicyDigest string
+	Address      string
+	// Evidence fields are written only when Evidence is true (the pulse's
+	// quote and logs verified); a rejected pulse must not move them.
+	Evidence          bool
+	Seq               uint64
+	ResetCount        uint32
+	RestartCount      uint32
+	TPMClock          uint64
+	FirmwareLogSHA256 []byte
+	RuntimeRecords    []byte
+	RuntimeCount      uint64
+}
+
+// Store is the verifier's state.
+type Store struct {
+	db      *sql.DB
+	dialect dialect
+}
+
+// Engine names accepted by Open.
+const (
+	EngineSQLite   = "sqlite"
+	EnginePostgres = "postgres"
+)
+
+// Open opens (creating and migrating as needed) a store. For sqlite dsn is a
+// file path; for postgres a connection string.
+func Open(ctx context.Context, engine, dsn string) (*Store, error) {
+	var (
+		db  *sql.DB
+		err error
+		d   dialect
+	)
+	switch engine {
+	case EngineSQLite, "":
+		d = sqliteDialect
+		db, err = sql.Open("sqlite", sqliteDSN(dsn))
+		if err == nil {
+			// One writer at a time is SQLite's model; a single connection
+			// avoids SQLITE_BUSY between our own goroutines.
+			db.SetMaxOpenConns(1)
+		}
+	case EnginePostgres:
+		d = postgresDialect
+		db, err = sql.Open("pgx", dsn)
+		if err == nil {
+			db.SetMaxOpenConns(16)
+			db.SetMaxIdleConns(16)
+		}
+	default:
+		return nil, fmt.Errorf("store: unknown engine %q (want sqlite or postgres)", engine)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", engine, err)
+	}
+	s := &Store{db: db, dialect: d}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: connect %s: %w", engine, err)
+	}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func sqliteDSN(path string) string {
+	if path == "" {
+		path = ":memory:"
+	}
+	sep := "?"
+	if strings.Contains(path, "?") {
+		sep = "&"
+	}
+	return "file:" + path + sep + "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(ON)"
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// DB exposes the handle for packages that add their own tables through
+// migrations registered here.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Engine names the engine in use.
+func (s *Store) Engine() string { return s.dialect.name }
+
+func (s *Store) q(query string) string { return s.dialect.rebind(query) }
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+const agentColumns = `id, partition, tpm, ek_public, ek_sha256, ek_certificate, ak_public, ak_name, enrolled_at,
+	last_seq, reset_count, restart_count, tpm_clock, firmware_log_sha256, runtime_records, runtime_count,
+	last_pulse_at, last_verdict, last_reason, last_message, policy_digest, address`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanAgent(row scanner) (*Agent, error) {
+	var (
+		a                         Agent
+		tpm                       bool
+		enrolled, lastPulse       int64
+		seq, clock, runtimeCount  int64
+		reset, restart            int64
+		verdict, reason           int64
+		ekPub, ekSHA, ekCert      []byte
+		akPub, akName, fwSHA, rtR []byte
+	)
+	err := row.Scan(&a.ID, &a.Partition, &tpm, &ekPub, &ekSHA, &ekCert, &akPub, &akName, &enrolled,
+		&seq, &reset, &restart, &clock, &fwSHA, &rtR, &runtimeCount,
+		&lastPulse, &verdict, &reason, &a.LastMessage, &a.PolicyDigest, &a.Address)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: scan agent: %w", err)
+	}
+	a.TPM = tpm
+	a.EKPublic, a.EKSHA256, a.EKCertificate, a.AKPublic, a.AKName = ekPub, ekSHA, ekCert, akPub, akName
+	a.EnrolledAt, a.LastPulseAt = fromNanos(enrolled), fromNanos(lastPulse)
+	a.LastSeq, a.TPMClock, a.RuntimeCount = uint64(seq), uint64(clock), uint64(runtimeCount)
+	a.ResetCount, a.RestartCount = uint32(reset), uint32(restart)
+	a.LastVerdict, a.LastReason = int32(verdict), int32(reason)
+	a.FirmwareLogSHA256, a.RuntimeRecords = fwSHA, rtR
+	return &a, nil
+}
+
+// GetAgent returns the agent or ErrNotFound.
+func (s *Store) GetAgent(ctx context.Context, id string) (*Agent, error) {
+	row := s.db.QueryRowContext(ctx, s.q(`SELECT `+agentColumns+` FROM agents WHERE id = ?`), id)
+	return scanAgent(row)
+}
+
+// ListAgents returns every agent ordered by ID.
+func (s *Store) ListAgents(ctx context.Context) ([]*Agent, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+agentColumns+` FROM agents ORDER BY id`))
+	if err != nil {
+		return nil, fmt.Errorf("store: list agents: %w", err)
+	}
+	defer rows.Close()
+	var out []*Agent
+	for rows.Next() {
+		a, err := scanAgent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// EnrollAgent records an enrolled agent. A new agent is inserted. An agent
+// that exists is updated only when its EK is the same (a new AK on the same
+// TPM, e.g. after the AK was cleared); a different EK returns ErrConflict:
+// the caller treats it as an identity takeover attempt. The check and the
+// write are one statement, so two replicas cannot both win.
+func (s *Store) EnrollAgent(ctx context.Context, a *Agent) error {
+	res, err := s.db.ExecContext(ctx, s.q(`INSERT INTO agents (id, partition, tpm, ek_public, ek_sha256, ek_certificate,
+		ak_public, ak_name, enrolled_at, last_message, policy_digest, address)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', '')
+		ON CONFLICT (id) DO UPDATE SET partition = excluded.partition, ak_public = excluded.ak_public,
+			ak_name = excluded.ak_name, ek_certificate = excluded.ek_certificate, enrolled_at = excluded.enrolled_at,
+			runtime_records = NULL, runtime_count = 0
+		WHERE agents.tpm = excluded.tpm AND (agents.ek_sha256 = excluded.ek_sha256 OR (agents.ek_sha256 IS NULL AND excluded.ek_sha256 IS NULL))`),
+		a.ID, a.Partition, a.TPM, a.EKPublic, nilIfEmpty(a.EKSHA256), a.EKCertificate, a.AKPublic, a.AKName, nanos(a.EnrolledAt))
+	if err != nil {
+		return fmt.Errorf("store: enroll agent %s: %w", a.ID, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("store: enroll agent %s: %w", a.ID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("store: agent %s is enrolled with another TPM: %w", a.ID, ErrConflict)
+	}
+	return nil
+}
+
+func nilIfEmpty(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// CreateEnrollment stores a pending credential-activation challenge.
+func (s *Store) CreateEnrollment(ctx context.Context, e *Enrollment) error {
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO enrollments (id, agent_id, partition, secret_sha256, ek_public,
+		ek_sha256, ek_certificate, ak_public, ak_name, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		e.ID, e.AgentID, e.Partition, e.SecretSHA256, e.EKPublic, nilIfEmpty(e.EKSHA256), e.EKCertificate, e.AKPublic, e.AKName, nanos(e.Expires))
+	if err != nil {
+		return fmt.Errorf("store: create enrollment: %w", err)
+	}
+	return nil
+}
+
+// TakeEnrollment removes and returns a pending enrollment of the agent. It
+// can be taken once: a second call returns ErrNotFound.
+func (s *Store) TakeEnrollment(ctx context.Context, id, agentID string) (*Enrollment, error) {
+	row := s.db.QueryRowContext(ctx, s.q(`DELETE FROM enrollments WHERE id = ? AND agent_id = ?
+		RETURNING id, agent_id, partition, secret_sha256, ek_public, ek_sha256, ek_certificate, ak_public, ak_name, expires_at`), id, agentID)
+	var (
+		e       Enrollment
+		expires int64
+	)
+	err := row.Scan(&e.ID, &e.AgentID, &e.Partition, &e.SecretSHA256, &e.EKPublic, &e.EKSHA256, &e.EKCertificate, &e.AKPublic, &e.AKName, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: take enrollment: %w", err)
+	}
+	e.Expires = fromNanos(expires)
+	return &e, nil
+}
+
+// PutNonce records an issued nonce by its SHA-256 (the nonce itself is never stored).
+func (s *Store) PutNonce(ctx context.Context, nonceSHA256 []byte, agentID string, expires time.Time) error {
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO nonces (nonce_sha256, agent_id, expires_at, spent_at) VALUES (?, ?, ?, 0)`),
+		nonceSHA256, agentID, nanos(expires))
+	if err != nil {
+		return fmt.Errorf("store: put nonce: %w", err)
+	}
+	return nil
+}
+
+// SpendNonce spends a nonce for the agent at now. Exactly one caller across
+// all replicas gets NonceOK for a given nonce.
+func (s *Store) SpendNonce(ctx context.Context, nonceSHA256 []byte, agentID string, now time.Time) (NonceStatus, error) {
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE nonces SET spent_at = ?
+		WHERE nonce_sha256 = ? AND agent_id = ? AND spent_at = 0 AND expires_at > ?`),
+		nanos(now), nonceSHA256, agentID, nanos(now))
+	if err != nil {
+		return NonceUnknown, fmt.Errorf("store: spend nonce: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return NonceUnknown, fmt.Errorf("store: spend nonce: %w", err)
+	} else if n == 1 {
+		return NonceOK, nil
+	}
+	var (
+		owner          string
+		expires, spent int64
+	)
+	err = s.db.QueryRowContext(ctx, s.q(`SELECT agent_id, expires_at, spent_at FROM nonces WHERE nonce_sha256 = ?`), nonceSHA256).
+		Scan(&owner, &expires, &spent)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return NonceUnknown, nil
+	case err != nil:
+		return NonceUnknown, fmt.Errorf("store: classify nonce: %w", err)
+	case owner != agentID:
+		return NonceWrongAgent, nil
+	case spent != 0:
+		return NonceReplayed, nil
+	default:
+		return NonceExpired, nil
+	}
+}
+
+// PruneNonces deletes nonces that expired before cutoff. Spent nonces are
+// kept until they expire so a replay is named as such.
+func (s *Store) PruneNonces(ctx context.Context, cutoff time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, s.q(`DELETE FROM nonces WHERE expires_at < ?`), nanos(cutoff))
+	if err != nil {
+		return 0, fmt.Errorf("store: prune nonces: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+// PutFirmwareLog stores a firmware log by its SHA-256 (shared by every agent
+// that booted the same way).
+func (s *Store) PutFirmwareLog(ctx context.Context, sha256 []byte, log []byte) error {
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO firmware_logs (sha256, log) VALUES (?, ?) ON CONFLICT (sha256) DO NOTHING`), sha256, log)
+	if err != nil {
+		return fmt.Errorf("store: put firmware log: %w", err)
+	}
+	return nil
+}
+
+// GetFirmwareLog returns the log with that SHA-256 or ErrNotFound.
+func (s *Store) GetFirmwareLog(ctx context.Context, sha256 []byte) ([]byte, error) {
+	var log []byte
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT log FROM firmware_logs WHERE sha256 = ?`), sha256).Scan(&log)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: get firmware log: %w", err)
+	}
+	return log, nil
+}
+
+// RecordPulse writes a pulse's outcome. Evidence fields move only when
+// u.Evidence is set, and never backwards in sequence within a boot.
+func (s *Store) RecordPulse(ctx context.Context, agentID string, u PulseUpdate) error {
+	var (
+		res sql.Result
+		err error
+	)
+	if u.Evidence {
+		res, err = s.db.ExecContext(ctx, s.q(`UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
+			last_message = ?, policy_digest = ?, address = ?, last_seq = ?, reset_count = ?, restart_count = ?,
+			tpm_clock = ?, firmware_log_sha256 = ?, runtime_records = ?, runtime_count = ? WHERE id = ?`),
+			nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, int64(u.Seq), int64(u.ResetCount),
+			int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256), nilIfEmpty(u.RuntimeRecords), int64(u.RuntimeCount), agentID)
+	} else {
+		res, err = s.db.ExecContext(ctx, s.q(`UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
+			last_message = ?, policy_digest = ?, address = ? WHERE id = ?`),
+			nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, agentID)
+	}
+	if err != nil {
+		return fmt.Errorf("store: record pulse for %s: %w", agentID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("store: record pulse for %s: %w", agentID, ErrNotFound)
+	}
+	return nil
+}

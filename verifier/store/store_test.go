@@ -1,0 +1,236 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pulse-attest/pulse/verifier/store"
+)
+
+// engines returns a fresh store per engine available to the test. PostgreSQL
+// joins the list in storetest when a cluster is available.
+func engines(t *testing.T) map[string]*store.Store {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string]*store.Store{}
+	s, err := store.Open(ctx, store.EngineSQLite, filepath.Join(t.TempDir(), "pulse.db"))
+	if err != nil {
+		t.Fatalf("open sqlite: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	out[store.EngineSQLite] = s
+	for name, pg := range postgresStores(t) {
+		out[name] = pg
+	}
+	return out
+}
+
+func sum(s string) []byte { h := sha256.Sum256([]byte(s)); return h[:] }
+
+func TestEnrollAgent(t *testing.T) {
+	for name, s := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			a := &store.Agent{ID: "edge-1", Partition: "lab", TPM: true, EKPublic: []byte("ek"), EKSHA256: sum("ek"),
+				AKPublic: []byte("ak1"), AKName: []byte("n1"), EnrolledAt: time.Now()}
+			if err := s.EnrollAgent(ctx, a); err != nil {
+				t.Fatalf("enroll: %v", err)
+			}
+			// Same EK, new AK: accepted.
+			a2 := *a
+			a2.AKPublic = []byte("ak2")
+			if err := s.EnrollAgent(ctx, &a2); err != nil {
+				t.Fatalf("re-enroll same EK: %v", err)
+			}
+			got, err := s.GetAgent(ctx, "edge-1")
+			if err != nil || !bytes.Equal(got.AKPublic, []byte("ak2")) || got.Partition != "lab" || !got.TPM {
+				t.Fatalf("get after re-enroll: %+v, %v", got, err)
+			}
+			// Other EK: identity takeover, refused, nothing changes.
+			a3 := *a
+			a3.EKPublic, a3.EKSHA256, a3.AKPublic = []byte("other"), sum("other"), []byte("ak3")
+			if err := s.EnrollAgent(ctx, &a3); !errors.Is(err, store.ErrConflict) {
+				t.Fatalf("enroll other EK: want ErrConflict, got %v", err)
+			}
+			// TPM agent coming back without a TPM: refused too.
+			a4 := store.Agent{ID: "edge-1", EnrolledAt: time.Now()}
+			if err := s.EnrollAgent(ctx, &a4); !errors.Is(err, store.ErrConflict) {
+				t.Fatalf("enroll without TPM: want ErrConflict, got %v", err)
+			}
+			got, _ = s.GetAgent(ctx, "edge-1")
+			if !bytes.Equal(got.AKPublic, []byte("ak2")) {
+				t.Fatalf("refused enrollment changed the AK: %q", got.AKPublic)
+			}
+			if _, err := s.GetAgent(ctx, "nobody"); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("get unknown: %v", err)
+			}
+		})
+	}
+}
+
+func TestNonces(t *testing.T) {
+	for name, s := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			now := time.Now()
+			n1, n2 := sum("n1-"+name), sum("n2-"+name)
+			if err := s.PutNonce(ctx, n1, "a", now.Add(time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.PutNonce(ctx, n2, "a", now.Add(-time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			cases := []struct {
+				name  string
+				nonce []byte
+				agent string
+				want  store.NonceStatus
+			}{
+				{"wrong agent", n1, "b", store.NonceWrongAgent},
+				{"ok", n1, "a", store.NonceOK},
+				{"replayed", n1, "a", store.NonceReplayed},
+				{"expired", n2, "a", store.NonceExpired},
+				{"unknown", sum("never issued"), "a", store.NonceUnknown},
+			}
+			for _, c := range cases {
+				got, err := s.SpendNonce(ctx, c.nonce, c.agent, now)
+				if err != nil || got != c.want {
+					t.Errorf("%s: got %v, %v; want %v", c.name, got, err, c.want)
+				}
+			}
+		})
+	}
+}
+
+// TestNonceSpentOnce races many spenders; exactly one may win.
+func TestNonceSpentOnce(t *testing.T) {
+	for name, s := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			now := time.Now()
+			n := sum("race-" + name)
+			if err := s.PutNonce(ctx, n, "a", now.Add(time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			var (
+				wg   sync.WaitGroup
+				mu   sync.Mutex
+				wins int
+			)
+			for range 16 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					st, err := s.SpendNonce(ctx, n, "a", now)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if st == store.NonceOK {
+						mu.Lock()
+						wins++
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			if wins != 1 {
+				t.Fatalf("nonce spent %d times, want exactly 1", wins)
+			}
+		})
+	}
+}
+
+func TestEnrollmentTakenOnce(t *testing.T) {
+	for name, s := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			e := &store.Enrollment{ID: "e1-" + name, AgentID: "a", SecretSHA256: sum("s"), Expires: time.Now().Add(time.Minute)}
+			if err := s.CreateEnrollment(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.TakeEnrollment(ctx, e.ID, "other"); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("take by other agent: %v", err)
+			}
+			got, err := s.TakeEnrollment(ctx, e.ID, "a")
+			if err != nil || !bytes.Equal(got.SecretSHA256, sum("s")) {
+				t.Fatalf("take: %+v %v", got, err)
+			}
+			if _, err := s.TakeEnrollment(ctx, e.ID, "a"); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("second take: %v", err)
+			}
+		})
+	}
+}
+
+func TestRecordPulseAndFirmwareLogs(t *testing.T) {
+	for name, s := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			if err := s.EnrollAgent(ctx, &store.Agent{ID: "p1", TPM: true, EKSHA256: sum("ek"), EnrolledAt: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			at := time.Now().UTC().Truncate(time.Microsecond)
+			if err := s.RecordPulse(ctx, "p1", store.PulseUpdate{At: at, Verdict: 1, Reason: 1, Evidence: true, Seq: 7,
+				ResetCount: 3, RuntimeRecords: []byte("rec"), RuntimeCount: 1, FirmwareLogSHA256: sum("log")}); err != nil {
+				t.Fatal(err)
+			}
+			// A rejected pulse updates the verdict but not the evidence.
+			if err := s.RecordPulse(ctx, "p1", store.PulseUpdate{At: at.Add(time.Second), Verdict: 3, Reason: 20, Message: "bad sig"}); err != nil {
+				t.Fatal(err)
+			}
+			a, err := s.GetAgent(ctx, "p1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.LastVerdict != 3 || a.LastReason != 20 || a.LastSeq != 7 || a.ResetCount != 3 || string(a.RuntimeRecords) != "rec" || !a.LastPulseAt.Equal(at.Add(time.Second)) {
+				t.Fatalf("agent after pulses: %+v", a)
+			}
+			if err := s.RecordPulse(ctx, "ghost", store.PulseUpdate{At: at}); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("record for unknown agent: %v", err)
+			}
+			if err := s.PutFirmwareLog(ctx, sum("log"), []byte("LOG")); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.PutFirmwareLog(ctx, sum("log"), []byte("LOG")); err != nil {
+				t.Fatalf("idempotent put: %v", err)
+			}
+			if got, err := s.GetFirmwareLog(ctx, sum("log")); err != nil || string(got) != "LOG" {
+				t.Fatalf("get log: %q %v", got, err)
+			}
+			if _, err := s.GetFirmwareLog(ctx, sum("nope")); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("get missing log: %v", err)
+			}
+		})
+	}
+}
+
+func TestReopenKeepsState(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "pulse.db")
+	s, err := store.Open(ctx, store.EngineSQLite, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnrollAgent(ctx, &store.Agent{ID: "keep", EnrolledAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = store.Open(ctx, store.EngineSQLite, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.GetAgent(ctx, "keep"); err != nil {
+		t.Fatalf("agent lost across reopen: %v", err)
+	}
+	if v, err := s.SchemaVersion(ctx); err != nil || v < 1 {
+		t.Fatalf("schema version %d %v", v, err)
+	}
+}
