@@ -1119,7 +1119,13 @@ type PulsePayload struct {
 	SentinelEvents    []*SentinelEvent `protobuf:"bytes,17,rep,name=sentinel_events,json=sentinelEvents,proto3" json:"sentinel_events,omitempty"`
 	Health            *Health          `protobuf:"bytes,18,opt,name=health,proto3" json:"health,omitempty"`
 	// Addresses the agent's Shield currently drops.
-	Quarantined   []string `protobuf:"bytes,19,rep,name=quarantined,proto3" json:"quarantined,omitempty"`
+	Quarantined []string `protobuf:"bytes,19,rep,name=quarantined,proto3" json:"quarantined,omitempty"`
+	// The agent binary's path and the SHA-256 of the file now at that path; it
+	// differs from agent_binary_sha256 when the binary was replaced on disk.
+	AgentBinaryPath       string `protobuf:"bytes,20,opt,name=agent_binary_path,json=agentBinaryPath,proto3" json:"agent_binary_path,omitempty"`
+	AgentBinaryDiskSha256 []byte `protobuf:"bytes,21,opt,name=agent_binary_disk_sha256,json=agentBinaryDiskSha256,proto3" json:"agent_binary_disk_sha256,omitempty"`
+	// Digest algorithm bank of runtime_records' digests (TPM_ALG_ID).
+	RuntimeBank   uint32 `protobuf:"varint,22,opt,name=runtime_bank,json=runtimeBank,proto3" json:"runtime_bank,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1285,6 +1291,27 @@ func (x *PulsePayload) GetQuarantined() []string {
 		return x.Quarantined
 	}
 	return nil
+}
+
+func (x *PulsePayload) GetAgentBinaryPath() string {
+	if x != nil {
+		return x.AgentBinaryPath
+	}
+	return ""
+}
+
+func (x *PulsePayload) GetAgentBinaryDiskSha256() []byte {
+	if x != nil {
+		return x.AgentBinaryDiskSha256
+	}
+	return nil
+}
+
+func (x *PulsePayload) GetRuntimeBank() uint32 {
+	if x != nil {
+		return x.RuntimeBank
+	}
+	return 0
 }
 
 type BPFSnapshot struct {
@@ -2440,7 +2467,7 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\x04pcrs\x18\x04 \x03(\v2\x12.pulse.v1.PCRValueR\x04pcrs\"8\n" +
 	"\bPCRValue\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
-	"\x06digest\x18\x02 \x01(\fR\x06digest\"\x83\x06\n" +
+	"\x06digest\x18\x02 \x01(\fR\x06digest\"\x8b\a\n" +
 	"\fPulsePayload\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\tR\tpartition\x12.\n" +
@@ -2463,7 +2490,10 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\bfortress\x18\x10 \x01(\v2\x18.pulse.v1.FortressStatusR\bfortress\x12@\n" +
 	"\x0fsentinel_events\x18\x11 \x03(\v2\x17.pulse.v1.SentinelEventR\x0esentinelEvents\x12(\n" +
 	"\x06health\x18\x12 \x01(\v2\x10.pulse.v1.HealthR\x06health\x12 \n" +
-	"\vquarantined\x18\x13 \x03(\tR\vquarantined\"\xda\x01\n" +
+	"\vquarantined\x18\x13 \x03(\tR\vquarantined\x12*\n" +
+	"\x11agent_binary_path\x18\x14 \x01(\tR\x0fagentBinaryPath\x127\n" +
+	"\x18agent_binary_disk_sha256\x18\x15 \x01(\fR\x15agentBinaryDiskSha256\x12!\n" +
+	"\fruntime_bank\x18\x16 \x01(\rR\vruntimeBank\"\xda\x01\n" +
 	"\vBPFSnapshot\x12/\n" +
 	"\x06pinned\x18\x01 \x03(\v2\x17.pulse.v1.PinnedProgramR\x06pinned\x12:\n" +
 	"\rhost_programs\x18\x02 \x03(\v2\x15.pulse.v1.HostProgramR\fhostPrograms\x120\n" +
