@@ -1,0 +1,231 @@
+// Package config reads the verifier's HCL configuration file. Unknown keys and
+// bad values are errors naming file:line:col. Relative paths are resolved
+// against the configuration file's directory.
+package config
+
+import (
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/pulse-attest/pulse/internal/hclconf"
+)
+
+// Config is the verifier's validated configuration.
+type Config struct {
+	// Listen is the agent-facing gRPC address (mTLS, agent certificates).
+	Listen string
+	// AdminListen is the operator address (dashboard, JSON API, metrics);
+	// empty disables it.
+	AdminListen string
+
+	TLS        TLS
+	Store      Store
+	Policy     []string
+	Enrollment Enrollment
+
+	NonceTTL  time.Duration
+	ClockSkew time.Duration
+	// AllowTPMless lets agents without a TPM enroll; whether their pulses are
+	// then DEGRADED or UNTRUSTED is the policy's tpm mode.
+	AllowTPMless bool
+	// StartupGrace is how long every agent gets after a verifier start before
+	// it can be BLINDED.
+	StartupGrace time.Duration
+	LogLevel     string
+	LogJSON      bool
+}
+
+// TLS names the verifier's certificate and the CAs it trusts.
+type TLS struct {
+	Cert, Key  string
+	AgentCA    string
+	OperatorCA string
+}
+
+// Store selects the state store.
+type Store struct {
+	Engine string
+	DSN    string
+}
+
+// Enrollment says which TPMs may enroll.
+type Enrollment struct {
+	// EKRoots are PEM files of TPM-vendor root (and intermediate) certificates.
+	EKRoots []string
+	// EKAllowSHA256 lists hex SHA-256 digests of EK public areas allowed
+	// without a certificate.
+	EKAllowSHA256 []string
+	Timeout       time.Duration
+}
+
+type fileTLS struct {
+	Cert       string `hcl:"cert"`
+	Key        string `hcl:"key"`
+	AgentCA    string `hcl:"agent_ca"`
+	OperatorCA string `hcl:"operator_ca,optional"`
+}
+
+type fileStore struct {
+	Engine string `hcl:"engine,optional"`
+	DSN    string `hcl:"dsn,optional"`
+}
+
+type fileEnrollment struct {
+	EKRoots       []string `hcl:"ek_roots,optional"`
+	EKAllowSHA256 []string `hcl:"ek_allow_sha256,optional"`
+	Timeout       string   `hcl:"timeout,optional"`
+}
+
+type file struct {
+	Listen       string          `hcl:"listen,optional"`
+	AdminListen  string          `hcl:"admin_listen,optional"`
+	TLS          *fileTLS        `hcl:"tls,block"`
+	Store        *fileStore      `hcl:"store,block"`
+	Policy       []string        `hcl:"policy_files,optional"`
+	Enrollment   *fileEnrollment `hcl:"enrollment,block"`
+	NonceTTL     string          `hcl:"nonce_ttl,optional"`
+	ClockSkew    string          `hcl:"clock_skew,optional"`
+	AllowTPMless bool            `hcl:"allow_tpmless,optional"`
+	StartupGrace string          `hcl:"startup_grace,optional"`
+	LogLevel     string          `hcl:"log_level,optional"`
+	LogJSON      bool            `hcl:"log_json,optional"`
+}
+
+// Defaults.
+const (
+	DefaultListen       = "127.0.0.1:7443"
+	DefaultNonceTTL     = 2 * time.Minute
+	DefaultClockSkew    = 30 * time.Second
+	DefaultStartupGrace = 2 * time.Minute
+	DefaultEnrollTTL    = 5 * time.Minute
+)
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	f, err := hclconf.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	return decode(f)
+}
+
+// Parse validates configuration source named filename.
+func Parse(filename string, src []byte) (*Config, error) {
+	f, err := hclconf.Parse(filename, src)
+	if err != nil {
+		return nil, err
+	}
+	return decode(f)
+}
+
+func decode(f *hclconf.File) (*Config, error) {
+	var raw file
+	f.Decode(&raw)
+	if err := f.Err(); err != nil {
+		return nil, err
+	}
+	c := &Config{
+		Listen:       raw.Listen,
+		AdminListen:  raw.AdminListen,
+		AllowTPMless: raw.AllowTPMless,
+		LogLevel:     raw.LogLevel,
+		LogJSON:      raw.LogJSON,
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	checkAddr(f, c.Listen, "listen")
+	if c.AdminListen != "" {
+		checkAddr(f, c.AdminListen, "admin_listen")
+	}
+	switch c.LogLevel {
+	case "":
+		c.LogLevel = "info"
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		f.Errorf([]string{"log_level"}, "invalid log level", "%q is not one of trace, debug, info, warn, error", c.LogLevel)
+	}
+	c.NonceTTL = f.Duration(raw.NonceTTL, DefaultNonceTTL, 5*time.Second, time.Hour, "nonce_ttl")
+	c.ClockSkew = f.Duration(raw.ClockSkew, DefaultClockSkew, time.Second, time.Hour, "clock_skew")
+	c.StartupGrace = f.Duration(raw.StartupGrace, DefaultStartupGrace, 0, 24*time.Hour, "startup_grace")
+
+	if raw.TLS == nil {
+		f.Errorf(nil, "missing tls block", "the verifier needs tls { cert, key, agent_ca }: agents are only ever accepted over mutual TLS")
+	} else {
+		c.TLS = TLS{Cert: f.Path(raw.TLS.Cert), Key: f.Path(raw.TLS.Key), AgentCA: f.Path(raw.TLS.AgentCA), OperatorCA: f.Path(raw.TLS.OperatorCA)}
+		f.RequireFile(c.TLS.Cert, "tls", "cert")
+		f.RequireFile(c.TLS.Key, "tls", "key")
+		f.RequireFile(c.TLS.AgentCA, "tls", "agent_ca")
+		if c.TLS.OperatorCA != "" {
+			f.RequireFile(c.TLS.OperatorCA, "tls", "operator_ca")
+		}
+	}
+
+	c.Store = Store{Engine: "sqlite", DSN: "pulse-verifier.db"}
+	if raw.Store != nil {
+		if raw.Store.Engine != "" {
+			c.Store.Engine = raw.Store.Engine
+		}
+		if raw.Store.DSN != "" {
+			c.Store.DSN = raw.Store.DSN
+		}
+	}
+	switch c.Store.Engine {
+	case "sqlite":
+		c.Store.DSN = f.Path(c.Store.DSN)
+	case "postgres":
+	default:
+		f.Errorf([]string{"store", "engine"}, "unknown store engine", "%q: use \"sqlite\" (embedded, one verifier) or \"postgres\" (several replicas)", c.Store.Engine)
+	}
+
+	for _, p := range raw.Policy {
+		c.Policy = append(c.Policy, f.Path(p))
+	}
+	if len(c.Policy) == 0 {
+		f.Errorf([]string{"policy_files"}, "no policy files", "set policy_files = [\"policy.hcl\"]: without a policy every pulse would be refused (Pulse fails closed)")
+	}
+	for _, p := range c.Policy {
+		f.RequireFile(p, "policy_files")
+	}
+
+	c.Enrollment.Timeout = DefaultEnrollTTL
+	if raw.Enrollment != nil {
+		for _, p := range raw.Enrollment.EKRoots {
+			p = f.Path(p)
+			f.RequireFile(p, "enrollment", "ek_roots")
+			c.Enrollment.EKRoots = append(c.Enrollment.EKRoots, p)
+		}
+		for _, h := range raw.Enrollment.EKAllowSHA256 {
+			if len(h) != 64 || !isHex(h) {
+				f.Errorf([]string{"enrollment", "ek_allow_sha256"}, "invalid EK digest", "%q is not 64 hex characters (SHA-256 of the EK public area)", h)
+			}
+			c.Enrollment.EKAllowSHA256 = append(c.Enrollment.EKAllowSHA256, h)
+		}
+		c.Enrollment.Timeout = f.Duration(raw.Enrollment.Timeout, DefaultEnrollTTL, 10*time.Second, time.Hour, "enrollment", "timeout")
+	}
+	if err := f.Err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func checkAddr(f *hclconf.File, addr, key string) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		f.Errorf([]string{key}, "invalid address", "%q: %v (want host:port)", addr, err)
+	}
+}
+
+func isHex(s string) bool {
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// String summarises the configuration without secrets.
+func (c *Config) String() string {
+	return fmt.Sprintf("listen=%s admin=%s store=%s policy=%v", c.Listen, c.AdminListen, c.Store.Engine, c.Policy)
+}
