@@ -1,0 +1,116 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+// SelfExe is the kernel's link to the running program's file.
+const SelfExe = "/proc/self/exe"
+
+// HashFile returns the SHA-256 of the file at path.
+func HashFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return HashOpenFile(f)
+}
+
+// HashOpenFile returns the SHA-256 of f's content from offset 0, reading
+// through the descriptor (not the path), so the digest is of the file that
+// descriptor holds even if the path was replaced since it was opened.
+func HashOpenFile(f *os.File) ([]byte, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, 1<<62)); err != nil {
+		return nil, fmt.Errorf("hash %s: %w", f.Name(), err)
+	}
+	return h.Sum(nil), nil
+}
+
+// ExecutablePath returns the path the running binary was started from,
+// without the " (deleted)" suffix the kernel adds once the path no longer
+// names that file.
+func ExecutablePath() (string, error) {
+	p, err := os.Readlink(SelfExe)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", SelfExe, err)
+	}
+	return strings.TrimSuffix(p, " (deleted)"), nil
+}
+
+// fileID identifies a version of a file well enough to know when to hash
+// it again: any write changes ctime, a replacement changes the inode.
+type fileID struct {
+	dev, ino, size   uint64
+	mtimeNs, ctimeNs int64
+	missing          bool
+}
+
+func statID(path string) (fileID, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		if os.IsNotExist(err) {
+			return fileID{missing: true}, nil
+		}
+		return fileID{}, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return fileID{
+		dev: st.Dev, ino: st.Ino, size: uint64(st.Size),
+		mtimeNs: st.Mtim.Nano(), ctimeNs: st.Ctim.Nano(),
+	}, nil
+}
+
+// diskBinary tracks the file now at the agent binary's path, hashing it
+// only when its stat changed.
+type diskBinary struct {
+	path string
+
+	mu     sync.Mutex
+	id     fileID
+	digest []byte
+	known  bool
+}
+
+// Digest returns the SHA-256 of the file now at the path (nil when the path
+// no longer exists), rehashing only when the file's stat changed.
+func (d *diskBinary) Digest() ([]byte, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	id, err := statID(d.path)
+	if err != nil {
+		return nil, err
+	}
+	if d.known && id == d.id {
+		return d.digest, nil
+	}
+	var digest []byte
+	if !id.missing {
+		if digest, err = HashFile(d.path); err != nil {
+			if os.IsNotExist(err) {
+				digest = nil
+			} else {
+				return nil, err
+			}
+		}
+	}
+	d.id, d.digest, d.known = id, digest, true
+	return digest, nil
+}
+
+// Changed reports whether the file's stat differs from the one last hashed.
+func (d *diskBinary) Changed() bool {
+	id, err := statID(d.path)
+	if err != nil {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return !d.known || id != d.id
+}

@@ -1,0 +1,2 @@
+verifier = "verifier.example:7443"
+tpm = "none"

@@ -1,0 +1,3 @@
+verifier = "verifier.example:7443"
+tls {
+  cert = "../tls/agent.crt"

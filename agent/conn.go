@@ -1,0 +1,122 @@
+package agent
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/tls"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/pulse-attest/pulse/internal/pki"
+	"github.com/pulse-attest/pulse/internal/pulsesig"
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+)
+
+// session is one gRPC connection to the verifier made with one certificate
+// and key pair. Every handshake of the connection (gRPC redials by itself
+// after a network failure) presents that same pair, and every payload sent
+// on it is signed with that pair's key and names that pair's leaf key, so
+// the key a pulse is signed with is always the key the TLS channel proved.
+// When the Reloader swaps in a new pair, the agent builds a new session and
+// moves to it once the verifier has answered on it; the old one keeps
+// serving until then.
+type session struct {
+	cc      *grpc.ClientConn
+	client  pulsev1.AttestationClient
+	cert    *tls.Certificate
+	signer  crypto.Signer
+	agentID string
+	leafKey [sha256.Size]byte
+	// changed is the Reloader's Changed channel as it was before the pair
+	// was read: it fires when a newer pair is available.
+	changed <-chan struct{}
+	serial  string
+	stop    context.CancelFunc
+}
+
+// dial makes a session with the Reloader's current pair. No network I/O
+// happens until the first call.
+func (a *Agent) dial() (*session, error) {
+	// Read Changed before Current: a swap in between fires changed at once
+	// instead of being missed.
+	changed := a.reloader.Changed()
+	cert, signer := a.reloader.Current()
+	if cert.Leaf == nil {
+		return nil, fmt.Errorf("dial: certificate without parsed leaf")
+	}
+	id, err := pki.IdentityFromCert(cert.Leaf)
+	if err != nil {
+		return nil, fmt.Errorf("dial: agent certificate: %w", err)
+	}
+	if id.Role != pki.RoleAgent {
+		return nil, fmt.Errorf("dial: certificate names %s, not an agent", id)
+	}
+	tlsCfg := a.tlsBase.Clone()
+	pinned := cert
+	tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return pinned, nil }
+	cc, err := grpc.NewClient(a.cfg.Verifier,
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 500 * time.Millisecond, Multiplier: 2, Jitter: 0.2, MaxDelay: 30 * time.Second},
+			MinConnectTimeout: 10 * time.Second,
+		}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 60 * time.Second, Timeout: 20 * time.Second}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", a.cfg.Verifier, err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	s := &session{
+		cc:      cc,
+		client:  pulsev1.NewAttestationClient(cc),
+		cert:    cert,
+		signer:  signer,
+		agentID: id.ID,
+		leafKey: pulsesig.LeafKeyDigest(cert.Leaf),
+		changed: changed,
+		serial:  cert.Leaf.SerialNumber.String(),
+		stop:    stop,
+	}
+	go a.watchState(ctx, s)
+	return s, nil
+}
+
+// watchState counts reconnects: transitions to READY after the first.
+func (a *Agent) watchState(ctx context.Context, s *session) {
+	log := a.log.Named("conn")
+	ready := false
+	state := s.cc.GetState()
+	for {
+		if state == connectivity.Ready {
+			if ready {
+				a.counters.reconnects.Add(1)
+				log.Info("reconnected to verifier", "verifier", a.cfg.Verifier, "cert_serial", s.serial)
+			} else {
+				log.Debug("connected to verifier", "verifier", a.cfg.Verifier, "cert_serial", s.serial)
+			}
+			ready = true
+		}
+		if state == connectivity.TransientFailure && ready {
+			log.Warn("connection to verifier lost", "verifier", a.cfg.Verifier)
+		}
+		if !s.cc.WaitForStateChange(ctx, state) {
+			return
+		}
+		state = s.cc.GetState()
+	}
+}
+
+func (s *session) close(log hclog.Logger) {
+	s.stop()
+	if err := s.cc.Close(); err != nil {
+		log.Debug("close connection", "error", err)
+	}
+}

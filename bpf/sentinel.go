@@ -1,0 +1,333 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+)
+
+// SentinelSlots is the size of the pinned event ring (SENTINEL_SLOTS in
+// c/sentinel.h).
+const SentinelSlots = 1024
+
+// EventKind says what a Sentinel record is about.
+type EventKind string
+
+// Sentinel record kinds (enum sentinel_kind in c/sentinel.h).
+const (
+	EventSignal         EventKind = "signal"
+	EventBPFProgLoad    EventKind = "bpf_prog_load"
+	EventFortressDenied EventKind = "fortress_denied"
+)
+
+var eventKinds = map[uint32]EventKind{1: EventSignal, 2: EventBPFProgLoad, 3: EventFortressDenied}
+
+// signal_generate's result codes (enum trace_signal_result in the kernel).
+var signalResults = map[int32]string{0: "delivered", 1: "ignored", 2: "already_pending", 3: "overflow_fail", 4: "lose_info"}
+
+// Event is one Sentinel record.
+type Event struct {
+	Seq        uint64    `json:"seq"`
+	Kind       EventKind `json:"kind"`
+	Time       time.Time `json:"time"`
+	SenderPID  int       `json:"sender_pid"`
+	SenderTID  int       `json:"sender_tid"`
+	SenderUID  uint32    `json:"sender_uid"`
+	SenderComm string    `json:"sender_comm"`
+	// Signals and Fortress refusals.
+	TargetPID  int    `json:"target_pid,omitempty"`
+	TargetTID  int    `json:"target_tid,omitempty"`
+	TargetComm string `json:"target_comm,omitempty"`
+	Signal     int    `json:"signal,omitempty"`
+	SignalName string `json:"signal_name,omitempty"`
+	// Outcome: for signals what the kernel did with it ("delivered",
+	// "ignored", ...); "denied" for Fortress refusals; "attr_unreadable" when
+	// a program load's attributes could not be read.
+	Outcome string `json:"outcome,omitempty"`
+	// Program loads.
+	ProgType  string `json:"prog_type,omitempty"`
+	ProgName  string `json:"prog_name,omitempty"`
+	InsnCount uint32 `json:"insn_count,omitempty"`
+}
+
+// SentinelReport is what happened since the last acknowledgement.
+type SentinelReport struct {
+	Events []Event `json:"events"`
+	// Lost counts records overwritten in the ring before they were acknowledged.
+	Lost uint64 `json:"lost"`
+	// Through is the sequence number to pass to Ack once the report is safe
+	// with the verifier.
+	Through uint64 `json:"through"`
+}
+
+// Sentinel reads the pinned event ring.
+type Sentinel struct {
+	log     hclog.Logger
+	cfg     *ebpf.Map
+	seq     *ebpf.Map
+	events  *ebpf.Map
+	threads *ebpf.Map
+	mu      sync.Mutex
+}
+
+func newSentinel(log hclog.Logger, coll *ebpf.Collection, agentPID, managerPID int) (*Sentinel, error) {
+	s := &Sentinel{
+		log:     log,
+		cfg:     coll.Maps["sentinel_cfg"],
+		seq:     coll.Maps["sentinel_seq"],
+		events:  coll.Maps["sentinel_events"],
+		threads: coll.Maps["sentinel_threads"],
+	}
+	if s.cfg == nil || s.seq == nil || s.events == nil || s.threads == nil {
+		return nil, errors.New("sentinel: object lacks its maps")
+	}
+	if s.events.MaxEntries() != SentinelSlots {
+		return nil, fmt.Errorf("sentinel: ring has %d slots, want %d", s.events.MaxEntries(), SentinelSlots)
+	}
+	cfg, err := s.config()
+	if err != nil {
+		return nil, err
+	}
+	prev := cfg.AgentTgid
+	cfg.AgentTgid = uint32(agentPID)
+	cfg.ManagerTgid = uint32(managerPID)
+	if err := s.cfg.Put(uint32(0), &cfg); err != nil {
+		return nil, fmt.Errorf("sentinel: write config: %w", err)
+	}
+	n, err := s.seedThreads(agentPID)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("sentinel configured", "agent_pid", agentPID, "previous_agent_pid", prev,
+		"service_manager_pid", managerPID, "acked_seq", cfg.AckedSeq, "agent_threads", n)
+	return s, nil
+}
+
+func (s *Sentinel) config() (sentinelSentinelConfig, error) {
+	var cfg sentinelSentinelConfig
+	if err := s.cfg.Lookup(uint32(0), &cfg); err != nil {
+		return cfg, fmt.Errorf("sentinel: read config: %w", err)
+	}
+	return cfg, nil
+}
+
+// seedThreads records the agent's existing threads; the task_newtask program
+// adds the ones it starts later.
+func (s *Sentinel) seedThreads(pid int) (int, error) {
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, fmt.Errorf("sentinel: list agent threads: %w", err)
+	}
+	n := 0
+	for _, e := range entries {
+		tid, err := strconv.ParseUint(e.Name(), 10, 32)
+		if err != nil {
+			continue
+		}
+		if err := s.threads.Put(uint32(tid), uint32(pid)); err != nil {
+			return n, fmt.Errorf("sentinel: record agent thread %d: %w", tid, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// sentinelAttachments are Sentinel's tracepoints.
+func sentinelAttachments() []attachment {
+	tp := func(prog, group, name string) attachment {
+		return attachment{
+			program:  prog,
+			point:    "tracepoint/" + group + "/" + name,
+			linkName: prog,
+			attach: func(p *ebpf.Program) (link.Link, error) {
+				return link.Tracepoint(group, name, p, nil)
+			},
+		}
+	}
+	return []attachment{
+		tp("sentinel_newtask", "task", "task_newtask"),
+		tp("sentinel_exit", "sched", "sched_process_exit"),
+		tp("sentinel_signal", "signal", "signal_generate"),
+		tp("sentinel_bpf", "syscalls", "sys_enter_bpf"),
+	}
+}
+
+// checkSentinelTracepoints verifies the running kernel's tracepoint layouts
+// match the structs in c/sentinel.c before anything is attached.
+func checkSentinelTracepoints() error {
+	checks := []struct {
+		group, name string
+		fields      map[string]tpField
+	}{
+		{"signal", "signal_generate", map[string]tpField{
+			"sig": {8, 4}, "comm": {20, 16}, "pid": {36, 4}, "result": {44, 4},
+		}},
+		{"task", "task_newtask", map[string]tpField{"pid": {8, 4}, "clone_flags": {32, 8}}},
+		{"syscalls", "sys_enter_bpf", map[string]tpField{"cmd": {16, 8}, "uattr": {24, 8}}},
+	}
+	for _, c := range checks {
+		if err := checkTracepointLayout(TraceFSPath, c.group, c.name, c.fields); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Events returns the records after the last acknowledged one: signals the
+// agent received (including the ones that killed a previous agent process),
+// Fortress refusals and eBPF program loads by other processes.
+func (s *Sentinel) Events() (SentinelReport, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cfg, err := s.config()
+	if err != nil {
+		return SentinelReport{}, err
+	}
+	var next uint64
+	if err := s.seq.Lookup(uint32(0), &next); err != nil {
+		return SentinelReport{}, fmt.Errorf("sentinel: read sequence: %w", err)
+	}
+	clk, err := readClocks()
+	if err != nil {
+		return SentinelReport{}, err
+	}
+	from, lost := ringWindow(cfg.AckedSeq, next, SentinelSlots)
+	rep := SentinelReport{Lost: lost, Through: cfg.AckedSeq}
+	for seq := from; seq <= next && seq != 0; seq++ {
+		var raw sentinelSentinelEvent
+		if err := s.events.Lookup(uint32(seq%SentinelSlots), &raw); err != nil {
+			return SentinelReport{}, fmt.Errorf("sentinel: read slot: %w", err)
+		}
+		switch {
+		case raw.Seq == seq:
+			rep.Events = append(rep.Events, decodeEvent(raw, clk))
+		case raw.Seq > seq:
+			// Overwritten by a newer record since we read the sequence.
+			rep.Lost++
+		default:
+			// Still being written: report up to here, the rest next time.
+			return rep, nil
+		}
+		rep.Through = seq
+	}
+	return rep, nil
+}
+
+// ringWindow returns the first sequence number still in the ring after acked
+// (1-based) and how many unacknowledged records were overwritten.
+func ringWindow(acked, next, slots uint64) (from, lost uint64) {
+	if next <= acked {
+		return next + 1, 0
+	}
+	from = acked + 1
+	if next-acked > slots {
+		lost = next - acked - slots
+		from = next - slots + 1
+	}
+	return from, lost
+}
+
+// Ack drops the records up to and including through from future reports. The
+// acknowledgement is kept in the pinned map, so it survives restarts.
+func (s *Sentinel) Ack(through uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var next uint64
+	if err := s.seq.Lookup(uint32(0), &next); err != nil {
+		return fmt.Errorf("sentinel: read sequence: %w", err)
+	}
+	if through > next {
+		return fmt.Errorf("sentinel: ack %d beyond last record %d", through, next)
+	}
+	cfg, err := s.config()
+	if err != nil {
+		return err
+	}
+	if through <= cfg.AckedSeq {
+		return nil
+	}
+	cfg.AckedSeq = through
+	if err := s.cfg.Put(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("sentinel: write ack: %w", err)
+	}
+	return nil
+}
+
+// clocks pairs the wall clock with CLOCK_BOOTTIME, which the records use.
+type clocks struct {
+	wall time.Time
+	boot time.Duration
+}
+
+func readClocks() (clocks, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return clocks{}, fmt.Errorf("sentinel: clock_gettime(CLOCK_BOOTTIME): %w", err)
+	}
+	return clocks{wall: time.Now(), boot: time.Duration(ts.Nano())}, nil
+}
+
+// wallTime converts a CLOCK_BOOTTIME reading to wall-clock time.
+func (c clocks) wallTime(bootNS uint64) time.Time {
+	return c.wall.Add(time.Duration(bootNS) - c.boot).UTC()
+}
+
+// decodeEvent turns a raw ring record into an Event.
+func decodeEvent(raw sentinelSentinelEvent, clk clocks) Event {
+	ev := Event{
+		Seq:        raw.Seq,
+		Kind:       eventKinds[raw.Kind],
+		Time:       clk.wallTime(raw.BootNs),
+		SenderPID:  int(raw.SenderTgid),
+		SenderTID:  int(raw.SenderTid),
+		SenderUID:  raw.SenderUid,
+		SenderComm: cString(raw.SenderComm[:]),
+	}
+	if ev.Kind == "" {
+		ev.Kind = EventKind("unknown_" + strconv.FormatUint(uint64(raw.Kind), 10))
+	}
+	switch ev.Kind {
+	case EventSignal, EventFortressDenied:
+		ev.TargetPID = int(raw.TargetTgid)
+		ev.TargetTID = int(raw.TargetTid)
+		ev.TargetComm = cString(raw.TargetComm[:])
+		ev.Signal = int(raw.Signal)
+		ev.SignalName = unix.SignalName(syscall.Signal(raw.Signal))
+		if ev.Kind == EventFortressDenied {
+			ev.Outcome = "denied"
+		} else if r, ok := signalResults[raw.Result]; ok {
+			ev.Outcome = r
+		} else {
+			ev.Outcome = "result_" + strconv.Itoa(int(raw.Result))
+		}
+	case EventBPFProgLoad:
+		ev.ProgType = ProgramTypeName(raw.ProgType)
+		ev.ProgName = cString(raw.ProgName[:])
+		ev.InsnCount = raw.InsnCnt
+		if raw.Result != 0 {
+			ev.Outcome = "attr_unreadable"
+			ev.ProgType = ""
+		}
+	}
+	return ev
+}
+
+func cString(b []int8) string {
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		out = append(out, byte(c))
+	}
+	return string(out)
+}

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/pulse-attest/pulse/agent"
+	"github.com/pulse-attest/pulse/agent/config"
+	"github.com/pulse-attest/pulse/internal/cli"
+	"github.com/pulse-attest/pulse/internal/hclconf"
+	"github.com/pulse-attest/pulse/internal/logging"
+)
+
+// DefaultConfigPath is where the agent looks for its configuration.
+const DefaultConfigPath = "/etc/pulse/agent.hcl"
+
+func init() {
+	commands.Register(cli.Command{Name: "run", Summary: "run the agent (--config FILE)", Run: runAgent})
+}
+
+// loadAgentConfig parses --config from args and loads the file, printing
+// diagnostics (file:line:col, with the source line) on failure.
+func loadAgentConfig(fs *flag.FlagSet, args []string, stderr io.Writer) (*config.Config, bool) {
+	fs.SetOutput(stderr)
+	path := fs.String("config", DefaultConfigPath, "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return nil, false
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		var he *hclconf.Error
+		if errors.As(err, &he) {
+			fmt.Fprint(stderr, he.Pretty())
+		}
+		fmt.Fprintf(stderr, "pulse-agent: invalid configuration:\n%v\n", err)
+		return nil, false
+	}
+	return cfg, true
+}
+
+func runAgent(args []string, _, stderr io.Writer) int {
+	cfg, ok := loadAgentConfig(flag.NewFlagSet("run", flag.ContinueOnError), args, stderr)
+	if !ok {
+		return 2
+	}
+	log := logging.New("pulse-agent", cfg.LogLevel, cfg.LogJSON, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	a, err := agent.New(agent.Options{Config: cfg, Logger: log})
+	if err != nil {
+		log.Error("agent failed to start", "error", err)
+		return 1
+	}
+	defer a.Close()
+	// SIGHUP re-reads the certificate and key at once.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			if err := a.ReloadCertificate(); err != nil {
+				log.Error("certificate reload refused", "error", err)
+			}
+		}
+	}()
+	if err := a.Run(ctx); err != nil {
+		log.Error("agent failed", "error", err)
+		return 1
+	}
+	return 0
+}

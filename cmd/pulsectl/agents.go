@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pulse-attest/pulse/internal/cli"
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/verifier/config"
+	"github.com/pulse-attest/pulse/verifier/store"
+)
+
+func init() {
+	commands.Register(cli.Command{Name: "agents list", Summary: "list agents and their last verdicts (--config VERIFIER.hcl)", Run: runAgentsList})
+	commands.Register(cli.Command{Name: "agents show", Summary: "show one agent's last verdict (--config VERIFIER.hcl ID)", Run: runAgentsShow})
+}
+
+// agentView is the operator's view of an agent.
+type agentView struct {
+	ID           string    `json:"id"`
+	Partition    string    `json:"partition"`
+	Trust        string    `json:"trust"`
+	Verdict      string    `json:"verdict"`
+	Reason       string    `json:"reason"`
+	Message      string    `json:"message"`
+	LastPulse    time.Time `json:"last_pulse"`
+	Sequence     uint64    `json:"sequence"`
+	ResetCount   uint32    `json:"tpm_reset_count"`
+	PolicyDigest string    `json:"policy_digest"`
+	Address      string    `json:"address"`
+	EnrolledAt   time.Time `json:"enrolled_at"`
+}
+
+func viewOf(a *store.Agent) agentView {
+	trust := "tpm"
+	if !a.TPM {
+		trust = "mtls-only"
+	}
+	return agentView{ID: a.ID, Partition: a.Partition, Trust: trust,
+		Verdict: pulsev1.Verdict(a.LastVerdict).String(), Reason: pulsev1.Reason(a.LastReason).String(), Message: a.LastMessage,
+		LastPulse: a.LastPulseAt, Sequence: a.LastSeq, ResetCount: a.ResetCount, PolicyDigest: a.PolicyDigest, Address: a.Address, EnrolledAt: a.EnrolledAt}
+}
+
+func openVerifierStore(name string, args []string, stderr io.Writer) (*store.Store, *flag.FlagSet, bool, bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "/etc/pulse/verifier.hcl", "the verifier's configuration (names its store)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, false, false
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "pulsectl: %v\n", err)
+		return nil, nil, false, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := store.Open(ctx, cfg.Store.Engine, cfg.Store.DSN)
+	if err != nil {
+		fmt.Fprintf(stderr, "pulsectl: %v\n", err)
+		return nil, nil, false, false
+	}
+	return st, fs, *asJSON, true
+}
+
+func runAgentsList(args []string, stdout, stderr io.Writer) int {
+	st, _, asJSON, ok := openVerifierStore("agents list", args, stderr)
+	if !ok {
+		return 1
+	}
+	defer st.Close()
+	agents, err := st.ListAgents(context.Background())
+	if err != nil {
+		fmt.Fprintf(stderr, "pulsectl: %v\n", err)
+		return 1
+	}
+	views := make([]agentView, 0, len(agents))
+	for _, a := range agents {
+		views = append(views, viewOf(a))
+	}
+	if asJSON {
+		return printJSON(stdout, stderr, views)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 2, 2, ' ', 0)
+	fmt.Fprintln(tw, "AGENT\tTRUST\tVERDICT\tREASON\tLAST PULSE")
+	for _, v := range views {
+		age := "never"
+		if !v.LastPulse.IsZero() {
+			age = time.Since(v.LastPulse).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.ID, v.Trust, v.Verdict, v.Reason, age)
+	}
+	tw.Flush()
+	return 0
+}
+
+func runAgentsShow(args []string, stdout, stderr io.Writer) int {
+	st, fs, asJSON, ok := openVerifierStore("agents show", args, stderr)
+	if !ok {
+		return 1
+	}
+	defer st.Close()
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "usage: pulsectl agents show --config VERIFIER.hcl [--json] AGENT_ID")
+		return 2
+	}
+	a, err := st.GetAgent(context.Background(), fs.Arg(0))
+	if err != nil {
+		fmt.Fprintf(stderr, "pulsectl: agent %s: %v\n", fs.Arg(0), err)
+		return 1
+	}
+	v := viewOf(a)
+	if asJSON {
+		return printJSON(stdout, stderr, v)
+	}
+	fmt.Fprintf(stdout, "agent:     %s (partition %s, %s)\nverdict:   %s\nreason:    %s\nmessage:   %s\nlast pulse: %s\nsequence:  %d\npolicy:    %s\n",
+		v.ID, v.Partition, v.Trust, v.Verdict, v.Reason, v.Message, v.LastPulse.Format(time.RFC3339), v.Sequence, v.PolicyDigest)
+	return 0
+}
+
+func printJSON(stdout, stderr io.Writer, v any) int {
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		fmt.Fprintf(stderr, "pulsectl: %v\n", err)
+		return 1
+	}
+	return 0
+}

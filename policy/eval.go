@@ -1,0 +1,399 @@
+package policy
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// RuleNoPolicy and RuleSelect name the findings Set.Evaluate returns when it
+// cannot evaluate any policy rule: no set is loaded, or no policy selects the
+// agent. Both deny.
+const (
+	RuleNoPolicy = "policy"
+	RuleSelect   = "select"
+)
+
+// Evaluate selects the agent's policy (the first whose match covers the
+// evidence's agent ID and partition) and evaluates it. An agent that no
+// policy selects, or a nil set, is denied with a finding saying why.
+func (s *Set) Evaluate(ev Evidence, now time.Time) Result {
+	if s == nil {
+		f := Finding{Rule: RuleNoPolicy, Mode: Enforce, Severity: SeverityHigh,
+			Message: "no policy is loaded, so no agent can be trusted"}
+		return Result{Findings: []Finding{f}, Denied: true}
+	}
+	p := s.Select(ev.AgentID, ev.Partition)
+	if p == nil {
+		f := Finding{Rule: RuleSelect, Mode: Enforce, Severity: SeverityHigh,
+			Message: fmt.Sprintf("no policy selects agent %q in partition %q; add a policy whose match covers it", ev.AgentID, ev.Partition)}
+		return Result{PolicyDigest: s.digest, Findings: []Finding{f}, Denied: true}
+	}
+	return p.Evaluate(ev, now)
+}
+
+// Evaluate checks verified evidence against the policy's rules at time now
+// (update windows depend on it). It is pure: the same evidence and time
+// always give the same result. Rules that need evidence that is absent fail,
+// except measured-boot rules for an agent the policy explicitly accepts
+// without a TPM (tpm = "optional"/"none"), which are listed as Skipped.
+func (p *Policy) Evaluate(ev Evidence, now time.Time) Result {
+	e := &evaluator{p: p, res: Result{Policy: p.Name, PolicyPos: p.Pos, PolicyDigest: p.setDigest, Findings: []Finding{}}}
+	e.tpm(ev)
+	e.boot(ev)
+	e.agentBinary(ev, now)
+	e.ebpf(ev)
+	e.fortress(ev)
+	sort.SliceStable(e.res.Findings, func(i, j int) bool {
+		a, b := e.res.Findings[i], e.res.Findings[j]
+		if a.File != b.File {
+			return a.File < b.File
+		}
+		return a.Line < b.Line
+	})
+	for _, f := range e.res.Findings {
+		if f.Mode == Enforce {
+			e.res.Denied = true
+			if f.Isolate {
+				e.res.Isolate = true
+			}
+		}
+	}
+	return e.res
+}
+
+type evaluator struct {
+	p   *Policy
+	res Result
+}
+
+func (e *evaluator) fail(r Rule, format string, args ...any) {
+	e.res.Findings = append(e.res.Findings, Finding{
+		Policy:   e.p.Name,
+		Rule:     r.Name,
+		File:     r.Pos.File,
+		Line:     r.Pos.Line,
+		Mode:     r.Mode,
+		Severity: r.Severity,
+		Isolate:  r.Isolate,
+		Message:  fmt.Sprintf(format, args...),
+	})
+}
+
+func (e *evaluator) skip(r Rule, reason string) {
+	e.res.Skipped = append(e.res.Skipped, Skipped{Rule: r.Name, File: r.Pos.File, Line: r.Pos.Line, Reason: reason})
+}
+
+func (e *evaluator) tpm(ev Evidence) {
+	if ev.TPM {
+		return
+	}
+	if e.p.TPM == TPMRequired {
+		e.fail(e.p.TPMRule, "the pulse carried no verified TPM quote (mTLS only), and this policy requires a TPM")
+		return
+	}
+	e.res.Degraded = true
+}
+
+// bootRules lists the measured-boot rules in source order.
+func (mb *MeasuredBoot) rules() []Rule {
+	var rs []Rule
+	if mb.SecureBoot != nil {
+		rs = append(rs, *mb.SecureBoot)
+	}
+	for _, r := range mb.PCRs {
+		rs = append(rs, r.Rule)
+	}
+	for _, r := range mb.Allow {
+		rs = append(rs, r.Rule)
+	}
+	for _, r := range mb.Forbid {
+		rs = append(rs, r.Rule)
+	}
+	return rs
+}
+
+// firmwarePCRs are the PCRs an allow or forbid block checks when it sets no
+// pcrs: the ones firmware measures into (TCG PC Client PFP §3.3.4).
+var firmwarePCRs = []int{0, 1, 2, 3, 4, 5, 6, 7}
+
+func (c Components) pcrs() []int {
+	if len(c.PCRs) == 0 {
+		return firmwarePCRs
+	}
+	return c.PCRs
+}
+
+func (c Components) selects(ev BootEvent) bool {
+	inPCR := false
+	for _, p := range c.pcrs() {
+		if p == ev.PCR {
+			inPCR = true
+			break
+		}
+	}
+	if !inPCR {
+		return false
+	}
+	if len(c.Types) == 0 {
+		return true
+	}
+	for _, t := range c.Types {
+		if t == ev.Type {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *evaluator) boot(ev Evidence) {
+	mb := e.p.MeasuredBoot
+	if mb == nil {
+		return
+	}
+	b := ev.Boot
+	if b == nil {
+		for _, r := range mb.rules() {
+			if !ev.TPM && e.p.TPM != TPMRequired {
+				e.skip(r, fmt.Sprintf("no TPM evidence, which this policy accepts (tpm = %q)", e.p.TPM))
+				continue
+			}
+			e.fail(r, "no verified firmware event log, so %s cannot be checked", r.Name)
+		}
+		return
+	}
+	if r := mb.SecureBoot; r != nil {
+		switch {
+		case b.SecureBoot == nil:
+			e.fail(*r, "Secure Boot state is unknown: no verified PCR 7 event measured the SecureBoot variable")
+		case !*b.SecureBoot:
+			e.fail(*r, "Secure Boot is disabled (the SecureBoot variable measured into PCR 7 is 0)")
+		}
+	}
+	bankOK := strings.EqualFold(b.Bank, mb.Bank)
+	bankMsg := func() string {
+		return fmt.Sprintf("the firmware log was verified in the %s bank, but this policy's measured_boot digests are %s (bank = %q)", b.Bank, mb.Bank, mb.Bank)
+	}
+	for _, r := range mb.PCRs {
+		if !bankOK {
+			e.fail(r.Rule, "%s", bankMsg())
+			continue
+		}
+		v, ok := b.PCRs[r.Index]
+		if !ok {
+			e.fail(r.Rule, "PCR %d was not verified (not quoted, or the log does not extend it)", r.Index)
+			continue
+		}
+		if !contains(r.Values, strings.ToLower(v)) {
+			e.fail(r.Rule, "PCR %d is %s, which is not one of the %d accepted values", r.Index, strings.ToLower(v), len(r.Values))
+		}
+	}
+	for _, group := range []struct {
+		rules  []Components
+		forbid bool
+	}{{mb.Allow, false}, {mb.Forbid, true}} {
+		for _, c := range group.rules {
+			if !bankOK {
+				e.fail(c.Rule, "%s", bankMsg())
+				continue
+			}
+			var missing []string
+			for _, p := range c.pcrs() {
+				if _, ok := b.PCRs[p]; !ok {
+					missing = append(missing, fmt.Sprint(p))
+				}
+			}
+			if len(missing) > 0 {
+				e.fail(c.Rule, "cannot check: PCR %s not verified, so its events are not evidence", strings.Join(missing, ", "))
+				continue
+			}
+			var hits []BootEvent
+			for _, be := range b.Events {
+				if !c.selects(be) {
+					continue
+				}
+				if contains(c.Digests, strings.ToLower(be.Digest)) == group.forbid {
+					hits = append(hits, be)
+				}
+			}
+			if len(hits) == 0 {
+				continue
+			}
+			if group.forbid {
+				msg := fmt.Sprintf("forbidden boot component measured: %s", describeEvents(hits))
+				if c.Reason != "" {
+					msg += " (" + c.Reason + ")"
+				}
+				e.fail(c.Rule, "%s", msg)
+			} else {
+				e.fail(c.Rule, "%s not on the allow list: %s", plural(len(hits), "boot component"), describeEvents(hits))
+			}
+		}
+	}
+}
+
+func describeEvents(evs []BootEvent) string {
+	const max = 5
+	parts := make([]string, 0, max+1)
+	for i, be := range evs {
+		if i == max {
+			parts = append(parts, fmt.Sprintf("and %d more", len(evs)-max))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("PCR %d %s %s (event %d)", be.PCR, be.Type, strings.ToLower(be.Digest), be.Seq))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what + " is"
+	}
+	return fmt.Sprintf("%d %ss are", n, what)
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// BinaryAllowed reports whether an agent binary digest is accepted at now:
+// it is in allow, or in an update window that has opened. A policy without
+// an agent_binary section accepts any binary.
+func (p *Policy) BinaryAllowed(digest string, now time.Time) bool {
+	ab := p.AgentBinary
+	if ab == nil {
+		return true
+	}
+	d := strings.ToLower(digest)
+	if contains(ab.Allow, d) {
+		return true
+	}
+	for _, w := range ab.Windows {
+		if contains(w.Allow, d) && !now.Before(w.Start) {
+			return true
+		}
+	}
+	return false
+}
+
+// BinaryChangeApproved reports whether an agent switching from one binary
+// to another at now is an approved update: the new binary is in allow, or
+// now is inside an update window that lists it. The verifier raises a
+// severity 1 alert for an unapproved change (DESIGN §4.8).
+func (p *Policy) BinaryChangeApproved(from, to string, now time.Time) bool {
+	if strings.EqualFold(from, to) {
+		return true
+	}
+	ab := p.AgentBinary
+	if ab == nil {
+		return true
+	}
+	d := strings.ToLower(to)
+	if contains(ab.Allow, d) {
+		return true
+	}
+	for _, w := range ab.Windows {
+		if contains(w.Allow, d) && w.Contains(now) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *evaluator) agentBinary(ev Evidence, now time.Time) {
+	ab := e.p.AgentBinary
+	if ab == nil {
+		return
+	}
+	if ev.Runtime == nil || ev.Runtime.AgentBinarySHA256 == "" {
+		e.fail(ab.Rule, "the agent binary was not measured (no verified runtime evidence)")
+		return
+	}
+	d := strings.ToLower(ev.Runtime.AgentBinarySHA256)
+	if !e.p.BinaryAllowed(d, now) {
+		for _, w := range ab.Windows {
+			if contains(w.Allow, d) {
+				e.fail(ab.Rule, "agent binary %s is approved only from update window %q, which opens at %s",
+					d, w.Name, w.Start.UTC().Format(time.RFC3339))
+				return
+			}
+		}
+		e.fail(ab.Rule, "agent binary %s is not an approved build", d)
+		return
+	}
+	prev := strings.ToLower(ev.Runtime.PreviousAgentBinarySHA256)
+	if prev != "" && prev != d && !e.p.BinaryChangeApproved(prev, d, now) {
+		e.fail(ab.Rule, "agent binary changed from %s to %s outside its approved update window", prev, d)
+	}
+}
+
+func (e *evaluator) ebpf(ev Evidence) {
+	eb := e.p.EBPF
+	if eb == nil {
+		return
+	}
+	if ev.Runtime == nil {
+		e.fail(eb.Rule, "no verified runtime evidence, so the loaded eBPF programs are unknown")
+		return
+	}
+	progs := ev.Runtime.BPFPrograms
+	required := map[string]bool{}
+	for _, r := range eb.Required {
+		required[r.Name] = true
+		d, ok := progs[r.Name]
+		if !ok {
+			e.fail(r.Rule, "required eBPF program %q is not loaded", r.Name)
+			continue
+		}
+		if len(r.Digests) > 0 && !contains(r.Digests, strings.ToLower(d)) {
+			e.fail(r.Rule, "eBPF program %q has digest %s, which is not an approved build", r.Name, strings.ToLower(d))
+		}
+	}
+	names := make([]string, 0, len(progs))
+	for n := range progs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var unlisted []string
+	for _, n := range names {
+		if required[n] {
+			continue
+		}
+		d := strings.ToLower(progs[n])
+		var match *Program
+		for i := range eb.Allowed {
+			if Glob(eb.Allowed[i].Name, n) {
+				match = &eb.Allowed[i]
+				break
+			}
+		}
+		switch {
+		case match == nil && !eb.AllowUnlisted:
+			unlisted = append(unlisted, fmt.Sprintf("%q (%s)", n, d))
+		case match != nil && len(match.Digests) > 0 && !contains(match.Digests, d):
+			e.fail(match.Rule, "eBPF program %q has digest %s, which is not an approved build", n, d)
+		}
+	}
+	if len(unlisted) > 0 {
+		e.fail(eb.Rule, "%s not listed in require or allow: %s", plural(len(unlisted), "eBPF program"), strings.Join(unlisted, ", "))
+	}
+}
+
+func (e *evaluator) fortress(ev Evidence) {
+	r := e.p.Fortress
+	if r == nil {
+		return
+	}
+	switch {
+	case ev.Runtime == nil:
+		e.fail(*r, "no verified runtime evidence, so Fortress's state is unknown")
+	case !ev.Runtime.FortressActive:
+		e.fail(*r, "Fortress is not active (the BPF-LSM guard is not attached)")
+	}
+}

@@ -1,0 +1,13 @@
+policy "edge" {
+  match {
+    agents = ["*"]
+  }
+  tpm = "requried"
+}
+
+policy "lab" {
+  match {
+    partitions = ["lab"]
+  }
+  tpm = optional
+}

@@ -1,0 +1,9 @@
+policy "edge" {
+  match {
+    agents = ["*"]
+  }
+  tpm = "required"
+  measured_boot {
+    secure_boot {}
+  
+}

@@ -1,0 +1,481 @@
+package verifier
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pulse-attest/pulse/internal/pulsesig"
+	"github.com/pulse-attest/pulse/policy"
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/tpm/eventlog"
+	"github.com/pulse-attest/pulse/tpm/quote"
+	"github.com/pulse-attest/pulse/verifier/store"
+)
+
+// MaxPayloadBytes bounds a pulse payload; MaxFirmwareLogBytes a firmware log.
+const (
+	MaxPayloadBytes     = 1 << 20
+	MaxFirmwareLogBytes = 4 << 20
+)
+
+// Peer is what the TLS channel proved about the caller.
+type Peer struct {
+	AgentID string
+	// Key is the public key of the client certificate the handshake verified.
+	Key crypto.PublicKey
+	// KeySHA256 is SHA-256 of that certificate's SubjectPublicKeyInfo.
+	KeySHA256 [32]byte
+	// Addr is the caller's IP address (for isolation directives).
+	Addr string
+}
+
+// Outcome is a pulse's verdict and what it changes.
+type Outcome struct {
+	Verdict  pulsev1.Verdict
+	Reason   pulsev1.Reason
+	Message  string
+	Findings []*pulsev1.Finding
+	Notes    []pulsev1.Reason
+	Policy   string
+	Digest   string
+	Isolate  bool
+	// TPM is true when the pulse carried a verified quote.
+	TPM bool
+
+	payload         *pulsev1.PulsePayload
+	agent           *store.Agent
+	update          store.PulseUpdate
+	sendFirmwareLog bool
+	interval        time.Duration
+	evidence        *policy.Evidence
+}
+
+// Failure is a typed verification failure.
+type Failure struct {
+	Reason pulsev1.Reason
+	Err    error
+}
+
+func (f *Failure) Error() string { return fmt.Sprintf("%s: %v", f.Reason, f.Err) }
+func (f *Failure) Unwrap() error { return f.Err }
+
+func (o *Outcome) fail(v pulsev1.Verdict, r pulsev1.Reason, format string, args ...any) *Outcome {
+	o.Verdict, o.Reason, o.Message = v, r, fmt.Sprintf(format, args...)
+	return o
+}
+
+func (o *Outcome) untrusted(r pulsev1.Reason, format string, args ...any) *Outcome {
+	return o.fail(pulsev1.Verdict_VERDICT_UNTRUSTED, r, format, args...)
+}
+
+// Err returns the outcome as a *Failure when the pulse was not accepted.
+func (o *Outcome) Err() error {
+	if o.Verdict == pulsev1.Verdict_VERDICT_TRUSTED || o.Verdict == pulsev1.Verdict_VERDICT_DEGRADED {
+		return nil
+	}
+	return &Failure{Reason: o.Reason, Err: errors.New(o.Message)}
+}
+
+// quotedPCRs are the PCRs every pulse must quote: the firmware's 0-9 plus
+// the runtime PCR.
+var firmwarePCRs = []uint32{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
+
+// resettablePCRs can be reset by any root process (PC Client profile):
+// never acceptable as the runtime PCR.
+func resettablePCR(i uint32) bool { return i == 16 || i == 23 }
+
+// verify runs the pipeline of DESIGN.md section 4 in order; the first
+// failure decides.
+func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequest, now time.Time) *Outcome {
+	o := &Outcome{update: store.PulseUpdate{At: now, Address: peer.Addr}}
+
+	// 1. Identity: the payload names the TLS peer and its key.
+	if len(req.GetPayload()) == 0 || len(req.GetPayload()) > MaxPayloadBytes {
+		return o.untrusted(pulsev1.Reason_REASON_MALFORMED_PAYLOAD, "payload size %d out of range", len(req.GetPayload()))
+	}
+	p := &pulsev1.PulsePayload{}
+	if err := proto.Unmarshal(req.GetPayload(), p); err != nil {
+		return o.untrusted(pulsev1.Reason_REASON_MALFORMED_PAYLOAD, "payload does not parse: %v", err)
+	}
+	o.payload = p
+	if p.GetAgentId() != peer.AgentID {
+		return o.untrusted(pulsev1.Reason_REASON_IDENTITY_MISMATCH, "payload names agent %q but the TLS certificate is %q", p.GetAgentId(), peer.AgentID)
+	}
+	if subtle.ConstantTimeCompare(p.GetLeafKeySha256(), peer.KeySHA256[:]) != 1 {
+		return o.untrusted(pulsev1.Reason_REASON_LEAF_KEY_MISMATCH, "payload binds another certificate key than the TLS channel proved")
+	}
+
+	// 2. Signature with the TLS certificate's key.
+	if err := pulsesig.Verify(peer.Key, req.GetPayload(), req.GetSignature()); err != nil {
+		return o.untrusted(pulsev1.Reason_REASON_BAD_SIGNATURE, "pulse signature: %v", err)
+	}
+
+	// 3. Nonce: issued to this agent, unexpired, spent exactly once.
+	nsum := sha256.Sum256(p.GetVerifierNonce())
+	st, err := v.store.SpendNonce(ctx, nsum[:], peer.AgentID, now)
+	if err != nil {
+		return o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "nonce store: %v", err)
+	}
+	switch st {
+	case store.NonceUnknown:
+		return o.untrusted(pulsev1.Reason_REASON_NONCE_UNKNOWN, "nonce was never issued")
+	case store.NonceWrongAgent:
+		return o.untrusted(pulsev1.Reason_REASON_NONCE_WRONG_AGENT, "nonce was issued to another agent")
+	case store.NonceExpired:
+		return o.untrusted(pulsev1.Reason_REASON_NONCE_EXPIRED, "nonce expired")
+	case store.NonceReplayed:
+		return o.untrusted(pulsev1.Reason_REASON_NONCE_REPLAYED, "nonce already spent: replayed pulse")
+	}
+
+	agent, err := v.store.GetAgent(ctx, peer.AgentID)
+	if errors.Is(err, store.ErrNotFound) {
+		return o.untrusted(pulsev1.Reason_REASON_NOT_ENROLLED, "agent is not enrolled")
+	}
+	if err != nil {
+		return o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "agent store: %v", err)
+	}
+	o.agent = agent
+	pol := v.selectPolicy(agent.ID, agent.Partition)
+	if pol != nil {
+		o.Policy, o.Digest = pol.Name, pol.Digest()
+		o.interval = pol.Heartbeat.Interval
+	}
+	o.update.PolicyDigest = o.Digest
+
+	// 4. Clock: noted here, decided after the quote (a pulse whose quote
+	// fails is UNTRUSTED whatever its clock says).
+	skew := v.cfg.ClockSkew
+	if pol != nil && pol.ClockSkew > 0 {
+		skew = pol.ClockSkew
+	}
+	claimed := p.GetTime().AsTime()
+	clockOff := p.GetTime() == nil || absDuration(now.Sub(claimed)) > skew
+
+	// 5. Quote.
+	q := req.GetQuote()
+	if q == nil {
+		if agent.TPM {
+			return o.untrusted(pulsev1.Reason_REASON_TPM_DOWNGRADE, "agent enrolled with a TPM sent a pulse without a quote")
+		}
+		if clockOff {
+			return o.fail(pulsev1.Verdict_VERDICT_CLOCK_DESYNC, pulsev1.Reason_REASON_CLOCK_DESYNC, "agent clock is %s off (tolerance %s)", now.Sub(claimed).Round(time.Second), skew)
+		}
+		return v.evaluate(o, pol, p, nil, nil, now)
+	}
+	if !agent.TPM || len(agent.AKPublic) == 0 {
+		return o.untrusted(pulsev1.Reason_REASON_AK_UNKNOWN, "agent has no enrolled attestation key")
+	}
+	payloadSum := sha256.Sum256(req.GetPayload())
+	bank := eventlog.HashAlg(q.GetPcrBank())
+	if bank != eventlog.AlgSHA256 && bank != eventlog.AlgSHA1 {
+		return o.untrusted(pulsev1.Reason_REASON_PCR_SELECTION, "unsupported PCR bank 0x%04x", q.GetPcrBank())
+	}
+	pcrs := make(map[uint32][]byte, len(q.GetPcrs()))
+	for _, pv := range q.GetPcrs() {
+		pcrs[pv.GetIndex()] = pv.GetDigest()
+	}
+	res, err := quote.Verify(agent.AKPublic, q.GetAttest(), q.GetSignature(), payloadSum[:], pcrs)
+	if err != nil {
+		return o.untrusted(quoteReason(err), "quote: %v", err)
+	}
+	runtimePCR := p.GetRuntimePcr()
+	if resettablePCR(runtimePCR) || runtimePCR > 23 {
+		return o.untrusted(pulsev1.Reason_REASON_PCR_SELECTION, "runtime PCR %d is resettable by any root process or invalid", runtimePCR)
+	}
+	if missing := missingPCRs(res, append(firmwarePCRs[:len(firmwarePCRs):len(firmwarePCRs)], runtimePCR)); len(missing) > 0 {
+		return o.untrusted(pulsev1.Reason_REASON_PCR_SELECTION, "quote does not cover PCRs %v", missing)
+	}
+	o.TPM = true
+	if agent.ResetCount != 0 || agent.LastSeq != 0 {
+		if res.Clock.ResetCount != agent.ResetCount {
+			o.Notes = append(o.Notes, pulsev1.Reason_REASON_REBOOTED)
+		} else if res.Clock.Clock+1000 < agent.TPMClock && res.Clock.Safe {
+			return o.untrusted(pulsev1.Reason_REASON_TPM_CLOCK_ROLLBACK, "TPM clock went back from %d ms to %d ms within one boot", agent.TPMClock, res.Clock.Clock)
+		}
+	}
+	if clockOff {
+		return o.fail(pulsev1.Verdict_VERDICT_CLOCK_DESYNC, pulsev1.Reason_REASON_CLOCK_DESYNC, "agent clock is %s off (tolerance %s)%s",
+			now.Sub(claimed).Round(time.Second), skew, tpmClockHint(agent, res, now))
+	}
+
+	// 6. Firmware log and runtime log, replayed against the quoted PCRs.
+	fw, out := v.verifyFirmware(ctx, o, req, p, bank, res.PCRs, runtimePCR)
+	if out != nil {
+		return out
+	}
+	initial := make([]byte, bank.Hash().Size())
+	if fw.runtimeInitial != nil {
+		initial = fw.runtimeInitial
+	}
+	var stored []byte
+	var storedCount uint64
+	if res.Clock.ResetCount == agent.ResetCount && agent.LastSeq != 0 {
+		stored, storedCount = agent.RuntimeRecords, agent.RuntimeCount
+	}
+	rt, reason, err := verifyRuntime(stored, storedCount, p.GetRuntimeFirstRecord(), p.GetRuntimeRecords(), runtimePCR, initial, res.PCRs[runtimePCR])
+	if err != nil {
+		if reason == pulsev1.Reason_REASON_RUNTIME_LOG_GAP {
+			o.update.RuntimeCount = 0
+		}
+		return o.untrusted(reason, "runtime log: %v", err)
+	}
+	if out := checkClaims(o, p, rt); out != nil {
+		return out
+	}
+	o.update.Evidence = true
+	o.update.Seq = p.GetSequence()
+	o.update.ResetCount = res.Clock.ResetCount
+	o.update.RestartCount = res.Clock.RestartCount
+	o.update.TPMClock = res.Clock.Clock
+	o.update.FirmwareLogSHA256 = p.GetFirmwareLogSha256()
+	o.update.RuntimeRecords = rt.records
+	o.update.RuntimeCount = rt.count
+
+	// 7-8. Policy over the verified evidence, then state.
+	return v.evaluate(o, pol, p, fw.verified, rt, now)
+}
+
+func absDuration(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
+
+// tpmClockHint uses the TPM's clock (which the agent cannot set) to say
+// whether the agent's wall clock is wrong: when the TPM's elapsed time since
+// the last pulse agrees with the verifier's, the host clock is misset rather
+// than the pulse being old.
+func tpmClockHint(a *store.Agent, res *quote.Result, now time.Time) string {
+	if a.LastPulseAt.IsZero() || res.Clock.ResetCount != a.ResetCount || res.Clock.Clock < a.TPMClock {
+		return ""
+	}
+	tpmElapsed := time.Duration(res.Clock.Clock-a.TPMClock) * time.Millisecond
+	wallElapsed := now.Sub(a.LastPulseAt)
+	if absDuration(tpmElapsed-wallElapsed) < 5*time.Second {
+		return "; the TPM clock advanced as the verifier's did, so the host's wall clock is misset (not a stale pulse)"
+	}
+	return fmt.Sprintf("; the TPM clock advanced %s while the verifier's advanced %s", tpmElapsed.Round(time.Second), wallElapsed.Round(time.Second))
+}
+
+func missingPCRs(res *quote.Result, want []uint32) []uint32 {
+	var missing []uint32
+	for _, i := range want {
+		if _, ok := res.PCRs[i]; !ok {
+			missing = append(missing, i)
+		}
+	}
+	return missing
+}
+
+func quoteReason(err error) pulsev1.Reason {
+	switch {
+	case errors.Is(err, quote.ErrSignature), errors.Is(err, quote.ErrMalformedSignature):
+		return pulsev1.Reason_REASON_QUOTE_SIGNATURE
+	case errors.Is(err, quote.ErrMagic), errors.Is(err, quote.ErrNotQuote):
+		return pulsev1.Reason_REASON_QUOTE_NOT_TPM_GENERATED
+	case errors.Is(err, quote.ErrQualifyingData):
+		return pulsev1.Reason_REASON_QUALIFYING_DATA
+	case errors.Is(err, quote.ErrPCRDigest):
+		return pulsev1.Reason_REASON_PCR_DIGEST
+	case errors.Is(err, quote.ErrPCRMissing):
+		return pulsev1.Reason_REASON_PCR_SELECTION
+	case errors.Is(err, quote.ErrMalformedAK), errors.Is(err, quote.ErrUnsupportedKey), errors.Is(err, quote.ErrAKNotRestricted):
+		return pulsev1.Reason_REASON_AK_UNKNOWN
+	}
+	return pulsev1.Reason_REASON_QUOTE_MALFORMED
+}
+
+type firmwareResult struct {
+	verified       *eventlog.Verified
+	runtimeInitial []byte
+}
+
+func (v *Verifier) verifyFirmware(ctx context.Context, o *Outcome, req *pulsev1.PulseRequest, p *pulsev1.PulsePayload,
+	bank eventlog.HashAlg, quoted map[uint32][]byte, runtimePCR uint32) (*firmwareResult, *Outcome) {
+	claimed := p.GetFirmwareLogSha256()
+	if len(claimed) != sha256.Size {
+		return nil, o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_MISSING, "payload names no firmware log digest")
+	}
+	var key [32]byte
+	copy(key[:], claimed)
+	raw := req.GetFirmwareLog()
+	if len(raw) > 0 {
+		if len(raw) > MaxFirmwareLogBytes {
+			return nil, o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_MALFORMED, "firmware log of %d bytes exceeds %d", len(raw), MaxFirmwareLogBytes)
+		}
+		if sum := sha256.Sum256(raw); sum != key {
+			return nil, o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_MALFORMED, "firmware log sent does not match the signed digest")
+		}
+	}
+	e, err := v.fw.get(key, nil)
+	if err != nil {
+		return nil, o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_MALFORMED, "firmware log: %v", err)
+	}
+	if e == nil {
+		if raw == nil {
+			raw, err = v.store.GetFirmwareLog(ctx, claimed)
+			if errors.Is(err, store.ErrNotFound) {
+				o.sendFirmwareLog = true
+				return nil, o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_MISSING, "verifier does not hold firmware log %x; asked the agent to send it", claimed[:8])
+			}
+			if err != nil {
+				return nil, o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "firmware log store: %v", err)
+			}
+		} else if err := v.store.PutFirmwareLog(ctx, claimed, raw); err != nil {
+			return nil, o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "firmware log store: %v", err)
+		}
+		if e, err = v.fw.get(key, raw); err != nil {
+			return nil, o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_MALFORMED, "firmware log: %v", err)
+		}
+	}
+	fwPCRs := make(map[uint32][]byte, len(firmwarePCRs))
+	for _, i := range firmwarePCRs {
+		if i == runtimePCR {
+			continue
+		}
+		if val, ok := quoted[i]; ok {
+			fwPCRs[i] = val
+		}
+	}
+	ver, err := v.fw.verify(e, bank, fwPCRs, firmwarePCRs)
+	if err != nil {
+		if errors.Is(err, eventlog.ErrReplayMismatch) || errors.Is(err, eventlog.ErrDataDigestMismatch) {
+			return nil, o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_REPLAY, "firmware log: %v", err)
+		}
+		return nil, o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_MALFORMED, "firmware log: %v", err)
+	}
+	replayed, err := v.fw.replay(e, bank)
+	if err != nil {
+		return nil, o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_MALFORMED, "firmware log: %v", err)
+	}
+	return &firmwareResult{verified: ver, runtimeInitial: replayed[runtimePCR]}, nil
+}
+
+// checkClaims compares what the payload claims with the replayed runtime
+// log: the running binary and every pinned eBPF program must be the latest
+// measured ones.
+func checkClaims(o *Outcome, p *pulsev1.PulsePayload, rt *runtimeEvidence) *Outcome {
+	if rt.binary == nil {
+		return o.untrusted(pulsev1.Reason_REASON_CLAIM_MISMATCH, "runtime log holds no agent binary measurement")
+	}
+	if !bytes.Equal(rt.binary.SHA256, p.GetAgentBinarySha256()) {
+		return o.untrusted(pulsev1.Reason_REASON_CLAIM_MISMATCH, "running agent binary %x is not the measured one %x",
+			short(p.GetAgentBinarySha256()), short(rt.binary.SHA256))
+	}
+	if d := p.GetAgentBinaryDiskSha256(); len(d) > 0 && !bytes.Equal(d, p.GetAgentBinarySha256()) {
+		return o.untrusted(pulsev1.Reason_REASON_AGENT_BINARY_MISMATCH, "agent binary %s was replaced on disk (%x now, %x running)",
+			p.GetAgentBinaryPath(), short(d), short(p.GetAgentBinarySha256()))
+	}
+	for _, pin := range p.GetBpf().GetPinned() {
+		switch pin.GetProblemKind() {
+		case pulsev1.PinProblem_PIN_PROBLEM_MISSING:
+			return o.untrusted(pulsev1.Reason_REASON_BPF_PROGRAM_MISSING, "eBPF program %q is no longer pinned: %s", pin.GetName(), pin.GetProblem())
+		case pulsev1.PinProblem_PIN_PROBLEM_REPLACED:
+			return o.untrusted(pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED, "eBPF program %q was replaced: %s", pin.GetName(), pin.GetProblem())
+		}
+		m, ok := rt.bpf[pin.GetName()]
+		if !ok {
+			return o.untrusted(pulsev1.Reason_REASON_CLAIM_MISMATCH, "pinned eBPF program %q was never measured into the runtime log", pin.GetName())
+		}
+		if !bytes.Equal(m.insnSHA256, pin.GetInsnSha256()) || (len(m.tag) > 0 && !bytes.Equal(m.tag, pin.GetTag())) {
+			return o.untrusted(pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED, "pinned eBPF program %q differs from its measurement", pin.GetName())
+		}
+	}
+	return nil
+}
+
+func short(b []byte) []byte {
+	if len(b) > 8 {
+		return b[:8]
+	}
+	return b
+}
+
+// evaluate applies the selected policy to the verified evidence (fw and rt
+// are nil for mTLS-only pulses) and sets the final verdict.
+func (v *Verifier) evaluate(o *Outcome, pol *policy.Policy, p *pulsev1.PulsePayload, fw *eventlog.Verified, rt *runtimeEvidence, now time.Time) *Outcome {
+	if pol == nil {
+		return o.untrusted(pulsev1.Reason_REASON_NO_POLICY, "no policy selects agent %q in partition %q (Pulse fails closed)", o.agent.ID, o.agent.Partition)
+	}
+	ev := buildEvidence(o.agent, p, fw, rt)
+	o.evidence = &ev
+	res := pol.Evaluate(ev, now)
+	for _, f := range res.Findings {
+		o.Findings = append(o.Findings, &pulsev1.Finding{Rule: f.Rule, File: f.File, Line: uint32(f.Line),
+			Enforce: f.Mode == policy.Enforce, Severity: uint32(f.Severity), Message: f.Message})
+	}
+	if !o.TPM && pol.TPM == policy.TPMRequired {
+		return o.untrusted(pulsev1.Reason_REASON_TPM_REQUIRED, "policy %q requires a TPM quote (%s)", pol.Name, pol.TPMRule.Pos)
+	}
+	if res.Denied {
+		o.Isolate = res.Isolate
+		first := firstEnforced(res.Findings)
+		return o.untrusted(pulsev1.Reason_REASON_POLICY_DENIED, "policy %q denied: %s", pol.Name, first)
+	}
+	if !o.TPM {
+		o.Verdict, o.Reason, o.Message = pulsev1.Verdict_VERDICT_DEGRADED, pulsev1.Reason_REASON_OK, "accepted without a TPM (mTLS-only), as policy allows"
+		o.update.Evidence = true
+		o.update.Seq = p.GetSequence()
+		return o
+	}
+	o.Verdict, o.Reason, o.Message = pulsev1.Verdict_VERDICT_TRUSTED, pulsev1.Reason_REASON_OK, "quote, logs and policy verified"
+	return o
+}
+
+func firstEnforced(fs []policy.Finding) string {
+	for _, f := range fs {
+		if f.Mode == policy.Enforce {
+			return f.String()
+		}
+	}
+	return "denied"
+}
+
+// buildEvidence turns what was verified into the policy's input. Only
+// replayed firmware events and replayed runtime records go in; claims that
+// were not checked against the quote never do.
+func buildEvidence(a *store.Agent, p *pulsev1.PulsePayload, fw *eventlog.Verified, rt *runtimeEvidence) policy.Evidence {
+	ev := policy.Evidence{AgentID: a.ID, Partition: a.Partition, TPM: fw != nil}
+	if fw != nil {
+		b := &policy.BootEvidence{Bank: fw.Bank.String(), PCRs: map[int]string{}}
+		for i, val := range fw.PCRs {
+			b.PCRs[int(i)] = hex.EncodeToString(val)
+		}
+		if fw.SecureBoot.Known {
+			on := fw.SecureBoot.Enabled
+			b.SecureBoot = &on
+		}
+		for _, e := range fw.Events {
+			for _, d := range e.Digests {
+				if d.Alg == fw.Bank {
+					b.Events = append(b.Events, policy.BootEvent{PCR: int(e.PCR), Type: e.Type.String(), Digest: hex.EncodeToString(d.Value)})
+				}
+			}
+		}
+		ev.Boot = b
+	}
+	if rt != nil {
+		r := &policy.RuntimeEvidence{BPFPrograms: map[string]string{}}
+		if rt.binary != nil {
+			r.AgentBinarySHA256 = hex.EncodeToString(rt.binary.SHA256)
+		}
+		for _, pin := range p.GetBpf().GetPinned() {
+			if m, ok := rt.bpf[pin.GetName()]; ok {
+				r.BPFPrograms[pin.GetName()] = hex.EncodeToString(m.insnSHA256)
+			}
+		}
+		r.FortressActive = rt.fortressActive
+		ev.Runtime = r
+	}
+	return ev
+}

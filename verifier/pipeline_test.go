@@ -1,0 +1,331 @@
+package verifier_test
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/simulator/simtest"
+	"github.com/pulse-attest/pulse/tpm/eventlog"
+)
+
+func wantVerdict(t *testing.T, resp *pulsev1.PulseResponse, v pulsev1.Verdict, r pulsev1.Reason) {
+	t.Helper()
+	if resp.GetVerdict() != v || resp.GetReason() != r {
+		t.Fatalf("verdict %s/%s (%s), want %s/%s", resp.GetVerdict(), resp.GetReason(), resp.GetMessage(), v, r)
+	}
+}
+
+var (
+	trusted   = pulsev1.Verdict_VERDICT_TRUSTED
+	untrusted = pulsev1.Verdict_VERDICT_UNTRUSTED
+)
+
+// TestPipeline drives the verifier over mTLS with a real swtpm-backed client:
+// the good path first, then each attack with its own typed reason. An
+// attack never spoils the agent's next good pulse.
+func TestPipeline(t *testing.T) {
+	other := simtest.StartFresh(t, "rhel8-uefi")
+	e := newEnv(t, "rhel8-uefi", other)
+	if e == nil {
+		return
+	}
+	dev := e.openTPM(e.sw)
+	a := e.agent("edge-a", dev)
+	if res := a.enroll(); !res.GetEnrolled() {
+		t.Fatalf("enroll: %s %s", res.GetReason(), res.GetMessage())
+	}
+	a.measureBinary()
+	a.challenge()
+
+	// The first pulse carries the firmware log; the verifier keeps it.
+	resp := a.pulse(nil)
+	wantVerdict(t, resp, trusted, pulsev1.Reason_REASON_OK)
+	if got := resp.GetState().GetRuntimeRecordsAcked(); got != 1 {
+		t.Fatalf("runtime records acked %d, want 1", got)
+	}
+	fwSum := sha256.Sum256(e.fwLog)
+	if string(resp.GetState().GetFirmwareLogSha256()) != string(fwSum[:]) {
+		t.Fatal("verifier does not acknowledge the firmware log")
+	}
+	// Steady state: no log, no records.
+	wantVerdict(t, a.pulse(func(p *parts) { p.sendLog = false }), trusted, pulsev1.Reason_REASON_OK)
+
+	b := e.agent("edge-b", nil)
+	otherDev := e.openTPM(other)
+	thief := e.agent("edge-a-clone", otherDev)
+	b.nonce = nil
+
+	captured := a.build(func(p *parts) { p.sendLog = false })
+	wantVerdict(t, a.send(captured), trusted, pulsev1.Reason_REASON_OK)
+
+	cases := []struct {
+		name   string
+		run    func() *pulsev1.PulseResponse
+		v      pulsev1.Verdict
+		reason pulsev1.Reason
+	}{
+		{"captured pulse replayed", func() *pulsev1.PulseResponse { return a.send(captured) }, untrusted, pulsev1.Reason_REASON_NONCE_REPLAYED},
+		{"nonce used twice", func() *pulsev1.PulseResponse {
+			n := a.nonce
+			wantVerdict(t, a.pulse(func(p *parts) { p.sendLog = false }), trusted, pulsev1.Reason_REASON_OK)
+			a.nonce = n
+			return a.pulse(func(p *parts) { p.sendLog = false })
+		}, untrusted, pulsev1.Reason_REASON_NONCE_REPLAYED},
+		{"nonce never issued", func() *pulsev1.PulseResponse {
+			return a.pulse(func(p *parts) { p.payload.VerifierNonce = make([]byte, 32) })
+		}, untrusted, pulsev1.Reason_REASON_NONCE_UNKNOWN},
+		{"nonce of another agent", func() *pulsev1.PulseResponse {
+			r, err := b.cl.Challenge(ctx(t), &pulsev1.ChallengeRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return a.pulse(func(p *parts) { p.payload.VerifierNonce = r.GetNonce().GetValue() })
+		}, untrusted, pulsev1.Reason_REASON_NONCE_WRONG_AGENT},
+		{"nonce expired", func() *pulsev1.PulseResponse {
+			a.challenge()
+			e.clock.Advance(2 * time.Minute)
+			defer e.clock.Advance(-2 * time.Minute)
+			return a.pulse(func(p *parts) { p.payload.Time = timestamppb.New(e.clock.Now()) })
+		}, untrusted, pulsev1.Reason_REASON_NONCE_EXPIRED},
+		{"payload names another agent", func() *pulsev1.PulseResponse {
+			return a.pulse(func(p *parts) { p.payload.AgentId = "edge-b" })
+		}, untrusted, pulsev1.Reason_REASON_IDENTITY_MISMATCH},
+		{"signed by another agent's key", func() *pulsev1.PulseResponse {
+			return a.pulse(func(p *parts) { p.signer = b.cert })
+		}, untrusted, pulsev1.Reason_REASON_BAD_SIGNATURE},
+		{"signature flipped", func() *pulsev1.PulseResponse {
+			return a.pulse(func(p *parts) { p.after = func(r *pulsev1.PulseRequest) { r.Signature[len(r.Signature)/2] ^= 1 } })
+		}, untrusted, pulsev1.Reason_REASON_BAD_SIGNATURE},
+		{"malformed payload", func() *pulsev1.PulseResponse {
+			return a.send(&pulsev1.PulseRequest{Payload: []byte{0xff, 0xff, 0xff}, Signature: []byte{1}})
+		}, untrusted, pulsev1.Reason_REASON_MALFORMED_PAYLOAD},
+		{"quote from another TPM", func() *pulsev1.PulseResponse {
+			return a.pulse(func(p *parts) { p.quoteWith = thief })
+		}, untrusted, pulsev1.Reason_REASON_QUOTE_SIGNATURE},
+		{"quote over another payload", func() *pulsev1.PulseResponse {
+			other := a.build(nil)
+			return a.pulse(func(p *parts) { p.after = func(r *pulsev1.PulseRequest) { r.Quote = other.Quote } })
+		}, untrusted, pulsev1.Reason_REASON_QUALIFYING_DATA},
+		{"PCR values changed after the quote", func() *pulsev1.PulseResponse {
+			return a.pulse(func(p *parts) {
+				p.after = func(r *pulsev1.PulseRequest) { r.Quote.Pcrs[0].Digest = make([]byte, 32) }
+			})
+		}, untrusted, pulsev1.Reason_REASON_PCR_DIGEST},
+		{"mTLS-only pulse from a TPM agent", func() *pulsev1.PulseResponse {
+			return a.pulse(func(p *parts) { p.noQuote = true; p.payload.Tpm = false })
+		}, untrusted, pulsev1.Reason_REASON_TPM_DOWNGRADE},
+		{"clock ten minutes off", func() *pulsev1.PulseResponse {
+			return a.pulse(func(p *parts) { p.payload.Time = timestamppb.New(time.Now().Add(-10 * time.Minute)) })
+		}, pulsev1.Verdict_VERDICT_CLOCK_DESYNC, pulsev1.Reason_REASON_CLOCK_DESYNC},
+		{"running binary is not the measured one", func() *pulsev1.PulseResponse {
+			return a.pulse(func(p *parts) { p.payload.AgentBinarySha256 = make([]byte, 32) })
+		}, untrusted, pulsev1.Reason_REASON_CLAIM_MISMATCH},
+		{"agent binary replaced on disk", func() *pulsev1.PulseResponse {
+			return a.pulse(func(p *parts) { p.payload.AgentBinaryDiskSha256 = make([]byte, 32) })
+		}, untrusted, pulsev1.Reason_REASON_AGENT_BINARY_MISMATCH},
+		{"resettable runtime PCR", func() *pulsev1.PulseResponse {
+			return a.pulse(func(p *parts) { p.payload.RuntimePcr = 16 })
+		}, untrusted, pulsev1.Reason_REASON_PCR_SELECTION},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			resp := c.run()
+			wantVerdict(t, resp, c.v, c.reason)
+			if resp.GetMessage() == "" {
+				t.Fatal("verdict without a message")
+			}
+			// The agent recovers at once with honest evidence.
+			wantVerdict(t, a.pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+		})
+	}
+
+	t.Run("tampered firmware log", func(t *testing.T) {
+		bad := append([]byte(nil), e.fwLog...)
+		l, err := eventlog.Parse(bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Flip a byte of the last PCR 4 event's SHA-256 digest.
+		target := -1
+		for _, ev := range l.Events {
+			if ev.PCR == 4 {
+				target = ev.Offset
+			}
+		}
+		if target < 0 {
+			t.Fatal("no PCR 4 event")
+		}
+		idx := strings.Index(string(bad[target:]), string(lastDigest(l, 4)))
+		if idx < 0 {
+			t.Fatal("digest not found in the raw log")
+		}
+		bad[target+idx] ^= 0x01
+		resp := a.pulse(func(p *parts) {
+			s := sha256.Sum256(bad)
+			p.payload.FirmwareLogSha256 = s[:]
+			p.fwLog = bad
+		})
+		wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_FIRMWARE_LOG_REPLAY)
+		if !strings.Contains(resp.GetMessage(), "4") {
+			t.Fatalf("replay failure does not name PCR 4: %s", resp.GetMessage())
+		}
+		wantVerdict(t, a.pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	})
+
+	t.Run("runtime PCR extended behind the agent's back", func(t *testing.T) {
+		junk := sha256.Sum256([]byte("attacker"))
+		if err := dev.Extend(runtimePCR, map[uint16][]byte{uint16(eventlog.AlgSHA256): junk[:]}); err != nil {
+			t.Fatal(err)
+		}
+		resp := a.pulse(nil)
+		wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_RUNTIME_LOG_REPLAY)
+		// This one does not recover: the PCR's history is spoiled until reboot.
+		wantVerdict(t, a.pulse(nil), untrusted, pulsev1.Reason_REASON_RUNTIME_LOG_REPLAY)
+	})
+
+	t.Run("reboot is not tampering", func(t *testing.T) {
+		if _, err := e.sw.Boot(e.fwLog); err != nil {
+			t.Fatal(err)
+		}
+		a.records, a.sentUpTo = nil, 0
+		a.measureBinary()
+		resp := a.pulse(nil)
+		wantVerdict(t, resp, trusted, pulsev1.Reason_REASON_OK)
+		if len(resp.GetNotes()) == 0 || resp.GetNotes()[0] != pulsev1.Reason_REASON_REBOOTED {
+			t.Fatalf("reboot not noted: %v", resp.GetNotes())
+		}
+	})
+
+	t.Run("same agent ID from another TPM", func(t *testing.T) {
+		clone := e.agent("edge-a", otherDev)
+		clone.ak = thief.ak
+		res := clone.enroll()
+		if res.GetEnrolled() || res.GetReason() != pulsev1.Reason_REASON_EK_MISMATCH {
+			t.Fatalf("clone enrollment: %v %s", res.GetReason(), res.GetMessage())
+		}
+		wantVerdict(t, a.pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	})
+
+	t.Run("not enrolled", func(t *testing.T) {
+		n := e.agent("edge-new", dev)
+		n.measureBinary()
+		n.challenge()
+		wantVerdict(t, n.pulse(nil), untrusted, pulsev1.Reason_REASON_NOT_ENROLLED)
+	})
+}
+
+func lastDigest(l *eventlog.Log, pcr uint32) []byte {
+	var d []byte
+	for _, ev := range l.Events {
+		if ev.PCR != pcr {
+			continue
+		}
+		for _, dg := range ev.Digests {
+			if dg.Alg == eventlog.AlgSHA256 {
+				d = dg.Value
+			}
+		}
+	}
+	return d
+}
+
+// TestFirmwareLogRequested: a verifier that lacks the log asks for it and
+// then accepts.
+func TestFirmwareLogRequested(t *testing.T) {
+	e := newEnv(t, "rhel8-uefi")
+	if e == nil {
+		return
+	}
+	a := e.agent("edge-c", e.openTPM(e.sw))
+	if res := a.enroll(); !res.GetEnrolled() {
+		t.Fatal(res.GetMessage())
+	}
+	a.measureBinary()
+	a.challenge()
+	resp := a.pulse(func(p *parts) { p.sendLog = false })
+	wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_FIRMWARE_LOG_MISSING)
+	if !resp.GetState().GetSendFirmwareLog() {
+		t.Fatal("verifier did not ask for the firmware log")
+	}
+	wantVerdict(t, a.pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+}
+
+// TestPolicyDeniesInsecureBoot: Secure Boot off fails the policy with the
+// rule's name and line.
+func TestPolicyDeniesInsecureBoot(t *testing.T) {
+	e := newEnv(t, "ubuntu-2104-no-secure-boot")
+	if e == nil {
+		return
+	}
+	a := e.agent("edge-d", e.openTPM(e.sw))
+	if res := a.enroll(); !res.GetEnrolled() {
+		t.Fatal(res.GetMessage())
+	}
+	a.measureBinary()
+	a.challenge()
+	resp := a.pulse(nil)
+	wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_POLICY_DENIED)
+	if len(resp.GetFindings()) == 0 {
+		t.Fatal("no findings")
+	}
+	f := resp.GetFindings()[0]
+	if !strings.Contains(f.GetRule(), "secure_boot") || f.GetLine() != 15 || !f.GetEnforce() {
+		t.Fatalf("finding %+v", f)
+	}
+}
+
+// TestTPMlessAgents: mTLS-only agents are DEGRADED where policy allows and
+// TPM_REQUIRED where it does not.
+func TestTPMlessAgents(t *testing.T) {
+	e := newEnv(t, "rhel8-uefi")
+	if e == nil {
+		return
+	}
+	lab := e.agent("lab-1", nil)
+	lab.partition = "lab"
+	if res := lab.enroll(); !res.GetEnrolled() {
+		t.Fatal(res.GetMessage())
+	}
+	lab.challenge()
+	wantVerdict(t, lab.pulse(nil), pulsev1.Verdict_VERDICT_DEGRADED, pulsev1.Reason_REASON_OK)
+
+	prod := e.agent("prod-1", nil)
+	if res := prod.enroll(); !res.GetEnrolled() {
+		t.Fatal(res.GetMessage())
+	}
+	prod.challenge()
+	wantVerdict(t, prod.pulse(nil), untrusted, pulsev1.Reason_REASON_TPM_REQUIRED)
+}
+
+// TestHandshakeRefusals: no client certificate, or one from another CA, is
+// refused at the TLS handshake.
+func TestHandshakeRefusals(t *testing.T) {
+	e := newEnv(t, "rhel8-uefi")
+	if e == nil {
+		return
+	}
+	dial := func(c *tls.Config) error {
+		conn, err := tls.Dial("tcp", e.daemon.Addr(), c)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		// TLS 1.3 reports a client-certificate refusal on the first read.
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_, err = conn.Read(make([]byte, 1))
+		return err
+	}
+	if err := dial(e.tlsConfigFor(nil)); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("client without certificate: %v", err)
+	}
+	foreign := newForeignCert(t)
+	if err := dial(e.tlsConfigFor(foreign)); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("client with a foreign certificate: %v", err)
+	}
+}

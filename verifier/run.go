@@ -1,0 +1,142 @@
+package verifier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/pulse-attest/pulse/internal/pki"
+	"github.com/pulse-attest/pulse/internal/tlsconfig"
+	"github.com/pulse-attest/pulse/policy"
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/verifier/config"
+	"github.com/pulse-attest/pulse/verifier/ektrust"
+	"github.com/pulse-attest/pulse/verifier/store"
+)
+
+// PolicyPollInterval is how often the policy files are checked for edits.
+var PolicyPollInterval = 2 * time.Second
+
+// Daemon is a running verifier: store, policy watcher, gRPC server.
+type Daemon struct {
+	Verifier *Verifier
+	Store    *store.Store
+	Watcher  *policy.Watcher
+	grpc     *grpc.Server
+	lis      net.Listener
+	log      hclog.Logger
+	cancel   context.CancelFunc
+}
+
+// Start opens the store, loads the policy (failing closed when it does not
+// validate), and starts serving agents on cfg.Listen.
+func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...func(*Options)) (*Daemon, error) {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	st, err := store.Open(ctx, cfg.Store.Engine, cfg.Store.DSN)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Daemon, error) {
+		st.Close()
+		return nil, err
+	}
+	w, err := policy.NewWatcher(cfg.Policy, log.Named("policy"), nil)
+	if err != nil {
+		return fail(fmt.Errorf("verifier: policy: %w", err))
+	}
+	trust, err := ektrust.Load(cfg.Enrollment.EKRoots, cfg.Enrollment.EKAllowSHA256)
+	if err != nil {
+		return fail(err)
+	}
+	o := Options{Config: cfg, Store: st, Policies: w, EKTrust: trust, Logger: log}
+	for _, f := range opts {
+		f(&o)
+	}
+	v, err := New(o)
+	if err != nil {
+		return fail(err)
+	}
+	tlsCfg, _, err := tlsconfig.ServerConfig(tlsconfig.ServerOptions{CertFile: cfg.TLS.Cert, KeyFile: cfg.TLS.Key,
+		ClientCAFile: cfg.TLS.AgentCA, RequireRole: pki.RoleAgent, Logger: log.Named("tls")})
+	if err != nil {
+		return fail(err)
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fail(fmt.Errorf("verifier: listen %s: %w", cfg.Listen, err))
+	}
+	srv := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.MaxRecvMsgSize(MaxFirmwareLogBytes+MaxPayloadBytes+64<<10),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	pulsev1.RegisterAttestationServer(srv, v)
+	ctx, cancel := context.WithCancel(ctx)
+	d := &Daemon{Verifier: v, Store: st, Watcher: w, grpc: srv, lis: lis, log: log, cancel: cancel}
+	go w.Run(ctx, PolicyPollInterval)
+	go func() {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			log.Error("grpc server stopped", "error", err)
+		}
+	}()
+	go d.prune(ctx)
+	set := w.Current()
+	log.Info("verifier listening", "listen", lis.Addr().String(), "store", st.Engine(), "policy_digest", set.Digest())
+	return d, nil
+}
+
+// Addr is the agent-facing listen address.
+func (d *Daemon) Addr() string { return d.lis.Addr().String() }
+
+// prune removes expired nonces periodically.
+func (d *Daemon) prune(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := d.Store.PruneNonces(ctx, time.Now().Add(-time.Minute)); err != nil {
+				d.log.Warn("pruning nonces failed", "error", err)
+			} else if n > 0 {
+				d.log.Debug("pruned nonces", "count", n)
+			}
+		}
+	}
+}
+
+// Stop stops serving and closes everything.
+func (d *Daemon) Stop() {
+	done := make(chan struct{})
+	go func() { d.grpc.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		d.grpc.Stop()
+	}
+	d.cancel()
+	d.Store.Close()
+}
+
+// Run starts the daemon and blocks until ctx is done.
+func Run(ctx context.Context, cfg *config.Config, log hclog.Logger) error {
+	d, err := Start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	log.Info("verifier stopping")
+	d.Stop()
+	return nil
+}

@@ -1,0 +1,261 @@
+package verifier
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/pulse-attest/pulse/internal/pki"
+	"github.com/pulse-attest/pulse/internal/pulsesig"
+	"github.com/pulse-attest/pulse/internal/tlsconfig"
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/tpm/credential"
+	"github.com/pulse-attest/pulse/tpm/quote"
+	"github.com/pulse-attest/pulse/verifier/store"
+)
+
+// peerOf extracts the agent identity the TLS handshake proved. The
+// handshake already refused missing, unverified and non-agent certificates;
+// this is the second line.
+func peerOf(ctx context.Context) (Peer, error) {
+	pr, ok := peer.FromContext(ctx)
+	if !ok {
+		return Peer{}, status.Error(codes.Unauthenticated, "no peer")
+	}
+	ti, ok := pr.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return Peer{}, status.Error(codes.Unauthenticated, "not a TLS connection")
+	}
+	id, err := tlsconfig.PeerIdentity(ti.State)
+	if err != nil {
+		return Peer{}, status.Errorf(codes.Unauthenticated, "peer identity: %v", err)
+	}
+	if id.Role != pki.RoleAgent {
+		return Peer{}, status.Errorf(codes.PermissionDenied, "%s is not an agent", id)
+	}
+	leaf := ti.State.PeerCertificates[0]
+	p := Peer{AgentID: id.ID, Key: leaf.PublicKey, KeySHA256: pulsesig.LeafKeyDigest(leaf)}
+	if host, _, err := net.SplitHostPort(pr.Addr.String()); err == nil {
+		p.Addr = host
+	}
+	return p, nil
+}
+
+// Enroll implements the first step of enrollment.
+func (v *Verifier) Enroll(ctx context.Context, req *pulsev1.EnrollRequest) (*pulsev1.EnrollResponse, error) {
+	p, err := peerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	log := v.log.With("agent_id", p.AgentID)
+	now := v.now()
+	refuse := func(r pulsev1.Reason, format string, args ...any) (*pulsev1.EnrollResponse, error) {
+		msg := fmt.Sprintf(format, args...)
+		log.Warn("enrollment refused", "reason", r.String(), "detail", msg)
+		return &pulsev1.EnrollResponse{Result: &pulsev1.EnrollResult{Reason: r, Message: msg}}, nil
+	}
+	if !req.GetTpm() {
+		if !v.cfg.AllowTPMless {
+			return refuse(pulsev1.Reason_REASON_TPM_REQUIRED, "this verifier does not enroll agents without a TPM (allow_tpmless)")
+		}
+		err := v.store.EnrollAgent(ctx, &store.Agent{ID: p.AgentID, Partition: req.GetPartition(), TPM: false, EnrolledAt: now})
+		if errors.Is(err, store.ErrConflict) {
+			v.raiseTakeover(p, "agent enrolled with a TPM tried to enroll without one")
+			return refuse(pulsev1.Reason_REASON_TPM_DOWNGRADE, "agent %s is enrolled with a TPM; an mTLS-only enrollment is a downgrade", p.AgentID)
+		}
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "enroll: %v", err)
+		}
+		log.Info("agent enrolled without TPM (mTLS-only)")
+		return &pulsev1.EnrollResponse{Result: &pulsev1.EnrollResult{Enrolled: true, Reason: pulsev1.Reason_REASON_OK, Message: "enrolled mTLS-only"}}, nil
+	}
+	decision, err := v.ekTrust.Check(req.GetEkPublic(), req.GetEkCertificate(), req.GetEkIntermediates(), now)
+	if err != nil {
+		return refuse(pulsev1.Reason_REASON_EK_UNTRUSTED, "endorsement key: %v", err)
+	}
+	if _, err := quote.ParseAKPublic(req.GetAkPublic()); err != nil {
+		return refuse(pulsev1.Reason_REASON_AK_UNKNOWN, "attestation key: %v", err)
+	}
+	akName, err := quote.AKName(req.GetAkPublic())
+	if err != nil {
+		return refuse(pulsev1.Reason_REASON_AK_UNKNOWN, "attestation key name: %v", err)
+	}
+	// The same agent ID with another EK is an identity takeover attempt,
+	// refused before any challenge is issued.
+	if existing, err := v.store.GetAgent(ctx, p.AgentID); err == nil {
+		if !existing.TPM || subtle.ConstantTimeCompare(existing.EKSHA256, decision.EKSHA256) != 1 {
+			v.raiseTakeover(p, "enrollment with a different endorsement key")
+			return refuse(pulsev1.Reason_REASON_EK_MISMATCH, "agent %s is enrolled with another TPM (EK %s); refusing EK %s",
+				p.AgentID, hex.EncodeToString(short(existing.EKSHA256)), hex.EncodeToString(short(decision.EKSHA256)))
+		}
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, status.Errorf(codes.Internal, "enroll: %v", err)
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, status.Errorf(codes.Internal, "enroll: %v", err)
+	}
+	blob, encSecret, err := credential.MakeForPublic(req.GetEkPublic(), akName, secret)
+	if err != nil {
+		return refuse(pulsev1.Reason_REASON_EK_UNTRUSTED, "make credential: %v", err)
+	}
+	idb := make([]byte, 16)
+	if _, err := rand.Read(idb); err != nil {
+		return nil, status.Errorf(codes.Internal, "enroll: %v", err)
+	}
+	sum := sha256.Sum256(secret)
+	e := &store.Enrollment{ID: hex.EncodeToString(idb), AgentID: p.AgentID, Partition: req.GetPartition(), SecretSHA256: sum[:],
+		EKPublic: req.GetEkPublic(), EKSHA256: decision.EKSHA256, EKCertificate: req.GetEkCertificate(),
+		AKPublic: req.GetAkPublic(), AKName: akName, Expires: now.Add(v.cfg.Enrollment.Timeout)}
+	if err := v.store.CreateEnrollment(ctx, e); err != nil {
+		return nil, status.Errorf(codes.Internal, "enroll: %v", err)
+	}
+	log.Info("enrollment challenge issued", "ek_accepted_by", decision.By, "ek_sha256", hex.EncodeToString(decision.EKSHA256))
+	return &pulsev1.EnrollResponse{EnrollmentId: e.ID, CredentialBlob: blob, EncryptedSecret: encSecret}, nil
+}
+
+// ActivateCredential finishes enrollment: only the TPM holding the EK and
+// the AK could have recovered the secret.
+func (v *Verifier) ActivateCredential(ctx context.Context, req *pulsev1.ActivateCredentialRequest) (*pulsev1.EnrollResult, error) {
+	p, err := peerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	log := v.log.With("agent_id", p.AgentID)
+	e, err := v.store.TakeEnrollment(ctx, req.GetEnrollmentId(), p.AgentID)
+	if errors.Is(err, store.ErrNotFound) {
+		return &pulsev1.EnrollResult{Reason: pulsev1.Reason_REASON_ENROLLMENT_EXPIRED, Message: "no such pending enrollment for this agent"}, nil
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "activate: %v", err)
+	}
+	if v.now().After(e.Expires) {
+		return &pulsev1.EnrollResult{Reason: pulsev1.Reason_REASON_ENROLLMENT_EXPIRED, Message: "enrollment challenge expired"}, nil
+	}
+	sum := sha256.Sum256(req.GetSecret())
+	if subtle.ConstantTimeCompare(sum[:], e.SecretSHA256) != 1 {
+		log.Warn("credential activation failed")
+		return &pulsev1.EnrollResult{Reason: pulsev1.Reason_REASON_CREDENTIAL_ACTIVATION_FAILED, Message: "secret does not match: the AK and EK are not in the same TPM"}, nil
+	}
+	err = v.store.EnrollAgent(ctx, &store.Agent{ID: p.AgentID, Partition: e.Partition, TPM: true, EKPublic: e.EKPublic, EKSHA256: e.EKSHA256,
+		EKCertificate: e.EKCertificate, AKPublic: e.AKPublic, AKName: e.AKName, EnrolledAt: v.now()})
+	if errors.Is(err, store.ErrConflict) {
+		v.raiseTakeover(p, "activation for a different endorsement key")
+		return &pulsev1.EnrollResult{Reason: pulsev1.Reason_REASON_EK_MISMATCH, Message: "agent is enrolled with another TPM"}, nil
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "activate: %v", err)
+	}
+	log.Info("agent enrolled", "ak_name", hex.EncodeToString(e.AKName))
+	return &pulsev1.EnrollResult{Enrolled: true, Reason: pulsev1.Reason_REASON_OK, Message: "enrolled"}, nil
+}
+
+// raiseTakeover reports an identity takeover attempt (alert-worthy).
+func (v *Verifier) raiseTakeover(p Peer, what string) {
+	v.log.Error("ALERT identity takeover attempt", "agent_id", p.AgentID, "peer_addr", p.Addr, "detail", what, "alert", "identity_takeover", "severity", 1)
+}
+
+// Challenge issues a nonce bound to the calling agent.
+func (v *Verifier) Challenge(ctx context.Context, _ *pulsev1.ChallengeRequest) (*pulsev1.ChallengeResponse, error) {
+	p, err := peerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n, err := v.issueNonce(ctx, p.AgentID)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "challenge: %v", err)
+	}
+	a, err := v.store.GetAgent(ctx, p.AgentID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, status.Errorf(codes.Internal, "challenge: %v", err)
+	}
+	return &pulsev1.ChallengeResponse{Nonce: n, State: v.state(a, nil)}, nil
+}
+
+// Pulse verifies one heartbeat. Verification failures are verdicts, not
+// RPC errors: the agent learns the typed reason.
+func (v *Verifier) Pulse(ctx context.Context, req *pulsev1.PulseRequest) (*pulsev1.PulseResponse, error) {
+	p, err := peerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	start := v.now()
+	o := v.verify(ctx, p, req, start)
+	v.count(o.Verdict)
+	log := v.log.With("agent_id", p.AgentID, "verdict", o.Verdict.String(), "reason", o.Reason.String())
+	if o.Digest != "" {
+		log = log.With("policy_digest", o.Digest)
+	}
+	switch o.Verdict {
+	case pulsev1.Verdict_VERDICT_TRUSTED, pulsev1.Verdict_VERDICT_DEGRADED:
+		log.Debug("pulse verified", "seq", o.payload.GetSequence(), "elapsed", time.Since(start))
+	case pulsev1.Verdict_VERDICT_CLOCK_DESYNC:
+		log.Warn("pulse clock desync", "detail", o.Message)
+	default:
+		log.Warn("pulse rejected", "detail", o.Message)
+	}
+	for _, n := range o.Notes {
+		log.Info("pulse note", "note", n.String())
+	}
+	o.update.Verdict, o.update.Reason, o.update.Message = int32(o.Verdict), int32(o.Reason), o.Message
+	if o.agent != nil && o.Reason != pulsev1.Reason_REASON_INTERNAL {
+		if err := v.store.RecordPulse(ctx, p.AgentID, o.update); err != nil {
+			log.Error("recording pulse failed", "error", err)
+		}
+	}
+	resp := &pulsev1.PulseResponse{Verdict: o.Verdict, Reason: o.Reason, Message: o.Message, Findings: o.Findings, PolicyDigest: o.Digest, Notes: o.Notes}
+	if o.Reason == pulsev1.Reason_REASON_INTERNAL {
+		return nil, status.Errorf(codes.Unavailable, "verifier: %s", o.Message)
+	}
+	if n, err := v.issueNonce(ctx, p.AgentID); err == nil {
+		resp.NextNonce = n
+	} else {
+		log.Error("issuing next nonce failed", "error", err)
+	}
+	a := o.agent
+	resp.State = v.state(a, o)
+	return resp, nil
+}
+
+// Directives streams orders to the calling agent until it disconnects.
+func (v *Verifier) Directives(_ *pulsev1.DirectivesRequest, stream pulsev1.Attestation_DirectivesServer) error {
+	p, err := peerOf(stream.Context())
+	if err != nil {
+		return err
+	}
+	ch, cancel := v.hub.subscribe(p.AgentID)
+	defer cancel()
+	v.log.Debug("directive stream open", "agent_id", p.AgentID)
+	for {
+		select {
+		case <-stream.Context().Done():
+			v.log.Debug("directive stream closed", "agent_id", p.AgentID)
+			return nil
+		case d, ok := <-ch:
+			if !ok {
+				return status.Error(codes.Unavailable, "directive stream replaced by a newer one")
+			}
+			if err := stream.Send(d); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// SendDirective queues a directive for an agent connected to this replica.
+// It reports whether the agent had a stream open.
+func (v *Verifier) SendDirective(agentID string, d *pulsev1.Directive) bool {
+	return v.hub.send(agentID, d)
+}
+

@@ -1,0 +1,156 @@
+// Package verifier is the Pulse verifier: the gRPC service agents attest to,
+// the nonce service, the verification pipeline (DESIGN.md section 4), the
+// state store, and the directive fan-out.
+package verifier
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pulse-attest/pulse/policy"
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/verifier/config"
+	"github.com/pulse-attest/pulse/verifier/ektrust"
+	"github.com/pulse-attest/pulse/verifier/store"
+)
+
+// PolicySource yields the policy set in force (a policy.Watcher in the
+// daemon; a fixed set in tests).
+type PolicySource interface {
+	Current() *policy.Set
+}
+
+// Verifier holds the verifier's state and implements the Attestation service.
+type Verifier struct {
+	pulsev1.UnimplementedAttestationServer
+
+	log      hclog.Logger
+	cfg      *config.Config
+	store    *store.Store
+	policies PolicySource
+	ekTrust  *ektrust.Trust
+	fw       *fwCache
+	hub      *hub
+	now      func() time.Time
+
+	statsMu sync.Mutex
+	stats   map[pulsev1.Verdict]uint64
+}
+
+// Options configure New.
+type Options struct {
+	Config   *config.Config
+	Store    *store.Store
+	Policies PolicySource
+	EKTrust  *ektrust.Trust
+	Logger   hclog.Logger
+	// Now overrides the clock (tests).
+	Now func() time.Time
+}
+
+// New builds a verifier over an open store.
+func New(o Options) (*Verifier, error) {
+	if o.Config == nil || o.Store == nil || o.Policies == nil || o.EKTrust == nil {
+		return nil, fmt.Errorf("verifier: config, store, policies and ek trust are required")
+	}
+	log := o.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Verifier{
+		log:      log.Named("verifier"),
+		cfg:      o.Config,
+		store:    o.Store,
+		policies: o.Policies,
+		ekTrust:  o.EKTrust,
+		fw:       newFWCache(256),
+		hub:      newHub(),
+		now:      now,
+		stats:    map[pulsev1.Verdict]uint64{},
+	}, nil
+}
+
+func (v *Verifier) selectPolicy(agentID, partition string) *policy.Policy {
+	set := v.policies.Current()
+	if set == nil {
+		return nil
+	}
+	return set.Select(agentID, partition)
+}
+
+// issueNonce creates a single-use nonce bound to the agent. Only its
+// SHA-256 is stored, so a database reader cannot answer a challenge.
+func (v *Verifier) issueNonce(ctx context.Context, agentID string) (*pulsev1.Nonce, error) {
+	n := make([]byte, 32)
+	if _, err := rand.Read(n); err != nil {
+		return nil, fmt.Errorf("nonce: %w", err)
+	}
+	sum := sha256.Sum256(n)
+	exp := v.now().Add(v.cfg.NonceTTL)
+	if err := v.store.PutNonce(ctx, sum[:], agentID, exp); err != nil {
+		return nil, err
+	}
+	return &pulsev1.Nonce{Value: n, Expires: timestamppb.New(exp)}, nil
+}
+
+// state tells the agent what the verifier holds for it.
+func (v *Verifier) state(a *store.Agent, o *Outcome) *pulsev1.VerifierState {
+	st := &pulsev1.VerifierState{}
+	interval := time.Duration(0)
+	if a != nil {
+		st.FirmwareLogSha256 = a.FirmwareLogSHA256
+		st.RuntimeRecordsAcked = a.RuntimeCount
+		st.BootResetCount = a.ResetCount
+		if pol := v.selectPolicy(a.ID, a.Partition); pol != nil {
+			interval = pol.Heartbeat.Interval
+		}
+	}
+	if o != nil {
+		if o.update.Evidence {
+			st.FirmwareLogSha256 = o.update.FirmwareLogSHA256
+			st.RuntimeRecordsAcked = o.update.RuntimeCount
+			st.BootResetCount = o.update.ResetCount
+		}
+		if o.Reason == pulsev1.Reason_REASON_RUNTIME_LOG_GAP || o.Reason == pulsev1.Reason_REASON_RUNTIME_LOG_REPLAY {
+			// Ask for the whole log of this boot again.
+			st.RuntimeRecordsAcked = 0
+		}
+		st.SendFirmwareLog = o.sendFirmwareLog
+		if o.interval > 0 {
+			interval = o.interval
+		}
+	}
+	if interval > 0 {
+		st.Interval = durationpb.New(interval)
+	}
+	return st
+}
+
+func (v *Verifier) count(verdict pulsev1.Verdict) {
+	v.statsMu.Lock()
+	v.stats[verdict]++
+	v.statsMu.Unlock()
+}
+
+// Stats returns pulses handled by verdict.
+func (v *Verifier) Stats() map[pulsev1.Verdict]uint64 {
+	v.statsMu.Lock()
+	defer v.statsMu.Unlock()
+	out := make(map[pulsev1.Verdict]uint64, len(v.stats))
+	for k, n := range v.stats {
+		out[k] = n
+	}
+	return out
+}
