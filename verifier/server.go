@@ -11,6 +11,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/google/go-tpm/tpm2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
@@ -84,7 +85,7 @@ func (v *Verifier) Enroll(ctx context.Context, req *pulsev1.EnrollRequest) (*pul
 	if err != nil {
 		return refuse(pulsev1.Reason_REASON_EK_UNTRUSTED, "endorsement key: %v", err)
 	}
-	if _, err := quote.ParseAKPublic(req.GetAkPublic()); err != nil {
+	if err := checkAKAttributes(req.GetAkPublic()); err != nil {
 		return refuse(pulsev1.Reason_REASON_AK_UNKNOWN, "attestation key: %v", err)
 	}
 	akName, err := quote.AKName(req.GetAkPublic())
@@ -259,3 +260,21 @@ func (v *Verifier) SendDirective(agentID string, d *pulsev1.Directive) bool {
 	return v.hub.send(agentID, d)
 }
 
+// checkAKAttributes accepts only a restricted signing key that cannot leave
+// its TPM (fixedTPM, fixedParent) and was generated inside it
+// (sensitiveDataOrigin): credential activation then proves it lives in the
+// same TPM as the EK.
+func checkAKAttributes(akPublic []byte) error {
+	if _, err := quote.ParseAKPublic(akPublic); err != nil {
+		return err
+	}
+	pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](akPublic)
+	if err != nil {
+		return fmt.Errorf("parse public area: %w", err)
+	}
+	a := pub.ObjectAttributes
+	if !a.FixedTPM || !a.FixedParent || !a.SensitiveDataOrigin || !a.Restricted || !a.SignEncrypt || a.Decrypt {
+		return fmt.Errorf("key attributes %+v are not those of an attestation key (fixedTPM, fixedParent, sensitiveDataOrigin, restricted, sign)", a)
+	}
+	return nil
+}

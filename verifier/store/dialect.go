@@ -15,13 +15,14 @@ type dialect struct {
 	name   string
 	blob   string
 	bigint string
+	serial string
 	// numbered placeholders ($1, $2, ...) instead of '?'.
 	numbered bool
 }
 
 var (
-	sqliteDialect   = dialect{name: EngineSQLite, blob: "BLOB", bigint: "INTEGER"}
-	postgresDialect = dialect{name: EnginePostgres, blob: "BYTEA", bigint: "BIGINT", numbered: true}
+	sqliteDialect   = dialect{name: EngineSQLite, blob: "BLOB", bigint: "INTEGER", serial: "INTEGER PRIMARY KEY AUTOINCREMENT"}
+	postgresDialect = dialect{name: EnginePostgres, blob: "BYTEA", bigint: "BIGINT", serial: "BIGSERIAL PRIMARY KEY", numbered: true}
 )
 
 // rebind turns '?' placeholders into the engine's form. Queries never hold a
@@ -45,7 +46,7 @@ func (d dialect) rebind(q string) string {
 	return b.String()
 }
 
-// ddl expands {{blob}} and {{bigint}} in a schema statement.
+// ddl expands {{blob}}, {{bigint}} and {{serial}} in a schema statement.
 func (d dialect) ddl(s string) string {
-	return strings.NewReplacer("{{blob}}", d.blob, "{{bigint}}", d.bigint).Replace(s)
+	return strings.NewReplacer("{{blob}}", d.blob, "{{bigint}}", d.bigint, "{{serial}}", d.serial).Replace(s)
 }

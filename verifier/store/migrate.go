@@ -58,6 +58,60 @@ var migrations = []string{
 		sha256 {{blob}} PRIMARY KEY,
 		log {{blob}} NOT NULL
 	)`,
+	// 2: operations — alerts, verdict history, last-known-good, update
+	// windows, quarantine, cross-replica directives, stream presence.
+	`CREATE TABLE alerts (
+		id TEXT PRIMARY KEY,
+		dedup_key TEXT NOT NULL UNIQUE,
+		agent_id TEXT NOT NULL,
+		kind TEXT NOT NULL,
+		severity {{bigint}} NOT NULL,
+		reason TEXT NOT NULL DEFAULT '',
+		message TEXT NOT NULL DEFAULT '',
+		replica TEXT NOT NULL DEFAULT '',
+		created_at {{bigint}} NOT NULL,
+		acked_at {{bigint}} NOT NULL DEFAULT 0,
+		acked_by TEXT NOT NULL DEFAULT ''
+	);
+	CREATE INDEX alerts_agent ON alerts (agent_id, created_at);
+	CREATE TABLE history (
+		agent_id TEXT NOT NULL,
+		at {{bigint}} NOT NULL,
+		verdict {{bigint}} NOT NULL,
+		reason {{bigint}} NOT NULL,
+		message TEXT NOT NULL DEFAULT ''
+	);
+	CREATE INDEX history_agent ON history (agent_id, at);
+	ALTER TABLE agents ADD COLUMN lkg_binary_sha256 TEXT NOT NULL DEFAULT '';
+	ALTER TABLE agents ADD COLUMN lkg_bpf TEXT NOT NULL DEFAULT '';
+	ALTER TABLE agents ADD COLUMN lkg_at {{bigint}} NOT NULL DEFAULT 0;
+	ALTER TABLE agents ADD COLUMN interval_ms {{bigint}} NOT NULL DEFAULT 0;
+	ALTER TABLE agents ADD COLUMN deadline_at {{bigint}} NOT NULL DEFAULT 0;
+	ALTER TABLE agents ADD COLUMN blinded_at {{bigint}} NOT NULL DEFAULT 0;
+	ALTER TABLE agents ADD COLUMN stream_replica TEXT NOT NULL DEFAULT '';
+	ALTER TABLE agents ADD COLUMN stream_changed_at {{bigint}} NOT NULL DEFAULT 0;
+	CREATE TABLE update_windows (
+		id TEXT PRIMARY KEY,
+		digest TEXT NOT NULL,
+		agents TEXT NOT NULL,
+		start_at {{bigint}} NOT NULL,
+		end_at {{bigint}} NOT NULL,
+		created_by TEXT NOT NULL DEFAULT '',
+		created_at {{bigint}} NOT NULL
+	);
+	CREATE TABLE quarantine (
+		address TEXT PRIMARY KEY,
+		offender TEXT NOT NULL,
+		reason TEXT NOT NULL DEFAULT '',
+		created_at {{bigint}} NOT NULL
+	);
+	CREATE TABLE directives (
+		seq {{serial}},
+		target TEXT NOT NULL,
+		kind TEXT NOT NULL,
+		body {{blob}} NOT NULL,
+		created_at {{bigint}} NOT NULL
+	)`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

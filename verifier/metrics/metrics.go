@@ -1,0 +1,273 @@
+// Package metrics holds the verifier's Prometheus metrics. The verifier calls
+// the methods of Metrics from its pipeline, alerting, sweeper, policy watcher
+// and webhook sender; the admin listener serves the registry on /metrics.
+//
+// Every method is safe for concurrent use and a no-op on a nil *Metrics, so
+// components can hold a nil when metrics are disabled (and tests need not
+// build a registry).
+//
+// Label values come from closed sets (verdict and reason enums, alert kinds,
+// webhook outcomes), never from agent-supplied strings, so the number of
+// series stays bounded however large the fleet.
+package metrics
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Namespace prefixes every metric name.
+const Namespace = "pulse"
+
+// VerificationBuckets are the bounds (seconds) of pulse_verification_seconds:
+// from 100µs (a pulse refused at the signature or nonce step) to 1s (a full
+// firmware log replay on a loaded replica), 1-2.5-5 steps.
+var VerificationBuckets = []float64{
+	0.0001, 0.00025, 0.0005,
+	0.001, 0.0025, 0.005,
+	0.01, 0.025, 0.05,
+	0.1, 0.25, 0.5,
+	1,
+}
+
+// WebhookBuckets are the bounds (seconds) of pulse_webhook_delivery_seconds.
+var WebhookBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// Statuses are the agent statuses SetAgentsByStatus always reports (at zero
+// when no agent is in them), so dashboards and alert rules see a series
+// rather than an absent one.
+var Statuses = []string{"TRUSTED", "DEGRADED", "UNTRUSTED", "CLOCK_DESYNC", "BLINDED", "UNSPECIFIED"}
+
+// Webhook delivery outcomes, the values of pulse_webhook_deliveries_total's
+// result label.
+const (
+	WebhookOK      = "ok"      // delivered (2xx)
+	WebhookFailed  = "failed"  // an attempt failed (will be retried)
+	WebhookDropped = "dropped" // given up on, or the queue was full
+)
+
+// Metrics is the verifier's set of collectors, registered on one registry.
+type Metrics struct {
+	pulses       *prometheus.CounterVec
+	verification *prometheus.HistogramVec
+	alerts       *prometheus.CounterVec
+	agents       *prometheus.GaugeVec
+	reloads      *prometheus.CounterVec
+	policyFail   prometheus.Gauge
+	policyOKTime prometheus.Gauge
+	webhooks     *prometheus.CounterVec
+	webhookTime  prometheus.Histogram
+	webhookQueue prometheus.Gauge
+
+	mu         sync.Mutex
+	seenStatus map[string]bool
+}
+
+// New creates the verifier's metrics and registers them on reg. It fails
+// when reg already holds collectors of the same names (create Metrics once
+// per registry).
+func New(reg prometheus.Registerer) (*Metrics, error) {
+	if reg == nil {
+		return nil, fmt.Errorf("metrics: nil registerer")
+	}
+	m := &Metrics{
+		pulses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "pulses_total",
+			Help: "Pulses handled, by verdict and typed reason.",
+		}, []string{"verdict", "reason"}),
+		verification: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "verification_seconds",
+			Help:    "Time to verify one pulse (pipeline steps 1-8), by verdict.",
+			Buckets: VerificationBuckets,
+		}, []string{"verdict"}),
+		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "alerts_total",
+			Help: "Alerts raised, by kind and severity (1 is the most severe).",
+		}, []string{"kind", "severity"}),
+		agents: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "agents",
+			Help: "Enrolled agents by current attestation status.",
+		}, []string{"status"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "policy_reloads_total",
+			Help: "Policy reload attempts, by result (ok, error).",
+		}, []string{"result"}),
+		policyFail: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "policy_failing",
+			Help: "1 while the policy files on disk do not validate and the last good policy stays in force.",
+		}),
+		policyOKTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "policy_last_reload_success_timestamp_seconds",
+			Help: "Unix time of the last successful policy load.",
+		}),
+		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "webhook_deliveries_total",
+			Help: "Alert webhook delivery attempts, by result (ok, failed, dropped).",
+		}, []string{"result"}),
+		webhookTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "webhook_delivery_seconds",
+			Help:    "Duration of alert webhook delivery attempts.",
+			Buckets: WebhookBuckets,
+		}),
+		webhookQueue: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "webhook_queue_length",
+			Help: "Alerts waiting for webhook delivery.",
+		}),
+		seenStatus: map[string]bool{},
+	}
+	for _, c := range []prometheus.Collector{m.pulses, m.verification, m.alerts, m.agents, m.reloads,
+		m.policyFail, m.policyOKTime, m.webhooks, m.webhookTime, m.webhookQueue} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("metrics: register: %w", err)
+		}
+	}
+	for _, s := range Statuses {
+		m.agents.WithLabelValues(s).Set(0)
+		m.seenStatus[s] = true
+	}
+	for _, r := range []string{"ok", "error"} {
+		m.reloads.WithLabelValues(r)
+	}
+	for _, r := range []string{WebhookOK, WebhookFailed, WebhookDropped} {
+		m.webhooks.WithLabelValues(r)
+	}
+	return m, nil
+}
+
+// NewRegistry returns a registry holding the Go runtime and process
+// collectors, for the verifier to pass to New and to the admin listener.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// VerdictLabel normalises a verdict name for a label: the proto enum's
+// String() ("VERDICT_TRUSTED") and the short form ("TRUSTED") both give
+// "TRUSTED"; empty gives "UNSPECIFIED".
+func VerdictLabel(v string) string {
+	v = strings.TrimPrefix(v, "VERDICT_")
+	if v == "" {
+		return "UNSPECIFIED"
+	}
+	return v
+}
+
+// ReasonLabel normalises a reason name: "REASON_POLICY_DENIED" and
+// "POLICY_DENIED" both give "POLICY_DENIED"; empty gives "UNSPECIFIED".
+func ReasonLabel(r string) string {
+	r = strings.TrimPrefix(r, "REASON_")
+	if r == "" {
+		return "UNSPECIFIED"
+	}
+	return r
+}
+
+// ObservePulse counts one handled pulse and its verification time. verdict
+// and reason are the enum names (pulsev1.Verdict.String(), with or without
+// the VERDICT_/REASON_ prefix).
+func (m *Metrics) ObservePulse(verdict, reason string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	v := VerdictLabel(verdict)
+	m.pulses.WithLabelValues(v, ReasonLabel(reason)).Inc()
+	m.verification.WithLabelValues(v).Observe(d.Seconds())
+}
+
+// AlertRaised counts one alert of a kind (e.g. "binary_changed",
+// "identity_takeover", "silent") and severity.
+func (m *Metrics) AlertRaised(kind string, severity int) {
+	if m == nil {
+		return
+	}
+	if kind == "" {
+		kind = "unknown"
+	}
+	m.alerts.WithLabelValues(kind, strconv.Itoa(severity)).Inc()
+}
+
+// SetAgentsByStatus replaces the per-status agent counts. Statuses absent
+// from counts (including ones reported earlier) are set to zero, so an
+// emptied status reads 0 rather than its stale count.
+func (m *Metrics) SetAgentsByStatus(counts map[string]int) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	norm := make(map[string]int, len(counts))
+	for s, n := range counts {
+		norm[VerdictLabel(s)] += n
+	}
+	for s := range m.seenStatus {
+		if _, ok := norm[s]; !ok {
+			m.agents.WithLabelValues(s).Set(0)
+		}
+	}
+	for s, n := range norm {
+		m.seenStatus[s] = true
+		m.agents.WithLabelValues(s).Set(float64(n))
+	}
+}
+
+// PolicyReload records the outcome of one policy load or reload attempt. A
+// successful load also clears the failing flag.
+func (m *Metrics) PolicyReload(ok bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.reloads.WithLabelValues("ok").Inc()
+		m.policyOKTime.SetToCurrentTime()
+		m.policyFail.Set(0)
+		return
+	}
+	m.reloads.WithLabelValues("error").Inc()
+}
+
+// SetPolicyFailing says whether the policy on disk currently fails to
+// validate (the verifier keeps serving the last good one).
+func (m *Metrics) SetPolicyFailing(failing bool) {
+	if m == nil {
+		return
+	}
+	if failing {
+		m.policyFail.Set(1)
+	} else {
+		m.policyFail.Set(0)
+	}
+}
+
+// WebhookDelivery records one webhook delivery attempt: result is WebhookOK,
+// WebhookFailed or WebhookDropped (anything else counts as failed); d is the
+// attempt's duration (ignored for WebhookDropped, which made no request).
+func (m *Metrics) WebhookDelivery(result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	switch result {
+	case WebhookOK, WebhookFailed:
+	case WebhookDropped:
+		m.webhooks.WithLabelValues(result).Inc()
+		return
+	default:
+		result = WebhookFailed
+	}
+	m.webhooks.WithLabelValues(result).Inc()
+	m.webhookTime.Observe(d.Seconds())
+}
+
+// SetWebhookQueue sets the number of alerts waiting for webhook delivery.
+func (m *Metrics) SetWebhookQueue(n int) {
+	if m == nil {
+		return
+	}
+	m.webhookQueue.Set(float64(n))
+}

@@ -1,0 +1,471 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Alert is a raised alert. DedupKey makes raising idempotent across
+// replicas: the same event raised by two replicas is stored once, and only
+// the replica whose insert won reports it.
+type Alert struct {
+	ID        string
+	DedupKey  string
+	AgentID   string
+	Kind      string
+	Severity  int
+	Reason    string
+	Message   string
+	Replica   string
+	CreatedAt time.Time
+	AckedAt   time.Time
+	AckedBy   string
+}
+
+// AlertFilter selects alerts.
+type AlertFilter struct {
+	AgentID  string
+	OpenOnly bool
+	Limit    int
+}
+
+func newID() string {
+	b := make([]byte, 12)
+	rand.Read(b) //nolint:errcheck // crypto/rand does not fail
+	return hex.EncodeToString(b)
+}
+
+// RaiseAlert stores an alert unless one with the same DedupKey exists. It
+// reports whether this call raised it.
+func (s *Store) RaiseAlert(ctx context.Context, a *Alert) (bool, error) {
+	if a.ID == "" {
+		a.ID = newID()
+	}
+	if a.DedupKey == "" {
+		a.DedupKey = a.ID
+	}
+	if a.CreatedAt.IsZero() {
+		a.CreatedAt = time.Now().UTC()
+	}
+	res, err := s.db.ExecContext(ctx, s.q(`INSERT INTO alerts (id, dedup_key, agent_id, kind, severity, reason, message, replica, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING`),
+		a.ID, a.DedupKey, a.AgentID, a.Kind, a.Severity, a.Reason, a.Message, a.Replica, nanos(a.CreatedAt))
+	if err != nil {
+		return false, fmt.Errorf("store: raise alert: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("store: raise alert: %w", err)
+	}
+	return n == 1, nil
+}
+
+// ListAlerts returns alerts, newest first.
+func (s *Store) ListAlerts(ctx context.Context, f AlertFilter) ([]*Alert, error) {
+	q := `SELECT id, dedup_key, agent_id, kind, severity, reason, message, replica, created_at, acked_at, acked_by FROM alerts WHERE 1=1`
+	var args []any
+	if f.AgentID != "" {
+		q += ` AND agent_id = ?`
+		args = append(args, f.AgentID)
+	}
+	if f.OpenOnly {
+		q += ` AND acked_at = 0`
+	}
+	q += ` ORDER BY created_at DESC, id`
+	if f.Limit > 0 {
+		q += fmt.Sprintf(` LIMIT %d`, f.Limit)
+	}
+	rows, err := s.db.QueryContext(ctx, s.q(q), args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: list alerts: %w", err)
+	}
+	defer rows.Close()
+	var out []*Alert
+	for rows.Next() {
+		var (
+			a              Alert
+			created, acked int64
+			sev            int64
+		)
+		if err := rows.Scan(&a.ID, &a.DedupKey, &a.AgentID, &a.Kind, &sev, &a.Reason, &a.Message, &a.Replica, &created, &acked, &a.AckedBy); err != nil {
+			return nil, fmt.Errorf("store: list alerts: %w", err)
+		}
+		a.Severity, a.CreatedAt, a.AckedAt = int(sev), fromNanos(created), fromNanos(acked)
+		out = append(out, &a)
+	}
+	return out, rows.Err()
+}
+
+// CountOpenAlerts returns open alerts per agent.
+func (s *Store) CountOpenAlerts(ctx context.Context) (map[string]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT agent_id, COUNT(*) FROM alerts WHERE acked_at = 0 GROUP BY agent_id`)
+	if err != nil {
+		return nil, fmt.Errorf("store: count alerts: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var (
+			id string
+			n  int
+		)
+		if err := rows.Scan(&id, &n); err != nil {
+			return nil, fmt.Errorf("store: count alerts: %w", err)
+		}
+		out[id] = n
+	}
+	return out, rows.Err()
+}
+
+// AckAlert acknowledges an open alert.
+func (s *Store) AckAlert(ctx context.Context, id, by string, at time.Time) error {
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE alerts SET acked_at = ?, acked_by = ? WHERE id = ? AND acked_at = 0`), nanos(at), by, id)
+	if err != nil {
+		return fmt.Errorf("store: ack alert: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("store: ack alert %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// HistoryEntry is one verdict change.
+type HistoryEntry struct {
+	At      time.Time
+	Verdict int32
+	Reason  int32
+	Message string
+}
+
+// HistoryLimit bounds the history kept per agent.
+const HistoryLimit = 200
+
+// AppendHistory records a verdict change and trims the agent's history to
+// HistoryLimit entries.
+func (s *Store) AppendHistory(ctx context.Context, agentID string, e HistoryEntry) error {
+	if _, err := s.db.ExecContext(ctx, s.q(`INSERT INTO history (agent_id, at, verdict, reason, message) VALUES (?, ?, ?, ?, ?)`),
+		agentID, nanos(e.At), e.Verdict, e.Reason, e.Message); err != nil {
+		return fmt.Errorf("store: append history: %w", err)
+	}
+	_, err := s.db.ExecContext(ctx, s.q(`DELETE FROM history WHERE agent_id = ? AND at < (
+		SELECT at FROM (SELECT at FROM history WHERE agent_id = ? ORDER BY at DESC LIMIT 1 OFFSET ?) AS cutoff)`),
+		agentID, agentID, HistoryLimit-1)
+	if err != nil {
+		return fmt.Errorf("store: trim history: %w", err)
+	}
+	return nil
+}
+
+// History returns an agent's verdict changes, newest first.
+func (s *Store) History(ctx context.Context, agentID string, limit int) ([]HistoryEntry, error) {
+	if limit <= 0 || limit > HistoryLimit {
+		limit = HistoryLimit
+	}
+	rows, err := s.db.QueryContext(ctx, s.q(fmt.Sprintf(`SELECT at, verdict, reason, message FROM history WHERE agent_id = ? ORDER BY at DESC LIMIT %d`, limit)), agentID)
+	if err != nil {
+		return nil, fmt.Errorf("store: history: %w", err)
+	}
+	defer rows.Close()
+	var out []HistoryEntry
+	for rows.Next() {
+		var (
+			e    HistoryEntry
+			at   int64
+			v, r int64
+		)
+		if err := rows.Scan(&at, &v, &r, &e.Message); err != nil {
+			return nil, fmt.Errorf("store: history: %w", err)
+		}
+		e.At, e.Verdict, e.Reason = fromNanos(at), int32(v), int32(r)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// LKG is an agent's last-known-good measurements.
+type LKG struct {
+	BinarySHA256 string
+	// BPF is "name=digest" pairs joined by ",", sorted by name.
+	BPF string
+	At  time.Time
+}
+
+// GetLKG returns the agent's last-known-good (zero when none).
+func (s *Store) GetLKG(ctx context.Context, agentID string) (LKG, error) {
+	var (
+		l  LKG
+		at int64
+	)
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT lkg_binary_sha256, lkg_bpf, lkg_at FROM agents WHERE id = ?`), agentID).Scan(&l.BinarySHA256, &l.BPF, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return LKG{}, ErrNotFound
+	}
+	if err != nil {
+		return LKG{}, fmt.Errorf("store: get lkg: %w", err)
+	}
+	l.At = fromNanos(at)
+	return l, nil
+}
+
+// SetLKG records new last-known-good measurements.
+func (s *Store) SetLKG(ctx context.Context, agentID string, l LKG) error {
+	_, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET lkg_binary_sha256 = ?, lkg_bpf = ?, lkg_at = ? WHERE id = ?`),
+		l.BinarySHA256, l.BPF, nanos(l.At), agentID)
+	if err != nil {
+		return fmt.Errorf("store: set lkg: %w", err)
+	}
+	return nil
+}
+
+// SetDeadline records when the agent must next be heard from, and clears a
+// BLINDED mark (the agent spoke).
+func (s *Store) SetDeadline(ctx context.Context, agentID string, interval time.Duration, deadline time.Time) error {
+	_, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET interval_ms = ?, deadline_at = ?, blinded_at = 0 WHERE id = ?`),
+		interval.Milliseconds(), nanos(deadline), agentID)
+	if err != nil {
+		return fmt.Errorf("store: set deadline: %w", err)
+	}
+	return nil
+}
+
+// GraceAll pushes every deadline to at least until: after a verifier
+// (re)start or outage every agent gets grace before it can be BLINDED.
+func (s *Store) GraceAll(ctx context.Context, until time.Time) error {
+	_, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET deadline_at = ? WHERE deadline_at > 0 AND deadline_at < ? AND blinded_at = 0`), nanos(until), nanos(until))
+	if err != nil {
+		return fmt.Errorf("store: grace: %w", err)
+	}
+	return nil
+}
+
+// Overdue lists agents past their deadline and not yet BLINDED.
+func (s *Store) Overdue(ctx context.Context, now time.Time) ([]*Agent, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+agentColumns+` FROM agents WHERE deadline_at > 0 AND deadline_at < ? AND blinded_at = 0`), nanos(now))
+	if err != nil {
+		return nil, fmt.Errorf("store: overdue: %w", err)
+	}
+	defer rows.Close()
+	var out []*Agent
+	for rows.Next() {
+		a, err := scanAgent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// MarkBlinded marks an overdue agent BLINDED. Exactly one caller across all
+// replicas gets true for a given silence.
+func (s *Store) MarkBlinded(ctx context.Context, agentID string, now time.Time, verdict, reason int32, msg string) (bool, error) {
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET blinded_at = ?, last_verdict = ?, last_reason = ?, last_message = ?
+		WHERE id = ? AND deadline_at > 0 AND deadline_at < ? AND blinded_at = 0`), nanos(now), verdict, reason, msg, agentID, nanos(now))
+	if err != nil {
+		return false, fmt.Errorf("store: mark blinded: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// UpdateWindow approves a new agent-binary digest for some agents.
+type UpdateWindow struct {
+	ID     string
+	Digest string
+	// Agents are glob patterns of agent IDs ("*" for all).
+	Agents     []string
+	Start, End time.Time
+	CreatedBy  string
+}
+
+// AddUpdateWindow stores an approval.
+func (s *Store) AddUpdateWindow(ctx context.Context, w *UpdateWindow) error {
+	if w.ID == "" {
+		w.ID = newID()
+	}
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO update_windows (id, digest, agents, start_at, end_at, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`),
+		w.ID, strings.ToLower(w.Digest), strings.Join(w.Agents, ","), nanos(w.Start), nanos(w.End), w.CreatedBy, time.Now().UnixNano())
+	if err != nil {
+		return fmt.Errorf("store: add update window: %w", err)
+	}
+	return nil
+}
+
+// UpdateWindows returns the windows open at t.
+func (s *Store) UpdateWindows(ctx context.Context, t time.Time) ([]*UpdateWindow, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, digest, agents, start_at, end_at, created_by FROM update_windows WHERE start_at <= ? AND end_at > ?`), nanos(t), nanos(t))
+	if err != nil {
+		return nil, fmt.Errorf("store: update windows: %w", err)
+	}
+	defer rows.Close()
+	var out []*UpdateWindow
+	for rows.Next() {
+		var (
+			w          UpdateWindow
+			agents     string
+			start, end int64
+		)
+		if err := rows.Scan(&w.ID, &w.Digest, &agents, &start, &end, &w.CreatedBy); err != nil {
+			return nil, fmt.Errorf("store: update windows: %w", err)
+		}
+		w.Agents = strings.Split(agents, ",")
+		w.Start, w.End = fromNanos(start), fromNanos(end)
+		out = append(out, &w)
+	}
+	return out, rows.Err()
+}
+
+// Quarantine is an isolated address.
+type Quarantine struct {
+	Address  string
+	Offender string
+	Reason   string
+	Since    time.Time
+}
+
+// AddQuarantine isolates an address; it reports whether it was new.
+func (s *Store) AddQuarantine(ctx context.Context, q Quarantine) (bool, error) {
+	res, err := s.db.ExecContext(ctx, s.q(`INSERT INTO quarantine (address, offender, reason, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (address) DO NOTHING`),
+		q.Address, q.Offender, q.Reason, nanos(q.Since))
+	if err != nil {
+		return false, fmt.Errorf("store: quarantine: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// RemoveQuarantine lifts an isolation; ErrNotFound when the address was not isolated.
+func (s *Store) RemoveQuarantine(ctx context.Context, address string) (*Quarantine, error) {
+	var (
+		q  Quarantine
+		at int64
+	)
+	err := s.db.QueryRowContext(ctx, s.q(`DELETE FROM quarantine WHERE address = ? RETURNING address, offender, reason, created_at`), address).
+		Scan(&q.Address, &q.Offender, &q.Reason, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: release: %w", err)
+	}
+	q.Since = fromNanos(at)
+	return &q, nil
+}
+
+// ListQuarantine returns isolated addresses.
+func (s *Store) ListQuarantine(ctx context.Context) ([]Quarantine, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT address, offender, reason, created_at FROM quarantine ORDER BY address`)
+	if err != nil {
+		return nil, fmt.Errorf("store: list quarantine: %w", err)
+	}
+	defer rows.Close()
+	var out []Quarantine
+	for rows.Next() {
+		var (
+			q  Quarantine
+			at int64
+		)
+		if err := rows.Scan(&q.Address, &q.Offender, &q.Reason, &at); err != nil {
+			return nil, fmt.Errorf("store: list quarantine: %w", err)
+		}
+		q.Since = fromNanos(at)
+		out = append(out, q)
+	}
+	return out, rows.Err()
+}
+
+// Directive is a directive published for delivery by whichever replica
+// holds the target's stream. Target "*" means every agent.
+type Directive struct {
+	Seq       int64
+	Target    string
+	Kind      string
+	Body      []byte
+	CreatedAt time.Time
+}
+
+// PublishDirective appends a directive to the shared outbox.
+func (s *Store) PublishDirective(ctx context.Context, d *Directive) error {
+	if d.CreatedAt.IsZero() {
+		d.CreatedAt = time.Now()
+	}
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO directives (target, kind, body, created_at) VALUES (?, ?, ?, ?)`),
+		d.Target, d.Kind, d.Body, nanos(d.CreatedAt))
+	if err != nil {
+		return fmt.Errorf("store: publish directive: %w", err)
+	}
+	return nil
+}
+
+// DirectivesAfter returns directives with seq > after, oldest first.
+func (s *Store) DirectivesAfter(ctx context.Context, after int64, limit int) ([]*Directive, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(fmt.Sprintf(`SELECT seq, target, kind, body, created_at FROM directives WHERE seq > ? ORDER BY seq LIMIT %d`, limit)), after)
+	if err != nil {
+		return nil, fmt.Errorf("store: directives: %w", err)
+	}
+	defer rows.Close()
+	var out []*Directive
+	for rows.Next() {
+		var (
+			d  Directive
+			at int64
+		)
+		if err := rows.Scan(&d.Seq, &d.Target, &d.Kind, &d.Body, &at); err != nil {
+			return nil, fmt.Errorf("store: directives: %w", err)
+		}
+		d.CreatedAt = fromNanos(at)
+		out = append(out, &d)
+	}
+	return out, rows.Err()
+}
+
+// LastDirectiveSeq returns the newest directive's sequence number.
+func (s *Store) LastDirectiveSeq(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM directives`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: last directive: %w", err)
+	}
+	return n, nil
+}
+
+// SetStream records which replica holds the agent's directive stream (""
+// when it dropped), so every replica can show "disconnected" at once.
+func (s *Store) SetStream(ctx context.Context, agentID, replica string, at time.Time) error {
+	_, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET stream_replica = ?, stream_changed_at = ? WHERE id = ?`), replica, nanos(at), agentID)
+	if err != nil {
+		return fmt.Errorf("store: set stream: %w", err)
+	}
+	return nil
+}
+
+// AgentOps is the operations view of an agent.
+type AgentOps struct {
+	StreamReplica string
+	Deadline      time.Time
+	BlindedAt     time.Time
+	Interval      time.Duration
+}
+
+// GetAgentOps returns the operations fields of an agent.
+func (s *Store) GetAgentOps(ctx context.Context, agentID string) (AgentOps, error) {
+	var (
+		o                  AgentOps
+		dl, bl, intervalMs int64
+	)
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT stream_replica, deadline_at, blinded_at, interval_ms FROM agents WHERE id = ?`), agentID).
+		Scan(&o.StreamReplica, &dl, &bl, &intervalMs)
+	if errors.Is(err, sql.ErrNoRows) {
+		return o, ErrNotFound
+	}
+	if err != nil {
+		return o, fmt.Errorf("store: agent ops: %w", err)
+	}
+	o.Deadline, o.BlindedAt, o.Interval = fromNanos(dl), fromNanos(bl), time.Duration(intervalMs)*time.Millisecond
+	return o, nil
+}
