@@ -49,6 +49,9 @@ policy "fleet" {
   measured_boot {
     secure_boot {}
   }
+  on_failure {
+    isolate = true
+  }
 }
 `
 

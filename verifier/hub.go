@@ -76,3 +76,11 @@ func (h *hub) connected() []string {
 	}
 	return out
 }
+
+// isCurrent reports whether ch is still the agent's live stream.
+func (h *hub) isCurrent(agentID string, ch <-chan *pulsev1.Directive) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.subs[agentID]
+	return ok && (<-chan *pulsev1.Directive)(s.ch) == ch
+}

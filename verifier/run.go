@@ -21,8 +21,15 @@ import (
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
-// PolicyPollInterval is how often the policy files are checked for edits.
-var PolicyPollInterval = 2 * time.Second
+// Intervals of the daemon's background loops.
+var (
+	// PolicyPollInterval is how often the policy files are checked for edits.
+	PolicyPollInterval = 2 * time.Second
+	// SweepInterval is how often silent agents are looked for.
+	SweepInterval = time.Second
+	// DirectivePollInterval is how often the shared directive outbox is read.
+	DirectivePollInterval = 500 * time.Millisecond
+)
 
 // Daemon is a running verifier: store, policy watcher, gRPC server.
 type Daemon struct {
@@ -57,7 +64,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 	if err != nil {
 		return fail(err)
 	}
-	o := Options{Config: cfg, Store: st, Policies: w, EKTrust: trust, Logger: log}
+	o := Options{Config: cfg, Store: st, Policies: w, EKTrust: trust, Logger: log, Replica: cfg.Replica}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -84,6 +91,8 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 	ctx, cancel := context.WithCancel(ctx)
 	d := &Daemon{Verifier: v, Store: st, Watcher: w, grpc: srv, lis: lis, log: log, cancel: cancel}
 	go w.Run(ctx, PolicyPollInterval)
+	go v.sweep(ctx, SweepInterval)
+	go v.deliverDirectives(ctx, DirectivePollInterval)
 	go func() {
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			log.Error("grpc server stopped", "error", err)

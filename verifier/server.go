@@ -193,6 +193,9 @@ func (v *Verifier) Pulse(ctx context.Context, req *pulsev1.PulseRequest) (*pulse
 	}
 	start := v.now()
 	o := v.verify(ctx, p, req, start)
+	if o.Reason != pulsev1.Reason_REASON_INTERNAL {
+		v.afterPulse(ctx, p, o)
+	}
 	v.count(o.Verdict)
 	log := v.log.With("agent_id", p.AgentID, "verdict", o.Verdict.String(), "reason", o.Reason.String())
 	if o.Digest != "" {
@@ -237,7 +240,32 @@ func (v *Verifier) Directives(_ *pulsev1.DirectivesRequest, stream pulsev1.Attes
 	}
 	ch, cancel := v.hub.subscribe(p.AgentID)
 	defer cancel()
+	ctx := stream.Context()
+	if err := v.store.SetStream(ctx, p.AgentID, v.replica, v.now()); err != nil {
+		v.log.Warn("recording stream failed", "agent_id", p.AgentID, "error", err)
+	}
+	defer func() {
+		if v.hub.isCurrent(p.AgentID, ch) {
+			if err := v.store.SetStream(context.Background(), p.AgentID, "", v.now()); err != nil {
+				v.log.Warn("recording stream end failed", "agent_id", p.AgentID, "error", err)
+			}
+		}
+	}()
 	v.log.Debug("directive stream open", "agent_id", p.AgentID)
+	// A trusted agent joining learns the current quarantine at once.
+	if v.isTrusted(ctx, p.AgentID) {
+		if qs, err := v.store.ListQuarantine(ctx); err == nil && len(qs) > 0 {
+			q := &pulsev1.Quarantine{}
+			for _, x := range qs {
+				if x.Offender != p.AgentID {
+					q.Addresses = append(q.Addresses, x.Address)
+				}
+			}
+			if len(q.Addresses) > 0 {
+				v.hub.send(p.AgentID, &pulsev1.Directive{Kind: &pulsev1.Directive_Quarantine{Quarantine: q}})
+			}
+		}
+	}
 	for {
 		select {
 		case <-stream.Context().Done():

@@ -40,6 +40,9 @@ type Verifier struct {
 	fw       *fwCache
 	hub      *hub
 	now      func() time.Time
+	replica  string
+	alerter  Alerter
+	started  time.Time
 
 	statsMu sync.Mutex
 	stats   map[pulsev1.Verdict]uint64
@@ -54,6 +57,10 @@ type Options struct {
 	Logger   hclog.Logger
 	// Now overrides the clock (tests).
 	Now func() time.Time
+	// Replica names this verifier replica (alerts record who raised them).
+	Replica string
+	// Alerter receives raised alerts (webhooks, audit log); may be nil.
+	Alerter Alerter
 }
 
 // New builds a verifier over an open store.
@@ -78,6 +85,9 @@ func New(o Options) (*Verifier, error) {
 		fw:       newFWCache(256),
 		hub:      newHub(),
 		now:      now,
+		replica:  o.Replica,
+		alerter:  o.Alerter,
+		started:  now(),
 		stats:    map[pulsev1.Verdict]uint64{},
 	}, nil
 }

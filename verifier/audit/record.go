@@ -5,19 +5,19 @@
 //
 // Record format (one line, no whitespace, fields in this order):
 //
-//	{"seq":1,"time":"2026-01-02T03:04:05.123456789Z","kind":"binary_changed",
-//	 "agent_id":"edge-7","severity":1,"data":{"alert_id":"...","reason":"..."},
-//	 "prev":"<64 hex>","hash":"<64 hex>"}
+//		{"seq":1,"time":"2026-01-02T03:04:05.123456789Z","kind":"binary_changed",
+//		 "agent_id":"edge-7","severity":1,"data":{"alert_id":"...","reason":"..."},
+//		 "prev":"<64 hex>","hash":"<64 hex>"}
 //
-//   - seq counts from 1 with no gaps.
-//   - time is RFC 3339 with nanoseconds, UTC, as Go's time.RFC3339Nano
-//     prints it (trailing zeros of the fraction dropped).
-//   - data is an object of string values with keys in byte order.
-//   - prev is the lowercase hex SHA-256 of the previous record's line bytes
-//     (without its trailing newline), or 64 zeros for the first record.
-//   - hash is the lowercase hex SHA-256 of the canonical encoding of the
-//     record without the hash field: the same line with `,"hash":"..."`
-//     removed.
+//	  - seq counts from 1 with no gaps.
+//	  - time is RFC 3339 with nanoseconds, UTC, as Go's time.RFC3339Nano
+//	    prints it (trailing zeros of the fraction dropped).
+//	  - data is an object of string values with keys in byte order.
+//	  - prev is the lowercase hex SHA-256 of the previous record's line bytes
+//	    (without its trailing newline), or 64 zeros for the first record.
+//	  - hash is the lowercase hex SHA-256 of the canonical encoding of the
+//	    record without the hash field: the same line with `,"hash":"..."`
+//	    removed.
 //
 // The canonical encoding is JSON with no insignificant whitespace, the field
 // order above, and strings escaped minimally: `"` and `\` are backslash

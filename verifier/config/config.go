@@ -6,6 +6,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"os"
 	"time"
 
 	"github.com/pulse-attest/pulse/internal/hclconf"
@@ -34,6 +35,8 @@ type Config struct {
 	StartupGrace time.Duration
 	LogLevel     string
 	LogJSON      bool
+	// Replica names this replica (default: hostname-pid).
+	Replica string
 }
 
 // TLS names the verifier's certificate and the CAs it trusts.
@@ -90,6 +93,7 @@ type file struct {
 	StartupGrace string          `hcl:"startup_grace,optional"`
 	LogLevel     string          `hcl:"log_level,optional"`
 	LogJSON      bool            `hcl:"log_json,optional"`
+	Replica      string          `hcl:"replica_id,optional"`
 }
 
 // Defaults.
@@ -131,6 +135,11 @@ func decode(f *hclconf.File) (*Config, error) {
 		AllowTPMless: raw.AllowTPMless,
 		LogLevel:     raw.LogLevel,
 		LogJSON:      raw.LogJSON,
+		Replica:      raw.Replica,
+	}
+	if c.Replica == "" {
+		host, _ := os.Hostname()
+		c.Replica = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
 	if c.Listen == "" {
 		c.Listen = DefaultListen

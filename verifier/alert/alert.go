@@ -1,0 +1,205 @@
+// Package alert is the verifier's alert model and its fan-out: a Dispatcher
+// writes every alert to the structured log and the hash-chained audit log
+// (verifier/audit) and queues it for each configured webhook, whose worker
+// POSTs it with an HMAC signature and retries with backoff. See
+// docs/alerts.md for the kinds, severities, body and signature format.
+package alert
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+)
+
+// Kind is what an alert is about.
+type Kind string
+
+// Alert kinds.
+const (
+	// KindCompromised: the device must be treated as compromised, e.g. it
+	// went silent past its deadline (verdict BLINDED).
+	KindCompromised Kind = "compromised"
+	// KindUntrusted: a pulse failed verification (verdict UNTRUSTED).
+	KindUntrusted Kind = "untrusted"
+	// KindBinaryChanged: the agent binary changed without approval.
+	KindBinaryChanged Kind = "binary_changed"
+	// KindBPFProgramMissing: a required eBPF program is not loaded.
+	KindBPFProgramMissing Kind = "bpf_program_missing"
+	// KindBPFProgramChanged: a pinned eBPF program's digest changed.
+	KindBPFProgramChanged Kind = "bpf_program_changed"
+	// KindFortressInactive: the policy requires Fortress and it is not active.
+	KindFortressInactive Kind = "fortress_inactive"
+	// KindClockDesync: the agent's clock is outside the skew tolerance. A
+	// bad clock is not a compromise: this kind is never KindCompromised.
+	KindClockDesync Kind = "clock_desync"
+	// KindIdentityTakeover: an agent ID came back from a different TPM.
+	KindIdentityTakeover Kind = "identity_takeover"
+	// KindTPMDowngrade: an agent enrolled with a TPM sent a pulse without one.
+	KindTPMDowngrade Kind = "tpm_downgrade"
+	// KindPolicyReloadFailed: a policy edit was refused; the old policy
+	// stays loaded. Not tied to an agent.
+	KindPolicyReloadFailed Kind = "policy_reload_failed"
+	// KindIsolated: healthy agents were ordered to isolate an agent.
+	KindIsolated Kind = "isolated"
+	// KindReleased: an isolation was lifted.
+	KindReleased Kind = "released"
+)
+
+// Severities: 1 is the most severe.
+const (
+	SeverityCritical = 1
+	SeverityHigh     = 2
+	SeverityMedium   = 3
+	SeverityInfo     = 4
+)
+
+var defaultSeverity = map[Kind]int{
+	KindCompromised:        SeverityCritical,
+	KindIdentityTakeover:   SeverityCritical,
+	KindTPMDowngrade:       SeverityCritical,
+	KindBinaryChanged:      SeverityCritical,
+	KindUntrusted:          SeverityHigh,
+	KindBPFProgramMissing:  SeverityHigh,
+	KindBPFProgramChanged:  SeverityHigh,
+	KindFortressInactive:   SeverityMedium,
+	KindClockDesync:        SeverityMedium,
+	KindPolicyReloadFailed: SeverityMedium,
+	KindIsolated:           SeverityInfo,
+	KindReleased:           SeverityInfo,
+}
+
+// Kinds returns every kind, most severe default first.
+func Kinds() []Kind {
+	return []Kind{
+		KindCompromised, KindIdentityTakeover, KindTPMDowngrade, KindBinaryChanged,
+		KindUntrusted, KindBPFProgramMissing, KindBPFProgramChanged,
+		KindFortressInactive, KindClockDesync, KindPolicyReloadFailed,
+		KindIsolated, KindReleased,
+	}
+}
+
+// Valid reports whether k is one of the kinds above.
+func (k Kind) Valid() bool { _, ok := defaultSeverity[k]; return ok }
+
+// DefaultSeverity is the severity an alert of kind k gets when the policy
+// does not set one (0 for an unknown kind).
+func (k Kind) DefaultSeverity() int { return defaultSeverity[k] }
+
+// KindForReason maps a verdict reason to the alert it raises. ok is false
+// for reasons that raise no alert: REASON_OK, REASON_UNSPECIFIED,
+// REASON_REBOOTED (an expected PCR change) and REASON_INTERNAL (a verifier
+// fault, not evidence about the agent; it is logged, not alerted).
+func KindForReason(r pulsev1.Reason) (k Kind, ok bool) {
+	switch r {
+	case pulsev1.Reason_REASON_OK, pulsev1.Reason_REASON_UNSPECIFIED, pulsev1.Reason_REASON_REBOOTED, pulsev1.Reason_REASON_INTERNAL:
+		return "", false
+	case pulsev1.Reason_REASON_CLOCK_DESYNC:
+		return KindClockDesync, true
+	case pulsev1.Reason_REASON_SILENT:
+		return KindCompromised, true
+	case pulsev1.Reason_REASON_BINARY_CHANGED:
+		return KindBinaryChanged, true
+	case pulsev1.Reason_REASON_BPF_PROGRAM_MISSING:
+		return KindBPFProgramMissing, true
+	case pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED:
+		return KindBPFProgramChanged, true
+	case pulsev1.Reason_REASON_FORTRESS_INACTIVE:
+		return KindFortressInactive, true
+	case pulsev1.Reason_REASON_TPM_DOWNGRADE:
+		return KindTPMDowngrade, true
+	case pulsev1.Reason_REASON_EK_MISMATCH:
+		return KindIdentityTakeover, true
+	}
+	if _, known := pulsev1.Reason_name[int32(r)]; !known {
+		return "", false
+	}
+	return KindUntrusted, true
+}
+
+// Alert is one alert.
+type Alert struct {
+	// ID identifies the alert; receivers deduplicate on it (webhook
+	// delivery is at least once). Dispatch generates one when empty.
+	ID   string `json:"id"`
+	Kind Kind   `json:"kind"`
+	// Severity: 1 is the most severe. Zero means Kind.DefaultSeverity().
+	Severity int `json:"severity"`
+	// AgentID is required except for KindPolicyReloadFailed.
+	AgentID string `json:"agent_id,omitempty"`
+	// Reason is the proto reason name (e.g. "REASON_BINARY_CHANGED"), or
+	// empty when the alert does not come from a verdict.
+	Reason  string `json:"reason,omitempty"`
+	Message string `json:"message"`
+	// Time is when the condition was seen; zero means now. Always UTC.
+	Time time.Time `json:"time"`
+	// Data holds extra facts with snake_case keys (rule, file_line, digest,
+	// ...). Never secrets: it reaches logs, the audit log and webhooks.
+	Data map[string]string `json:"data,omitempty"`
+	// AuditSeq and AuditHash are the audit record this alert was written
+	// as, filled by Dispatch when an audit log is configured, so copies of
+	// the alert outside the host anchor the audit chain.
+	AuditSeq  uint64 `json:"audit_seq,omitempty"`
+	AuditHash string `json:"audit_hash,omitempty"`
+}
+
+// Validation errors, matched with errors.Is.
+var (
+	ErrUnknownKind   = errors.New("unknown alert kind")
+	ErrUnknownReason = errors.New("unknown reason name")
+	ErrInvalidAlert  = errors.New("invalid alert")
+)
+
+// reservedDataKeys are the audit record data keys Dispatch fills itself.
+var reservedDataKeys = []string{"alert_id", "reason", "message"}
+
+// Validate checks an alert after defaults are applied.
+func (a *Alert) Validate() error {
+	if !a.Kind.Valid() {
+		return fmt.Errorf("%w %q", ErrUnknownKind, a.Kind)
+	}
+	if a.Severity < 1 {
+		return fmt.Errorf("%w: severity %d (1 is the most severe)", ErrInvalidAlert, a.Severity)
+	}
+	if a.AgentID == "" && a.Kind != KindPolicyReloadFailed {
+		return fmt.Errorf("%w: %s alert without agent_id", ErrInvalidAlert, a.Kind)
+	}
+	if a.Reason != "" {
+		v, ok := pulsev1.Reason_value[a.Reason]
+		if !ok {
+			return fmt.Errorf("%w %q", ErrUnknownReason, a.Reason)
+		}
+		if pulsev1.Reason(v) == pulsev1.Reason_REASON_CLOCK_DESYNC && a.Kind != KindClockDesync {
+			return fmt.Errorf("%w: clock desync raised as %s (it is only ever %s)", ErrInvalidAlert, a.Kind, KindClockDesync)
+		}
+	}
+	for _, k := range reservedDataKeys {
+		if _, clash := a.Data[k]; clash {
+			return fmt.Errorf("%w: data key %q is reserved", ErrInvalidAlert, k)
+		}
+	}
+	return nil
+}
+
+// normalize fills defaults: ID, Time (UTC), Severity.
+func (a *Alert) normalize(now time.Time) {
+	if a.ID == "" {
+		a.ID = newID()
+	}
+	if a.Time.IsZero() {
+		a.Time = now
+	}
+	a.Time = a.Time.UTC()
+	if a.Severity == 0 {
+		a.Severity = a.Kind.DefaultSeverity()
+	}
+}
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b[:])
+}

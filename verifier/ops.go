@@ -1,0 +1,402 @@
+package verifier
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pulse-attest/pulse/policy"
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/verifier/store"
+)
+
+// Alert kinds (docs/alerts.md).
+const (
+	AlertCompromised      = "compromised"
+	AlertUntrusted        = "untrusted"
+	AlertBinaryChanged    = "binary_changed"
+	AlertBPFChanged       = "bpf_program_changed"
+	AlertClockDesync      = "clock_desync"
+	AlertIdentityTakeover = "identity_takeover"
+	AlertIsolated         = "isolated"
+	AlertReleased         = "released"
+)
+
+// Alerter receives every alert this replica raised (after deduplication in
+// the store): webhooks, audit log, metrics.
+type Alerter interface {
+	Alert(a *store.Alert)
+}
+
+// raise stores an alert (deduplicated across replicas by its key) and hands
+// it to the alerter when this replica raised it.
+func (v *Verifier) raise(ctx context.Context, a *store.Alert) {
+	a.Replica = v.replica
+	if a.CreatedAt.IsZero() {
+		a.CreatedAt = v.now().UTC()
+	}
+	raised, err := v.store.RaiseAlert(ctx, a)
+	if err != nil {
+		v.log.Error("raising alert failed", "agent_id", a.AgentID, "kind", a.Kind, "error", err)
+		return
+	}
+	if !raised {
+		return
+	}
+	v.log.Warn("alert raised", "alert_id", a.ID, "agent_id", a.AgentID, "kind", a.Kind, "severity", a.Severity, "reason", a.Reason, "detail", a.Message)
+	if v.alerter != nil {
+		v.alerter.Alert(a)
+	}
+}
+
+// severityOf maps a failure to an alert kind and severity (1 most severe).
+func severityOf(o *Outcome) (string, int) {
+	switch o.Reason {
+	case pulsev1.Reason_REASON_CLOCK_DESYNC:
+		return AlertClockDesync, 3
+	case pulsev1.Reason_REASON_NONCE_EXPIRED, pulsev1.Reason_REASON_FIRMWARE_LOG_MISSING, pulsev1.Reason_REASON_RUNTIME_LOG_GAP:
+		return "", 0 // transient: the agent retries at once
+	case pulsev1.Reason_REASON_NONCE_REPLAYED, pulsev1.Reason_REASON_NONCE_UNKNOWN, pulsev1.Reason_REASON_NONCE_WRONG_AGENT:
+		return AlertUntrusted, 2
+	case pulsev1.Reason_REASON_POLICY_DENIED:
+		sev := policy.DefaultSeverity
+		for _, f := range o.Findings {
+			if f.GetEnforce() && int(f.GetSeverity()) < sev {
+				sev = int(f.GetSeverity())
+			}
+		}
+		return AlertUntrusted, sev
+	case pulsev1.Reason_REASON_BINARY_CHANGED, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED:
+		// Raised once per change by checkLastKnownGood.
+		return "", 0
+	}
+	return AlertUntrusted, 1
+}
+
+// afterPulse applies step 8 (state) and the operations that follow a
+// verdict: last-known-good, deadline, history, alerts, isolation.
+func (v *Verifier) afterPulse(ctx context.Context, p Peer, o *Outcome) {
+	if o.agent == nil {
+		return
+	}
+	now := v.now()
+	pol := v.selectPolicy(o.agent.ID, o.agent.Partition)
+	hb := policy.Heartbeat{Interval: policy.DefaultHeartbeatInterval, Missed: policy.DefaultMissedPulses}
+	if pol != nil {
+		hb = pol.Heartbeat
+	}
+	// Any authenticated pulse proves the agent is not silent.
+	if err := v.store.SetDeadline(ctx, o.agent.ID, hb.Interval, now.Add(hb.Deadline())); err != nil {
+		v.log.Error("setting deadline failed", "agent_id", o.agent.ID, "error", err)
+	}
+	if o.Verdict == pulsev1.Verdict_VERDICT_TRUSTED && o.evidence != nil && o.evidence.Runtime != nil {
+		v.checkLastKnownGood(ctx, o, pol, now)
+	}
+	changed := pulsev1.Verdict(o.agent.LastVerdict) != o.Verdict || pulsev1.Reason(o.agent.LastReason) != o.Reason
+	if changed {
+		if err := v.store.AppendHistory(ctx, o.agent.ID, store.HistoryEntry{At: now, Verdict: int32(o.Verdict), Reason: int32(o.Reason), Message: o.Message}); err != nil {
+			v.log.Error("recording history failed", "agent_id", o.agent.ID, "error", err)
+		}
+		if o.Verdict != pulsev1.Verdict_VERDICT_TRUSTED && o.Verdict != pulsev1.Verdict_VERDICT_DEGRADED {
+			if kind, sev := severityOf(o); kind != "" {
+				v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("verdict:%s:%s:%d", o.agent.ID, o.Reason, now.UnixNano()),
+					AgentID: o.agent.ID, Kind: kind, Severity: sev, Reason: o.Reason.String(), Message: o.Message})
+			}
+		}
+	}
+	if v.shouldIsolate(o, pol) && p.Addr != "" {
+		v.isolate(ctx, o.agent.ID, p.Addr, o.Reason.String())
+	}
+}
+
+// shouldIsolate: a policy denial isolates when its failed rule says so; any
+// other UNTRUSTED verdict that raises an alert isolates when the policy's
+// on_failure block says so. Transient reasons never isolate.
+func (v *Verifier) shouldIsolate(o *Outcome, pol *policy.Policy) bool {
+	if o.Verdict != pulsev1.Verdict_VERDICT_UNTRUSTED {
+		return false
+	}
+	if o.Reason == pulsev1.Reason_REASON_POLICY_DENIED {
+		return o.Isolate
+	}
+	kind, _ := severityOf(o)
+	lkg := o.Reason == pulsev1.Reason_REASON_BINARY_CHANGED || o.Reason == pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED
+	return (kind != "" || lkg) && pol != nil && pol.OnFailure.Isolate
+}
+
+// checkLastKnownGood compares the verified binary and eBPF programs with the
+// last-known-good. The first trusted pulse sets it; a change that no open
+// update window (store or policy) covers turns the verdict UNTRUSTED with a
+// Severity 1 alert and leaves the last-known-good as it was.
+func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *policy.Policy, now time.Time) {
+	rt := o.evidence.Runtime
+	cur := store.LKG{BinarySHA256: rt.AgentBinarySHA256, BPF: bpfString(rt.BPFPrograms), At: now}
+	lkg, err := v.store.GetLKG(ctx, o.agent.ID)
+	if err != nil {
+		v.log.Error("reading last-known-good failed", "agent_id", o.agent.ID, "error", err)
+		return
+	}
+	if lkg.BinarySHA256 == "" {
+		if err := v.store.SetLKG(ctx, o.agent.ID, cur); err != nil {
+			v.log.Error("setting last-known-good failed", "agent_id", o.agent.ID, "error", err)
+		}
+		return
+	}
+	binChanged := lkg.BinarySHA256 != cur.BinarySHA256
+	bpfChanged := lkg.BPF != cur.BPF
+	if !binChanged && !bpfChanged {
+		return
+	}
+	if v.updateApproved(ctx, o.agent.ID, lkg.BinarySHA256, cur.BinarySHA256, binChanged, pol, now) {
+		v.log.Info("approved update: new last-known-good", "agent_id", o.agent.ID, "agent_binary_sha256", cur.BinarySHA256)
+		if err := v.store.SetLKG(ctx, o.agent.ID, cur); err != nil {
+			v.log.Error("setting last-known-good failed", "agent_id", o.agent.ID, "error", err)
+		}
+		return
+	}
+	if binChanged {
+		o.Verdict, o.Reason = pulsev1.Verdict_VERDICT_UNTRUSTED, pulsev1.Reason_REASON_BINARY_CHANGED
+		o.Message = fmt.Sprintf("agent binary changed from %s to %s outside any approved update window", shortHex(lkg.BinarySHA256), shortHex(cur.BinarySHA256))
+		v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("binary_changed:%s:%s:%s", o.agent.ID, lkg.BinarySHA256, cur.BinarySHA256),
+			AgentID: o.agent.ID, Kind: AlertBinaryChanged, Severity: 1, Reason: o.Reason.String(), Message: o.Message})
+		return
+	}
+	o.Verdict, o.Reason = pulsev1.Verdict_VERDICT_UNTRUSTED, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED
+	o.Message = fmt.Sprintf("eBPF programs changed from {%s} to {%s} outside any approved update window", lkg.BPF, cur.BPF)
+	v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("bpf_changed:%s:%s", o.agent.ID, cur.BPF),
+		AgentID: o.agent.ID, Kind: AlertBPFChanged, Severity: 1, Reason: o.Reason.String(), Message: o.Message})
+}
+
+// updateApproved reports whether an open window approves the agent's new
+// binary: one opened with pulsectl agents approve-update, or a policy
+// update_window.
+func (v *Verifier) updateApproved(ctx context.Context, agentID, from, to string, binChanged bool, pol *policy.Policy, now time.Time) bool {
+	if !binChanged {
+		// eBPF programs change with the agent: accepted within any window
+		// open for this agent's current binary.
+		to = from
+	}
+	// A policy without an agent_binary section restricts nothing, but a
+	// change is still a change: only a window (or a policy listing the new
+	// build) approves it.
+	if pol != nil && binChanged && pol.AgentBinary != nil && pol.BinaryChangeApproved(from, to, now) {
+		return true
+	}
+	ws, err := v.store.UpdateWindows(ctx, now)
+	if err != nil {
+		v.log.Error("reading update windows failed", "error", err)
+		return false
+	}
+	for _, w := range ws {
+		if !strings.EqualFold(w.Digest, to) {
+			continue
+		}
+		for _, pat := range w.Agents {
+			if policy.Glob(pat, agentID) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func bpfString(m map[string]string) string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	parts := make([]string, 0, len(names))
+	for _, n := range names {
+		parts = append(parts, n+"="+m[n])
+	}
+	return strings.Join(parts, ",")
+}
+
+func shortHex(s string) string {
+	if len(s) > 16 {
+		return s[:16]
+	}
+	return s
+}
+
+// isolate quarantines an address fleet-wide: recorded in the store and
+// published as a directive every replica delivers to its trusted agents.
+func (v *Verifier) isolate(ctx context.Context, offender, addr, reason string) {
+	isNew, err := v.store.AddQuarantine(ctx, store.Quarantine{Address: addr, Offender: offender, Reason: reason, Since: v.now()})
+	if err != nil {
+		v.log.Error("quarantine failed", "agent_id", offender, "error", err)
+		return
+	}
+	if !isNew {
+		return
+	}
+	d := &pulsev1.Directive{Kind: &pulsev1.Directive_Quarantine{Quarantine: &pulsev1.Quarantine{Addresses: []string{addr}, Offender: offender}}}
+	v.publish(ctx, "*", "quarantine", d)
+	v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("isolated:%s:%s:%d", offender, addr, v.now().UnixNano()), AgentID: offender,
+		Kind: AlertIsolated, Severity: 2, Reason: reason, Message: fmt.Sprintf("address %s isolated fleet-wide", addr)})
+}
+
+// Release lifts a quarantine and tells every agent.
+func (v *Verifier) Release(ctx context.Context, addr, by string) error {
+	q, err := v.store.RemoveQuarantine(ctx, addr)
+	if err != nil {
+		return err
+	}
+	d := &pulsev1.Directive{Kind: &pulsev1.Directive_Release{Release: &pulsev1.Release{Addresses: []string{addr}, Offender: q.Offender}}}
+	v.publish(ctx, "*", "release", d)
+	v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("released:%s:%d", addr, v.now().UnixNano()), AgentID: q.Offender,
+		Kind: AlertReleased, Severity: 4, Message: fmt.Sprintf("address %s released by %s", addr, by)})
+	return nil
+}
+
+func (v *Verifier) publish(ctx context.Context, target, kind string, d *pulsev1.Directive) {
+	body, err := proto.Marshal(d)
+	if err != nil {
+		v.log.Error("encoding directive failed", "error", err)
+		return
+	}
+	if err := v.store.PublishDirective(ctx, &store.Directive{Target: target, Kind: kind, Body: body, CreatedAt: v.now()}); err != nil {
+		v.log.Error("publishing directive failed", "kind", kind, "error", err)
+	}
+}
+
+// deliverDirectives polls the shared outbox and hands each directive to the
+// agents whose stream this replica holds. Quarantine directives go to
+// trusted agents only, never to the offender.
+func (v *Verifier) deliverDirectives(ctx context.Context, every time.Duration) {
+	last, err := v.store.LastDirectiveSeq(ctx)
+	if err != nil {
+		v.log.Error("reading directive outbox failed", "error", err)
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ds, err := v.store.DirectivesAfter(ctx, last, 256)
+		if err != nil {
+			v.log.Warn("reading directive outbox failed", "error", err)
+			continue
+		}
+		for _, sd := range ds {
+			last = sd.Seq
+			d := &pulsev1.Directive{}
+			if err := proto.Unmarshal(sd.Body, d); err != nil {
+				v.log.Error("bad directive in outbox", "seq", sd.Seq, "error", err)
+				continue
+			}
+			v.fanOut(ctx, sd.Target, d)
+		}
+	}
+}
+
+func (v *Verifier) fanOut(ctx context.Context, target string, d *pulsev1.Directive) {
+	var offender string
+	if q := d.GetQuarantine(); q != nil {
+		offender = q.GetOffender()
+	}
+	for _, id := range v.hub.connected() {
+		if target != "*" && target != id {
+			continue
+		}
+		if id == offender {
+			continue
+		}
+		if d.GetQuarantine() != nil && !v.isTrusted(ctx, id) {
+			continue
+		}
+		if v.hub.send(id, proto.Clone(d).(*pulsev1.Directive)) {
+			v.log.Info("directive delivered", "agent_id", id, "directive", directiveKind(d))
+		}
+	}
+}
+
+func (v *Verifier) isTrusted(ctx context.Context, id string) bool {
+	a, err := v.store.GetAgent(ctx, id)
+	if err != nil {
+		return false
+	}
+	verdict := pulsev1.Verdict(a.LastVerdict)
+	return verdict == pulsev1.Verdict_VERDICT_TRUSTED || verdict == pulsev1.Verdict_VERDICT_DEGRADED
+}
+
+func directiveKind(d *pulsev1.Directive) string {
+	switch d.GetKind().(type) {
+	case *pulsev1.Directive_Quarantine:
+		return "quarantine"
+	case *pulsev1.Directive_Release:
+		return "release"
+	case *pulsev1.Directive_NextNonce:
+		return "next_nonce"
+	case *pulsev1.Directive_SetInterval:
+		return "set_interval"
+	case *pulsev1.Directive_SendFirmwareLog:
+		return "send_firmware_log"
+	case *pulsev1.Directive_PulseNow:
+		return "pulse_now"
+	case *pulsev1.Directive_Rotate:
+		return "rotate"
+	}
+	return "unknown"
+}
+
+// sweep marks silent agents BLINDED. The store's conditional update makes
+// exactly one replica raise each silence.
+func (v *Verifier) sweep(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		v.sweepOnce(ctx)
+	}
+}
+
+func (v *Verifier) sweepOnce(ctx context.Context) {
+	now := v.now()
+	over, err := v.store.Overdue(ctx, now)
+	if err != nil {
+		v.log.Warn("sweep failed", "error", err)
+		return
+	}
+	for _, a := range over {
+		pol := v.selectPolicy(a.ID, a.Partition)
+		grace := v.cfg.StartupGrace
+		if pol != nil && pol.Heartbeat.Grace > 0 {
+			grace = pol.Heartbeat.Grace
+		}
+		if now.Before(v.started.Add(grace)) {
+			continue // after a verifier (re)start every agent gets grace
+		}
+		silent := now.Sub(a.LastPulseAt).Round(time.Second)
+		msg := fmt.Sprintf("silent for %s, past its deadline", silent)
+		won, err := v.store.MarkBlinded(ctx, a.ID, now, int32(pulsev1.Verdict_VERDICT_BLINDED), int32(pulsev1.Reason_REASON_SILENT), msg)
+		if err != nil {
+			v.log.Warn("marking blinded failed", "agent_id", a.ID, "error", err)
+			continue
+		}
+		if !won {
+			continue
+		}
+		if err := v.store.AppendHistory(ctx, a.ID, store.HistoryEntry{At: now, Verdict: int32(pulsev1.Verdict_VERDICT_BLINDED), Reason: int32(pulsev1.Reason_REASON_SILENT), Message: msg}); err != nil {
+			v.log.Error("recording history failed", "agent_id", a.ID, "error", err)
+		}
+		ops, _ := v.store.GetAgentOps(ctx, a.ID)
+		v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("blinded:%s:%d", a.ID, ops.BlindedAt.UnixNano()), AgentID: a.ID, Kind: AlertCompromised,
+			Severity: 1, Reason: pulsev1.Reason_REASON_SILENT.String(), Message: "device compromised or cut off: " + msg})
+		if pol != nil && pol.OnFailure.Isolate && a.Address != "" {
+			v.isolate(ctx, a.ID, a.Address, pulsev1.Reason_REASON_SILENT.String())
+		}
+	}
+}

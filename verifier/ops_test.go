@@ -1,0 +1,203 @@
+package verifier_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/verifier/store"
+)
+
+func openStore(t *testing.T, e *env) *store.Store {
+	t.Helper()
+	s, err := store.Open(context.Background(), store.EngineSQLite, e.dir+"/state.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func alertsOf(t *testing.T, s *store.Store, agent, kind string) []*store.Alert {
+	t.Helper()
+	all, err := s.ListAlerts(context.Background(), store.AlertFilter{AgentID: agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*store.Alert
+	for _, a := range all {
+		if a.Kind == kind {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// TestLastKnownGood: an agent binary change outside an approved window is
+// UNTRUSTED with one Severity 1 alert; inside a window it becomes the new
+// last-known-good.
+func TestLastKnownGood(t *testing.T) {
+	e := newEnv(t, "rhel8-uefi")
+	if e == nil {
+		return
+	}
+	st := openStore(t, e)
+	a := e.agent("edge-u", e.openTPM(e.sw))
+	if res := a.enroll(); !res.GetEnrolled() {
+		t.Fatal(res.GetMessage())
+	}
+	a.measureBinary()
+	a.challenge()
+	wantVerdict(t, a.pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+
+	// The agent is replaced by another build, measured by the launcher.
+	a.binary = sha256.Sum256([]byte("unapproved build"))
+	a.measureBinary()
+	wantVerdict(t, a.pulse(nil), untrusted, pulsev1.Reason_REASON_BINARY_CHANGED)
+	wantVerdict(t, a.pulse(nil), untrusted, pulsev1.Reason_REASON_BINARY_CHANGED)
+	if n := len(alertsOf(t, st, "edge-u", "binary_changed")); n != 1 {
+		t.Fatalf("%d binary_changed alerts, want exactly 1", n)
+	}
+	if al := alertsOf(t, st, "edge-u", "binary_changed"); al[0].Severity != 1 {
+		t.Fatalf("severity %d", al[0].Severity)
+	}
+
+	// An operator approves a new build for edge-*: the agent moves to it.
+	approved := sha256.Sum256([]byte("approved build"))
+	if err := st.AddUpdateWindow(context.Background(), &store.UpdateWindow{Digest: hexOf(approved[:]), Agents: []string{"edge-*"},
+		Start: time.Now().Add(-time.Minute), End: time.Now().Add(time.Hour), CreatedBy: "operator:test"}); err != nil {
+		t.Fatal(err)
+	}
+	a.binary = approved
+	a.measureBinary()
+	wantVerdict(t, a.pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	lkg, err := st.GetLKG(context.Background(), "edge-u")
+	if err != nil || lkg.BinarySHA256 != hexOf(approved[:]) {
+		t.Fatalf("last-known-good %+v %v", lkg, err)
+	}
+	if n := len(alertsOf(t, st, "edge-u", "binary_changed")); n != 1 {
+		t.Fatalf("approved update raised an alert (%d)", n)
+	}
+}
+
+// TestBlinded: an agent silent past its deadline becomes BLINDED with one
+// alert; during the startup grace it does not.
+func TestBlinded(t *testing.T) {
+	e := newEnv(t, "rhel8-uefi")
+	if e == nil {
+		return
+	}
+	st := openStore(t, e)
+	a := e.agent("edge-quiet", e.openTPM(e.sw))
+	if res := a.enroll(); !res.GetEnrolled() {
+		t.Fatal(res.GetMessage())
+	}
+	a.measureBinary()
+	a.challenge()
+	wantVerdict(t, a.pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+
+	// Past the deadline (30s x 3) but inside the 5 minute startup grace.
+	e.clock.Advance(2 * time.Minute)
+	time.Sleep(2500 * time.Millisecond)
+	if ag, _ := st.GetAgent(context.Background(), "edge-quiet"); pulsev1.Verdict(ag.LastVerdict) == pulsev1.Verdict_VERDICT_BLINDED {
+		t.Fatal("BLINDED during the startup grace")
+	}
+	e.clock.Advance(5 * time.Minute)
+	waitFor(t, "BLINDED", func() bool {
+		ag, _ := st.GetAgent(context.Background(), "edge-quiet")
+		return pulsev1.Verdict(ag.LastVerdict) == pulsev1.Verdict_VERDICT_BLINDED
+	})
+	time.Sleep(2 * time.Second) // further sweeps must not raise again
+	if n := len(alertsOf(t, st, "edge-quiet", "compromised")); n != 1 {
+		t.Fatalf("%d compromised alerts, want 1", n)
+	}
+	// It speaks again: trusted, no sticky failure.
+	a.challenge()
+	wantVerdict(t, a.pulse(func(p *parts) { p.payload.Time = timestampNow(e) }), trusted, pulsev1.Reason_REASON_OK)
+}
+
+// TestIsolationReachesTrustedAgents: an UNTRUSTED agent under a policy that
+// isolates is quarantined, and a trusted agent's directive stream gets it.
+func TestIsolationReachesTrustedAgents(t *testing.T) {
+	e := newEnv(t, "rhel8-uefi")
+	if e == nil {
+		return
+	}
+	dev := e.openTPM(e.sw)
+	good := e.agent("edge-good", dev)
+	if res := good.enroll(); !res.GetEnrolled() {
+		t.Fatal(res.GetMessage())
+	}
+	good.measureBinary()
+	good.challenge()
+	wantVerdict(t, good.pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	stream, err := good.cl.Directives(ctx(t), &pulsev1.DirectivesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *pulsev1.Directive, 4)
+	go func() {
+		for {
+			d, err := stream.Recv()
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- d
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+
+	// Another agent fails (its binary was replaced on disk): the policy
+	// isolates it, and the trusted agent is told to drop its address.
+	bad := e.agent("edge-bad", dev)
+	bad.records, bad.sentUpTo, bad.binary = good.records, 0, good.binary
+	if res := bad.enroll(); !res.GetEnrolled() {
+		t.Fatal(res.GetMessage())
+	}
+	bad.challenge()
+	resp := bad.pulse(func(p *parts) { p.payload.AgentBinaryDiskSha256 = make([]byte, 32) })
+	wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_AGENT_BINARY_MISMATCH)
+	select {
+	case d, ok := <-got:
+		if !ok {
+			t.Fatal("directive stream ended")
+		}
+		q := d.GetQuarantine()
+		if q == nil || q.GetOffender() != "edge-bad" || len(q.GetAddresses()) != 1 || q.GetAddresses()[0] != "127.0.0.1" {
+			t.Fatalf("directive %v", d)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("trusted agent got no quarantine directive")
+	}
+	st := openStore(t, e)
+	if qs, err := st.ListQuarantine(context.Background()); err != nil || len(qs) != 1 {
+		t.Fatalf("quarantine %v %v", qs, err)
+	}
+}
+
+func timestampNow(e *env) *timestamppb.Timestamp { return timestamppb.New(e.clock.Now()) }
+
+func hexOf(b []byte) string {
+	const digits = "0123456789abcdef"
+	out := make([]byte, 0, 2*len(b))
+	for _, c := range b {
+		out = append(out, digits[c>>4], digits[c&15])
+	}
+	return string(out)
+}
