@@ -288,7 +288,8 @@ type parts struct {
 }
 
 func (a *testAgent) basePayload() *pulsev1.PulsePayload {
-	a.seq++
+	// Sequence numbers start at 0, as the real agent's do.
+	defer func() { a.seq++ }()
 	pn := make([]byte, 16)
 	rand.Read(pn) //nolint:errcheck // crypto/rand
 	fw := sha256.Sum256(a.fwLog)

@@ -195,7 +195,9 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 		return o.untrusted(pulsev1.Reason_REASON_PCR_SELECTION, "quote does not cover PCRs %v", missing)
 	}
 	o.TPM = true
-	if agent.ResetCount != 0 || agent.LastSeq != 0 {
+	// Evidence fields are written only after a verified pulse.
+	hasEvidence := len(agent.FirmwareLogSHA256) > 0
+	if hasEvidence {
 		if res.Clock.ResetCount != agent.ResetCount {
 			o.Notes = append(o.Notes, pulsev1.Reason_REASON_REBOOTED)
 		} else if res.Clock.Clock+1000 < agent.TPMClock && res.Clock.Safe {
@@ -218,7 +220,7 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	}
 	var stored []byte
 	var storedCount uint64
-	if res.Clock.ResetCount == agent.ResetCount && agent.LastSeq != 0 {
+	if hasEvidence && res.Clock.ResetCount == agent.ResetCount {
 		stored, storedCount = agent.RuntimeRecords, agent.RuntimeCount
 	}
 	rt, reason, err := verifyRuntime(stored, storedCount, p.GetRuntimeFirstRecord(), p.GetRuntimeRecords(), runtimePCR, initial, res.PCRs[runtimePCR])

@@ -56,7 +56,7 @@ type WebhookConfig struct {
 	Timeout time.Duration
 	// Client, when set, sends the requests (for custom TLS roots or
 	// proxies). Redirects are never followed either way.
-	Client *http.Client
+	Client *http.Client `json:"-"`
 }
 
 func (c *WebhookConfig) setDefaults() {
@@ -265,7 +265,9 @@ func (h *webhook) backoff(attempt int, retryAfter time.Duration) time.Duration {
 // statusError is a non-2xx response.
 type statusError struct{ code int }
 
-func (e *statusError) Error() string { return fmt.Sprintf("receiver answered %d %s", e.code, http.StatusText(e.code)) }
+func (e *statusError) Error() string {
+	return fmt.Sprintf("receiver answered %d %s", e.code, http.StatusText(e.code))
+}
 
 // attempt makes one POST. It returns the receiver's Retry-After, whether a
 // failure may be retried, and the failure (nil on a 2xx answer).
