@@ -380,9 +380,9 @@ func checkClaims(o *Outcome, p *pulsev1.PulsePayload, rt *runtimeEvidence) *Outc
 	}
 	for _, pin := range p.GetBpf().GetPinned() {
 		switch pin.GetProblemKind() {
-		case pulsev1.PinProblem_PIN_PROBLEM_MISSING:
+		case pulsev1.PinProblem_PIN_PROBLEM_MISSING, pulsev1.PinProblem_PIN_PROBLEM_DETACHED:
 			return o.untrusted(pulsev1.Reason_REASON_BPF_PROGRAM_MISSING, "eBPF program %q is no longer pinned: %s", pin.GetName(), pin.GetProblem())
-		case pulsev1.PinProblem_PIN_PROBLEM_REPLACED:
+		case pulsev1.PinProblem_PIN_PROBLEM_REPLACED, pulsev1.PinProblem_PIN_PROBLEM_UNEXPECTED:
 			return o.untrusted(pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED, "eBPF program %q was replaced: %s", pin.GetName(), pin.GetProblem())
 		}
 		m, ok := rt.bpf[pin.GetName()]

@@ -40,6 +40,10 @@ const (
 	PinProblem_PIN_PROBLEM_UNSPECIFIED PinProblem = 0
 	PinProblem_PIN_PROBLEM_MISSING     PinProblem = 1
 	PinProblem_PIN_PROBLEM_REPLACED    PinProblem = 2
+	// Still pinned, but its attachment (link) is gone: loaded, not enforcing.
+	PinProblem_PIN_PROBLEM_DETACHED PinProblem = 3
+	// A pin the agent did not create appeared in its directory.
+	PinProblem_PIN_PROBLEM_UNEXPECTED PinProblem = 4
 )
 
 // Enum value maps for PinProblem.
@@ -48,11 +52,15 @@ var (
 		0: "PIN_PROBLEM_UNSPECIFIED",
 		1: "PIN_PROBLEM_MISSING",
 		2: "PIN_PROBLEM_REPLACED",
+		3: "PIN_PROBLEM_DETACHED",
+		4: "PIN_PROBLEM_UNEXPECTED",
 	}
 	PinProblem_value = map[string]int32{
 		"PIN_PROBLEM_UNSPECIFIED": 0,
 		"PIN_PROBLEM_MISSING":     1,
 		"PIN_PROBLEM_REPLACED":    2,
+		"PIN_PROBLEM_DETACHED":    3,
+		"PIN_PROBLEM_UNEXPECTED":  4,
 	}
 )
 
@@ -332,6 +340,8 @@ const (
 	SentinelEvent_KIND_UNSPECIFIED SentinelEvent_Kind = 0
 	SentinelEvent_KIND_SIGNAL      SentinelEvent_Kind = 1
 	SentinelEvent_KIND_BPF_LOAD    SentinelEvent_Kind = 2
+	// Fortress refused an action against the agent.
+	SentinelEvent_KIND_FORTRESS_DENIED SentinelEvent_Kind = 3
 )
 
 // Enum value maps for SentinelEvent_Kind.
@@ -340,11 +350,13 @@ var (
 		0: "KIND_UNSPECIFIED",
 		1: "KIND_SIGNAL",
 		2: "KIND_BPF_LOAD",
+		3: "KIND_FORTRESS_DENIED",
 	}
 	SentinelEvent_Kind_value = map[string]int32{
-		"KIND_UNSPECIFIED": 0,
-		"KIND_SIGNAL":      1,
-		"KIND_BPF_LOAD":    2,
+		"KIND_UNSPECIFIED":     0,
+		"KIND_SIGNAL":          1,
+		"KIND_BPF_LOAD":        2,
+		"KIND_FORTRESS_DENIED": 3,
 	}
 )
 
@@ -2518,7 +2530,7 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"lsm_listed\x18\x02 \x01(\bR\tlsmListed\x12\x16\n" +
 	"\x06loaded\x18\x03 \x01(\bR\x06loaded\x12\x1a\n" +
 	"\battached\x18\x04 \x01(\bR\battached\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xc2\x02\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xdc\x02\n" +
 	"\rSentinelEvent\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.pulse.v1.SentinelEvent.KindR\x04kind\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1d\n" +
@@ -2529,11 +2541,12 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\n" +
 	"target_pid\x18\x05 \x01(\rR\ttargetPid\x12\x16\n" +
 	"\x06signal\x18\x06 \x01(\x05R\x06signal\x12\x16\n" +
-	"\x06detail\x18\a \x01(\tR\x06detail\"@\n" +
+	"\x06detail\x18\a \x01(\tR\x06detail\"Z\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vKIND_SIGNAL\x10\x01\x12\x11\n" +
-	"\rKIND_BPF_LOAD\x10\x02\"\xdb\x01\n" +
+	"\rKIND_BPF_LOAD\x10\x02\x12\x18\n" +
+	"\x14KIND_FORTRESS_DENIED\x10\x03\"\xdb\x01\n" +
 	"\x06Health\x121\n" +
 	"\x06uptime\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x12\x1b\n" +
 	"\trss_bytes\x18\x02 \x01(\x04R\brssBytes\x12\x1d\n" +
@@ -2588,12 +2601,14 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\aRelease\x12\x1c\n" +
 	"\taddresses\x18\x01 \x03(\tR\taddresses\x12\x1a\n" +
 	"\boffender\x18\x02 \x01(\tR\boffender\"\b\n" +
-	"\x06Rotate*\\\n" +
+	"\x06Rotate*\x92\x01\n" +
 	"\n" +
 	"PinProblem\x12\x1b\n" +
 	"\x17PIN_PROBLEM_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13PIN_PROBLEM_MISSING\x10\x01\x12\x18\n" +
-	"\x14PIN_PROBLEM_REPLACED\x10\x02*\x93\x01\n" +
+	"\x14PIN_PROBLEM_REPLACED\x10\x02\x12\x18\n" +
+	"\x14PIN_PROBLEM_DETACHED\x10\x03\x12\x1a\n" +
+	"\x16PIN_PROBLEM_UNEXPECTED\x10\x04*\x93\x01\n" +
 	"\aVerdict\x12\x17\n" +
 	"\x13VERDICT_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fVERDICT_TRUSTED\x10\x01\x12\x14\n" +
