@@ -1,7 +1,6 @@
 package bpf
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/hashicorp/go-hclog"
 )
 
 // fortressAttachment is Fortress's LSM hook: security_task_kill.
@@ -27,53 +27,60 @@ func fortressAttachment() attachment {
 // anyone but the agent and its service manager, when the kernel lets it run.
 type Fortress struct {
 	m      *Manager
+	log    hclog.Logger
 	mu     sync.Mutex
+	probe  FortressProbe
 	status FortressStatus
 	prog   *program
 }
 
-// loadFortress tries to load, measure and attach Fortress. A kernel refusal
-// is recorded in the status; only a Measurer error is returned (fail closed).
-func (m *Manager) loadFortress(ctx context.Context) (*Fortress, error) {
-	log := m.log.Named("fortress")
-	f := &Fortress{m: m}
-	var probe FortressProbe
+// loadFortress tries to load Fortress into the kernel (attaching nothing).
+// A refusal is recorded in the status, not returned: the kernel decides
+// whether Fortress can run, the verifier's policy whether that is acceptable.
+func (m *Manager) loadFortress() *Fortress {
+	f := &Fortress{m: m, log: m.log.Named("fortress")}
 	lsm, err := os.ReadFile(filepath.Join(SecurityFSPath, "lsm"))
-	probe.LSMList, probe.LSMListErr = string(lsm), err
+	f.probe.LSMList, f.probe.LSMListErr = string(lsm), err
 	if lock, err := os.ReadFile(filepath.Join(SecurityFSPath, "lockdown")); err == nil {
-		probe.Lockdown = string(lock)
+		f.probe.Lockdown = string(lock)
 	}
-
 	_, progs, err := m.loadObject(fortressObject, nil)
+	if err == nil && len(progs) != 1 {
+		err = fmt.Errorf("fortress object has %d programs, want 1", len(progs))
+	}
 	if err != nil {
-		probe.LoadErr = err
-		f.status = DecideFortressStatus(probe)
-		log.Warn("fortress inactive", "reason", f.status.Reason, "error", err)
-		return f, nil
+		f.probe.LoadErr = err
+		f.status = DecideFortressStatus(f.probe)
+		f.log.Warn("fortress inactive", "reason", f.status.Reason, "error", err)
+		return f
 	}
-	if len(progs) != 1 {
-		return nil, fmt.Errorf("ebpf: fortress object has %d programs, want 1", len(progs))
+	f.prog = progs[0]
+	return f
+}
+
+// attach attaches the loaded (and already measured) Fortress program. A
+// kernel refusal becomes the status; only failing to pin an attached
+// program is returned.
+func (f *Fortress) attach() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.prog == nil {
+		return nil
 	}
-	p := progs[0]
-	f.prog = p
-	a := fortressAttachment()
-	if err := m.measure(ctx, p, a.point); err != nil {
-		return nil, err
-	}
-	if err := m.attach(p, a); err != nil {
-		probe.AttachErr = err
-	} else if err := m.pinProgram(p); err != nil {
-		return nil, fmt.Errorf("ebpf: %w", err)
+	if err := f.m.attach(f.prog, fortressAttachment()); err != nil {
+		f.probe.AttachErr = err
+	} else if err := f.m.pinProgram(f.prog); err != nil {
+		return err
 	} else {
-		probe.Attached = true
+		f.probe.Attached = true
 	}
-	f.status = DecideFortressStatus(probe)
+	f.status = DecideFortressStatus(f.probe)
 	if f.status.Active {
-		log.Info("fortress active", "program_id", p.id)
+		f.log.Info("fortress active", "program_id", f.prog.id)
 	} else {
-		log.Warn("fortress inactive", "reason", f.status.Reason)
+		f.log.Warn("fortress inactive", "reason", f.status.Reason)
 	}
-	return f, nil
+	return nil
 }
 
 // Status reports what the kernel allowed. For an attached Fortress it checks

@@ -212,19 +212,19 @@ func (m *Manager) load(ctx context.Context, opts Options) error {
 	}
 	m.manifest = manifest
 
-	// Sentinel first: its maps are shared with Fortress.
+	// 1. Load everything into the kernel, attaching nothing. Sentinel
+	// first: its maps are shared with Fortress.
 	sentColl, sentProgs, err := m.loadObject(sentinelObject, nil)
 	if err != nil {
 		return fmt.Errorf("ebpf: load sentinel: %w", err)
 	}
-	m.sentinel, err = newSentinel(m.log.Named("sentinel"), sentColl, opts.AgentPID, opts.ServiceManagerPID)
+	m.sentinel, err = newSentinel(m.log.Named("sentinel"), sentColl)
 	if err != nil {
 		return fmt.Errorf("ebpf: %w", err)
 	}
 	if err := checkSentinelTracepoints(); err != nil {
 		return fmt.Errorf("ebpf: sentinel: %w", err)
 	}
-
 	shieldProgs := shieldProgramNames(opts.ShieldMode)
 	shColl, shProgs, err := m.loadObject(shieldObject, func(name string) bool { return slices.Contains(shieldProgs, name) })
 	if err != nil {
@@ -234,8 +234,9 @@ func (m *Manager) load(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("ebpf: %w", err)
 	}
+	m.fortress = m.loadFortress()
 
-	// Plan every attachment, measure everything, then attach.
+	// 2. Plan every attachment and measure everything.
 	var plan []attachment
 	for _, ifname := range opts.Interfaces {
 		as, err := m.shield.attachments(ifname)
@@ -245,24 +246,35 @@ func (m *Manager) load(ctx context.Context, opts Options) error {
 		plan = append(plan, as...)
 	}
 	plan = append(plan, sentinelAttachments()...)
-	loaded := append(shProgs, sentProgs...)
+	loaded := append(append([]*program{}, shProgs...), sentProgs...)
+	if fp := m.fortress.prog; fp != nil {
+		plan = append(plan, fortressAttachment())
+		loaded = append(loaded, fp)
+	}
 	if err := m.measureAll(ctx, loaded, plan); err != nil {
 		return err
 	}
+
+	// 3. Point the (shared, pinned) Sentinel config at this agent, then
+	// attach and pin. Fortress last: a kernel refusal there is a status.
+	if err := m.sentinel.configure(opts.AgentPID, opts.ServiceManagerPID); err != nil {
+		return fmt.Errorf("ebpf: %w", err)
+	}
 	for _, a := range plan {
+		if a.program == fortressAttachment().program {
+			continue
+		}
 		if err := m.attach(m.progs[a.program], a); err != nil {
 			return fmt.Errorf("ebpf: %w", err)
 		}
 	}
-	for _, p := range loaded {
+	for _, p := range append(append([]*program{}, shProgs...), sentProgs...) {
 		if err := m.pinProgram(p); err != nil {
 			return fmt.Errorf("ebpf: %w", err)
 		}
 	}
-
-	m.fortress, err = m.loadFortress(ctx)
-	if err != nil {
-		return err
+	if err := m.fortress.attach(); err != nil {
+		return fmt.Errorf("ebpf: %w", err)
 	}
 	m.removeStalePins()
 	return m.writeManifest()
@@ -436,13 +448,13 @@ func (m *Manager) attach(p *program, a attachment) error {
 	path := filepath.Join(m.linksDir, a.linkName)
 	old, oldErr := link.LoadPinnedLink(path, nil)
 	if oldErr == nil && a.updatable {
-		if err := old.Update(p.prog); err == nil {
-			m.addLink(p, a.linkName, old)
+		err := old.Update(p.prog)
+		if err == nil {
+			m.addLink(p, a.linkName, old, true)
 			m.log.Info("attached program (replaced the program of the pinned link)", "program", p.name, "attach_point", a.point)
 			return nil
-		} else {
-			m.log.Debug("cannot update pinned link; re-attaching", "link", a.linkName, "error", err)
 		}
+		m.log.Debug("cannot update pinned link; re-attaching", "link", a.linkName, "error", err)
 		// One XDP program per interface: release the old link first.
 		_ = old.Unpin()
 		_ = old.Close()
@@ -467,24 +479,28 @@ func (m *Manager) attach(p *program, a attachment) error {
 			return fmt.Errorf("replace %s: %w", path, err)
 		}
 	}
+	pinned := true
 	if err := l.Pin(path); err != nil {
 		// Kernels without pinnable links of this kind: the program stays
-		// attached only while the agent holds the link.
+		// attached only while the agent holds the link, and the snapshot
+		// cannot check the attachment.
+		pinned = false
 		m.log.Warn("link cannot be pinned; it will detach when the agent exits", "link", a.linkName, "error", err)
 	}
-	m.addLink(p, a.linkName, l)
+	m.addLink(p, a.linkName, l, pinned)
 	m.log.Info("attached program", "program", p.name, "attach_point", a.point, "link", a.linkName)
 	return nil
 }
 
-func (m *Manager) addLink(p *program, name string, l link.Link) {
+// addLink records a live link; a pinned one is also expected in snapshots.
+func (m *Manager) addLink(p *program, name string, l link.Link, pinned bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if prev, ok := m.links[name]; ok && prev != l {
 		prev.Close()
 	}
 	m.links[name] = l
-	if !slices.Contains(p.links, name) {
+	if pinned && !slices.Contains(p.links, name) {
 		p.links = append(p.links, name)
 		sort.Strings(p.links)
 	}

@@ -117,6 +117,18 @@ func TestMeasurerErrorAbortsAttach(t *testing.T) {
 			t.Errorf("%s (id %d) attached although a measurement failed", r.Name, r.ProgramID)
 		}
 	}
+	cfgMap, err := ebpf.LoadPinnedMap(filepath.Join(dir, "maps", "sentinel_cfg"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg sentinelSentinelConfig
+	if err := cfgMap.Lookup(uint32(0), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfgMap.Close()
+	if cfg.AgentTgid != 0 {
+		t.Errorf("sentinel config pointed at pid %d although a measurement failed", cfg.AgentTgid)
+	}
 	for _, sub := range []string{"", "links"} {
 		entries, _ := os.ReadDir(filepath.Join(dir, sub))
 		for _, e := range entries {

@@ -79,7 +79,7 @@ type Sentinel struct {
 	mu      sync.Mutex
 }
 
-func newSentinel(log hclog.Logger, coll *ebpf.Collection, agentPID, managerPID int) (*Sentinel, error) {
+func newSentinel(log hclog.Logger, coll *ebpf.Collection) (*Sentinel, error) {
 	s := &Sentinel{
 		log:     log,
 		cfg:     coll.Maps["sentinel_cfg"],
@@ -93,23 +93,31 @@ func newSentinel(log hclog.Logger, coll *ebpf.Collection, agentPID, managerPID i
 	if s.events.MaxEntries() != SentinelSlots {
 		return nil, fmt.Errorf("sentinel: ring has %d slots, want %d", s.events.MaxEntries(), SentinelSlots)
 	}
+	return s, nil
+}
+
+// configure points the pinned config at this agent (keeping the
+// acknowledged sequence number) and records its threads.
+func (s *Sentinel) configure(agentPID, managerPID int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	cfg, err := s.config()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	prev := cfg.AgentTgid
 	cfg.AgentTgid = uint32(agentPID)
 	cfg.ManagerTgid = uint32(managerPID)
 	if err := s.cfg.Put(uint32(0), &cfg); err != nil {
-		return nil, fmt.Errorf("sentinel: write config: %w", err)
+		return fmt.Errorf("sentinel: write config: %w", err)
 	}
 	n, err := s.seedThreads(agentPID)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	log.Info("sentinel configured", "agent_pid", agentPID, "previous_agent_pid", prev,
+	s.log.Info("sentinel configured", "agent_pid", agentPID, "previous_agent_pid", prev,
 		"service_manager_pid", managerPID, "acked_seq", cfg.AckedSeq, "agent_threads", n)
-	return s, nil
+	return nil
 }
 
 func (s *Sentinel) config() (sentinelSentinelConfig, error) {

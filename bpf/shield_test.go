@@ -8,11 +8,13 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/pulse-attest/pulse/internal/testutil"
@@ -237,6 +239,59 @@ func TestShieldNetns(t *testing.T) {
 				expectPass(t, p.nsB, p.b, srvA2)
 			}
 
+			// The agent stops: the pinned links and quarantine keep dropping.
+			before := pinnedLinks(t, m.PinDir())
+			if err := m.Close(); err != nil {
+				t.Fatal(err)
+			}
+			expectDrop(t, p.nsA, p.a1, srv4)
+			expectPass(t, p.nsA, p.a2, srv4)
+
+			// It restarts with the interface configured (in B's namespace):
+			// the pinned links get the new programs in place.
+			rm2 := &recordingMeasurer{pinDir: m.PinDir()}
+			var m2 *Manager
+			err := inNetns(p.nsB, func() error {
+				var err error
+				m2, err = Load(context.Background(), Options{
+					PinDir: m.PinDir(), Measurer: rm2, Logger: testLogger(t),
+					ShieldMode: mode, Interfaces: []string{p.ifB},
+				})
+				return err
+			})
+			if err != nil {
+				t.Fatalf("restart: %v", err)
+			}
+			t.Cleanup(func() { m2.Close() })
+			after := pinnedLinks(t, m.PinDir())
+			exp := m2.Expectations()
+			checked := 0
+			for name, l := range after {
+				prog, _, _ := cutAt(name)
+				if !strings.HasPrefix(prog, "shield_") {
+					continue
+				}
+				checked++
+				if before[name].linkID != l.linkID {
+					t.Errorf("%s: link %d replaced by %d instead of updated", name, before[name].linkID, l.linkID)
+				}
+				if l.progID != exp[prog].ID || l.progID == before[name].progID {
+					t.Errorf("%s: runs program %d, want the new %d", name, l.progID, exp[prog].ID)
+				}
+			}
+			if want := len(shieldProgramNames(mode)); checked != want {
+				t.Errorf("%d shield links pinned after restart, want %d", checked, want)
+			}
+			if _, viol := rm2.snapshot(); len(viol) > 0 {
+				t.Errorf("restart measured after attach: %v", viol)
+			}
+			if snap, err := m2.Snapshot(context.Background()); err != nil || snap.Err() != nil {
+				t.Fatalf("snapshot after restart: %v %v", err, snap.Err())
+			}
+			shield = m2.Shield()
+			expectDrop(t, p.nsA, p.a1, srv4)
+			expectPass(t, p.nsA, p.a2, srv4)
+
 			for _, a := range []netip.Addr{p.a1, p.a16} {
 				if err := shield.Release(a); err != nil {
 					t.Fatal(err)
@@ -253,6 +308,31 @@ func TestShieldNetns(t *testing.T) {
 			}
 		})
 	}
+}
+
+type linkState struct{ linkID, progID uint32 }
+
+// pinnedLinks maps each link pinned under dir/links to its ID and program.
+func pinnedLinks(t *testing.T, dir string) map[string]linkState {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(dir, "links"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]linkState{}
+	for _, e := range entries {
+		l, err := link.LoadPinnedLink(filepath.Join(dir, "links", e.Name()), nil)
+		if err != nil {
+			t.Fatalf("link %s: %v", e.Name(), err)
+		}
+		info, err := l.Info()
+		l.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[e.Name()] = linkState{uint32(info.ID), uint32(info.Program)}
+	}
+	return out
 }
 
 func containsPoint(recs []ProgramMeasurement, point string) bool {
