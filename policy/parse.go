@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -198,7 +197,7 @@ func Load(srcs []Source) (*Set, hcl.Diagnostics) {
 	// Cross-policy checks run over the policies that decoded cleanly, so one
 	// run reports as many mistakes as it can.
 	diags = append(diags, checkSet(all)...)
-	sortDiags(diags)
+	sortDiags(diags, srcs)
 	if diags.HasErrors() {
 		return nil, diags
 	}
@@ -209,15 +208,11 @@ func Load(srcs []Source) (*Set, hcl.Diagnostics) {
 	return set, diags
 }
 
-// sortDiags orders diagnostics by file order of appearance, line and column.
-func sortDiags(diags hcl.Diagnostics) {
+// sortDiags orders diagnostics by file (in load order), line and column.
+func sortDiags(diags hcl.Diagnostics, srcs []Source) {
 	fileOrder := map[string]int{}
-	for _, d := range diags {
-		if d.Subject != nil {
-			if _, ok := fileOrder[d.Subject.Filename]; !ok {
-				fileOrder[d.Subject.Filename] = len(fileOrder)
-			}
-		}
+	for i, s := range srcs {
+		fileOrder[s.Name] = i
 	}
 	key := func(d *hcl.Diagnostic) (int, int, int) {
 		if d.Subject == nil {
@@ -312,7 +307,7 @@ func parseFile(src Source) ([]*Policy, hcl.Diagnostics) {
 	return ps, d.diags
 }
 
-var policyName = func(s string) bool {
+func policyName(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
 	}
@@ -691,13 +686,4 @@ func hasBlock(b *hclsyntax.Body, typ string) bool {
 		}
 	}
 	return false
-}
-
-// nameList formats names for messages.
-func nameList(names []string) string {
-	q := make([]string, len(names))
-	for i, n := range names {
-		q[i] = strconv.Quote(n)
-	}
-	return strings.Join(q, ", ")
 }

@@ -58,18 +58,18 @@ func TestLastKnownGood(t *testing.T) {
 	}
 	st := openStore(t, e)
 	a := e.agent("edge-u", e.openTPM(e.sw))
-	if res := a.enroll(); !res.GetEnrolled() {
+	if res := a.Enroll(); !res.GetEnrolled() {
 		t.Fatal(res.GetMessage())
 	}
-	a.measureBinary()
-	a.challenge()
-	wantVerdict(t, a.pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	a.MeasureBinary()
+	a.Challenge()
+	wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
 
 	// The agent is replaced by another build, measured by the launcher.
-	a.binary = sha256.Sum256([]byte("unapproved build"))
-	a.measureBinary()
-	wantVerdict(t, a.pulse(nil), untrusted, pulsev1.Reason_REASON_BINARY_CHANGED)
-	wantVerdict(t, a.pulse(nil), untrusted, pulsev1.Reason_REASON_BINARY_CHANGED)
+	a.Binary = sha256.Sum256([]byte("unapproved build"))
+	a.MeasureBinary()
+	wantVerdict(t, a.Pulse(nil), untrusted, pulsev1.Reason_REASON_BINARY_CHANGED)
+	wantVerdict(t, a.Pulse(nil), untrusted, pulsev1.Reason_REASON_BINARY_CHANGED)
 	if n := len(alertsOf(t, st, "edge-u", "binary_changed")); n != 1 {
 		t.Fatalf("%d binary_changed alerts, want exactly 1", n)
 	}
@@ -83,9 +83,9 @@ func TestLastKnownGood(t *testing.T) {
 		Start: time.Now().Add(-time.Minute), End: time.Now().Add(time.Hour), CreatedBy: "operator:test"}); err != nil {
 		t.Fatal(err)
 	}
-	a.binary = approved
-	a.measureBinary()
-	wantVerdict(t, a.pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	a.Binary = approved
+	a.MeasureBinary()
+	wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
 	lkg, err := st.GetLKG(context.Background(), "edge-u")
 	if err != nil || lkg.BinarySHA256 != hexOf(approved[:]) {
 		t.Fatalf("last-known-good %+v %v", lkg, err)
@@ -104,12 +104,12 @@ func TestBlinded(t *testing.T) {
 	}
 	st := openStore(t, e)
 	a := e.agent("edge-quiet", e.openTPM(e.sw))
-	if res := a.enroll(); !res.GetEnrolled() {
+	if res := a.Enroll(); !res.GetEnrolled() {
 		t.Fatal(res.GetMessage())
 	}
-	a.measureBinary()
-	a.challenge()
-	wantVerdict(t, a.pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	a.MeasureBinary()
+	a.Challenge()
+	wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
 
 	// Past the deadline (30s x 3) but inside the 5 minute startup grace.
 	e.clock.Advance(2 * time.Minute)
@@ -127,8 +127,8 @@ func TestBlinded(t *testing.T) {
 		t.Fatalf("%d compromised alerts, want 1", n)
 	}
 	// It speaks again: trusted, no sticky failure.
-	a.challenge()
-	wantVerdict(t, a.pulse(func(p *parts) { p.payload.Time = timestampNow(e) }), trusted, pulsev1.Reason_REASON_OK)
+	a.Challenge()
+	wantVerdict(t, a.Pulse(func(p *parts) { p.Payload.Time = timestampNow(e) }), trusted, pulsev1.Reason_REASON_OK)
 }
 
 // TestIsolationReachesTrustedAgents: an UNTRUSTED agent under a policy that
@@ -140,13 +140,13 @@ func TestIsolationReachesTrustedAgents(t *testing.T) {
 	}
 	dev := e.openTPM(e.sw)
 	good := e.agent("edge-good", dev)
-	if res := good.enroll(); !res.GetEnrolled() {
+	if res := good.Enroll(); !res.GetEnrolled() {
 		t.Fatal(res.GetMessage())
 	}
-	good.measureBinary()
-	good.challenge()
-	wantVerdict(t, good.pulse(nil), trusted, pulsev1.Reason_REASON_OK)
-	stream, err := good.cl.Directives(ctx(t), &pulsev1.DirectivesRequest{})
+	good.MeasureBinary()
+	good.Challenge()
+	wantVerdict(t, good.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	stream, err := good.Cl.Directives(ctx(t), &pulsev1.DirectivesRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,12 +166,12 @@ func TestIsolationReachesTrustedAgents(t *testing.T) {
 	// Another agent fails (its binary was replaced on disk): the policy
 	// isolates it, and the trusted agent is told to drop its address.
 	bad := e.agent("edge-bad", dev)
-	bad.records, bad.sentUpTo, bad.binary = good.records, 0, good.binary
-	if res := bad.enroll(); !res.GetEnrolled() {
+	bad.Records, bad.SentUpTo, bad.Binary = good.Records, 0, good.Binary
+	if res := bad.Enroll(); !res.GetEnrolled() {
 		t.Fatal(res.GetMessage())
 	}
-	bad.challenge()
-	resp := bad.pulse(func(p *parts) { p.payload.AgentBinaryDiskSha256 = make([]byte, 32) })
+	bad.Challenge()
+	resp := bad.Pulse(func(p *parts) { p.Payload.AgentBinaryDiskSha256 = make([]byte, 32) })
 	wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_AGENT_BINARY_MISMATCH)
 	select {
 	case d, ok := <-got:

@@ -409,7 +409,7 @@ func (v *Verifier) evaluate(o *Outcome, pol *policy.Policy, p *pulsev1.PulsePayl
 	if pol == nil {
 		return o.untrusted(pulsev1.Reason_REASON_NO_POLICY, "no policy selects agent %q in partition %q (Pulse fails closed)", o.agent.ID, o.agent.Partition)
 	}
-	ev := buildEvidence(o.agent, p, fw, rt)
+	ev := buildEvidence(o.agent, o.TPM, p, fw, rt)
 	o.evidence = &ev
 	res := pol.Evaluate(ev, now)
 	for _, f := range res.Findings {
@@ -446,8 +446,8 @@ func firstEnforced(fs []policy.Finding) string {
 // buildEvidence turns what was verified into the policy's input. Only
 // replayed firmware events and replayed runtime records go in; claims that
 // were not checked against the quote never do.
-func buildEvidence(a *store.Agent, p *pulsev1.PulsePayload, fw *eventlog.Verified, rt *runtimeEvidence) policy.Evidence {
-	ev := policy.Evidence{AgentID: a.ID, Partition: a.Partition, TPM: fw != nil}
+func buildEvidence(a *store.Agent, quoted bool, p *pulsev1.PulsePayload, fw *eventlog.Verified, rt *runtimeEvidence) policy.Evidence {
+	ev := policy.Evidence{AgentID: a.ID, Partition: a.Partition, TPM: quoted}
 	if fw != nil {
 		b := &policy.BootEvidence{Bank: fw.Bank.String(), PCRs: map[int]string{}}
 		for i, val := range fw.PCRs {
@@ -460,7 +460,7 @@ func buildEvidence(a *store.Agent, p *pulsev1.PulsePayload, fw *eventlog.Verifie
 		for _, e := range fw.Events {
 			for _, d := range e.Digests {
 				if d.Alg == fw.Bank {
-					b.Events = append(b.Events, policy.BootEvent{PCR: int(e.PCR), Type: e.Type.String(), Digest: hex.EncodeToString(d.Value)})
+					b.Events = append(b.Events, policy.BootEvent{Seq: e.Seq, PCR: int(e.PCR), Type: e.Type.String(), Digest: hex.EncodeToString(d.Value)})
 				}
 			}
 		}

@@ -37,14 +37,14 @@ func TestPipeline(t *testing.T) {
 	}
 	dev := e.openTPM(e.sw)
 	a := e.agent("edge-a", dev)
-	if res := a.enroll(); !res.GetEnrolled() {
+	if res := a.Enroll(); !res.GetEnrolled() {
 		t.Fatalf("enroll: %s %s", res.GetReason(), res.GetMessage())
 	}
-	a.measureBinary()
-	a.challenge()
+	a.MeasureBinary()
+	a.Challenge()
 
 	// The first pulse carries the firmware log; the verifier keeps it.
-	resp := a.pulse(nil)
+	resp := a.Pulse(nil)
 	wantVerdict(t, resp, trusted, pulsev1.Reason_REASON_OK)
 	if got := resp.GetState().GetRuntimeRecordsAcked(); got != 1 {
 		t.Fatalf("runtime records acked %d, want 1", got)
@@ -54,15 +54,15 @@ func TestPipeline(t *testing.T) {
 		t.Fatal("verifier does not acknowledge the firmware log")
 	}
 	// Steady state: no log, no records.
-	wantVerdict(t, a.pulse(func(p *parts) { p.sendLog = false }), trusted, pulsev1.Reason_REASON_OK)
+	wantVerdict(t, a.Pulse(func(p *parts) { p.SendLog = false }), trusted, pulsev1.Reason_REASON_OK)
 
 	b := e.agent("edge-b", nil)
 	otherDev := e.openTPM(other)
 	thief := e.agent("edge-a-clone", otherDev)
-	b.nonce = nil
+	b.Nonce = nil
 
-	captured := a.build(func(p *parts) { p.sendLog = false })
-	wantVerdict(t, a.send(captured), trusted, pulsev1.Reason_REASON_OK)
+	captured := a.Build(func(p *parts) { p.SendLog = false })
+	wantVerdict(t, a.Send(captured), trusted, pulsev1.Reason_REASON_OK)
 
 	cases := []struct {
 		name   string
@@ -70,67 +70,67 @@ func TestPipeline(t *testing.T) {
 		v      pulsev1.Verdict
 		reason pulsev1.Reason
 	}{
-		{"captured pulse replayed", func() *pulsev1.PulseResponse { return a.send(captured) }, untrusted, pulsev1.Reason_REASON_NONCE_REPLAYED},
+		{"captured pulse replayed", func() *pulsev1.PulseResponse { return a.Send(captured) }, untrusted, pulsev1.Reason_REASON_NONCE_REPLAYED},
 		{"nonce used twice", func() *pulsev1.PulseResponse {
-			n := a.nonce
-			wantVerdict(t, a.pulse(func(p *parts) { p.sendLog = false }), trusted, pulsev1.Reason_REASON_OK)
-			a.nonce = n
-			return a.pulse(func(p *parts) { p.sendLog = false })
+			n := a.Nonce
+			wantVerdict(t, a.Pulse(func(p *parts) { p.SendLog = false }), trusted, pulsev1.Reason_REASON_OK)
+			a.Nonce = n
+			return a.Pulse(func(p *parts) { p.SendLog = false })
 		}, untrusted, pulsev1.Reason_REASON_NONCE_REPLAYED},
 		{"nonce never issued", func() *pulsev1.PulseResponse {
-			return a.pulse(func(p *parts) { p.payload.VerifierNonce = make([]byte, 32) })
+			return a.Pulse(func(p *parts) { p.Payload.VerifierNonce = make([]byte, 32) })
 		}, untrusted, pulsev1.Reason_REASON_NONCE_UNKNOWN},
 		{"nonce of another agent", func() *pulsev1.PulseResponse {
-			r, err := b.cl.Challenge(ctx(t), &pulsev1.ChallengeRequest{})
+			r, err := b.Cl.Challenge(ctx(t), &pulsev1.ChallengeRequest{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			return a.pulse(func(p *parts) { p.payload.VerifierNonce = r.GetNonce().GetValue() })
+			return a.Pulse(func(p *parts) { p.Payload.VerifierNonce = r.GetNonce().GetValue() })
 		}, untrusted, pulsev1.Reason_REASON_NONCE_WRONG_AGENT},
 		{"nonce expired", func() *pulsev1.PulseResponse {
-			a.challenge()
+			a.Challenge()
 			e.clock.Advance(2 * time.Minute)
 			defer e.clock.Advance(-2 * time.Minute)
-			return a.pulse(func(p *parts) { p.payload.Time = timestamppb.New(e.clock.Now()) })
+			return a.Pulse(func(p *parts) { p.Payload.Time = timestamppb.New(e.clock.Now()) })
 		}, untrusted, pulsev1.Reason_REASON_NONCE_EXPIRED},
 		{"payload names another agent", func() *pulsev1.PulseResponse {
-			return a.pulse(func(p *parts) { p.payload.AgentId = "edge-b" })
+			return a.Pulse(func(p *parts) { p.Payload.AgentId = "edge-b" })
 		}, untrusted, pulsev1.Reason_REASON_IDENTITY_MISMATCH},
 		{"signed by another agent's key", func() *pulsev1.PulseResponse {
-			return a.pulse(func(p *parts) { p.signer = b.cert })
+			return a.Pulse(func(p *parts) { p.Signer = b.Cert })
 		}, untrusted, pulsev1.Reason_REASON_BAD_SIGNATURE},
 		{"signature flipped", func() *pulsev1.PulseResponse {
-			return a.pulse(func(p *parts) { p.after = func(r *pulsev1.PulseRequest) { r.Signature[len(r.Signature)/2] ^= 1 } })
+			return a.Pulse(func(p *parts) { p.After = func(r *pulsev1.PulseRequest) { r.Signature[len(r.Signature)/2] ^= 1 } })
 		}, untrusted, pulsev1.Reason_REASON_BAD_SIGNATURE},
 		{"malformed payload", func() *pulsev1.PulseResponse {
-			return a.send(&pulsev1.PulseRequest{Payload: []byte{0xff, 0xff, 0xff}, Signature: []byte{1}})
+			return a.Send(&pulsev1.PulseRequest{Payload: []byte{0xff, 0xff, 0xff}, Signature: []byte{1}})
 		}, untrusted, pulsev1.Reason_REASON_MALFORMED_PAYLOAD},
 		{"quote from another TPM", func() *pulsev1.PulseResponse {
-			return a.pulse(func(p *parts) { p.quoteWith = thief })
+			return a.Pulse(func(p *parts) { p.QuoteWith = thief })
 		}, untrusted, pulsev1.Reason_REASON_QUOTE_SIGNATURE},
 		{"quote over another payload", func() *pulsev1.PulseResponse {
-			other := a.build(nil)
-			return a.pulse(func(p *parts) { p.after = func(r *pulsev1.PulseRequest) { r.Quote = other.Quote } })
+			other := a.Build(nil)
+			return a.Pulse(func(p *parts) { p.After = func(r *pulsev1.PulseRequest) { r.Quote = other.Quote } })
 		}, untrusted, pulsev1.Reason_REASON_QUALIFYING_DATA},
 		{"PCR values changed after the quote", func() *pulsev1.PulseResponse {
-			return a.pulse(func(p *parts) {
-				p.after = func(r *pulsev1.PulseRequest) { r.Quote.Pcrs[0].Digest = make([]byte, 32) }
+			return a.Pulse(func(p *parts) {
+				p.After = func(r *pulsev1.PulseRequest) { r.Quote.Pcrs[0].Digest = make([]byte, 32) }
 			})
 		}, untrusted, pulsev1.Reason_REASON_PCR_DIGEST},
 		{"mTLS-only pulse from a TPM agent", func() *pulsev1.PulseResponse {
-			return a.pulse(func(p *parts) { p.noQuote = true; p.payload.Tpm = false })
+			return a.Pulse(func(p *parts) { p.NoQuote = true; p.Payload.Tpm = false })
 		}, untrusted, pulsev1.Reason_REASON_TPM_DOWNGRADE},
 		{"clock ten minutes off", func() *pulsev1.PulseResponse {
-			return a.pulse(func(p *parts) { p.payload.Time = timestamppb.New(time.Now().Add(-10 * time.Minute)) })
+			return a.Pulse(func(p *parts) { p.Payload.Time = timestamppb.New(time.Now().Add(-10 * time.Minute)) })
 		}, pulsev1.Verdict_VERDICT_CLOCK_DESYNC, pulsev1.Reason_REASON_CLOCK_DESYNC},
 		{"running binary is not the measured one", func() *pulsev1.PulseResponse {
-			return a.pulse(func(p *parts) { p.payload.AgentBinarySha256 = make([]byte, 32) })
+			return a.Pulse(func(p *parts) { p.Payload.AgentBinarySha256 = make([]byte, 32) })
 		}, untrusted, pulsev1.Reason_REASON_CLAIM_MISMATCH},
 		{"agent binary replaced on disk", func() *pulsev1.PulseResponse {
-			return a.pulse(func(p *parts) { p.payload.AgentBinaryDiskSha256 = make([]byte, 32) })
+			return a.Pulse(func(p *parts) { p.Payload.AgentBinaryDiskSha256 = make([]byte, 32) })
 		}, untrusted, pulsev1.Reason_REASON_AGENT_BINARY_MISMATCH},
 		{"resettable runtime PCR", func() *pulsev1.PulseResponse {
-			return a.pulse(func(p *parts) { p.payload.RuntimePcr = 16 })
+			return a.Pulse(func(p *parts) { p.Payload.RuntimePcr = 16 })
 		}, untrusted, pulsev1.Reason_REASON_PCR_SELECTION},
 	}
 	for _, c := range cases {
@@ -141,7 +141,7 @@ func TestPipeline(t *testing.T) {
 				t.Fatal("verdict without a message")
 			}
 			// The agent recovers at once with honest evidence.
-			wantVerdict(t, a.pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+			wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
 		})
 	}
 
@@ -166,16 +166,16 @@ func TestPipeline(t *testing.T) {
 			t.Fatal("digest not found in the raw log")
 		}
 		bad[target+idx] ^= 0x01
-		resp := a.pulse(func(p *parts) {
+		resp := a.Pulse(func(p *parts) {
 			s := sha256.Sum256(bad)
-			p.payload.FirmwareLogSha256 = s[:]
-			p.fwLog = bad
+			p.Payload.FirmwareLogSha256 = s[:]
+			p.FwLog = bad
 		})
 		wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_FIRMWARE_LOG_REPLAY)
 		if !strings.Contains(resp.GetMessage(), "4") {
 			t.Fatalf("replay failure does not name PCR 4: %s", resp.GetMessage())
 		}
-		wantVerdict(t, a.pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+		wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
 	})
 
 	t.Run("runtime PCR extended behind the agent's back", func(t *testing.T) {
@@ -183,19 +183,19 @@ func TestPipeline(t *testing.T) {
 		if err := dev.Extend(runtimePCR, map[uint16][]byte{uint16(eventlog.AlgSHA256): junk[:]}); err != nil {
 			t.Fatal(err)
 		}
-		resp := a.pulse(nil)
+		resp := a.Pulse(nil)
 		wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_RUNTIME_LOG_REPLAY)
 		// This one does not recover: the PCR's history is spoiled until reboot.
-		wantVerdict(t, a.pulse(nil), untrusted, pulsev1.Reason_REASON_RUNTIME_LOG_REPLAY)
+		wantVerdict(t, a.Pulse(nil), untrusted, pulsev1.Reason_REASON_RUNTIME_LOG_REPLAY)
 	})
 
 	t.Run("reboot is not tampering", func(t *testing.T) {
 		if _, err := e.sw.Boot(e.fwLog); err != nil {
 			t.Fatal(err)
 		}
-		a.records, a.sentUpTo = nil, 0
-		a.measureBinary()
-		resp := a.pulse(nil)
+		a.Records, a.SentUpTo = nil, 0
+		a.MeasureBinary()
+		resp := a.Pulse(nil)
 		wantVerdict(t, resp, trusted, pulsev1.Reason_REASON_OK)
 		if len(resp.GetNotes()) == 0 || resp.GetNotes()[0] != pulsev1.Reason_REASON_REBOOTED {
 			t.Fatalf("reboot not noted: %v", resp.GetNotes())
@@ -204,19 +204,19 @@ func TestPipeline(t *testing.T) {
 
 	t.Run("same agent ID from another TPM", func(t *testing.T) {
 		clone := e.agent("edge-a", otherDev)
-		clone.ak = thief.ak
-		res := clone.enroll()
+		clone.AK = thief.AK
+		res := clone.Enroll()
 		if res.GetEnrolled() || res.GetReason() != pulsev1.Reason_REASON_EK_MISMATCH {
 			t.Fatalf("clone enrollment: %v %s", res.GetReason(), res.GetMessage())
 		}
-		wantVerdict(t, a.pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+		wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
 	})
 
 	t.Run("not enrolled", func(t *testing.T) {
 		n := e.agent("edge-new", dev)
-		n.measureBinary()
-		n.challenge()
-		wantVerdict(t, n.pulse(nil), untrusted, pulsev1.Reason_REASON_NOT_ENROLLED)
+		n.MeasureBinary()
+		n.Challenge()
+		wantVerdict(t, n.Pulse(nil), untrusted, pulsev1.Reason_REASON_NOT_ENROLLED)
 	})
 }
 
@@ -243,17 +243,17 @@ func TestFirmwareLogRequested(t *testing.T) {
 		return
 	}
 	a := e.agent("edge-c", e.openTPM(e.sw))
-	if res := a.enroll(); !res.GetEnrolled() {
+	if res := a.Enroll(); !res.GetEnrolled() {
 		t.Fatal(res.GetMessage())
 	}
-	a.measureBinary()
-	a.challenge()
-	resp := a.pulse(func(p *parts) { p.sendLog = false })
+	a.MeasureBinary()
+	a.Challenge()
+	resp := a.Pulse(func(p *parts) { p.SendLog = false })
 	wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_FIRMWARE_LOG_MISSING)
 	if !resp.GetState().GetSendFirmwareLog() {
 		t.Fatal("verifier did not ask for the firmware log")
 	}
-	wantVerdict(t, a.pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
 }
 
 // TestPolicyDeniesInsecureBoot: Secure Boot off fails the policy with the
@@ -264,12 +264,12 @@ func TestPolicyDeniesInsecureBoot(t *testing.T) {
 		return
 	}
 	a := e.agent("edge-d", e.openTPM(e.sw))
-	if res := a.enroll(); !res.GetEnrolled() {
+	if res := a.Enroll(); !res.GetEnrolled() {
 		t.Fatal(res.GetMessage())
 	}
-	a.measureBinary()
-	a.challenge()
-	resp := a.pulse(nil)
+	a.MeasureBinary()
+	a.Challenge()
+	resp := a.Pulse(nil)
 	wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_POLICY_DENIED)
 	if len(resp.GetFindings()) == 0 {
 		t.Fatal("no findings")
@@ -288,19 +288,19 @@ func TestTPMlessAgents(t *testing.T) {
 		return
 	}
 	lab := e.agent("lab-1", nil)
-	lab.partition = "lab"
-	if res := lab.enroll(); !res.GetEnrolled() {
+	lab.Partition = "lab"
+	if res := lab.Enroll(); !res.GetEnrolled() {
 		t.Fatal(res.GetMessage())
 	}
-	lab.challenge()
-	wantVerdict(t, lab.pulse(nil), pulsev1.Verdict_VERDICT_DEGRADED, pulsev1.Reason_REASON_OK)
+	lab.Challenge()
+	wantVerdict(t, lab.Pulse(nil), pulsev1.Verdict_VERDICT_DEGRADED, pulsev1.Reason_REASON_OK)
 
 	prod := e.agent("prod-1", nil)
-	if res := prod.enroll(); !res.GetEnrolled() {
+	if res := prod.Enroll(); !res.GetEnrolled() {
 		t.Fatal(res.GetMessage())
 	}
-	prod.challenge()
-	wantVerdict(t, prod.pulse(nil), untrusted, pulsev1.Reason_REASON_TPM_REQUIRED)
+	prod.Challenge()
+	wantVerdict(t, prod.Pulse(nil), untrusted, pulsev1.Reason_REASON_TPM_REQUIRED)
 }
 
 // TestHandshakeRefusals: no client certificate, or one from another CA, is

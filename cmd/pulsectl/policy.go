@@ -83,11 +83,19 @@ func runPolicyCheck(args []string, stdout, stderr io.Writer) int {
 	if failed {
 		return 1
 	}
-	fmt.Fprintf(stdout, "ok: %d policies in %d files, digest %s\n", len(set.Policies()), len(srcs), set.Digest())
+	fmt.Fprintf(stdout, "ok: %s in %s, digest %s\n", countOf(len(set.Policies()), "policy", "policies"),
+		countOf(len(srcs), "file", "files"), set.Digest())
 	for _, p := range set.Policies() {
 		fmt.Fprintf(stdout, "  %-24s %s  tpm=%s\n", p.Name, p.Pos, p.TPM)
 	}
 	return 0
+}
+
+func countOf(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 // loadPolicy loads and prints diagnostics; failed is true on any error.
@@ -101,7 +109,7 @@ func loadPolicy(files []string, stderr io.Writer) (*policy.Set, []policy.Source,
 	}
 	policy.FormatDiagnostics(stderr, diags, srcs)
 	if set == nil {
-		fmt.Fprintf(stderr, "%d errors\n", len(diags.Errs()))
+		fmt.Fprintf(stderr, "%s\n", countOf(len(diags.Errs()), "error", "errors"))
 		return nil, srcs, true
 	}
 	return set, srcs, false

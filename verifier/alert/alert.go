@@ -49,12 +49,13 @@ const (
 	KindReleased Kind = "released"
 )
 
-// Severities: 1 is the most severe.
+// Severities: 1 is the most severe; the same scale as a policy rule's
+// severity (policy.SeverityCritical ... policy.SeverityLow).
 const (
 	SeverityCritical = 1
 	SeverityHigh     = 2
 	SeverityMedium   = 3
-	SeverityInfo     = 4
+	SeverityLow      = 4
 )
 
 var defaultSeverity = map[Kind]int{
@@ -68,8 +69,8 @@ var defaultSeverity = map[Kind]int{
 	KindFortressInactive:   SeverityMedium,
 	KindClockDesync:        SeverityMedium,
 	KindPolicyReloadFailed: SeverityMedium,
-	KindIsolated:           SeverityInfo,
-	KindReleased:           SeverityInfo,
+	KindIsolated:           SeverityLow,
+	KindReleased:           SeverityLow,
 }
 
 // Kinds returns every kind, most severe default first.
@@ -126,7 +127,8 @@ type Alert struct {
 	// delivery is at least once). Dispatch generates one when empty.
 	ID   string `json:"id"`
 	Kind Kind   `json:"kind"`
-	// Severity: 1 is the most severe. Zero means Kind.DefaultSeverity().
+	// Severity runs from 1 (most severe) to 4. Zero means
+	// Kind.DefaultSeverity().
 	Severity int `json:"severity"`
 	// AgentID is required except for KindPolicyReloadFailed.
 	AgentID string `json:"agent_id,omitempty"`
@@ -161,8 +163,8 @@ func (a *Alert) Validate() error {
 	if !a.Kind.Valid() {
 		return fmt.Errorf("%w %q", ErrUnknownKind, a.Kind)
 	}
-	if a.Severity < 1 {
-		return fmt.Errorf("%w: severity %d (1 is the most severe)", ErrInvalidAlert, a.Severity)
+	if a.Severity < SeverityCritical || a.Severity > SeverityLow {
+		return fmt.Errorf("%w: severity %d (want %d, the most severe, to %d)", ErrInvalidAlert, a.Severity, SeverityCritical, SeverityLow)
 	}
 	if a.AgentID == "" && a.Kind != KindPolicyReloadFailed {
 		return fmt.Errorf("%w: %s alert without agent_id", ErrInvalidAlert, a.Kind)

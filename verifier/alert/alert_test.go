@@ -494,7 +494,7 @@ func TestAlertKindForReason(t *testing.T) {
 		t.Error("unknown reason number raised an alert")
 	}
 	for _, k := range Kinds() {
-		if k.DefaultSeverity() < SeverityCritical || k.DefaultSeverity() > SeverityInfo {
+		if k.DefaultSeverity() < SeverityCritical || k.DefaultSeverity() > SeverityLow {
 			t.Errorf("%s default severity %d", k, k.DefaultSeverity())
 		}
 	}
@@ -516,6 +516,7 @@ func TestAlertDispatchValidation(t *testing.T) {
 		{"clock desync as untrusted", Alert{Kind: KindUntrusted, AgentID: "a", Reason: "REASON_CLOCK_DESYNC"}, ErrInvalidAlert},
 		{"no agent", Alert{Kind: KindUntrusted}, ErrInvalidAlert},
 		{"negative severity", Alert{Kind: KindUntrusted, AgentID: "a", Severity: -1}, ErrInvalidAlert},
+		{"severity past low", Alert{Kind: KindUntrusted, AgentID: "a", Severity: 5}, ErrInvalidAlert},
 		{"reserved data key", Alert{Kind: KindUntrusted, AgentID: "a", Data: map[string]string{"alert_id": "x"}}, ErrInvalidAlert},
 	}
 	for _, tc := range tests {
