@@ -74,6 +74,8 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
+func init() { verifier.PolicyPollInterval = 200 * time.Millisecond }
+
 func newEnv(t *testing.T, fixture string, extraTPMs ...*simulator.Swtpm) *env {
 	t.Helper()
 	sw := simtest.Start(t, fixture)
