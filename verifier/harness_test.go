@@ -118,6 +118,7 @@ func newEnv(t *testing.T, fixture string, extraTPMs ...*simulator.Swtpm) *env {
 		NonceTTL:     time.Minute,
 		ClockSkew:    30 * time.Second,
 		AllowTPMless: true,
+		Alerts:       config.Alerts{AuditLog: filepath.Join(dir, "audit.log")},
 	}
 	clock := &fakeClock{}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -2,6 +2,8 @@ package verifier_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"crypto/sha256"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/verifier/audit"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
@@ -92,6 +95,15 @@ func TestLastKnownGood(t *testing.T) {
 	}
 	if n := len(alertsOf(t, st, "edge-u", "binary_changed")); n != 1 {
 		t.Fatalf("approved update raised an alert (%d)", n)
+	}
+	// The alert is in the hash-chained audit log, and the chain verifies.
+	f, err := os.Open(filepath.Join(e.dir, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if n, err := audit.Verify(f); err != nil || n < 1 {
+		t.Fatalf("audit log: %d records, %v", n, err)
 	}
 }
 

@@ -40,6 +40,7 @@ type Daemon struct {
 	lis      net.Listener
 	log      hclog.Logger
 	cancel   context.CancelFunc
+	alerter  *dispatchAlerter
 }
 
 // Start opens the store, loads the policy (failing closed when it does not
@@ -52,7 +53,11 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 	if err != nil {
 		return nil, err
 	}
+	var alerter *dispatchAlerter
 	fail := func(err error) (*Daemon, error) {
+		if alerter != nil {
+			alerter.close()
+		}
 		st.Close()
 		return nil, err
 	}
@@ -64,7 +69,11 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 	if err != nil {
 		return fail(err)
 	}
-	o := Options{Config: cfg, Store: st, Policies: w, EKTrust: trust, Logger: log, Replica: cfg.Replica}
+	alerter, err = newDispatchAlerter(cfg.Alerts, log)
+	if err != nil {
+		return fail(err)
+	}
+	o := Options{Config: cfg, Store: st, Policies: w, EKTrust: trust, Logger: log, Replica: cfg.Replica, Alerter: alerter}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -89,7 +98,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 	)
 	pulsev1.RegisterAttestationServer(srv, v)
 	ctx, cancel := context.WithCancel(ctx)
-	d := &Daemon{Verifier: v, Store: st, Watcher: w, grpc: srv, lis: lis, log: log, cancel: cancel}
+	d := &Daemon{Verifier: v, Store: st, Watcher: w, grpc: srv, lis: lis, log: log, cancel: cancel, alerter: alerter}
 	go w.Run(ctx, PolicyPollInterval)
 	go v.sweep(ctx, SweepInterval)
 	go v.deliverDirectives(ctx, DirectivePollInterval)
@@ -135,6 +144,7 @@ func (d *Daemon) Stop() {
 		d.grpc.Stop()
 	}
 	d.cancel()
+	d.alerter.close()
 	d.Store.Close()
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/pulse-attest/pulse/internal/hclconf"
@@ -37,6 +38,23 @@ type Config struct {
 	LogJSON      bool
 	// Replica names this replica (default: hostname-pid).
 	Replica string
+	Alerts  Alerts
+}
+
+// Alerts configures where alerts go besides the structured log.
+type Alerts struct {
+	// AuditLog is the append-only hash-chained audit log (default audit.log
+	// beside the configuration file).
+	AuditLog string
+	Webhooks []Webhook
+}
+
+// Webhook is one alert receiver; its secret is read from a file so it never
+// sits in the configuration.
+type Webhook struct {
+	Name       string
+	URL        string
+	SecretFile string
 }
 
 // TLS names the verifier's certificate and the CAs it trusts.
@@ -94,6 +112,18 @@ type file struct {
 	LogLevel     string          `hcl:"log_level,optional"`
 	LogJSON      bool            `hcl:"log_json,optional"`
 	Replica      string          `hcl:"replica_id,optional"`
+	Alerts       *fileAlerts     `hcl:"alerts,block"`
+}
+
+type fileAlerts struct {
+	AuditLog string        `hcl:"audit_log,optional"`
+	Webhooks []fileWebhook `hcl:"webhook,block"`
+}
+
+type fileWebhook struct {
+	Name       string `hcl:"name,label"`
+	URL        string `hcl:"url"`
+	SecretFile string `hcl:"secret_file"`
 }
 
 // Defaults.
@@ -196,6 +226,21 @@ func decode(f *hclconf.File) (*Config, error) {
 	}
 	for _, p := range c.Policy {
 		f.RequireFile(p, "policy_files")
+	}
+
+	c.Alerts.AuditLog = f.Path("audit.log")
+	if raw.Alerts != nil {
+		if raw.Alerts.AuditLog != "" {
+			c.Alerts.AuditLog = f.Path(raw.Alerts.AuditLog)
+		}
+		for _, w := range raw.Alerts.Webhooks {
+			if !strings.HasPrefix(w.URL, "https://") && !strings.HasPrefix(w.URL, "http://127.") && !strings.HasPrefix(w.URL, "http://localhost") {
+				f.Errorf([]string{"alerts"}, "insecure webhook URL", "webhook %q: use https:// (plain http only to localhost)", w.Name)
+			}
+			sf := f.Path(w.SecretFile)
+			f.RequireFile(sf, "alerts")
+			c.Alerts.Webhooks = append(c.Alerts.Webhooks, Webhook{Name: w.Name, URL: w.URL, SecretFile: sf})
+		}
 	}
 
 	c.Enrollment.Timeout = DefaultEnrollTTL

@@ -7,7 +7,7 @@
 // build a registry).
 //
 // Label values come from closed sets (verdict and reason enums, alert kinds,
-// webhook outcomes), never from agent-supplied strings, so the number of
+// configured webhook names), never from agent-supplied strings, so the number of
 // series stays bounded however large the fleet.
 package metrics
 
@@ -36,21 +36,10 @@ var VerificationBuckets = []float64{
 	1,
 }
 
-// WebhookBuckets are the bounds (seconds) of pulse_webhook_delivery_seconds.
-var WebhookBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
-
 // Statuses are the agent statuses SetAgentsByStatus always reports (at zero
 // when no agent is in them), so dashboards and alert rules see a series
 // rather than an absent one.
 var Statuses = []string{"TRUSTED", "DEGRADED", "UNTRUSTED", "CLOCK_DESYNC", "BLINDED", "UNSPECIFIED"}
-
-// Webhook delivery outcomes, the values of pulse_webhook_deliveries_total's
-// result label.
-const (
-	WebhookOK      = "ok"      // delivered (2xx)
-	WebhookFailed  = "failed"  // an attempt failed (will be retried)
-	WebhookDropped = "dropped" // given up on, or the queue was full
-)
 
 // Metrics is the verifier's set of collectors, registered on one registry.
 type Metrics struct {
@@ -61,9 +50,8 @@ type Metrics struct {
 	reloads      *prometheus.CounterVec
 	policyFail   prometheus.Gauge
 	policyOKTime prometheus.Gauge
-	webhooks     *prometheus.CounterVec
-	webhookTime  prometheus.Histogram
-	webhookQueue prometheus.Gauge
+
+	reg prometheus.Registerer
 
 	mu         sync.Mutex
 	seenStatus map[string]bool
@@ -106,23 +94,11 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: Namespace, Name: "policy_last_reload_success_timestamp_seconds",
 			Help: "Unix time of the last successful policy load.",
 		}),
-		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "webhook_deliveries_total",
-			Help: "Alert webhook delivery attempts, by result (ok, failed, dropped).",
-		}, []string{"result"}),
-		webhookTime: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: Namespace, Name: "webhook_delivery_seconds",
-			Help:    "Duration of alert webhook delivery attempts.",
-			Buckets: WebhookBuckets,
-		}),
-		webhookQueue: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: Namespace, Name: "webhook_queue_length",
-			Help: "Alerts waiting for webhook delivery.",
-		}),
 		seenStatus: map[string]bool{},
+		reg:        reg,
 	}
 	for _, c := range []prometheus.Collector{m.pulses, m.verification, m.alerts, m.agents, m.reloads,
-		m.policyFail, m.policyOKTime, m.webhooks, m.webhookTime, m.webhookQueue} {
+		m.policyFail, m.policyOKTime} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: register: %w", err)
 		}
@@ -133,9 +109,6 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	for _, r := range []string{"ok", "error"} {
 		m.reloads.WithLabelValues(r)
-	}
-	for _, r := range []string{WebhookOK, WebhookFailed, WebhookDropped} {
-		m.webhooks.WithLabelValues(r)
 	}
 	return m, nil
 }
@@ -245,29 +218,80 @@ func (m *Metrics) SetPolicyFailing(failing bool) {
 	}
 }
 
-// WebhookDelivery records one webhook delivery attempt: result is WebhookOK,
-// WebhookFailed or WebhookDropped (anything else counts as failed); d is the
-// attempt's duration (ignored for WebhookDropped, which made no request).
-func (m *Metrics) WebhookDelivery(result string, d time.Duration) {
-	if m == nil {
-		return
-	}
-	switch result {
-	case WebhookOK, WebhookFailed:
-	case WebhookDropped:
-		m.webhooks.WithLabelValues(result).Inc()
-		return
-	default:
-		result = WebhookFailed
-	}
-	m.webhooks.WithLabelValues(result).Inc()
-	m.webhookTime.Observe(d.Seconds())
+// WebhookCounts are one webhook's cumulative counters and queue length
+// (the alert dispatcher's WebhookStats).
+type WebhookCounts struct {
+	Delivered, Failed, Dropped, Retried uint64
+	Queued                              int
 }
 
-// SetWebhookQueue sets the number of alerts waiting for webhook delivery.
-func (m *Metrics) SetWebhookQueue(n int) {
+// DispatchCounts are the alert dispatcher's cumulative counters.
+type DispatchCounts struct {
+	// Rejected: alerts refused by validation.
+	Rejected uint64
+	// AuditFailed: alerts the audit log could not record.
+	AuditFailed uint64
+	// Webhooks by configured name.
+	Webhooks map[string]WebhookCounts
+}
+
+// WatchAlertDispatch registers a collector that reads the alert
+// dispatcher's counters at every scrape through stats (which must be cheap
+// and safe for concurrent use):
+//
+//	pulse_webhook_deliveries_total{webhook,result="delivered|failed|dropped"}
+//	pulse_webhook_retries_total{webhook}
+//	pulse_webhook_queue_length{webhook}
+//	pulse_alerts_rejected_total
+//	pulse_audit_failures_total
+//
+// Call it once per Metrics.
+func (m *Metrics) WatchAlertDispatch(stats func() DispatchCounts) error {
 	if m == nil {
-		return
+		return nil
 	}
-	m.webhookQueue.Set(float64(n))
+	if stats == nil {
+		return fmt.Errorf("metrics: nil dispatch stats function")
+	}
+	c := &dispatchCollector{
+		stats: stats,
+		deliveries: prometheus.NewDesc(Namespace+"_webhook_deliveries_total",
+			"Alerts per webhook by final result: delivered (2xx), failed (given up), dropped (queue full).", []string{"webhook", "result"}, nil),
+		retries: prometheus.NewDesc(Namespace+"_webhook_retries_total",
+			"Webhook delivery retries scheduled (attempts after the first).", []string{"webhook"}, nil),
+		queue: prometheus.NewDesc(Namespace+"_webhook_queue_length",
+			"Alerts waiting for delivery to a webhook.", []string{"webhook"}, nil),
+		rejected: prometheus.NewDesc(Namespace+"_alerts_rejected_total",
+			"Alerts refused by validation (a verifier bug: each is logged).", nil, nil),
+		audit: prometheus.NewDesc(Namespace+"_audit_failures_total",
+			"Alerts the audit log could not record.", nil, nil),
+	}
+	if err := m.reg.Register(c); err != nil {
+		return fmt.Errorf("metrics: register dispatch collector: %w", err)
+	}
+	return nil
+}
+
+type dispatchCollector struct {
+	stats                                       func() DispatchCounts
+	deliveries, retries, queue, rejected, audit *prometheus.Desc
+}
+
+func (c *dispatchCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.deliveries, c.retries, c.queue, c.rejected, c.audit} {
+		ch <- d
+	}
+}
+
+func (c *dispatchCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue, float64(s.Rejected))
+	ch <- prometheus.MustNewConstMetric(c.audit, prometheus.CounterValue, float64(s.AuditFailed))
+	for name, w := range s.Webhooks {
+		ch <- prometheus.MustNewConstMetric(c.deliveries, prometheus.CounterValue, float64(w.Delivered), name, "delivered")
+		ch <- prometheus.MustNewConstMetric(c.deliveries, prometheus.CounterValue, float64(w.Failed), name, "failed")
+		ch <- prometheus.MustNewConstMetric(c.deliveries, prometheus.CounterValue, float64(w.Dropped), name, "dropped")
+		ch <- prometheus.MustNewConstMetric(c.retries, prometheus.CounterValue, float64(w.Retried), name)
+		ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(w.Queued), name)
+	}
 }

@@ -1,0 +1,80 @@
+package verifier
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/pulse-attest/pulse/verifier/alert"
+	"github.com/pulse-attest/pulse/verifier/audit"
+	"github.com/pulse-attest/pulse/verifier/config"
+	"github.com/pulse-attest/pulse/verifier/store"
+)
+
+// dispatchAlerter sends every alert this replica raised to the audit log
+// and the webhooks, without blocking verification on slow receivers.
+type dispatchAlerter struct {
+	d     *alert.Dispatcher
+	audit *audit.Writer
+	log   hclog.Logger
+}
+
+func newDispatchAlerter(cfg config.Alerts, log hclog.Logger) (*dispatchAlerter, error) {
+	var (
+		aw  *audit.Writer
+		err error
+	)
+	if cfg.AuditLog != "" {
+		aw, err = audit.Open(cfg.AuditLog, log.Named("audit"))
+		if err != nil {
+			return nil, fmt.Errorf("verifier: audit log: %w", err)
+		}
+	}
+	dc := alert.Config{Logger: log.Named("alert")}
+	if aw != nil {
+		dc.Audit = aw
+	}
+	for _, w := range cfg.Webhooks {
+		secret, err := os.ReadFile(w.SecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("verifier: webhook %s secret: %w", w.Name, err)
+		}
+		dc.Webhooks = append(dc.Webhooks, alert.WebhookConfig{Name: w.Name, URL: w.URL, Secret: alert.Secret(strings.TrimSpace(string(secret)))})
+	}
+	d, err := alert.NewDispatcher(dc)
+	if err != nil {
+		return nil, fmt.Errorf("verifier: alerts: %w", err)
+	}
+	return &dispatchAlerter{d: d, audit: aw, log: log}, nil
+}
+
+// Alert implements Alerter.
+func (a *dispatchAlerter) Alert(s *store.Alert) {
+	kind := alert.Kind(s.Kind)
+	if !kind.Valid() {
+		kind = alert.KindUntrusted
+	}
+	sev := s.Severity
+	if sev < 1 || sev > 4 {
+		sev = kind.DefaultSeverity()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := a.d.Dispatch(ctx, alert.Alert{ID: s.ID, Kind: kind, Severity: sev, AgentID: s.AgentID, Reason: s.Reason,
+		Message: s.Message, Time: s.CreatedAt, Data: map[string]string{"replica": s.Replica}}); err != nil {
+		a.log.Error("alert dispatch failed", "alert_id", s.ID, "error", err)
+	}
+}
+
+func (a *dispatchAlerter) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a.d.Close(ctx) //nolint:errcheck // best effort on shutdown
+	if a.audit != nil {
+		a.audit.Close()
+	}
+}
