@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -182,6 +183,32 @@ func (h *handler) authenticate(r *http.Request) (Principal, *authError) {
 		return Principal{}, unauthorized("bad_session", "session expired or invalid; open the dashboard with ?token= again")
 	}
 	return Principal{Name: TokenPrincipal, Method: MethodSession}, nil
+}
+
+// ReadTokenFile reads the admin bearer token from a file (one line; a
+// trailing newline is ignored). Like ssh with private keys, it refuses a
+// file that group or others may read or write, and a token shorter than
+// MinTokenLength. Errors never include the file's content.
+func ReadTokenFile(path string) (string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("admin token file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("admin token file %s is not a regular file", path)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return "", fmt.Errorf("admin token file %s has mode %04o: make it 0600 (readable by the verifier only)", path, perm)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("admin token file: %w", err)
+	}
+	tok := strings.TrimRight(string(b), "\r\n")
+	if len(tok) < MinTokenLength || strings.ContainsAny(tok, "\r\n\t ") {
+		return "", fmt.Errorf("admin token file %s: want one line of at least %d bytes without whitespace (e.g. openssl rand -hex 32)", path, MinTokenLength)
+	}
+	return tok, nil
 }
 
 // TLSOptions configures TLSConfig.

@@ -602,3 +602,40 @@ func TestAdminMetricsAndPprof(t *testing.T) {
 		t.Errorf("/metrics without a registry: %d", rw.Code)
 	}
 }
+
+func TestAdminReadTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string, mode os.FileMode) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if tok, err := ReadTokenFile(write("good", testToken+"\n", 0o600)); err != nil || tok != testToken {
+		t.Errorf("good file: %q %v", tok, err)
+	}
+	for name, c := range map[string]struct {
+		content string
+		mode    os.FileMode
+	}{
+		"world-readable": {testToken, 0o644},
+		"group-readable": {testToken, 0o640},
+		"short":          {"abc\n", 0o600},
+		"two lines":      {testToken + "\nsecond-line-second-line\n", 0o600},
+		"spaces":         {"token with spaces inside it", 0o600},
+	} {
+		_, err := ReadTokenFile(write(strings.ReplaceAll(name, " ", "-"), c.content, c.mode))
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+		} else if strings.Contains(err.Error(), testToken) || strings.Contains(err.Error(), "second-line") {
+			t.Errorf("%s: error leaks the token: %v", name, err)
+		}
+	}
+	if _, err := ReadTokenFile(dir + "/missing"); err == nil {
+		t.Error("missing file accepted")
+	}
+}

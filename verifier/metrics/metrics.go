@@ -47,9 +47,7 @@ type Metrics struct {
 	verification *prometheus.HistogramVec
 	alerts       *prometheus.CounterVec
 	agents       *prometheus.GaugeVec
-	reloads      *prometheus.CounterVec
-	policyFail   prometheus.Gauge
-	policyOKTime prometheus.Gauge
+	policy       *policyCollector
 
 	reg prometheus.Registerer
 
@@ -82,23 +80,11 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: Namespace, Name: "agents",
 			Help: "Enrolled agents by current attestation status.",
 		}, []string{"status"}),
-		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "policy_reloads_total",
-			Help: "Policy reload attempts, by result (ok, error).",
-		}, []string{"result"}),
-		policyFail: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: Namespace, Name: "policy_failing",
-			Help: "1 while the policy files on disk do not validate and the last good policy stays in force.",
-		}),
-		policyOKTime: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: Namespace, Name: "policy_last_reload_success_timestamp_seconds",
-			Help: "Unix time of the last successful policy load.",
-		}),
+		policy:     newPolicyCollector(),
 		seenStatus: map[string]bool{},
 		reg:        reg,
 	}
-	for _, c := range []prometheus.Collector{m.pulses, m.verification, m.alerts, m.agents, m.reloads,
-		m.policyFail, m.policyOKTime} {
+	for _, c := range []prometheus.Collector{m.pulses, m.verification, m.alerts, m.agents, m.policy} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: register: %w", err)
 		}
@@ -106,9 +92,6 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	for _, s := range Statuses {
 		m.agents.WithLabelValues(s).Set(0)
 		m.seenStatus[s] = true
-	}
-	for _, r := range []string{"ok", "error"} {
-		m.reloads.WithLabelValues(r)
 	}
 	return m, nil
 }
@@ -191,18 +174,21 @@ func (m *Metrics) SetAgentsByStatus(counts map[string]int) {
 }
 
 // PolicyReload records the outcome of one policy load or reload attempt. A
-// successful load also clears the failing flag.
+// successful load also clears the failing flag. (Or use WatchPolicy.)
 func (m *Metrics) PolicyReload(ok bool) {
 	if m == nil {
 		return
 	}
+	p := m.policy
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if ok {
-		m.reloads.WithLabelValues("ok").Inc()
-		m.policyOKTime.SetToCurrentTime()
-		m.policyFail.Set(0)
-		return
+		p.loads++
+		p.loadedAtTime = time.Now()
+		p.failingNow = false
+	} else {
+		p.rejected++
 	}
-	m.reloads.WithLabelValues("error").Inc()
 }
 
 // SetPolicyFailing says whether the policy on disk currently fails to
@@ -211,10 +197,87 @@ func (m *Metrics) SetPolicyFailing(failing bool) {
 	if m == nil {
 		return
 	}
-	if failing {
-		m.policyFail.Set(1)
-	} else {
-		m.policyFail.Set(0)
+	m.policy.mu.Lock()
+	m.policy.failingNow = failing
+	m.policy.mu.Unlock()
+}
+
+// PolicyStatus is the policy watcher's state (policy.WatcherStats).
+type PolicyStatus struct {
+	Loads, Rejected uint64
+	Failing         bool
+	Digest          string
+	LoadedAt        time.Time
+}
+
+// WatchPolicy makes the policy metrics read the watcher's state at every
+// scrape (e.g. from policy.Watcher.Stats), instead of PolicyReload and
+// SetPolicyFailing calls, which are then ignored. The watcher sees rejected
+// edits that no callback reports, so prefer this.
+func (m *Metrics) WatchPolicy(stats func() PolicyStatus) {
+	if m == nil {
+		return
+	}
+	m.policy.mu.Lock()
+	m.policy.pull = stats
+	m.policy.mu.Unlock()
+}
+
+// policyCollector exports the policy state, pushed or pulled:
+//
+//	pulse_policy_reloads_total{result="ok|error"}
+//	pulse_policy_failing
+//	pulse_policy_last_reload_success_timestamp_seconds
+//	pulse_policy_info{digest}  (when the digest is known)
+type policyCollector struct {
+	reloads, failing, loadedAt, info *prometheus.Desc
+
+	mu              sync.Mutex
+	loads, rejected uint64
+	failingNow      bool
+	loadedAtTime    time.Time
+	pull            func() PolicyStatus
+}
+
+func newPolicyCollector() *policyCollector {
+	return &policyCollector{
+		reloads: prometheus.NewDesc(Namespace+"_policy_reloads_total",
+			"Policy loads, by result: ok (put in force) or error (edit refused, the previous policy stays).", []string{"result"}, nil),
+		failing: prometheus.NewDesc(Namespace+"_policy_failing",
+			"1 while the policy files on disk do not validate and the last good policy stays in force.", nil, nil),
+		loadedAt: prometheus.NewDesc(Namespace+"_policy_last_reload_success_timestamp_seconds",
+			"Unix time the policy in force was loaded.", nil, nil),
+		info: prometheus.NewDesc(Namespace+"_policy_info",
+			"Always 1; the digest label names the policy in force.", []string{"digest"}, nil),
+	}
+}
+
+func (c *policyCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.reloads, c.failing, c.loadedAt, c.info} {
+		ch <- d
+	}
+}
+
+func (c *policyCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	st := PolicyStatus{Loads: c.loads, Rejected: c.rejected, Failing: c.failingNow, LoadedAt: c.loadedAtTime}
+	pull := c.pull
+	c.mu.Unlock()
+	if pull != nil {
+		st = pull()
+	}
+	ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(st.Loads), "ok")
+	ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(st.Rejected), "error")
+	failing := 0.0
+	if st.Failing {
+		failing = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.failing, prometheus.GaugeValue, failing)
+	if !st.LoadedAt.IsZero() {
+		ch <- prometheus.MustNewConstMetric(c.loadedAt, prometheus.GaugeValue, float64(st.LoadedAt.UnixNano())/1e9)
+	}
+	if st.Digest != "" {
+		ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1, st.Digest)
 	}
 }
 

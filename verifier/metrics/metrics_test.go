@@ -1,7 +1,9 @@
 package metrics
 
 import (
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,70 +135,117 @@ pulse_agents{status="UNTRUSTED"} 0
 	}
 }
 
-func TestMetricsPolicyAndWebhook(t *testing.T) {
+const policyHeader = `
+# HELP pulse_policy_failing 1 while the policy files on disk do not validate and the last good policy stays in force.
+# TYPE pulse_policy_failing gauge
+pulse_policy_failing %d
+# HELP pulse_policy_reloads_total Policy loads, by result: ok (put in force) or error (edit refused, the previous policy stays).
+# TYPE pulse_policy_reloads_total counter
+pulse_policy_reloads_total{result="error"} %d
+pulse_policy_reloads_total{result="ok"} %d
+`
+
+func checkPolicy(t *testing.T, reg prometheus.Gatherer, failing, errors, oks int) {
+	t.Helper()
+	want := fmt.Sprintf(policyHeader, failing, errors, oks)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "pulse_policy_failing", "pulse_policy_reloads_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestMetricsPolicy(t *testing.T) {
 	m, reg := newTest(t)
+	checkPolicy(t, reg, 0, 0, 0)
+	if n, _ := testutil.GatherAndCount(reg, "pulse_policy_last_reload_success_timestamp_seconds", "pulse_policy_info"); n != 0 {
+		t.Errorf("timestamp/info exported before any load: %d", n)
+	}
 	m.PolicyReload(true)
 	m.SetPolicyFailing(true)
 	m.PolicyReload(false)
-	if got := testutil.ToFloat64(m.policyFail); got != 1 {
-		t.Errorf("policy_failing = %v after a failed edit, want 1", got)
-	}
-	if got := testutil.ToFloat64(m.reloads.WithLabelValues("error")); got != 1 {
-		t.Errorf("reload errors = %v", got)
-	}
-	if ts := testutil.ToFloat64(m.policyOKTime); ts < float64(time.Now().Add(-time.Minute).Unix()) {
-		t.Errorf("last success timestamp %v not recent", ts)
+	checkPolicy(t, reg, 1, 1, 1)
+	out, err := testutil.GatherAndFormat(reg, expfmt.TypeTextPlain, "pulse_policy_last_reload_success_timestamp_seconds")
+	if err != nil || !strings.Contains(string(out), "pulse_policy_last_reload_success_timestamp_seconds 1.") {
+		t.Errorf("timestamp after a load: %v\n%s", err, out)
 	}
 	m.PolicyReload(true)
-	if got := testutil.ToFloat64(m.policyFail); got != 0 {
-		t.Errorf("policy_failing = %v after a good reload, want 0", got)
-	}
+	checkPolicy(t, reg, 0, 1, 2)
 	m.SetPolicyFailing(true)
 	m.SetPolicyFailing(false)
-	if got := testutil.ToFloat64(m.policyFail); got != 0 {
-		t.Errorf("policy_failing = %v after clearing", got)
-	}
+	checkPolicy(t, reg, 0, 1, 2)
 
-	m.WebhookDelivery(WebhookOK, 20*time.Millisecond)
-	m.WebhookDelivery(WebhookFailed, 5*time.Second)
-	m.WebhookDelivery("weird", time.Second)
-	m.WebhookDelivery(WebhookDropped, 0)
-	m.SetWebhookQueue(7)
-	want := `
-# HELP pulse_webhook_deliveries_total Alert webhook delivery attempts, by result (ok, failed, dropped).
-# TYPE pulse_webhook_deliveries_total counter
-pulse_webhook_deliveries_total{result="dropped"} 1
-pulse_webhook_deliveries_total{result="failed"} 2
-pulse_webhook_deliveries_total{result="ok"} 1
-# HELP pulse_webhook_queue_length Alerts waiting for webhook delivery.
-# TYPE pulse_webhook_queue_length gauge
-pulse_webhook_queue_length 7
-`
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "pulse_webhook_deliveries_total", "pulse_webhook_queue_length"); err != nil {
-		t.Error(err)
-	}
-	if n := testutil.CollectAndCount(m.webhookTime); n != 1 {
-		t.Errorf("webhook histogram series = %d", n)
-	}
+	// Pulled from the watcher: pushes are ignored from then on.
+	st := PolicyStatus{Loads: 5, Rejected: 3, Failing: true, Digest: "9a0b", LoadedAt: time.Unix(1700000000, 0)}
+	m.WatchPolicy(func() PolicyStatus { return st })
+	m.PolicyReload(true)
+	checkPolicy(t, reg, 1, 3, 5)
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP pulse_webhook_delivery_seconds Duration of alert webhook delivery attempts.
-# TYPE pulse_webhook_delivery_seconds histogram
-pulse_webhook_delivery_seconds_bucket{le="0.005"} 0
-pulse_webhook_delivery_seconds_bucket{le="0.01"} 0
-pulse_webhook_delivery_seconds_bucket{le="0.025"} 1
-pulse_webhook_delivery_seconds_bucket{le="0.05"} 1
-pulse_webhook_delivery_seconds_bucket{le="0.1"} 1
-pulse_webhook_delivery_seconds_bucket{le="0.25"} 1
-pulse_webhook_delivery_seconds_bucket{le="0.5"} 1
-pulse_webhook_delivery_seconds_bucket{le="1"} 2
-pulse_webhook_delivery_seconds_bucket{le="2.5"} 2
-pulse_webhook_delivery_seconds_bucket{le="5"} 3
-pulse_webhook_delivery_seconds_bucket{le="10"} 3
-pulse_webhook_delivery_seconds_bucket{le="+Inf"} 3
-pulse_webhook_delivery_seconds_sum 6.02
-pulse_webhook_delivery_seconds_count 3
-`), "pulse_webhook_delivery_seconds"); err != nil {
+# HELP pulse_policy_info Always 1; the digest label names the policy in force.
+# TYPE pulse_policy_info gauge
+pulse_policy_info{digest="9a0b"} 1
+# HELP pulse_policy_last_reload_success_timestamp_seconds Unix time the policy in force was loaded.
+# TYPE pulse_policy_last_reload_success_timestamp_seconds gauge
+pulse_policy_last_reload_success_timestamp_seconds 1.7e+09
+`), "pulse_policy_info", "pulse_policy_last_reload_success_timestamp_seconds"); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestMetricsAlertDispatch(t *testing.T) {
+	m, reg := newTest(t)
+	if err := m.WatchAlertDispatch(nil); err == nil {
+		t.Error("nil stats function accepted")
+	}
+	var mu sync.Mutex
+	counts := DispatchCounts{Rejected: 1, AuditFailed: 2, Webhooks: map[string]WebhookCounts{
+		"pager": {Delivered: 10, Failed: 1, Dropped: 0, Retried: 3, Queued: 2},
+	}}
+	if err := m.WatchAlertDispatch(func() DispatchCounts {
+		mu.Lock()
+		defer mu.Unlock()
+		return counts
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WatchAlertDispatch(func() DispatchCounts { return DispatchCounts{} }); err == nil {
+		t.Error("second dispatch collector registered")
+	}
+	want := `
+# HELP pulse_alerts_rejected_total Alerts refused by validation (a verifier bug: each is logged).
+# TYPE pulse_alerts_rejected_total counter
+pulse_alerts_rejected_total 1
+# HELP pulse_audit_failures_total Alerts the audit log could not record.
+# TYPE pulse_audit_failures_total counter
+pulse_audit_failures_total 2
+# HELP pulse_webhook_deliveries_total Alerts per webhook by final result: delivered (2xx), failed (given up), dropped (queue full).
+# TYPE pulse_webhook_deliveries_total counter
+pulse_webhook_deliveries_total{result="delivered",webhook="pager"} 10
+pulse_webhook_deliveries_total{result="dropped",webhook="pager"} 0
+pulse_webhook_deliveries_total{result="failed",webhook="pager"} 1
+# HELP pulse_webhook_queue_length Alerts waiting for delivery to a webhook.
+# TYPE pulse_webhook_queue_length gauge
+pulse_webhook_queue_length{webhook="pager"} 2
+# HELP pulse_webhook_retries_total Webhook delivery retries scheduled (attempts after the first).
+# TYPE pulse_webhook_retries_total counter
+pulse_webhook_retries_total{webhook="pager"} 3
+`
+	names := []string{"pulse_alerts_rejected_total", "pulse_audit_failures_total", "pulse_webhook_deliveries_total",
+		"pulse_webhook_queue_length", "pulse_webhook_retries_total"}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), names...); err != nil {
+		t.Error(err)
+	}
+	// Values are read at scrape time.
+	mu.Lock()
+	counts.Webhooks = map[string]WebhookCounts{"pager": {Delivered: 11, Queued: 0}, "siem": {Delivered: 4}}
+	mu.Unlock()
+	out, err := testutil.GatherAndFormat(reg, expfmt.TypeTextPlain, "pulse_webhook_deliveries_total", "pulse_webhook_queue_length")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{`pulse_webhook_deliveries_total{result="delivered",webhook="pager"} 11`,
+		`pulse_webhook_deliveries_total{result="delivered",webhook="siem"} 4`, `pulse_webhook_queue_length{webhook="pager"} 0`} {
+		if !strings.Contains(string(out), line) {
+			t.Errorf("after change, missing %s in:\n%s", line, out)
+		}
 	}
 }
 
@@ -207,8 +256,10 @@ func TestMetricsNilIsNoop(t *testing.T) {
 	m.SetAgentsByStatus(map[string]int{"TRUSTED": 1})
 	m.PolicyReload(true)
 	m.SetPolicyFailing(true)
-	m.WebhookDelivery(WebhookOK, time.Millisecond)
-	m.SetWebhookQueue(1)
+	m.WatchPolicy(func() PolicyStatus { return PolicyStatus{} })
+	if err := m.WatchAlertDispatch(func() DispatchCounts { return DispatchCounts{} }); err != nil {
+		t.Error(err)
+	}
 }
 
 func TestMetricsRegistryLint(t *testing.T) {
