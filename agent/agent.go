@@ -13,6 +13,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -50,7 +51,7 @@ type Options struct {
 	// Logger is the parent logger; the agent names its own ("agent", ...).
 	Logger hclog.Logger
 	// BPF is the eBPF seam. nil, or bpf.enabled = false in the
-	// configuration, means DisabledBPF.
+	// configuration, means DisabledBPF. When used, Agent.Close closes it.
 	BPF BPF
 	// TPM, when set, is used instead of opening Config.TPM; the agent does
 	// not close it.
@@ -95,6 +96,7 @@ type Agent struct {
 	sendFirmware bool
 	resetCount   uint32
 	resetKnown   bool
+	logStarted   time.Time // start of the runtime log the verifier's acks refer to
 	pending      []*pulsev1.SentinelEvent
 	lastVerdict  pulsev1.Verdict
 	lastReason   pulsev1.Reason
@@ -175,6 +177,12 @@ func New(opts Options) (*Agent, error) {
 	if err := a.checkMeasured(); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
+	if err := a.rtlog.View(func(v *runtimelog.View) error {
+		a.logStarted = v.Started()
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 
 	reloader, err := tlsconfig.NewReloader(cfg.TLS.Cert, cfg.TLS.Key, tlsconfig.ReloaderOptions{
 		Logger: logger.Named("agent.tls"),
@@ -239,7 +247,17 @@ func (a *Agent) openTPM(given *tpm.TPM, logger hclog.Logger) error {
 	a.ak = ak
 	sum := sha256.Sum256(ak.Public())
 	a.akDigest = hex.EncodeToString(sum[:])
-	a.log.Info("attestation key ready", "ak_handle", fmt.Sprintf("0x%08x", ak.Handle()), "ak_sha256", a.akDigest[:16])
+	// One quote at start tells the TPM's reset count (the boot the runtime
+	// log belongs to), so the first pulse can send only what the verifier
+	// lacks.
+	probe := make([]byte, 32)
+	if _, err := rand.Read(probe); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	if _, err := a.quoteData(probe, []uint32{a.cfg.RuntimePCR}); err != nil {
+		return fmt.Errorf("agent: probe quote: %w", err)
+	}
+	a.log.Info("attestation key ready", "ak_handle", fmt.Sprintf("0x%08x", ak.Handle()), "ak_sha256", a.akDigest[:16], "tpm_reset_count", a.resetCount)
 	return nil
 }
 
@@ -276,6 +294,7 @@ func (a *Agent) checkMeasured() error {
 	}
 	a.exePath = path
 	a.disk = &diskBinary{path: path}
+	fixComm(path)
 	digest, err := HashFile(SelfExe)
 	if err != nil {
 		return fmt.Errorf("hash running binary: %w", err)
@@ -289,18 +308,24 @@ func (a *Agent) checkMeasured() error {
 			"path", path, "sha256", hex.EncodeToString(digest), "record", sum.AgentBinaryRecord, "self_measured", sum.SelfMeasured)
 		return nil
 	}
+	return a.selfMeasure(digest)
+}
+
+// selfMeasure appends the self-measured marker and an agent-binary record
+// for the running binary (digest is its SHA-256).
+func (a *Agent) selfMeasure(digest []byte) error {
 	st, err := os.Stat(SelfExe)
 	if err != nil {
 		return fmt.Errorf("stat running binary: %w", err)
 	}
-	m := &cel.AgentBinary{Path: path, Size: uint64(st.Size())}
+	m := &cel.AgentBinary{Path: a.exePath, Size: uint64(st.Size())}
 	copy(m.SHA256[:], digest)
 	rec, err := a.rtlog.AppendSelfMeasured(m)
 	if err != nil {
 		return fmt.Errorf("self-measure: %w", err)
 	}
-	a.log.Warn("agent was not started through the launcher: measured itself after starting (weaker: a modified agent could report any digest)",
-		"path", path, "sha256", hex.EncodeToString(digest), "record", rec)
+	a.log.Warn("agent was not started through the launcher (or its measurement is gone): measured itself after starting (weaker: a modified agent could report any digest)",
+		"path", a.exePath, "sha256", hex.EncodeToString(digest), "record", rec)
 	return nil
 }
 
@@ -310,6 +335,10 @@ func (a *Agent) Close() error {
 	var errs []error
 	if a.rtlog != nil {
 		errs = append(errs, a.rtlog.Close())
+	}
+	if a.bpf != nil {
+		errs = append(errs, a.bpf.Close())
+		a.bpf = DisabledBPF{}
 	}
 	if a.tpm != nil && a.ownTPM {
 		errs = append(errs, a.tpm.Close())
@@ -396,6 +425,9 @@ func (a *Agent) Run(ctx context.Context) error {
 				wait := swapBackoff.Next()
 				swapAt = time.Now().Add(wait)
 				a.log.Warn("new certificate not usable yet, keeping the current connection", "error", err, "retry_in", wait.Round(time.Second).String())
+			} else if ns == sess {
+				swapPending = false
+				swapBackoff.Reset()
 			} else {
 				dirs()
 				sess.close(a.log)
@@ -414,7 +446,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				}
 				wait := retry.Next()
 				a.log.Warn("enrollment failed", "error", err, "retry_in", wait.Round(time.Millisecond).String())
-				if !a.waitFor(ctx, wait, sess) {
+				if !a.waitFor(ctx, wait, certChanged(sess, swapPending)) {
 					return nil
 				}
 				if changed(sess.changed) && !swapPending {
@@ -442,7 +474,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			timer.Stop()
 			next = a.nextAfterIntervalChange(next)
 			continue
-		case <-sess.changed:
+		case <-certChanged(sess, swapPending):
 			timer.Stop()
 			if !swapPending {
 				swapPending, swapAt = true, time.Now()
@@ -482,16 +514,26 @@ func (a *Agent) nextAfterIntervalChange(next time.Time) time.Time {
 	return next
 }
 
-// waitFor sleeps d, returning false when ctx ended. A certificate change
-// ends the wait early (the caller checks it).
-func (a *Agent) waitFor(ctx context.Context, d time.Duration, sess *session) bool {
+// certChanged is the channel announcing a new certificate, or nil (never
+// ready) once a move to it is already pending: a closed channel must not
+// wake the loop again and again while a refused move backs off.
+func certChanged(s *session, pending bool) <-chan struct{} {
+	if pending {
+		return nil
+	}
+	return s.changed
+}
+
+// waitFor sleeps d, returning false when ctx ended. A ready wake channel
+// ends the wait early (the caller checks why).
+func (a *Agent) waitFor(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
 	case <-t.C:
-	case <-sess.changed:
+	case <-wake:
 	}
 	return true
 }
@@ -508,15 +550,18 @@ func changed(c <-chan struct{}) bool {
 // swapSession dials with the newest certificate and asks for a nonce on
 // the new connection: only a verifier that accepted the new certificate
 // answers, so the old connection is dropped only once the new one works.
+// It returns old itself when the newest pair is the one old already uses.
 func (a *Agent) swapSession(ctx context.Context, old *session) (*session, error) {
 	ns, err := a.dial()
 	if err != nil {
 		return nil, err
 	}
-	if ns.serial == old.serial {
-		// Same certificate (a touch or a refused replacement).
+	if bytes.Equal(ns.cert.Certificate[0], old.cert.Certificate[0]) {
+		// The pair in use is the one this connection already has (it was
+		// swapped back): nothing to move to; watch for the next change.
+		old.changed = ns.changed
 		ns.close(a.log)
-		return nil, errors.New("certificate unchanged")
+		return old, nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()
@@ -558,7 +603,9 @@ func (a *Agent) watchBinary(ctx context.Context) {
 // noteNonce stores a nonce (and state) the verifier handed out.
 func (a *Agent) noteNonce(n *pulsev1.Nonce, st *pulsev1.VerifierState) {
 	a.mu.Lock()
-	if len(n.GetValue()) > 0 {
+	// Keep the freshest nonce: a next_nonce directive and a response's
+	// next_nonce may cross; the one expiring later was issued later.
+	if len(n.GetValue()) > 0 && (a.nonce == nil || !n.GetExpires().AsTime().Before(a.nonce.GetExpires().AsTime())) {
 		a.nonce = n
 	}
 	if st != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -113,4 +114,20 @@ func (d *diskBinary) Changed() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return !d.known || id != d.id
+}
+
+// fixComm names the process after its binary when the launcher started it
+// through /proc/self/fd/N, which makes the kernel call it "N" (what ps,
+// top and the journal show).
+func fixComm(exePath string) {
+	b, err := os.ReadFile("/proc/self/comm")
+	name := strings.TrimSpace(string(b))
+	if err != nil || name == "" || strings.Trim(name, "0123456789") != "" {
+		return
+	}
+	base := filepath.Base(exePath)
+	if len(base) > 15 { // TASK_COMM_LEN - 1
+		base = base[:15]
+	}
+	_ = os.WriteFile("/proc/self/comm", []byte(base), 0)
 }

@@ -128,7 +128,8 @@ func (a *Agent) applyAddresses(log interface {
 			failed = append(failed, s)
 			continue
 		}
-		if err := apply(addr.Unmap()); err != nil {
+		addr = addr.Unmap()
+		if err := apply(addr); err != nil {
 			log.Error(what+" failed", append([]any{"address", addr.String(), "offender", offender, "error", err}, extra...)...)
 			failed = append(failed, s)
 			continue

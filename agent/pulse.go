@@ -76,7 +76,7 @@ func (a *Agent) pulseAttempt(ctx context.Context, s *session) (*pulsev1.PulseRes
 		in.BPF.HostPrograms = nil
 	}
 
-	req, err := a.buildRequest(in, s, vstate)
+	req, logStarted, err := a.buildRequest(in, s, vstate)
 	if err != nil {
 		return nil, err
 	}
@@ -89,6 +89,11 @@ func (a *Agent) pulseAttempt(ctx context.Context, s *session) (*pulsev1.PulseRes
 	}
 	a.counters.pulsesSent.Add(1)
 	a.ackEvents(events)
+	if resp.GetVerdict() == pulsev1.Verdict_VERDICT_TRUSTED || resp.GetVerdict() == pulsev1.Verdict_VERDICT_DEGRADED {
+		a.mu.Lock()
+		a.logStarted = logStarted
+		a.mu.Unlock()
+	}
 	if len(req.GetFirmwareLog()) > 0 {
 		a.mu.Lock()
 		a.sendFirmware = false
@@ -120,7 +125,7 @@ func (a *Agent) collect(ctx context.Context, s *session) (*PayloadInput, int, er
 		a.log.Warn("fortress status failed", "error", err)
 		fortress = &pulsev1.FortressStatus{Reason: "status unavailable: " + err.Error()}
 	}
-	if err := a.measureBPF(ctx, fortress); err != nil {
+	if err := a.measureRuntime(ctx, exe, fortress); err != nil {
 		return nil, 0, err
 	}
 	events := a.takeEvents(ctx)
@@ -154,10 +159,21 @@ func (a *Agent) collect(ctx context.Context, s *session) (*PayloadInput, int, er
 	}, len(events), nil
 }
 
-// measureBPF appends a runtime-log record for each of the agent's eBPF
-// programs and for the Fortress state whenever they differ from the latest
-// record of this boot, so the pulse's claims have records to match.
-func (a *Agent) measureBPF(ctx context.Context, fortress *pulsev1.FortressStatus) error {
+// measureRuntime keeps the runtime log's latest records equal to what the
+// pulse claims: the running binary (self-measured again if the log lost it,
+// e.g. a fresh log after a TPM reset under the running agent), each of the
+// agent's eBPF programs and the Fortress state, appending a record whenever
+// one differs from the latest of this boot.
+func (a *Agent) measureRuntime(ctx context.Context, exe []byte, fortress *pulsev1.FortressStatus) error {
+	sum, err := a.rtlog.Latest()
+	if err != nil {
+		return err
+	}
+	if sum.Agent == nil || !bytes.Equal(sum.Agent.SHA256[:], exe) {
+		if err := a.selfMeasure(exe); err != nil {
+			return err
+		}
+	}
 	progs, err := a.bpf.Measured(ctx)
 	if err != nil {
 		a.log.Warn("bpf measured programs unavailable", "error", err)
@@ -165,10 +181,6 @@ func (a *Agent) measureBPF(ctx context.Context, fortress *pulsev1.FortressStatus
 	}
 	if _, isDisabled := a.bpf.(DisabledBPF); isDisabled && len(progs) == 0 {
 		return nil
-	}
-	sum, err := a.rtlog.Latest()
-	if err != nil {
-		return err
 	}
 	for _, p := range progs {
 		if p == nil {
@@ -233,10 +245,19 @@ func (a *Agent) ackEvents(n int) {
 
 // buildRequest reads the runtime log and, holding its lock so no record is
 // appended in between, signs the payload and quotes the PCRs over it.
-func (a *Agent) buildRequest(in *PayloadInput, s *session, vstate *pulsev1.VerifierState) (*pulsev1.PulseRequest, error) {
+func (a *Agent) buildRequest(in *PayloadInput, s *session, vstate *pulsev1.VerifierState) (*pulsev1.PulseRequest, time.Time, error) {
 	req := &pulsev1.PulseRequest{}
+	var logStarted time.Time
 	err := a.rtlog.View(func(v *runtimelog.View) error {
 		from := a.recordsFrom(vstate, v.Count())
+		a.mu.Lock()
+		if !v.Started().Equal(a.logStarted) {
+			// A new log began (the TPM was reset under the running agent):
+			// whatever the verifier acknowledged was another log's.
+			from = 0
+		}
+		a.mu.Unlock()
+		logStarted = v.Started()
 		recs, err := v.Records(from)
 		if err != nil {
 			return err
@@ -258,12 +279,12 @@ func (a *Agent) buildRequest(in *PayloadInput, s *session, vstate *pulsev1.Verif
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, logStarted, err
 	}
 	if a.wantsFirmwareLog(vstate) {
 		req.FirmwareLog = a.fwLog
 	}
-	return req, nil
+	return req, logStarted, nil
 }
 
 // recordsFrom is the first runtime record to send: what the verifier has
@@ -305,18 +326,23 @@ func (a *Agent) quotedPCRs() []uint32 {
 // again, so the verifier gets values that match the quoted digest.
 func (a *Agent) quote(payload []byte) (*pulsev1.Quote, error) {
 	sum := sha256.Sum256(payload)
-	pcrs := a.quotedPCRs()
+	return a.quoteData(sum[:], a.quotedPCRs())
+}
+
+// quoteData quotes pcrs (SHA-256 bank) over qualifying data, verifying the
+// quote against the values read just before and retrying when they moved.
+func (a *Agent) quoteData(data []byte, pcrs []uint32) (*pulsev1.Quote, error) {
 	var lastErr error
 	for attempt := 0; attempt < quoteAttempts; attempt++ {
 		vals, err := a.tpm.ReadPCRs(tpm.AlgSHA256, pcrs)
 		if err != nil {
 			return nil, fmt.Errorf("read pcrs: %w", err)
 		}
-		attest, sig, err := a.tpm.Quote(a.ak, pcrs, sum[:])
+		attest, sig, err := a.tpm.Quote(a.ak, pcrs, data)
 		if err != nil {
 			return nil, err
 		}
-		res, err := quote.Verify(a.ak.Public(), attest, sig, sum[:], vals)
+		res, err := quote.Verify(a.ak.Public(), attest, sig, data, vals)
 		if errors.Is(err, quote.ErrPCRDigest) {
 			lastErr = err
 			a.log.Named("pulse").Debug("a pcr changed between read and quote; quoting again", "attempt", attempt+1)

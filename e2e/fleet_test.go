@@ -373,3 +373,18 @@ func startTPM(t *testing.T, fixture string, fresh bool) *simulator.Swtpm {
 	}
 	return simtest.Start(t, fixture)
 }
+
+func replaceInFile(t *testing.T, path, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(b), old, new, 1)
+	if s == string(b) {
+		t.Fatalf("%q not in %s", old, path)
+	}
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -219,6 +219,9 @@ func decode(f *hclconf.File) (*Config, error) {
 	if err := f.Err(); err != nil {
 		return nil, err
 	}
+	for _, p := range []*string{&c.TLS.Cert, &c.TLS.Key, &c.TLS.CA, &c.RuntimeLog, &c.FirmwareLog, &c.StateDir, &c.BPF.PinDir} {
+		*p = absPath(*p)
+	}
 	return c, nil
 }
 
@@ -232,6 +235,18 @@ func (c *Config) Level() hclog.Level {
 		return l
 	}
 	return hclog.Info
+}
+
+// absPath makes a (config-relative, already resolved) path absolute, so
+// the agent does not depend on its working directory.
+func absPath(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }
 
 func str(p *string, def string) string {

@@ -237,3 +237,26 @@ func TestLoadMissingFile(t *testing.T) {
 		t.Fatalf("want ErrNotExist, got %v", err)
 	}
 }
+
+// TestPathsAreAbsolute: a configuration loaded by a relative name still
+// yields absolute paths, so the agent does not depend on its working
+// directory (the launcher execs it with the same configuration).
+func TestPathsAreAbsolute(t *testing.T) {
+	dir := tlsFiles(t)
+	if err := os.WriteFile(filepath.Join(dir, "agent.hcl"), []byte(`verifier = "v:1"`+"\n"+tlsBlock+`runtime_log = "run/rt.cel"`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	c, err := Load("agent.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{c.File, c.TLS.Cert, c.TLS.Key, c.TLS.CA, c.RuntimeLog, c.StateDir, c.FirmwareLog} {
+		if !filepath.IsAbs(p) {
+			t.Errorf("%q is not absolute", p)
+		}
+	}
+	if c.RuntimeLog != filepath.Join(dir, "run/rt.cel") {
+		t.Fatalf("runtime log %q", c.RuntimeLog)
+	}
+}

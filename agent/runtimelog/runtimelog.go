@@ -558,6 +558,10 @@ func (v *View) Records(from uint64) ([]byte, error) {
 // Decoded returns the decoded records.
 func (v *View) Decoded() []cel.Record { return slices.Clone(v.s.records) }
 
+// Started is when this log (this boot's, or the one started after a TPM
+// reset) was begun: a different value means a different log.
+func (v *View) Started() time.Time { return v.s.meta.Started }
+
 // Base is the PCR value the log's replay starts from (nil without a TPM).
 func (v *View) Base() []byte { return bytes.Clone(v.s.base) }
 
