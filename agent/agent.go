@@ -53,6 +53,9 @@ type Options struct {
 	// BPF is the eBPF seam. nil, or bpf.enabled = false in the
 	// configuration, means DisabledBPF. When used, Agent.Close closes it.
 	BPF BPF
+	// BPFFactory, when BPF is nil and bpf is enabled, builds the BPF once
+	// the runtime log is open (see agent/ebpf).
+	BPFFactory BPFFactory
 	// TPM, when set, is used instead of opening Config.TPM; the agent does
 	// not close it.
 	TPM *tpm.TPM
@@ -145,7 +148,7 @@ func New(opts Options) (*Agent, error) {
 	if a.binaryPoll <= 0 {
 		a.binaryPoll = time.Second
 	}
-	if a.bpf == nil || !cfg.BPF.Enabled {
+	if a.bpf == nil && opts.BPFFactory == nil || !cfg.BPF.Enabled {
 		if cfg.BPF.Enabled {
 			a.log.Warn("bpf is enabled in the configuration but no bpf implementation is wired into this build; running without eBPF")
 		}
@@ -176,6 +179,17 @@ func New(opts Options) (*Agent, error) {
 	}
 	if err := a.checkMeasured(); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if a.bpf == nil && opts.BPFFactory != nil {
+		// Programs are measured (log first, then PCR) before they attach.
+		b, err := opts.BPFFactory(context.Background(), func(_ context.Context, c cel.Content) error {
+			_, err := a.rtlog.Append(c)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		a.bpf = b
 	}
 	if err := a.rtlog.View(func(v *runtimelog.View) error {
 		a.logStarted = v.Started()

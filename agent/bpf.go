@@ -46,6 +46,14 @@ type BPF interface {
 	Close() error
 }
 
+// MeasureFunc appends a measurement to the runtime log and extends the
+// runtime PCR with it, synchronously.
+type MeasureFunc func(ctx context.Context, c cel.Content) error
+
+// BPFFactory builds the agent's BPF once the runtime log is open, so every
+// program can be measured before it is attached.
+type BPFFactory func(ctx context.Context, measure MeasureFunc) (BPF, error)
+
 // ErrBPFDisabled is returned by DisabledBPF's Quarantine and Release.
 var ErrBPFDisabled = errors.New("bpf is disabled on this agent")
 

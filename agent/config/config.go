@@ -96,6 +96,8 @@ type BPF struct {
 	Enabled bool
 	// PinDir is the agent's bpffs directory.
 	PinDir string
+	// Interfaces are the network interfaces Shield filters.
+	Interfaces []string
 }
 
 type rawConfig struct {
@@ -122,8 +124,9 @@ type rawTLS struct {
 }
 
 type rawBPF struct {
-	Enabled *bool   `hcl:"enabled,optional"`
-	PinDir  *string `hcl:"pin_dir,optional"`
+	Enabled    *bool    `hcl:"enabled,optional"`
+	PinDir     *string  `hcl:"pin_dir,optional"`
+	Interfaces []string `hcl:"interfaces,optional"`
 }
 
 // Load reads, decodes and checks the configuration file at path. The error
@@ -181,6 +184,7 @@ func decode(f *hclconf.File) (*Config, error) {
 			c.BPF.Enabled = *raw.BPF.Enabled
 		}
 		c.BPF.PinDir = f.Path(str(raw.BPF.PinDir, DefaultBPFPinDir))
+		c.BPF.Interfaces = raw.BPF.Interfaces
 	}
 
 	checkVerifier(f, c.Verifier)

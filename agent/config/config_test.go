@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +56,7 @@ func TestDefaults(t *testing.T) {
 		BPF:         BPF{Enabled: false, PinDir: "/sys/fs/bpf/pulse"},
 		LogLevel:    "info",
 	}
-	if *c != want {
+	if !reflect.DeepEqual(*c, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", *c, want)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pulse-attest/pulse/agent"
 	"github.com/pulse-attest/pulse/agent/config"
+	"github.com/pulse-attest/pulse/agent/ebpf"
 	"github.com/pulse-attest/pulse/internal/cli"
 	"github.com/pulse-attest/pulse/internal/hclconf"
 	"github.com/pulse-attest/pulse/internal/logging"
@@ -52,7 +53,7 @@ func runAgent(args []string, _, stderr io.Writer) int {
 	log := logging.New("pulse-agent", cfg.LogLevel, cfg.LogJSON, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	a, err := agent.New(agent.Options{Config: cfg, Logger: log})
+	a, err := agent.New(agent.Options{Config: cfg, Logger: log, BPFFactory: ebpf.Factory(cfg.BPF.PinDir, cfg.BPF.Interfaces, log)})
 	if err != nil {
 		log.Error("agent failed to start", "error", err)
 		return 1

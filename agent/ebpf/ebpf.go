@@ -1,0 +1,198 @@
+// Package ebpf adapts the agent's eBPF programs (package bpf: Shield,
+// Sentinel, Fortress and the snapshot) to the agent's BPF interface. Every
+// program is measured into the runtime log — record appended, runtime PCR
+// extended — synchronously before it is attached, through the measure
+// function the agent hands to New.
+package ebpf
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"sort"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pulse-attest/pulse/agent"
+	"github.com/pulse-attest/pulse/bpf"
+	"github.com/pulse-attest/pulse/bpf/snapshot"
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/tpm/cel"
+)
+
+// Adapter is the agent's BPF backed by the kernel.
+type Adapter struct {
+	m        *bpf.Manager
+	log      hclog.Logger
+	lastHost [32]byte
+}
+
+var _ agent.BPF = (*Adapter)(nil)
+
+// Factory returns an agent.BPFFactory loading the programs pinned under
+// pinDir, Shield attached to the given interfaces.
+func Factory(pinDir string, interfaces []string, logger hclog.Logger) agent.BPFFactory {
+	return func(ctx context.Context, measure agent.MeasureFunc) (agent.BPF, error) {
+		return New(ctx, pinDir, interfaces, measure, logger)
+	}
+}
+
+// New mounts bpffs if needed and loads the agent's programs. measure is
+// called for each program after it loaded (so its kernel tag is known) and
+// before it is attached; an error aborts the load.
+func New(ctx context.Context, pinDir string, interfaces []string, measure agent.MeasureFunc, logger hclog.Logger) (*Adapter, error) {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	log := logger.Named("ebpf")
+	if err := bpf.EnsureFilesystems(log); err != nil {
+		return nil, fmt.Errorf("ebpf: %w", err)
+	}
+	m, err := bpf.Load(ctx, bpf.Options{
+		PinDir:     pinDir,
+		Logger:     log,
+		Interfaces: interfaces,
+		Measurer: bpf.MeasurerFunc(func(ctx context.Context, pm bpf.ProgramMeasurement) error {
+			return measure(ctx, toCEL(pm))
+		}),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ebpf: %w", err)
+	}
+	st := m.Fortress().Status()
+	log.Info("eBPF programs loaded", "pin_dir", m.PinDir(), "programs", len(m.Measurements()), "fortress_active", st.Active, "fortress_reason", st.Reason)
+	return &Adapter{m: m, log: log}, nil
+}
+
+func toCEL(pm bpf.ProgramMeasurement) *cel.EBPFProgram {
+	c := &cel.EBPFProgram{Name: pm.Name, ProgramType: pm.Type, AttachPoint: pm.AttachPoint, InsnSHA256: pm.InsnSHA256,
+		ObjectSHA256: append([]byte(nil), pm.ObjectSHA256[:]...), KernelRelease: pm.KernelRelease}
+	if tag, err := hex.DecodeString(pm.KernelTag); err == nil && len(tag) == 8 {
+		copy(c.Tag[:], tag)
+	}
+	return c
+}
+
+// Snapshot resolves every pin to its live program and lists the host's
+// programs; the host list rides only when it changed since the last call.
+func (a *Adapter) Snapshot(ctx context.Context) (*pulsev1.BPFSnapshot, error) {
+	s, err := a.m.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &pulsev1.BPFSnapshot{HostProgramCount: uint32(len(s.Programs))}
+	names := make([]string, 0, len(s.Pinned))
+	for n := range s.Pinned {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		p := s.Pinned[n]
+		tag, _ := hex.DecodeString(p.Tag)
+		insn, _ := hex.DecodeString(p.InsnSHA256)
+		out.Pinned = append(out.Pinned, &pulsev1.PinnedProgram{Name: n, Id: p.ID, Tag: tag, InsnSha256: insn,
+			Problem: p.Detail, ProblemKind: problemKind(p.Problem)})
+	}
+	h := sha256.New()
+	var hosts []*pulsev1.HostProgram
+	for _, p := range s.Programs {
+		tag, _ := hex.DecodeString(p.Tag)
+		fmt.Fprintf(h, "%d\x00%s\x00%s\x00%x\n", p.ID, p.Name, p.Type, tag)
+		hosts = append(hosts, &pulsev1.HostProgram{Id: p.ID, Name: p.Name, Type: p.Type, Tag: tag})
+	}
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	out.HostProgramsSha256 = sum[:]
+	if sum != a.lastHost {
+		out.HostPrograms = hosts
+		a.lastHost = sum
+	}
+	return out, nil
+}
+
+func problemKind(p snapshot.Problem) pulsev1.PinProblem {
+	switch p {
+	case snapshot.ProblemPinMissing:
+		return pulsev1.PinProblem_PIN_PROBLEM_MISSING
+	case snapshot.ProblemReplaced:
+		return pulsev1.PinProblem_PIN_PROBLEM_REPLACED
+	case snapshot.ProblemDetached:
+		return pulsev1.PinProblem_PIN_PROBLEM_DETACHED
+	case snapshot.ProblemUnexpected:
+		return pulsev1.PinProblem_PIN_PROBLEM_UNEXPECTED
+	}
+	return pulsev1.PinProblem_PIN_PROBLEM_UNSPECIFIED
+}
+
+// Measured returns the measurements made at load.
+func (a *Adapter) Measured(context.Context) ([]*cel.EBPFProgram, error) {
+	ms := a.m.Measurements()
+	out := make([]*cel.EBPFProgram, 0, len(ms))
+	for _, pm := range ms {
+		out = append(out, toCEL(pm))
+	}
+	return out, nil
+}
+
+// Fortress reports what the kernel allowed.
+func (a *Adapter) Fortress(context.Context) (*pulsev1.FortressStatus, error) {
+	st := a.m.Fortress().Status()
+	return &pulsev1.FortressStatus{Active: st.Active, LsmListed: st.LSMListed, Loaded: st.Loaded, Attached: st.Attached, Reason: st.Reason}, nil
+}
+
+// SentinelEvents drains and acknowledges Sentinel's records.
+func (a *Adapter) SentinelEvents(context.Context) ([]*pulsev1.SentinelEvent, error) {
+	r, err := a.m.Sentinel().Events()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*pulsev1.SentinelEvent, 0, len(r.Events))
+	for _, e := range r.Events {
+		se := &pulsev1.SentinelEvent{Time: timestamppb.New(e.Time), SenderPid: uint32(e.SenderPID), SenderComm: e.SenderComm,
+			TargetPid: uint32(e.TargetPID), Signal: int32(e.Signal)}
+		switch e.Kind {
+		case bpf.EventSignal:
+			se.Kind = pulsev1.SentinelEvent_KIND_SIGNAL
+			se.Detail = e.SignalName + " " + e.Outcome
+		case bpf.EventBPFProgLoad:
+			se.Kind = pulsev1.SentinelEvent_KIND_BPF_LOAD
+			se.Detail = e.ProgType + " " + e.ProgName
+		case bpf.EventFortressDenied:
+			se.Kind = pulsev1.SentinelEvent_KIND_FORTRESS_DENIED
+			se.Detail = e.SignalName
+		}
+		out = append(out, se)
+	}
+	if r.Through > 0 {
+		if err := a.m.Sentinel().Ack(r.Through); err != nil {
+			a.log.Warn("acknowledging sentinel events failed", "error", err)
+		}
+	}
+	return out, nil
+}
+
+// Quarantine adds an address to Shield's drop list.
+func (a *Adapter) Quarantine(addr netip.Addr) error { return a.m.Shield().Quarantine(addr) }
+
+// Release removes an address from Shield's drop list.
+func (a *Adapter) Release(addr netip.Addr) error { return a.m.Shield().Release(addr) }
+
+// Quarantined lists Shield's drop list.
+func (a *Adapter) Quarantined() []netip.Addr {
+	es, err := a.m.Shield().List()
+	if err != nil {
+		a.log.Warn("listing quarantine failed", "error", err)
+		return nil
+	}
+	out := make([]netip.Addr, 0, len(es))
+	for _, e := range es {
+		out = append(out, e.Addr)
+	}
+	return out
+}
+
+// Close releases the loader's handles; pinned programs and maps stay.
+func (a *Adapter) Close() error { return a.m.Close() }
