@@ -2,9 +2,9 @@ package verifier_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"os"
 	"path/filepath"
-	"crypto/sha256"
 	"testing"
 	"time"
 

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -107,6 +108,7 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 		return o.untrusted(pulsev1.Reason_REASON_MALFORMED_PAYLOAD, "payload does not parse: %v", err)
 	}
 	o.payload = p
+	o.update.Quarantined = strings.Join(p.GetQuarantined(), ",")
 	if p.GetAgentId() != peer.AgentID {
 		return o.untrusted(pulsev1.Reason_REASON_IDENTITY_MISMATCH, "payload names agent %q but the TLS certificate is %q", p.GetAgentId(), peer.AgentID)
 	}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -34,6 +35,8 @@ type agentView struct {
 	PolicyDigest string    `json:"policy_digest"`
 	Address      string    `json:"address"`
 	EnrolledAt   time.Time `json:"enrolled_at"`
+	// Quarantined is what the agent's Shield reported dropping.
+	Quarantined []string `json:"quarantined"`
 }
 
 func viewOf(a *store.Agent) agentView {
@@ -43,7 +46,8 @@ func viewOf(a *store.Agent) agentView {
 	}
 	return agentView{ID: a.ID, Partition: a.Partition, Trust: trust,
 		Verdict: pulsev1.Verdict(a.LastVerdict).String(), Reason: pulsev1.Reason(a.LastReason).String(), Message: a.LastMessage,
-		LastPulse: a.LastPulseAt, Sequence: a.LastSeq, ResetCount: a.ResetCount, PolicyDigest: a.PolicyDigest, Address: a.Address, EnrolledAt: a.EnrolledAt}
+		LastPulse: a.LastPulseAt, Sequence: a.LastSeq, ResetCount: a.ResetCount, PolicyDigest: a.PolicyDigest, Address: a.Address, EnrolledAt: a.EnrolledAt,
+		Quarantined: splitList(a.Quarantined)}
 }
 
 func openVerifierStore(name string, args []string, stderr io.Writer) (*store.Store, *flag.FlagSet, bool, bool) {
@@ -119,8 +123,8 @@ func runAgentsShow(args []string, stdout, stderr io.Writer) int {
 	if asJSON {
 		return printJSON(stdout, stderr, v)
 	}
-	fmt.Fprintf(stdout, "agent:     %s (partition %s, %s)\nverdict:   %s\nreason:    %s\nmessage:   %s\nlast pulse: %s\nsequence:  %d\npolicy:    %s\n",
-		v.ID, v.Partition, v.Trust, v.Verdict, v.Reason, v.Message, v.LastPulse.Format(time.RFC3339), v.Sequence, v.PolicyDigest)
+	fmt.Fprintf(stdout, "agent:     %s (partition %s, %s)\nverdict:   %s\nreason:    %s\nmessage:   %s\nlast pulse: %s\nsequence:  %d\npolicy:    %s\nquarantined by this agent: %s\n",
+		v.ID, v.Partition, v.Trust, v.Verdict, v.Reason, v.Message, v.LastPulse.Format(time.RFC3339), v.Sequence, v.PolicyDigest, strings.Join(v.Quarantined, ", "))
 	return 0
 }
 
@@ -132,4 +136,11 @@ func printJSON(stdout, stderr io.Writer, v any) int {
 		return 1
 	}
 	return 0
+}
+
+func splitList(s string) []string {
+	if s == "" {
+		return []string{}
+	}
+	return strings.Split(s, ",")
 }

@@ -93,6 +93,10 @@ func TestAdminDashboardChromium(t *testing.T) {
 	// Hostile text from an agent must render as text.
 	const hostile = `<img src=x onerror="document.body.setAttribute('data-pwned','1')"><b>bold</b>`
 	be.agents[0].Message = hostile
+	be.agents = append(be.agents,
+		AgentStatus{ID: "edge-4", Partition: "field", Trust: TrustTPM, Verdict: "VERDICT_UNSPECIFIED", Reason: "REASON_UNSPECIFIED"},
+		AgentStatus{ID: "edge-5", Partition: "field", Trust: TrustTPM, Verdict: "VERDICT_CLOCK_DESYNC", Reason: "REASON_CLOCK_DESYNC",
+			Message: "agent clock 3m12s ahead of the verifier (tolerance 30s)", LastPulse: time.Now(), Connected: true})
 	// The first two polls see edge-1 TRUSTED; from the third on it is
 	// UNTRUSTED with a policy denial and an open alert. Only a page that
 	// refreshes itself from the API can show the change.
@@ -160,8 +164,14 @@ func TestAdminDashboardChromium(t *testing.T) {
 		t.Error("agent-supplied markup ran script")
 	}
 	row3, ok := agentRow(dom, "edge-3")
-	if !ok || attr(row3, "data-verdict") != "BLINDED" || !strings.Contains(row3, "verdict-BLINDED") || !regexp.MustCompile(`>[12]m \d{1,2}s ago<`).MatchString(row3) {
+	if !ok || attr(row3, "data-verdict") != "BLINDED" || !strings.Contains(row3, "verdict-BLINDED") || !regexp.MustCompile(`>[1-9]\d?m \d{1,2}s ago<`).MatchString(row3) {
 		t.Errorf("edge-3 row (BLINDED, ~95s ago):\n%s", row3)
+	}
+	if row4, ok := agentRow(dom, "edge-4"); !ok || attr(row4, "data-verdict") != "UNSPECIFIED" || !strings.Contains(row4, ">PENDING<") || !strings.Contains(row4, ">never<") {
+		t.Errorf("edge-4 (enrolled, no pulse yet) row:\n%s", row4)
+	}
+	if row5, ok := agentRow(dom, "edge-5"); !ok || attr(row5, "data-verdict") != "CLOCK_DESYNC" || !strings.Contains(row5, "verdict-CLOCK_DESYNC") {
+		t.Errorf("edge-5 row:\n%s", row5)
 	}
 	if !strings.Contains(dom, `data-alert-id="a-3"`) || !strings.Contains(dom, `data-alert-id="a-2"`) || strings.Contains(dom, `data-alert-id="a-1"`) {
 		t.Errorf("alerts panel should list the open alerts a-2 and a-3 only:\n%s", dom)

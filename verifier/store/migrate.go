@@ -112,6 +112,8 @@ var migrations = []string{
 		body {{blob}} NOT NULL,
 		created_at {{bigint}} NOT NULL
 	)`,
+	// 3: what each agent's Shield reports it drops.
+	`ALTER TABLE agents ADD COLUMN quarantined TEXT NOT NULL DEFAULT ''`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

@@ -81,6 +81,9 @@ type Agent struct {
 	LastMessage  string
 	PolicyDigest string
 	Address      string
+	// Quarantined lists the addresses the agent's Shield reported dropping
+	// in its last pulse (comma-separated).
+	Quarantined string
 }
 
 // Enrollment is a pending credential-activation challenge.
@@ -105,6 +108,7 @@ type PulseUpdate struct {
 	Message      string
 	PolicyDigest string
 	Address      string
+	Quarantined  string
 	// Evidence fields are written only when Evidence is true (the pulse's
 	// quote and logs verified); a rejected pulse must not move them.
 	Evidence          bool
@@ -210,7 +214,7 @@ func fromNanos(n int64) time.Time {
 
 const agentColumns = `id, partition, tpm, ek_public, ek_sha256, ek_certificate, ak_public, ak_name, enrolled_at,
 	last_seq, reset_count, restart_count, tpm_clock, firmware_log_sha256, runtime_records, runtime_count,
-	last_pulse_at, last_verdict, last_reason, last_message, policy_digest, address`
+	last_pulse_at, last_verdict, last_reason, last_message, policy_digest, address, quarantined`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -227,7 +231,7 @@ func scanAgent(row scanner) (*Agent, error) {
 	)
 	err := row.Scan(&a.ID, &a.Partition, &tpm, &ekPub, &ekSHA, &ekCert, &akPub, &akName, &enrolled,
 		&seq, &reset, &restart, &clock, &fwSHA, &rtR, &runtimeCount,
-		&lastPulse, &verdict, &reason, &a.LastMessage, &a.PolicyDigest, &a.Address)
+		&lastPulse, &verdict, &reason, &a.LastMessage, &a.PolicyDigest, &a.Address, &a.Quarantined)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -419,14 +423,14 @@ func (s *Store) RecordPulse(ctx context.Context, agentID string, u PulseUpdate) 
 	)
 	if u.Evidence {
 		res, err = s.db.ExecContext(ctx, s.q(`UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
-			last_message = ?, policy_digest = ?, address = ?, last_seq = ?, reset_count = ?, restart_count = ?,
+			last_message = ?, policy_digest = ?, address = ?, quarantined = ?, last_seq = ?, reset_count = ?, restart_count = ?,
 			tpm_clock = ?, firmware_log_sha256 = ?, runtime_records = ?, runtime_count = ? WHERE id = ?`),
-			nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, int64(u.Seq), int64(u.ResetCount),
+			nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined, int64(u.Seq), int64(u.ResetCount),
 			int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256), nilIfEmpty(u.RuntimeRecords), int64(u.RuntimeCount), agentID)
 	} else {
 		res, err = s.db.ExecContext(ctx, s.q(`UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
-			last_message = ?, policy_digest = ?, address = ? WHERE id = ?`),
-			nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, agentID)
+			last_message = ?, policy_digest = ?, address = ?, quarantined = ? WHERE id = ?`),
+			nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined, agentID)
 	}
 	if err != nil {
 		return fmt.Errorf("store: record pulse for %s: %w", agentID, err)

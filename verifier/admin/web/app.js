@@ -31,7 +31,12 @@
 
   function badge(verdict) {
     const k = verdictKey(verdict);
-    return el("span", "badge verdict-" + k, k === "UNKNOWN" ? (verdict || "UNKNOWN") : k);
+    if (k !== "UNKNOWN") return el("span", "badge verdict-" + k, k);
+    // Enrolled but not verified yet (UNSPECIFIED), or a verdict this page
+    // does not know: grey.
+    const b = el("span", "badge verdict-UNKNOWN", verdict === "UNSPECIFIED" || !verdict ? "PENDING" : verdict);
+    b.title = "no verdict yet";
+    return b;
   }
 
   function ago(now, t) {
@@ -76,7 +81,7 @@
     const parts = [];
     for (const k of Object.keys(ORDER).sort((x, y) => ORDER[x] - ORDER[y])) {
       if (!counts[k]) continue;
-      const b = el("span", "badge verdict-" + k, k + " " + counts[k]);
+      const b = el("span", "badge verdict-" + k, (k === "UNKNOWN" ? "PENDING" : k) + " " + counts[k]);
       b.setAttribute("data-summary", k);
       parts.push(b);
     }
