@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -14,6 +15,8 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/pulse-attest/pulse/internal/pki"
 	"github.com/pulse-attest/pulse/internal/pulsesig"
@@ -62,14 +65,20 @@ func (a *Agent) dial() (*session, error) {
 	tlsCfg := a.tlsBase.Clone()
 	pinned := cert
 	tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return pinned, nil }
-	cc, err := grpc.NewClient(a.cfg.Verifier,
+	target, extra := dialTarget(a.cfg.VerifierAddrs())
+	if tlsCfg.ServerName == "" {
+		if host, _, err := net.SplitHostPort(a.cfg.VerifierAddrs()[0]); err == nil {
+			tlsCfg.ServerName = host
+		}
+	}
+	cc, err := grpc.NewClient(target, append(extra,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 500 * time.Millisecond, Multiplier: 2, Jitter: 0.2, MaxDelay: 30 * time.Second},
 			MinConnectTimeout: 10 * time.Second,
 		}),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 60 * time.Second, Timeout: 20 * time.Second}),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", a.cfg.Verifier, err)
 	}
@@ -119,4 +128,21 @@ func (s *session) close(log hclog.Logger) {
 	if err := s.cc.Close(); err != nil {
 		log.Debug("close connection", "error", err)
 	}
+}
+
+// dialTarget turns the verifier addresses into a gRPC target. Several
+// replicas go through a static resolver with pick_first: the agent uses the
+// first replica that answers and moves to another when it goes away.
+func dialTarget(addrs []string) (string, []grpc.DialOption) {
+	if len(addrs) == 1 {
+		return addrs[0], nil
+	}
+	r := manual.NewBuilderWithScheme("pulse-verifiers")
+	state := resolver.State{}
+	for _, a := range addrs {
+		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
+	}
+	r.InitialState(state)
+	return r.Scheme() + ":///verifiers", []grpc.DialOption{grpc.WithResolvers(r),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"pick_first":{"shuffleAddressList":true}}]}`)}
 }

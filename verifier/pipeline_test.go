@@ -9,9 +9,12 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pulse-attest/pulse/internal/pki"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/simulator/simtest"
+	"github.com/pulse-attest/pulse/tpm/cel"
 	"github.com/pulse-attest/pulse/tpm/eventlog"
+	"github.com/pulse-attest/pulse/verifier/verifiertest"
 )
 
 func wantVerdict(t *testing.T, resp *pulsev1.PulseResponse, v pulsev1.Verdict, r pulsev1.Reason) {
@@ -209,6 +212,9 @@ func TestPipeline(t *testing.T) {
 		if res.GetEnrolled() || res.GetReason() != pulsev1.Reason_REASON_EK_MISMATCH {
 			t.Fatalf("clone enrollment: %v %s", res.GetReason(), res.GetMessage())
 		}
+		if n := len(alertsOf(t, openStore(t, e), "edge-a", "identity_takeover")); n != 1 {
+			t.Fatalf("%d identity_takeover alerts, want 1", n)
+		}
 		wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
 	})
 
@@ -327,5 +333,32 @@ func TestHandshakeRefusals(t *testing.T) {
 	foreign := newForeignCert(t)
 	if err := dial(e.tlsConfigFor(foreign)); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("client with a foreign certificate: %v", err)
+	}
+}
+
+// TestAgentKeyTypes: ECDSA, Ed25519 and RSA-PSS agent keys all sign pulses
+// the verifier accepts.
+func TestAgentKeyTypes(t *testing.T) {
+	e := newEnv(t, "rhel8-uefi")
+	if e == nil {
+		return
+	}
+	dev := e.openTPM(e.sw)
+	// The clients share one TPM, so each carries the runtime log so far.
+	var records []cel.Record
+	for _, kt := range []pki.KeyType{pki.KeyECDSAP256, pki.KeyEd25519, pki.KeyRSA3072} {
+		t.Run(string(kt), func(t *testing.T) {
+			a := verifiertest.NewClientWithKey(t, e.daemon.Addr(), e.caFile, e.ca, "edge-"+string(kt), kt, dev, e.fwLog)
+			if res := a.Enroll(); !res.GetEnrolled() {
+				t.Fatal(res.GetMessage())
+			}
+			a.Records = records
+			a.MeasureBinary()
+			records = a.Records
+			a.Challenge()
+			wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+			wantVerdict(t, a.Pulse(func(p *parts) { p.After = func(r *pulsev1.PulseRequest) { r.Signature[len(r.Signature)-1] ^= 1 } }),
+				untrusted, pulsev1.Reason_REASON_BAD_SIGNATURE)
+		})
 	}
 }

@@ -162,9 +162,12 @@ func (v *Verifier) ActivateCredential(ctx context.Context, req *pulsev1.Activate
 	return &pulsev1.EnrollResult{Enrolled: true, Reason: pulsev1.Reason_REASON_OK, Message: "enrolled"}, nil
 }
 
-// raiseTakeover reports an identity takeover attempt (alert-worthy).
+// raiseTakeover raises an identity takeover attempt: the same agent ID
+// from another TPM is never a re-enrollment.
 func (v *Verifier) raiseTakeover(p Peer, what string) {
-	v.log.Error("ALERT identity takeover attempt", "agent_id", p.AgentID, "peer_addr", p.Addr, "detail", what, "alert", "identity_takeover", "severity", 1)
+	v.raise(context.Background(), &store.Alert{DedupKey: fmt.Sprintf("takeover:%s:%d", p.AgentID, v.now().UnixNano()), AgentID: p.AgentID,
+		Kind: AlertIdentityTakeover, Severity: 1, Reason: pulsev1.Reason_REASON_EK_MISMATCH.String(),
+		Message: fmt.Sprintf("identity takeover attempt from %s: %s", p.Addr, what)})
 }
 
 // Challenge issues a nonce bound to the calling agent.

@@ -46,7 +46,9 @@ const (
 type Config struct {
 	// File is the path the configuration was loaded from.
 	File string
-	// Verifier is the verifier's gRPC address, host:port.
+	// Verifier is the verifier's gRPC address, host:port, or several
+	// replicas' addresses separated by commas (the agent fails over between
+	// them; any replica serves any agent).
 	Verifier string
 	TLS      TLS
 	// TPM is the TPM spec (tpm.ParseSpec): auto, none, sim, swtpm:SOCKET or
@@ -260,7 +262,24 @@ func str(p *string, def string) string {
 	return *p
 }
 
-func checkVerifier(f *hclconf.File, addr string) {
+func checkVerifier(f *hclconf.File, addrs string) {
+	for _, addr := range strings.Split(addrs, ",") {
+		checkVerifierAddr(f, strings.TrimSpace(addr))
+	}
+}
+
+// VerifierAddrs returns the verifier replicas' addresses.
+func (c *Config) VerifierAddrs() []string {
+	var out []string
+	for _, a := range strings.Split(c.Verifier, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func checkVerifierAddr(f *hclconf.File, addr string) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		f.Errorf([]string{"verifier"}, "invalid verifier address", "%q: want host:port (%v)", addr, err)

@@ -52,7 +52,13 @@ type Client struct {
 // mTLS and, when dev is not nil, loads the TPM's AK.
 func NewClient(t *testing.T, addr, caFile string, ca *pki.CA, id string, dev *tpm.TPM, fwLog []byte) *Client {
 	t.Helper()
-	cert, err := pki.Issue(ca, pki.Request{Role: pki.RoleAgent, ID: id})
+	return NewClientWithKey(t, addr, caFile, ca, id, pki.KeyECDSAP256, dev, fwLog)
+}
+
+// NewClientWithKey is NewClient with the agent certificate's key type.
+func NewClientWithKey(t *testing.T, addr, caFile string, ca *pki.CA, id string, kt pki.KeyType, dev *tpm.TPM, fwLog []byte) *Client {
+	t.Helper()
+	cert, err := pki.Issue(ca, pki.Request{Role: pki.RoleAgent, ID: id, KeyType: kt})
 	if err != nil {
 		t.Fatal(err)
 	}
