@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pulse-attest/pulse/internal/pgtest"
 	"github.com/pulse-attest/pulse/internal/pki"
 	"github.com/pulse-attest/pulse/simulator"
 	"github.com/pulse-attest/pulse/simulator/simtest"
@@ -38,7 +39,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	code := m.Run()
+	code := pgtest.Main(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -62,6 +63,14 @@ type fleet struct {
 	mu       sync.Mutex
 	agents   map[string]*proc
 	ekRoots  []string
+	pgDSN    string
+}
+
+func storeBlock(pgDSN string) string {
+	if pgDSN == "" {
+		return "engine = \"sqlite\"\n  dsn    = \"verifier.db\""
+	}
+	return fmt.Sprintf("engine = \"postgres\"\n  dsn    = %q", pgDSN)
 }
 
 // proc is a running binary with its output in a log file.
@@ -134,8 +143,14 @@ func (p *proc) running() bool {
 // trusting the EK CAs of the given simulated TPMs; it starts the verifier.
 func newFleet(t *testing.T, policy string, tpms ...*simulator.Swtpm) *fleet {
 	t.Helper()
+	return newFleetWith(t, "", policy, tpms...)
+}
+
+// newFleetWith is newFleet on PostgreSQL when pgDSN is set.
+func newFleetWith(t *testing.T, pgDSN, policy string, tpms ...*simulator.Swtpm) *fleet {
+	t.Helper()
 	dir := t.TempDir()
-	f := &fleet{t: t, dir: dir, port: freePort(t), agents: map[string]*proc{}}
+	f := &fleet{t: t, dir: dir, port: freePort(t), agents: map[string]*proc{}, pgDSN: pgDSN}
 	pkiDir := filepath.Join(dir, "pki")
 	run(t, "pulsectl", "pki", "init", "--dir", pkiDir)
 	run(t, "pulsectl", "pki", "issue", "--dir", pkiDir, "--role", "verifier", "--id", "v1", "--dns", "localhost", "--ip", "127.0.0.1", "--out", filepath.Join(pkiDir, "verifier"))
@@ -161,8 +176,7 @@ tls {
   agent_ca = "pki/ca.pem"
 }
 store {
-  engine = "sqlite"
-  dsn    = "verifier.db"
+  %s
 }
 enrollment {
   ek_roots = %s
@@ -171,7 +185,8 @@ alerts {
   audit_log = "audit.log"
 }
 log_level = "debug"
-`, f.port, roots)
+replica_id = "r1"
+`, f.port, storeBlock(pgDSN), roots)
 	if err := os.WriteFile(f.vcfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +200,9 @@ log_level = "debug"
 		f.mu.Unlock()
 		f.verifier.stop(syscall.SIGTERM)
 		if t.Failed() {
-			for _, name := range []string{"verifier.log", "agents.log"} {
+			logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+			for _, path := range logs {
+				name := filepath.Base(path)
 				if b, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
 					t.Logf("---- %s (tail)\n%s", name, tail(string(b), 60))
 				}
@@ -271,7 +288,7 @@ bpf {
 // binary before exec'ing it.
 func (f *fleet) launchAgent(id, cfg, binary string) {
 	f.t.Helper()
-	p := f.start(binary, "agents.log", "launch", "--config", cfg, "--", "run", "--config", cfg)
+	p := f.start(binary, "agent-"+id+".log", "launch", "--config", cfg, "--", "run", "--config", cfg)
 	f.mu.Lock()
 	f.agents[id] = p
 	f.mu.Unlock()
@@ -325,7 +342,11 @@ func (f *fleet) waitVerdict(id, verdict, reason string, within time.Duration) ag
 
 func (f *fleet) store() *store.Store {
 	f.t.Helper()
-	s, err := store.Open(context.Background(), store.EngineSQLite, filepath.Join(f.dir, "verifier.db"))
+	engine, dsn := store.EngineSQLite, filepath.Join(f.dir, "verifier.db")
+	if f.pgDSN != "" {
+		engine, dsn = store.EnginePostgres, f.pgDSN
+	}
+	s, err := store.Open(context.Background(), engine, dsn)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -290,3 +290,32 @@ func allZero(b []byte) bool {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestLongStatePath: a state directory too deep for a unix socket path gets
+// its sockets in a short temporary directory, removed again by Stop.
+func TestLongStatePath(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 60))
+	sw, err := simulator.Start(simulator.Options{StateDir: dir, Template: simtest.Template(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sw.Stop() })
+	sockDir := sw.State().SocketDir
+	if sockDir == "" || len(sw.ServerSocket()) > 100 {
+		t.Fatalf("socket %q (%d bytes) in %q", sw.ServerSocket(), len(sw.ServerSocket()), sockDir)
+	}
+	tp, err := sw.Open(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tp.ReadPCRs(tpm.AlgSHA256, []uint32{0}); err != nil {
+		t.Fatal(err)
+	}
+	tp.Close()
+	if err := sw.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(sockDir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket dir left behind: %v", err)
+	}
+}

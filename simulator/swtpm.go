@@ -17,7 +17,25 @@
 //
 // swtpm's control channel is not the mssim platform protocol: a reboot is
 // CMD_INIT (swtpm_ioctl -i) followed by TPM2_Startup(CLEAR); no power
-// commands are ever sent.
+// commands are ever sent. A log whose StartupLocality record says 3 (a
+// machine whose TPM was started by an H-CRTM) is booted by setting the
+// locality to 3 with CMD_SET_LOCALITY (swtpm_ioctl -l 3) before
+// TPM2_Startup, which makes PCR 0 start at 0...03, and back to 0 after.
+//
+// PCR banks: SHA-1 and SHA-256 are active (DefaultPCRBanks). Quotes use
+// SHA-256; the SHA-1 bank lets legacy SHA-1-only logs (the debian-10
+// fixture) be booted and checked too, at no cost to quote time. Boot extends
+// the banks both the log and the TPM have; a bank the log lacks stays zero.
+//
+// Notes on swtpm 0.7 seen here: swtpm_setup creates an RSA 2048 EK at
+// 0x81010001 with its certificate at NV 0x01c00002, and an ECC *P-384* EK at
+// 0x81010016 with its certificate at 0x01c00016, but no low-range ECC P-256
+// EK certificate (0x01c0000a). The EK certificate is signed by an
+// intermediate (STATE/localca/issuercert.pem) under the root
+// (swtpm-localca-rootca-cert.pem) and carries a critical SAN Go's x509 does
+// not handle. libtpms answers TPM_RC_RETRY to the first use of some
+// algorithms and TPM_RC_FAILURE (without entering failure mode) to a
+// credential whose seed does not decrypt under the EK.
 package simulator
 
 import (

@@ -452,6 +452,62 @@ func TestNoHandleLeaks(t *testing.T) {
 	}
 }
 
+// TestConcurrentUse quotes, reads and extends from several goroutines: the
+// TPM serialises commands, and every quote still verifies.
+func TestConcurrentUse(t *testing.T) {
+	tp := openSwtpm(t, "")
+	ak, err := tp.AK(tpm.AKOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 4)
+	for g := 0; g < 4; g++ {
+		go func() {
+			for i := 0; i < 10; i++ {
+				n := make([]byte, 32)
+				n[0], n[1] = byte(g), byte(i)
+				a, s, err := tp.Quote(ak, []uint32{0, 1, 2}, n)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if _, err := quote.ParseAKPublic(ak.Public()); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := tp.ReadPCRs(tpm.AlgSHA256, []uint32{23}); err != nil {
+					errs <- err
+					return
+				}
+				// PCRs 0-2 are not extended here, so each quote verifies
+				// against the current values.
+				vals, err := tp.ReadPCRs(tpm.AlgSHA256, []uint32{0, 1, 2})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if _, err := quote.Verify(ak.Public(), a, s, n, vals); err != nil {
+					errs <- err
+					return
+				}
+				if err := tp.Extend(23, map[uint16][]byte{tpm.AlgSHA256: n, tpm.AlgSHA1: n[:20]}); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := tp.TransientHandles(); err != nil || n != 0 {
+		t.Fatalf("%d transient handles left (%v)", n, err)
+	}
+}
+
 // TestSim runs the AK and quote path on the in-process simulator.
 func TestSim(t *testing.T) {
 	if !tpm.SimAvailable {

@@ -79,11 +79,15 @@ const (
 	rcRetry   = 0x922
 )
 
+// retryPause is the first pause before resending (doubled each time, at most
+// 500ms; 13 attempts span about 2.5s).
+var retryPause = time.Millisecond
+
 // sendRetrying sends cmd and resends it, with a growing pause, while the TPM
 // answers TPM_RC_RETRY, TPM_RC_YIELDED or TPM_RC_TESTING (libtpms answers
 // RETRY to the first use of an algorithm it has not self-tested yet).
 func sendRetrying(send func([]byte) ([]byte, error), cmd []byte) ([]byte, error) {
-	pause := time.Millisecond
+	pause := retryPause
 	for attempt := 0; ; attempt++ {
 		rsp, err := send(cmd)
 		if err != nil {

@@ -47,6 +47,7 @@ func (v *Verifier) raise(ctx context.Context, a *store.Alert) {
 	if !raised {
 		return
 	}
+	v.metrics.AlertRaised(a.Kind, a.Severity)
 	v.log.Warn("alert raised", "alert_id", a.ID, "agent_id", a.AgentID, "kind", a.Kind, "severity", a.Severity, "reason", a.Reason, "detail", a.Message)
 	if v.alerter != nil {
 		v.alerter.Alert(a)
@@ -365,6 +366,16 @@ func (v *Verifier) sweep(ctx context.Context, every time.Duration) {
 
 func (v *Verifier) sweepOnce(ctx context.Context) {
 	now := v.now()
+	if v.metrics != nil && now.Sub(v.lastStatus) >= 10*time.Second {
+		v.lastStatus = now
+		if agents, err := v.store.ListAgents(ctx); err == nil {
+			counts := map[string]int{}
+			for _, a := range agents {
+				counts[pulsev1.Verdict(a.LastVerdict).String()]++
+			}
+			v.metrics.SetAgentsByStatus(counts)
+		}
+	}
 	over, err := v.store.Overdue(ctx, now)
 	if err != nil {
 		v.log.Warn("sweep failed", "error", err)

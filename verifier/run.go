@@ -16,8 +16,10 @@ import (
 	"github.com/pulse-attest/pulse/internal/tlsconfig"
 	"github.com/pulse-attest/pulse/policy"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/verifier/admin"
 	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/ektrust"
+	"github.com/pulse-attest/pulse/verifier/metrics"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
@@ -41,6 +43,15 @@ type Daemon struct {
 	log      hclog.Logger
 	cancel   context.CancelFunc
 	alerter  *dispatchAlerter
+	admin    *admin.Server
+}
+
+// AdminAddr is the admin listener's address ("" when disabled).
+func (d *Daemon) AdminAddr() string {
+	if d.admin == nil {
+		return ""
+	}
+	return d.admin.Addr()
 }
 
 // Start opens the store, loads the policy (failing closed when it does not
@@ -73,7 +84,15 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 	if err != nil {
 		return fail(err)
 	}
-	o := Options{Config: cfg, Store: st, Policies: w, EKTrust: trust, Logger: log, Replica: cfg.Replica, Alerter: alerter}
+	reg := metrics.NewRegistry()
+	m, err := metrics.New(reg)
+	if err != nil {
+		return fail(err)
+	}
+	if err := watchComponents(m, w, alerter.d); err != nil {
+		return fail(err)
+	}
+	o := Options{Config: cfg, Store: st, Policies: w, EKTrust: trust, Logger: log, Replica: cfg.Replica, Alerter: alerter, Metrics: m}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -97,8 +116,16 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	pulsev1.RegisterAttestationServer(srv, v)
+	var adm *admin.Server
+	if cfg.AdminListen != "" {
+		if adm, err = startAdmin(cfg, cfg.AdminTokenFile, v, reg, log.Named("admin")); err != nil {
+			lis.Close()
+			return fail(err)
+		}
+		log.Info("admin listener", "listen", adm.Addr())
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	d := &Daemon{Verifier: v, Store: st, Watcher: w, grpc: srv, lis: lis, log: log, cancel: cancel, alerter: alerter}
+	d := &Daemon{Verifier: v, Store: st, Watcher: w, grpc: srv, lis: lis, log: log, cancel: cancel, alerter: alerter, admin: adm}
 	go w.Run(ctx, PolicyPollInterval)
 	go v.sweep(ctx, SweepInterval)
 	go v.deliverDirectives(ctx, DirectivePollInterval)
@@ -142,6 +169,11 @@ func (d *Daemon) Stop() {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		d.grpc.Stop()
+	}
+	if d.admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		d.admin.Stop(ctx) //nolint:errcheck // best effort on shutdown
+		cancel()
 	}
 	d.cancel()
 	d.alerter.close()

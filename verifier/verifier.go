@@ -19,6 +19,7 @@ import (
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/ektrust"
+	"github.com/pulse-attest/pulse/verifier/metrics"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
@@ -42,7 +43,10 @@ type Verifier struct {
 	now      func() time.Time
 	replica  string
 	alerter  Alerter
+	metrics  *metrics.Metrics
 	started  time.Time
+	// lastStatus is when agents-by-status was last exported (sweeper only).
+	lastStatus time.Time
 
 	statsMu sync.Mutex
 	stats   map[pulsev1.Verdict]uint64
@@ -61,6 +65,8 @@ type Options struct {
 	Replica string
 	// Alerter receives raised alerts (webhooks, audit log); may be nil.
 	Alerter Alerter
+	// Metrics records Prometheus metrics; may be nil.
+	Metrics *metrics.Metrics
 }
 
 // New builds a verifier over an open store.
@@ -87,6 +93,7 @@ func New(o Options) (*Verifier, error) {
 		now:      now,
 		replica:  o.Replica,
 		alerter:  o.Alerter,
+		metrics:  o.Metrics,
 		started:  now(),
 		stats:    map[pulsev1.Verdict]uint64{},
 	}, nil

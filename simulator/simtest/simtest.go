@@ -70,11 +70,16 @@ func start(t testing.TB, bootLog string, fresh bool) *simulator.Swtpm {
 	return sw
 }
 
-// Logger returns an hclog logger writing to the test log.
+// Logger returns an hclog logger writing to the test log: everything with
+// -v, warnings and errors otherwise.
 func Logger(t testing.TB) hclog.Logger {
+	level := hclog.Warn
+	if testing.Verbose() {
+		level = hclog.Debug
+	}
 	return hclog.New(&hclog.LoggerOptions{
 		Name:   "test",
-		Level:  hclog.Debug,
+		Level:  level,
 		Output: testWriter{t},
 	})
 }

@@ -39,6 +39,9 @@ type Config struct {
 	// Replica names this replica (default: hostname-pid).
 	Replica string
 	Alerts  Alerts
+	// AdminTokenFile holds a bearer token for the admin listener (mode 0600);
+	// empty means operator certificates only.
+	AdminTokenFile string
 }
 
 // Alerts configures where alerts go besides the structured log.
@@ -113,6 +116,7 @@ type file struct {
 	LogJSON      bool            `hcl:"log_json,optional"`
 	Replica      string          `hcl:"replica_id,optional"`
 	Alerts       *fileAlerts     `hcl:"alerts,block"`
+	AdminToken   string          `hcl:"admin_token_file,optional"`
 }
 
 type fileAlerts struct {
@@ -177,6 +181,10 @@ func decode(f *hclconf.File) (*Config, error) {
 	checkAddr(f, c.Listen, "listen")
 	if c.AdminListen != "" {
 		checkAddr(f, c.AdminListen, "admin_listen")
+	}
+	if raw.AdminToken != "" {
+		c.AdminTokenFile = f.Path(raw.AdminToken)
+		f.RequireFile(c.AdminTokenFile, "admin_token_file")
 	}
 	switch c.LogLevel {
 	case "":

@@ -1,0 +1,11 @@
+// Command pulse-loadgen drives a Pulse verifier with a fleet of virtual
+// agents (package loadgen) and reports throughput, latency and whether every
+// pulse got the verdict it deserved. Load tests only: its agents are written
+// straight into the verifier's store (see loadgen's documentation).
+package main
+
+import "github.com/pulse-attest/pulse/internal/cli"
+
+var commands = cli.NewRegistry("pulse-loadgen")
+
+func main() { commands.Exit() }

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/pulse-attest/pulse/internal/cli"
+	"github.com/pulse-attest/pulse/loadgen"
+)
+
+func init() {
+	commands.Register(cli.Command{Name: "run", Summary: "run a load test (--embedded, or --verifier ADDR --ca --ca-key --store-dsn)", Run: runLoad})
+	commands.Register(cli.Command{Name: "prepare", Summary: "write CA, verifier certificate, policy and verifier.hcl for an external verifier (--dir)", Run: runPrepare})
+}
+
+func runLoad(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c loadgen.Config
+	fs.IntVar(&c.Agents, "agents", 100, "virtual agents")
+	fs.DurationVar(&c.Interval, "interval", 30*time.Second, "pulse interval")
+	fs.DurationVar(&c.Duration, "duration", 60*time.Second, "load phase length (the run stops by itself)")
+	fs.DurationVar(&c.Ramp, "ramp", -1, "spread of the agents' first connections (default: the interval)")
+	fs.Float64Var(&c.Jitter, "jitter", 0.1, "relative jitter of each interval (0.1 = ±5%)")
+	fs.Float64Var(&c.ReplayShare, "replay-share", 0, "share of agents replaying a captured pulse")
+	fs.Float64Var(&c.BadSignatureShare, "bad-signature-share", 0, "share of agents signing with a wrong key")
+	fs.Float64Var(&c.StaleNonceShare, "stale-nonce-share", 0, "share of agents reusing a spent nonce")
+	fs.Float64Var(&c.SilentShare, "silent-share", 0, "share of agents going silent after one pulse")
+	fs.StringVar(&c.IDPrefix, "id-prefix", "lg", "agent ID prefix")
+	fs.StringVar(&c.Partition, "partition", "loadgen", "agents' partition")
+	fs.StringVar(&c.FirmwareLog, "firmware-log", "testdata/eventlogs/rhel8-uefi.bin", "firmware event log the virtual devices booted (Secure Boot on)")
+	fs.BoolVar(&c.Embedded, "embedded", false, "start a verifier in this process")
+	fs.StringVar(&c.StoreEngine, "store", "sqlite", "store engine: sqlite or postgres (embedded: a throwaway cluster unless --store-dsn)")
+	fs.StringVar(&c.StoreEngine, "store-engine", "sqlite", "alias of --store")
+	fs.StringVar(&c.StoreDSN, "store-dsn", "", "store DSN (external verifier: its store, for pre-registration and checks)")
+	fs.BoolVar(&c.PostgresDurable, "pg-durable", false, "throwaway PostgreSQL waits for WAL flushes (synchronous_commit=on)")
+	fs.StringVar(&c.Preregister, "preregister", "", "write agents into the store: before (verifier start, embedded), running, none")
+	fs.IntVar(&c.Missed, "missed", 3, "embedded policy: missed pulses before BLINDED")
+	fs.DurationVar(&c.Grace, "grace", 10*time.Second, "embedded policy: grace after verifier start")
+	fs.StringVar(&c.VerifierAddr, "verifier", "", "external verifier address (127.0.0.1:PORT)")
+	fs.StringVar(&c.CAFile, "ca", "", "external: the verifier's agent CA certificate")
+	fs.StringVar(&c.CAKeyFile, "ca-key", "", "external: the agent CA's key (mints agent certificates)")
+	fs.StringVar(&c.ServerCAFile, "server-ca", "", "external: CA of the verifier's certificate (default --ca)")
+	fs.StringVar(&c.ServerName, "server-name", "localhost", "verifier certificate name")
+	fs.IntVar(&c.VerifierPID, "verifier-pid", 0, "external: sample this process's RSS and CPU")
+	fs.BoolVar(&c.WaitBlinded, "wait-blinded", true, "extend the run until silent agents are due to be BLINDED (bounded by --max-wait)")
+	fs.DurationVar(&c.MaxWait, "max-wait", 3*time.Minute, "longest extension for silent agents")
+	fs.DurationVar(&c.SLOP99, "slo-p99", 50*time.Millisecond, "steady-state p99 Pulse latency that counts as holding")
+	fs.IntVar(&c.Workers, "workers", 0, "certificate minting goroutines (default: CPUs)")
+	summary := fs.String("summary", "", "write the JSON summary to this file")
+	vlog := fs.String("verifier-log", "", "embedded: append the verifier's log to this file")
+	fs.StringVar(&c.VerifierLogLevel, "verifier-log-level", "warn", "embedded: verifier log level")
+	quiet := fs.Bool("quiet", false, "no per-second report")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if c.Ramp < 0 {
+		c.Ramp = c.Interval
+	}
+	if !*quiet {
+		c.Out = stdout
+	}
+	if *vlog != "" {
+		f, err := os.OpenFile(*vlog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			fmt.Fprintf(stderr, "pulse-loadgen: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		c.VerifierLog = f
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	sum, err := loadgen.Run(ctx, c)
+	if err != nil {
+		fmt.Fprintf(stderr, "pulse-loadgen: %v\n", err)
+		return 1
+	}
+	if *summary != "" {
+		js, err := json.MarshalIndent(sum, "", "  ")
+		if err == nil {
+			err = os.WriteFile(*summary, append(js, '\n'), 0o644)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "pulse-loadgen: summary: %v\n", err)
+			return 1
+		}
+	}
+	loadgen.PrintSummary(stdout, sum)
+	if !sum.Pass {
+		return 1
+	}
+	return 0
+}
+
+func runPrepare(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("prepare", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "", "directory to write (required)")
+	engine := fs.String("store", "sqlite", "store engine: sqlite or postgres")
+	dsn := fs.String("store-dsn", "", "store DSN (sqlite: default DIR/state.db)")
+	listen := fs.String("listen", "127.0.0.1:7443", "verifier listen address")
+	interval := fs.Duration("interval", 30*time.Second, "policy heartbeat interval")
+	missed := fs.Int("missed", 3, "policy missed pulses before BLINDED")
+	grace := fs.Duration("grace", 10*time.Second, "policy grace after verifier start")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *dir == "" {
+		fmt.Fprintln(stderr, "pulse-loadgen prepare: --dir is required")
+		return 2
+	}
+	s, err := loadgen.Prepare(*dir, *engine, *dsn, *listen, loadgen.Heartbeat{Interval: *interval, Missed: *missed, Grace: *grace})
+	if err != nil {
+		fmt.Fprintf(stderr, "pulse-loadgen prepare: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "config=%s\nca=%s\nca_key=%s\nstore_engine=%s\nstore_dsn=%s\nlisten=%s\n", s.ConfigFile, s.CAFile, s.CAKeyFile, s.Engine, s.DSN, s.Listen)
+	return 0
+}

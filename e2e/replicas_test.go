@@ -1,0 +1,134 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pulse-attest/pulse/internal/pgtest"
+)
+
+const replicaPolicy = `
+policy "fleet" {
+  match {
+    agents = ["*"]
+  }
+  tpm = "required"
+  heartbeat {
+    interval = "2s"
+    missed   = 2
+    grace    = "2s"
+  }
+  on_failure {
+    isolate = true
+  }
+  measured_boot {
+    secure_boot {}
+  }
+}
+`
+
+// TestReplicas: two verifier replicas on one PostgreSQL serve any agent;
+// a silence is alerted exactly once although both replicas sweep; an
+// isolation raised on one replica reaches agents on the other; killing a
+// replica moves its agents to the other with no alert lost or doubled.
+func TestReplicas(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	if dsn == "" {
+		return
+	}
+	tpms := []string{"edge-1", "edge-2", "edge-3"}
+	f := newFleetWith(t, dsn, replicaPolicy)
+	sws := map[string]string{}
+	p1 := f.addr()
+	r2 := f.addReplica("r2")
+	p2 := fmt.Sprintf("127.0.0.1:%d", r2.port)
+	for _, id := range tpms {
+		sw := startTPM(t, "rhel8-uefi", false)
+		if sw == nil {
+			return
+		}
+		f.ekRoots = append(f.ekRoots, sw.LocalCACert())
+		cfg := f.agentConfig(id, sw, "")
+		switch id {
+		case "edge-1": // may use either replica
+			replaceInFile(t, cfg, `verifier     = "`+p1+`"`, `verifier     = "`+p1+","+p2+`"`)
+		case "edge-2": // only the second replica
+			replaceInFile(t, cfg, `verifier     = "`+p1+`"`, `verifier     = "`+p2+`"`)
+		}
+		sws[id] = cfg
+		f.launchAgent(id, cfg, bin("pulse-agent"))
+	}
+	for _, id := range tpms {
+		f.waitVerdict(id, trusted, "REASON_OK", 45*time.Second)
+	}
+
+	// edge-3 (on replica 1) goes silent: exactly one BLINDED alert, and its
+	// address is isolated — the directive reaches edge-2 on replica 2.
+	f.stopAgent("edge-3", syscall.SIGKILL)
+	f.waitVerdict("edge-3", "VERDICT_BLINDED", "REASON_SILENT", 20*time.Second)
+	time.Sleep(3 * time.Second)
+	if n := f.alerts("edge-3", "compromised"); n != 1 {
+		t.Fatalf("%d compromised alerts for one silence across two replicas, want 1", n)
+	}
+	waitLog(t, filepath.Join(f.dir, "agent-edge-2.log"), "offender=edge-3", 15*time.Second)
+
+	// Replica 1 dies: edge-1 carries on with replica 2, nobody is BLINDED.
+	f.verifier.stop(syscall.SIGKILL)
+	time.Sleep(8 * time.Second)
+	for _, id := range []string{"edge-1", "edge-2"} {
+		v, _ := f.show(id)
+		if v.Verdict != trusted {
+			t.Fatalf("%s after replica 1 died: %+v", id, v)
+		}
+		if n := f.alerts(id, "compromised"); n != 0 {
+			t.Fatalf("%s: %d false compromised alerts", id, n)
+		}
+	}
+	if n := f.alerts("edge-3", "compromised"); n != 1 {
+		t.Fatalf("edge-3 alerts after failover: %d", n)
+	}
+}
+
+// addReplica starts another verifier on the same store and PKI.
+func (f *fleet) addReplica(name string) *replica {
+	f.t.Helper()
+	r := &replica{port: freePort(f.t)}
+	b, err := os.ReadFile(f.vcfg)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	cfg := strings.Replace(string(b), fmt.Sprintf("listen = \"127.0.0.1:%d\"", f.port), fmt.Sprintf("listen = \"127.0.0.1:%d\"", r.port), 1)
+	cfg = strings.Replace(cfg, `replica_id = "r1"`, fmt.Sprintf("replica_id = %q", name), 1)
+	cfg = strings.Replace(cfg, `audit_log = "audit.log"`, fmt.Sprintf("audit_log = \"audit-%s.log\"", name), 1)
+	path := filepath.Join(f.dir, "verifier-"+name+".hcl")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+	r.proc = f.start("pulse-verifier", "verifier-"+name+".log", "run", "--config", path)
+	f.t.Cleanup(func() { r.proc.stop(syscall.SIGTERM) })
+	return r
+}
+
+type replica struct {
+	port int
+	proc *proc
+}
+
+func waitLog(t *testing.T, path, want string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), want) {
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(path)
+	t.Fatalf("%s never logged %q; tail:\n%s", filepath.Base(path), want, tail(string(b), 20))
+}

@@ -1,0 +1,121 @@
+package verifier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/verifier/admin"
+	"github.com/pulse-attest/pulse/verifier/store"
+)
+
+// AdminBackend serves the admin API (verifier/admin) from the store and this
+// replica's directive streams.
+type AdminBackend struct{ V *Verifier }
+
+var _ admin.Backend = AdminBackend{}
+
+// notFound maps store.ErrNotFound to admin.ErrNotFound with an operator's
+// message (the admin API sends 404 with it).
+func notFound(err error, format string, args ...any) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf(format+": %w", append(args, admin.ErrNotFound)...)
+	}
+	return err
+}
+
+func statusOf(a *store.Agent, open int, connected bool) admin.AgentStatus {
+	trust := admin.TrustTPM
+	if !a.TPM {
+		trust = admin.TrustMTLSOnly
+	}
+	return admin.AgentStatus{ID: a.ID, Partition: a.Partition, Trust: trust,
+		Verdict: pulsev1.Verdict(a.LastVerdict).String(), Reason: pulsev1.Reason(a.LastReason).String(), Message: a.LastMessage,
+		LastPulse: a.LastPulseAt, Connected: connected, OpenAlerts: open, PolicyDigest: a.PolicyDigest, Address: a.Address}
+}
+
+func (b AdminBackend) connected() map[string]bool {
+	m := map[string]bool{}
+	for _, id := range b.V.hub.connected() {
+		m[id] = true
+	}
+	return m
+}
+
+func (b AdminBackend) ListAgents(ctx context.Context) ([]admin.AgentStatus, error) {
+	agents, err := b.V.store.ListAgents(ctx)
+	if err != nil {
+		return nil, err
+	}
+	open, err := b.V.store.CountOpenAlerts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn := b.connected()
+	out := make([]admin.AgentStatus, 0, len(agents))
+	for _, a := range agents {
+		out = append(out, statusOf(a, open[a.ID], conn[a.ID]))
+	}
+	return out, nil
+}
+
+func (b AdminBackend) GetAgent(ctx context.Context, id string) (*admin.AgentDetail, error) {
+	a, err := b.V.store.GetAgent(ctx, id)
+	if err != nil {
+		return nil, notFound(err, "agent %s is not enrolled", id)
+	}
+	open, err := b.V.store.ListAlerts(ctx, store.AlertFilter{AgentID: id, OpenOnly: true, Limit: admin.MaxAlertLimit})
+	if err != nil {
+		return nil, err
+	}
+	hist, err := b.V.store.History(ctx, id, 50)
+	if err != nil {
+		return nil, err
+	}
+	d := &admin.AgentDetail{AgentStatus: statusOf(a, len(open), b.connected()[id])}
+	for _, h := range hist {
+		d.History = append(d.History, admin.HistoryEntry{At: h.At, Verdict: pulsev1.Verdict(h.Verdict).String(),
+			Reason: pulsev1.Reason(h.Reason).String(), Message: h.Message})
+	}
+	return d, nil
+}
+
+func (b AdminBackend) ListAlerts(ctx context.Context, f admin.AlertFilter) ([]admin.Alert, error) {
+	alerts, err := b.V.store.ListAlerts(ctx, store.AlertFilter{AgentID: f.AgentID, OpenOnly: f.OpenOnly, Limit: f.Limit})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]admin.Alert, 0, len(alerts))
+	for _, a := range alerts {
+		out = append(out, admin.Alert{ID: a.ID, AgentID: a.AgentID, Kind: a.Kind, Severity: a.Severity, Reason: a.Reason,
+			Message: a.Message, CreatedAt: a.CreatedAt, AckedAt: a.AckedAt, AckedBy: a.AckedBy})
+	}
+	return out, nil
+}
+
+func (b AdminBackend) AckAlert(ctx context.Context, id, by string) error {
+	// store.AckAlert answers ErrNotFound for unknown and already acknowledged alerts alike (404).
+	return notFound(b.V.store.AckAlert(ctx, id, by, time.Now()), "alert %s is unknown or already acknowledged", id)
+}
+
+func (b AdminBackend) ApproveUpdate(ctx context.Context, u admin.UpdateApproval) error {
+	return b.V.store.AddUpdateWindow(ctx, &store.UpdateWindow{Digest: u.Digest, Agents: u.Agents, Start: u.Start, End: u.End, CreatedBy: u.By})
+}
+
+func (b AdminBackend) Release(ctx context.Context, address, by string) error {
+	return notFound(b.V.Release(ctx, address, by), "%s is not quarantined", address)
+}
+
+func (b AdminBackend) Quarantined(ctx context.Context) ([]admin.Quarantine, error) {
+	qs, err := b.V.store.ListQuarantine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]admin.Quarantine, 0, len(qs))
+	for _, q := range qs {
+		out = append(out, admin.Quarantine{Address: q.Address, Offender: q.Offender, Reason: q.Reason, Since: q.Since})
+	}
+	return out, nil
+}

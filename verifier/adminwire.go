@@ -1,0 +1,57 @@
+package verifier
+
+import (
+	"fmt"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pulse-attest/pulse/policy"
+	"github.com/pulse-attest/pulse/verifier/admin"
+	"github.com/pulse-attest/pulse/verifier/alert"
+	"github.com/pulse-attest/pulse/verifier/config"
+	"github.com/pulse-attest/pulse/verifier/metrics"
+)
+
+// watchComponents makes the metrics read the policy watcher's and the alert
+// dispatcher's own counters at every scrape.
+func watchComponents(m *metrics.Metrics, w *policy.Watcher, d *alert.Dispatcher) error {
+	m.WatchPolicy(func() metrics.PolicyStatus {
+		s := w.Stats()
+		return metrics.PolicyStatus{Loads: s.Loads, Rejected: s.Rejected, Failing: s.Failing, Digest: s.Digest, LoadedAt: s.LoadedAt}
+	})
+	if d == nil {
+		return nil
+	}
+	return m.WatchAlertDispatch(func() metrics.DispatchCounts {
+		s := d.Stats()
+		out := metrics.DispatchCounts{Rejected: s.Rejected, AuditFailed: s.AuditFailed, Webhooks: map[string]metrics.WebhookCounts{}}
+		for name, h := range s.Webhooks {
+			out.Webhooks[name] = metrics.WebhookCounts{Delivered: h.Delivered, Failed: h.Failed, Dropped: h.Dropped, Retried: h.Retried, Queued: h.Queued}
+		}
+		return out
+	})
+}
+
+// startAdmin starts the operator listener on cfg.AdminListen (skip the call
+// when it is empty). tokenFile is the new config key admin_token_file
+// (empty: operator certificates only).
+func startAdmin(cfg *config.Config, tokenFile string, v *Verifier, reg *prometheus.Registry, log hclog.Logger) (*admin.Server, error) {
+	var token string
+	if tokenFile != "" {
+		var err error
+		if token, err = admin.ReadTokenFile(tokenFile); err != nil {
+			return nil, fmt.Errorf("verifier: %w", err)
+		}
+	}
+	h, err := admin.New(admin.Options{Backend: AdminBackend{V: v}, Registry: reg, Logger: log, Token: token})
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg, _, err := admin.TLSConfig(admin.TLSOptions{CertFile: cfg.TLS.Cert, KeyFile: cfg.TLS.Key,
+		OperatorCAFile: cfg.TLS.OperatorCA, AllowNoClientCert: token != "", Logger: log.Named("admin_tls")})
+	if err != nil {
+		return nil, err
+	}
+	return admin.Listen(cfg.AdminListen, tlsCfg, h, log)
+}
