@@ -31,7 +31,7 @@ lint: fmt-check vet staticcheck ## gofmt, go vet, staticcheck
 
 generate: ## regenerate protobuf and bpf2go output (needs protoc, clang)
 	scripts/gen-proto.sh
-	@if [ -f bpf/gen.sh ]; then bpf/gen.sh; fi
+	$(GO) generate ./bpf
 
 generate-check: ## fail when committed generated code is stale
 	scripts/generate-check.sh

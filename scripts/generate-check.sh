@@ -22,9 +22,7 @@ for f in "$tmp"/proto/pulse/v1/*.go; do
   [ -f "$root/$rel" ] || { echo "generate-check: $rel is missing (run 'make generate')" >&2; status=1; }
 done
 
-if [ -x "$root/bpf/gen-check.sh" ]; then
-  "$root/bpf/gen-check.sh" || status=1
-fi
+sh "$root/bpf/gen-check.sh" || status=1
 
 [ $status -eq 0 ] && echo "generate-check: generated code is fresh"
 exit $status
