@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pulse-attest/pulse/internal/pgtest"
+	"github.com/pulse-attest/pulse/simulator"
 )
 
 const replicaPolicy = `
@@ -42,25 +43,25 @@ func TestReplicas(t *testing.T) {
 		return
 	}
 	tpms := []string{"edge-1", "edge-2", "edge-3"}
-	f := newFleetWith(t, dsn, replicaPolicy)
-	sws := map[string]string{}
+	// simtest TPMs share one EK CA, so the first one's roots serve all.
+	sws := map[string]*simulator.Swtpm{}
+	for _, id := range tpms {
+		if sws[id] = startTPM(t, "rhel8-uefi", false); sws[id] == nil {
+			return
+		}
+	}
+	f := newFleetWith(t, dsn, replicaPolicy, sws["edge-1"])
 	p1 := f.addr()
 	r2 := f.addReplica("r2")
 	p2 := fmt.Sprintf("127.0.0.1:%d", r2.port)
 	for _, id := range tpms {
-		sw := startTPM(t, "rhel8-uefi", false)
-		if sw == nil {
-			return
-		}
-		f.ekRoots = append(f.ekRoots, sw.LocalCACert())
-		cfg := f.agentConfig(id, sw, "")
+		cfg := f.agentConfig(id, sws[id], "")
 		switch id {
 		case "edge-1": // may use either replica
 			replaceInFile(t, cfg, `verifier     = "`+p1+`"`, `verifier     = "`+p1+","+p2+`"`)
 		case "edge-2": // only the second replica
 			replaceInFile(t, cfg, `verifier     = "`+p1+`"`, `verifier     = "`+p2+`"`)
 		}
-		sws[id] = cfg
 		f.launchAgent(id, cfg, bin("pulse-agent"))
 	}
 	for _, id := range tpms {
