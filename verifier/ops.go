@@ -90,10 +90,9 @@ func (v *Verifier) afterPulse(ctx context.Context, p Peer, o *Outcome) {
 	if pol != nil {
 		hb = pol.Heartbeat
 	}
-	// Any authenticated pulse proves the agent is not silent.
-	if err := v.store.SetDeadline(ctx, o.agent.ID, hb.Interval, now.Add(hb.Deadline())); err != nil {
-		v.log.Error("setting deadline failed", "agent_id", o.agent.ID, "error", err)
-	}
+	// Any authenticated pulse proves the agent is not silent (written with
+	// the pulse's record).
+	o.update.Deadline, o.update.Interval = now.Add(hb.Deadline()), hb.Interval
 	if o.Verdict == pulsev1.Verdict_VERDICT_TRUSTED && o.evidence != nil && o.evidence.Runtime != nil {
 		v.checkLastKnownGood(ctx, o, pol, now)
 	}
@@ -136,11 +135,7 @@ func (v *Verifier) shouldIsolate(o *Outcome, pol *policy.Policy) bool {
 func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *policy.Policy, now time.Time) {
 	rt := o.evidence.Runtime
 	cur := store.LKG{BinarySHA256: rt.AgentBinarySHA256, BPF: bpfString(rt.BPFPrograms), At: now}
-	lkg, err := v.store.GetLKG(ctx, o.agent.ID)
-	if err != nil {
-		v.log.Error("reading last-known-good failed", "agent_id", o.agent.ID, "error", err)
-		return
-	}
+	lkg := o.agent.LKG
 	if lkg.BinarySHA256 == "" {
 		if err := v.store.SetLKG(ctx, o.agent.ID, cur); err != nil {
 			v.log.Error("setting last-known-good failed", "agent_id", o.agent.ID, "error", err)

@@ -185,7 +185,11 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	for _, pv := range q.GetPcrs() {
 		pcrs[pv.GetIndex()] = pv.GetDigest()
 	}
-	res, err := quote.Verify(agent.AKPublic, q.GetAttest(), q.GetSignature(), payloadSum[:], pcrs)
+	ak, err := v.parsedAK(agent.AKPublic)
+	if err != nil {
+		return o.untrusted(quoteReason(err), "enrolled AK: %v", err)
+	}
+	res, err := ak.Verify(q.GetAttest(), q.GetSignature(), payloadSum[:], pcrs)
 	if err != nil {
 		return o.untrusted(quoteReason(err), "quote: %v", err)
 	}
@@ -482,4 +486,18 @@ func buildEvidence(a *store.Agent, quoted bool, p *pulsev1.PulsePayload, fw *eve
 		ev.Runtime = r
 	}
 	return ev
+}
+
+// parsedAK returns the parsed attestation key, cached by its public area:
+// parsing a TPMT_PUBLIC is a reflection-heavy unmarshal worth doing once.
+func (v *Verifier) parsedAK(akPublic []byte) (*quote.AK, error) {
+	if ak, ok := v.aks.Load(string(akPublic)); ok {
+		return ak.(*quote.AK), nil
+	}
+	ak, err := quote.ParseAK(akPublic)
+	if err != nil {
+		return nil, err
+	}
+	v.aks.Store(string(akPublic), ak)
+	return ak, nil
 }

@@ -48,6 +48,9 @@ type Verifier struct {
 	// lastStatus is when agents-by-status was last exported (sweeper only).
 	lastStatus time.Time
 
+	// aks caches parsed AKs by public area (bounded by the fleet size).
+	aks sync.Map
+
 	statsMu sync.Mutex
 	stats   map[pulsev1.Verdict]uint64
 }

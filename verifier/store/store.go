@@ -84,6 +84,8 @@ type Agent struct {
 	// Quarantined lists the addresses the agent's Shield reported dropping
 	// in its last pulse (comma-separated).
 	Quarantined string
+	// LKG is the last-known-good measurements.
+	LKG LKG
 }
 
 // Enrollment is a pending credential-activation challenge.
@@ -109,6 +111,10 @@ type PulseUpdate struct {
 	PolicyDigest string
 	Address      string
 	Quarantined  string
+	// Deadline is when the agent must next be heard from; zero leaves the
+	// stored deadline as it is. Setting it clears a BLINDED mark.
+	Deadline time.Time
+	Interval time.Duration
 	// Evidence fields are written only when Evidence is true (the pulse's
 	// quote and logs verified); a rejected pulse must not move them.
 	Evidence          bool
@@ -214,7 +220,8 @@ func fromNanos(n int64) time.Time {
 
 const agentColumns = `id, partition, tpm, ek_public, ek_sha256, ek_certificate, ak_public, ak_name, enrolled_at,
 	last_seq, reset_count, restart_count, tpm_clock, firmware_log_sha256, runtime_records, runtime_count,
-	last_pulse_at, last_verdict, last_reason, last_message, policy_digest, address, quarantined`
+	last_pulse_at, last_verdict, last_reason, last_message, policy_digest, address, quarantined,
+	lkg_binary_sha256, lkg_bpf, lkg_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -227,11 +234,13 @@ func scanAgent(row scanner) (*Agent, error) {
 		reset, restart            int64
 		verdict, reason           int64
 		ekPub, ekSHA, ekCert      []byte
+		lkgAt                     int64
 		akPub, akName, fwSHA, rtR []byte
 	)
 	err := row.Scan(&a.ID, &a.Partition, &tpm, &ekPub, &ekSHA, &ekCert, &akPub, &akName, &enrolled,
 		&seq, &reset, &restart, &clock, &fwSHA, &rtR, &runtimeCount,
-		&lastPulse, &verdict, &reason, &a.LastMessage, &a.PolicyDigest, &a.Address, &a.Quarantined)
+		&lastPulse, &verdict, &reason, &a.LastMessage, &a.PolicyDigest, &a.Address, &a.Quarantined,
+		&a.LKG.BinarySHA256, &a.LKG.BPF, &lkgAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -245,6 +254,7 @@ func scanAgent(row scanner) (*Agent, error) {
 	a.ResetCount, a.RestartCount = uint32(reset), uint32(restart)
 	a.LastVerdict, a.LastReason = int32(verdict), int32(reason)
 	a.FirmwareLogSHA256, a.RuntimeRecords = fwSHA, rtR
+	a.LKG.At = fromNanos(lkgAt)
 	return &a, nil
 }
 
@@ -421,16 +431,19 @@ func (s *Store) RecordPulse(ctx context.Context, agentID string, u PulseUpdate) 
 		res sql.Result
 		err error
 	)
+	dl := ", deadline_at = CASE WHEN ? > 0 THEN ? ELSE deadline_at END, interval_ms = CASE WHEN ? > 0 THEN ? ELSE interval_ms END, blinded_at = CASE WHEN ? > 0 THEN 0 ELSE blinded_at END"
+	dlArgs := []any{nanos(u.Deadline), nanos(u.Deadline), u.Interval.Milliseconds(), u.Interval.Milliseconds(), nanos(u.Deadline)}
 	if u.Evidence {
 		res, err = s.db.ExecContext(ctx, s.q(`UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
 			last_message = ?, policy_digest = ?, address = ?, quarantined = ?, last_seq = ?, reset_count = ?, restart_count = ?,
-			tpm_clock = ?, firmware_log_sha256 = ?, runtime_records = ?, runtime_count = ? WHERE id = ?`),
-			nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined, int64(u.Seq), int64(u.ResetCount),
-			int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256), nilIfEmpty(u.RuntimeRecords), int64(u.RuntimeCount), agentID)
+			tpm_clock = ?, firmware_log_sha256 = ?, runtime_records = ?, runtime_count = ?`+dl+` WHERE id = ?`),
+			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined, int64(u.Seq), int64(u.ResetCount),
+				int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256), nilIfEmpty(u.RuntimeRecords), int64(u.RuntimeCount)},
+				append(dlArgs, agentID)...)...)
 	} else {
 		res, err = s.db.ExecContext(ctx, s.q(`UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
-			last_message = ?, policy_digest = ?, address = ?, quarantined = ? WHERE id = ?`),
-			nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined, agentID)
+			last_message = ?, policy_digest = ?, address = ?, quarantined = ?`+dl+` WHERE id = ?`),
+			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined}, append(dlArgs, agentID)...)...)
 	}
 	if err != nil {
 		return fmt.Errorf("store: record pulse for %s: %w", agentID, err)
