@@ -64,6 +64,8 @@ type fleet struct {
 	agents   map[string]*proc
 	ekRoots  []string
 	pgDSN    string
+	// netns, when set, is the network namespace the daemons run in.
+	netns string
 }
 
 func storeBlock(pgDSN string) string {
@@ -106,7 +108,15 @@ func (f *fleet) start(name, logName string, args ...string) *proc {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	cmd := exec.Command(bin(name), args...)
+	path := name
+	if name != "ip" {
+		path = bin(name)
+	}
+	if f.netns != "" && name != "ip" {
+		args = append([]string{"netns", "exec", f.netns, path}, args...)
+		path = "ip"
+	}
+	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if err := cmd.Start(); err != nil {
 		f.t.Fatal(err)
@@ -224,12 +234,25 @@ func (f *fleet) addr() string { return fmt.Sprintf("127.0.0.1:%d", f.port) }
 
 func (f *fleet) startVerifier() {
 	f.t.Helper()
+	f.startVerifierAt(f.addr())
+}
+
+// startVerifierAt starts the verifier and waits for addr to accept.
+func (f *fleet) startVerifierAt(addr string) {
+	f.t.Helper()
 	f.verifier = f.start("pulse-verifier", "verifier.log", "run", "--config", f.vcfg)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		c, err := net.Dial("tcp", f.addr())
+		var err error
+		if f.netns != "" {
+			err = exec.Command("ip", "netns", "exec", f.netns, "bash", "-c", "exec 3<>/dev/tcp/"+strings.Replace(addr, ":", "/", 1)).Run()
+		} else {
+			var c net.Conn
+			if c, err = net.Dial("tcp", addr); err == nil {
+				c.Close()
+			}
+		}
 		if err == nil {
-			c.Close()
 			return
 		}
 		if time.Now().After(deadline) || !f.verifier.running() {
@@ -303,10 +326,11 @@ func (f *fleet) stopAgent(id string, sig syscall.Signal) {
 }
 
 type agentView struct {
-	ID      string `json:"id"`
-	Verdict string `json:"verdict"`
-	Reason  string `json:"reason"`
-	Message string `json:"message"`
+	Quarantined []string `json:"quarantined"`
+	ID          string   `json:"id"`
+	Verdict     string   `json:"verdict"`
+	Reason      string   `json:"reason"`
+	Message     string   `json:"message"`
 }
 
 // show reads an agent's last verdict with pulsectl.
@@ -408,4 +432,10 @@ func replaceInFile(t *testing.T, path, old, new string) {
 	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// showQuarantined returns what the agent's Shield reported dropping.
+func (f *fleet) showQuarantined(id string) (string, bool) {
+	v, ok := f.show(id)
+	return strings.Join(v.Quarantined, ","), ok
 }

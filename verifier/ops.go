@@ -96,6 +96,12 @@ func (v *Verifier) afterPulse(ctx context.Context, p Peer, o *Outcome) {
 	if o.Verdict == pulsev1.Verdict_VERDICT_TRUSTED && o.evidence != nil && o.evidence.Runtime != nil {
 		v.checkLastKnownGood(ctx, o, pol, now)
 	}
+	if o.Verdict == pulsev1.Verdict_VERDICT_TRUSTED && pulsev1.Verdict(o.agent.LastVerdict) != pulsev1.Verdict_VERDICT_TRUSTED {
+		// Trusted again: a release hold (if any) ends.
+		if err := v.store.ClearIsolationHold(ctx, o.agent.ID); err != nil {
+			v.log.Error("clearing isolation hold failed", "agent_id", o.agent.ID, "error", err)
+		}
+	}
 	changed := pulsev1.Verdict(o.agent.LastVerdict) != o.Verdict || pulsev1.Reason(o.agent.LastReason) != o.Reason
 	if changed {
 		if err := v.store.AppendHistory(ctx, o.agent.ID, store.HistoryEntry{At: now, Verdict: int32(o.Verdict), Reason: int32(o.Reason), Message: o.Message}); err != nil {
@@ -223,6 +229,12 @@ func shortHex(s string) string {
 // isolate quarantines an address fleet-wide: recorded in the store and
 // published as a directive every replica delivers to its trusted agents.
 func (v *Verifier) isolate(ctx context.Context, offender, addr, reason string) {
+	if held, err := v.store.IsolationHeld(ctx, offender); err != nil {
+		v.log.Error("reading isolation hold failed", "agent_id", offender, "error", err)
+	} else if held {
+		v.log.Info("not isolating: an operator released this agent until it is trusted again", "agent_id", offender, "address", addr)
+		return
+	}
 	isNew, err := v.store.AddQuarantine(ctx, store.Quarantine{Address: addr, Offender: offender, Reason: reason, Since: v.now()})
 	if err != nil {
 		v.log.Error("quarantine failed", "agent_id", offender, "error", err)
@@ -241,6 +253,9 @@ func (v *Verifier) isolate(ctx context.Context, offender, addr, reason string) {
 func (v *Verifier) Release(ctx context.Context, addr, by string) error {
 	q, err := v.store.RemoveQuarantine(ctx, addr)
 	if err != nil {
+		return err
+	}
+	if err := v.store.HoldIsolation(ctx, q.Offender, by, v.now()); err != nil {
 		return err
 	}
 	d := &pulsev1.Directive{Kind: &pulsev1.Directive_Release{Release: &pulsev1.Release{Addresses: []string{addr}, Offender: q.Offender}}}

@@ -114,6 +114,13 @@ var migrations = []string{
 	)`,
 	// 3: what each agent's Shield reports it drops.
 	`ALTER TABLE agents ADD COLUMN quarantined TEXT NOT NULL DEFAULT ''`,
+	// 4: an operator's release holds off re-isolation until the agent is
+	// trusted again.
+	`CREATE TABLE isolation_holds (
+		agent_id TEXT PRIMARY KEY,
+		held_by TEXT NOT NULL,
+		held_at {{bigint}} NOT NULL
+	)`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

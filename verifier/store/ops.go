@@ -469,3 +469,32 @@ func (s *Store) GetAgentOps(ctx context.Context, agentID string) (AgentOps, erro
 	o.Deadline, o.BlindedAt, o.Interval = fromNanos(dl), fromNanos(bl), time.Duration(intervalMs)*time.Millisecond
 	return o, nil
 }
+
+// HoldIsolation records that an operator released the agent's isolation:
+// the verifier does not isolate it again until it has been trusted again.
+func (s *Store) HoldIsolation(ctx context.Context, agentID, by string, at time.Time) error {
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO isolation_holds (agent_id, held_by, held_at) VALUES (?, ?, ?)
+		ON CONFLICT (agent_id) DO UPDATE SET held_by = excluded.held_by, held_at = excluded.held_at`), agentID, by, nanos(at))
+	if err != nil {
+		return fmt.Errorf("store: hold isolation: %w", err)
+	}
+	return nil
+}
+
+// IsolationHeld reports whether an operator's release holds off isolating
+// the agent.
+func (s *Store) IsolationHeld(ctx context.Context, agentID string) (bool, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM isolation_holds WHERE agent_id = ?`), agentID).Scan(&n); err != nil {
+		return false, fmt.Errorf("store: isolation held: %w", err)
+	}
+	return n > 0, nil
+}
+
+// ClearIsolationHold ends a hold (the agent is trusted again).
+func (s *Store) ClearIsolationHold(ctx context.Context, agentID string) error {
+	if _, err := s.db.ExecContext(ctx, s.q(`DELETE FROM isolation_holds WHERE agent_id = ?`), agentID); err != nil {
+		return fmt.Errorf("store: clear isolation hold: %w", err)
+	}
+	return nil
+}

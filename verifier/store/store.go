@@ -431,7 +431,10 @@ func (s *Store) RecordPulse(ctx context.Context, agentID string, u PulseUpdate) 
 		res sql.Result
 		err error
 	)
-	dl := ", deadline_at = CASE WHEN ? > 0 THEN ? ELSE deadline_at END, interval_ms = CASE WHEN ? > 0 THEN ? ELSE interval_ms END, blinded_at = CASE WHEN ? > 0 THEN 0 ELSE blinded_at END"
+	// Casts keep PostgreSQL from inferring int4 for the parameters.
+	dl := `, deadline_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN CAST(? AS BIGINT) ELSE deadline_at END,
+		interval_ms = CASE WHEN CAST(? AS BIGINT) > 0 THEN CAST(? AS BIGINT) ELSE interval_ms END,
+		blinded_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN 0 ELSE blinded_at END`
 	dlArgs := []any{nanos(u.Deadline), nanos(u.Deadline), u.Interval.Milliseconds(), u.Interval.Milliseconds(), nanos(u.Deadline)}
 	if u.Evidence {
 		res, err = s.db.ExecContext(ctx, s.q(`UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,

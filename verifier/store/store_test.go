@@ -192,6 +192,14 @@ func TestRecordPulseAndFirmwareLogs(t *testing.T) {
 			if a.LastVerdict != 3 || a.LastReason != 20 || a.LastSeq != 7 || a.ResetCount != 3 || string(a.RuntimeRecords) != "rec" || !a.LastPulseAt.Equal(at.Add(time.Second)) {
 				t.Fatalf("agent after pulses: %+v", a)
 			}
+			// A pulse carries the next deadline (nanoseconds need 64 bits).
+			deadline := at.Add(90 * time.Second)
+			if err := s.RecordPulse(ctx, "p1", store.PulseUpdate{At: at, Verdict: 1, Deadline: deadline, Interval: 30 * time.Second}); err != nil {
+				t.Fatalf("record with deadline: %v", err)
+			}
+			if ops, err := s.GetAgentOps(ctx, "p1"); err != nil || !ops.Deadline.Equal(deadline) || ops.Interval != 30*time.Second {
+				t.Fatalf("ops after pulse: %+v %v", ops, err)
+			}
 			if err := s.RecordPulse(ctx, "ghost", store.PulseUpdate{At: at}); !errors.Is(err, store.ErrNotFound) {
 				t.Fatalf("record for unknown agent: %v", err)
 			}
