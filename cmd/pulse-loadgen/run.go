@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -54,10 +55,12 @@ func runLoad(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&c.MaxWait, "max-wait", 3*time.Minute, "longest extension for silent agents")
 	fs.DurationVar(&c.SLOP99, "slo-p99", 50*time.Millisecond, "steady-state p99 Pulse latency that counts as holding")
 	fs.IntVar(&c.Workers, "workers", 0, "certificate minting goroutines (default: CPUs)")
+	fs.StringVar(&c.HeapProfile, "heapprofile", "", "write a heap profile at the end of the load phase (agents still connected)")
 	summary := fs.String("summary", "", "write the JSON summary to this file")
 	vlog := fs.String("verifier-log", "", "embedded: append the verifier's log to this file")
 	fs.StringVar(&c.VerifierLogLevel, "verifier-log-level", "warn", "embedded: verifier log level")
 	quiet := fs.Bool("quiet", false, "no per-second report")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the load phase's process (embedded: verifier included)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -75,6 +78,19 @@ func runLoad(args []string, stdout, stderr io.Writer) int {
 		}
 		defer f.Close()
 		c.VerifierLog = f
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintf(stderr, "pulse-loadgen: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "pulse-loadgen: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
