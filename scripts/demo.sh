@@ -14,11 +14,13 @@ dir=${PULSE_DEMO_DIR:-$(mktemp -d /tmp/pulse-demo.XXXXXX)}
 seconds=${PULSE_DEMO_SECONDS:-0}
 mkdir -p "$dir"
 pids=()
+pin_dir=""
 
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   "$bin/pulsectl" sim stop --state "$dir/tpm" >/dev/null 2>&1 || true
+  case "$pin_dir" in /sys/fs/bpf/pulse-demo-*) rm -rf "$pin_dir" ;; esac
   echo "demo: stopped; logs and state are in $dir"
 }
 trap cleanup EXIT
@@ -73,6 +75,11 @@ enrollment {
 }
 EOF
 
+# As root the agent loads its eBPF programs (Shield, Sentinel; Fortress where
+# the kernel allows BPF-LSM), measured into the runtime log before they attach.
+bpf_enabled=false
+pin_dir=/sys/fs/bpf/pulse-demo-$$
+if [ "$(id -u)" -eq 0 ]; then bpf_enabled=true; fi
 cat >"$dir/agent.hcl" <<EOF
 verifier     = "127.0.0.1:$port"
 tpm          = "$tpm_spec"
@@ -87,7 +94,8 @@ tls {
   server_name = "localhost"
 }
 bpf {
-  enabled = false
+  enabled = $bpf_enabled
+  pin_dir = "$pin_dir"
 }
 EOF
 mkdir -p "$dir/agent"
