@@ -18,7 +18,7 @@ func PrintSummary(w io.Writer, s *Summary) {
 	fmt.Fprintf(w, "agents       %d (%s), connected %d\n", s.Agents, strings.Join(roles, " "), s.Connected)
 	fmt.Fprintf(w, "schedule     interval %.0fs, ramp %.0fs, jitter %.2f, load %.0fs (extended %.0fs for silent agents)\n",
 		s.IntervalS, s.RampS, s.Jitter, s.LoadSeconds, s.ExtendedS)
-	fmt.Fprintf(w, "setup        certificates %.1fs, pre-registration (%s) %.1fs, verifier start %.1fs\n",
+	fmt.Fprintf(w, "setup        certificates %.1fs, pre-registration (%s) %.1fs, verifier (and PostgreSQL) start %.1fs\n",
 		s.Setup.MintS, s.Preregister, s.Setup.PreregisterS, s.Setup.VerifierS)
 	fmt.Fprintf(w, "pulses       %d, steady state %.1f/s, errors %d\n", s.Pulses, s.SteadyPPS, s.ErrorCount)
 	vs := make([]string, 0, len(s.Verdicts))

@@ -76,7 +76,7 @@ func (p *reporter) loop(stop <-chan struct{}) {
 }
 
 // finish fills the summary's resource figures over [start, end].
-func (p *reporter) finish(sum *Summary, start, end time.Time, embedded bool) {
+func (p *reporter) finish(sum *Summary, end time.Time, embedded bool) {
 	wall := end.Sub(p.t0)
 	if u, err := SelfUsage(); err == nil {
 		cpu := u.CPU() - p.self0.CPU()

@@ -469,7 +469,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		checkStore(cctx, st, agents, sum, emb, cfg.Grace)
 		cancel()
 	}
-	rep.finish(sum, start, loadEnd, emb != nil)
+	rep.finish(sum, loadEnd, emb != nil)
 	r.col.fill(sum, loadEnd)
 	for _, a := range agents {
 		if a.connected {

@@ -421,3 +421,15 @@ func (v *Verifier) sweepOnce(ctx context.Context) {
 		}
 	}
 }
+
+// startDeadline gives a newly enrolled agent its first deadline, so one that
+// enrolls and never pulses is BLINDED too.
+func (v *Verifier) startDeadline(ctx context.Context, agentID, partition string) {
+	hb := policy.Heartbeat{Interval: policy.DefaultHeartbeatInterval, Missed: policy.DefaultMissedPulses}
+	if pol := v.selectPolicy(agentID, partition); pol != nil {
+		hb = pol.Heartbeat
+	}
+	if err := v.store.SetDeadline(ctx, agentID, hb.Interval, v.now().Add(hb.Deadline())); err != nil {
+		v.log.Error("setting first deadline failed", "agent_id", agentID, "error", err)
+	}
+}

@@ -122,6 +122,11 @@ func TestBlinded(t *testing.T) {
 	a.MeasureBinary()
 	a.Challenge()
 	wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	// Another agent enrolls and never pulses: it has a deadline too.
+	ghost := e.agent("edge-ghost", nil)
+	if res := ghost.Enroll(); !res.GetEnrolled() {
+		t.Fatal(res.GetMessage())
+	}
 
 	// Past the deadline (30s x 3) but inside the 5 minute startup grace.
 	e.clock.Advance(2 * time.Minute)
@@ -137,6 +142,9 @@ func TestBlinded(t *testing.T) {
 	time.Sleep(2 * time.Second) // further sweeps must not raise again
 	if n := len(alertsOf(t, st, "edge-quiet", "compromised")); n != 1 {
 		t.Fatalf("%d compromised alerts, want 1", n)
+	}
+	if g, _ := st.GetAgent(context.Background(), "edge-ghost"); pulsev1.Verdict(g.LastVerdict) != pulsev1.Verdict_VERDICT_BLINDED {
+		t.Fatalf("an agent that enrolled and never pulsed is %s, want BLINDED", pulsev1.Verdict(g.LastVerdict))
 	}
 	// It speaks again: trusted, no sticky failure.
 	a.Challenge()

@@ -247,6 +247,7 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	o.update.FirmwareLogSHA256 = p.GetFirmwareLogSha256()
 	o.update.RuntimeRecords = rt.records
 	o.update.RuntimeCount = rt.count
+	o.update.RuntimeUnchanged = rt.count == storedCount && len(p.GetRuntimeRecords()) == 0 && len(stored) > 0
 
 	// 7-8. Policy over the verified evidence, then state.
 	return v.evaluate(o, pol, p, fw.verified, rt, now)

@@ -78,6 +78,7 @@ func (v *Verifier) Enroll(ctx context.Context, req *pulsev1.EnrollRequest) (*pul
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "enroll: %v", err)
 		}
+		v.startDeadline(ctx, p.AgentID, req.GetPartition())
 		log.Info("agent enrolled without TPM (mTLS-only)")
 		return &pulsev1.EnrollResponse{Result: &pulsev1.EnrollResult{Enrolled: true, Reason: pulsev1.Reason_REASON_OK, Message: "enrolled mTLS-only"}}, nil
 	}
@@ -158,6 +159,7 @@ func (v *Verifier) ActivateCredential(ctx context.Context, req *pulsev1.Activate
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "activate: %v", err)
 	}
+	v.startDeadline(ctx, p.AgentID, e.Partition)
 	log.Info("agent enrolled", "ak_name", hex.EncodeToString(e.AKName))
 	return &pulsev1.EnrollResult{Enrolled: true, Reason: pulsev1.Reason_REASON_OK, Message: "enrolled"}, nil
 }
@@ -233,6 +235,14 @@ func (v *Verifier) Pulse(ctx context.Context, req *pulsev1.PulseRequest) (*pulse
 		log.Error("issuing next nonce failed", "error", err)
 	}
 	a := o.agent
+	if a == nil {
+		// Rejected before the agent was read (bad signature, spent nonce):
+		// still tell it what the verifier holds, so its next honest pulse
+		// does not resend everything.
+		if got, err := v.store.GetAgent(ctx, p.AgentID); err == nil {
+			a = got
+		}
+	}
 	resp.State = v.state(a, o)
 	return resp, nil
 }

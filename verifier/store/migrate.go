@@ -121,6 +121,8 @@ var migrations = []string{
 		held_by TEXT NOT NULL,
 		held_at {{bigint}} NOT NULL
 	)`,
+	// 5: the sweeper looks agents up by deadline.
+	`CREATE INDEX agents_deadline ON agents (deadline_at)`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

@@ -125,6 +125,8 @@ type PulseUpdate struct {
 	FirmwareLogSHA256 []byte
 	RuntimeRecords    []byte
 	RuntimeCount      uint64
+	// RuntimeUnchanged skips rewriting the runtime log (no new records).
+	RuntimeUnchanged bool
 }
 
 // Store is the verifier's state.
@@ -436,7 +438,14 @@ func (s *Store) RecordPulse(ctx context.Context, agentID string, u PulseUpdate) 
 		interval_ms = CASE WHEN CAST(? AS BIGINT) > 0 THEN CAST(? AS BIGINT) ELSE interval_ms END,
 		blinded_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN 0 ELSE blinded_at END`
 	dlArgs := []any{nanos(u.Deadline), nanos(u.Deadline), u.Interval.Milliseconds(), u.Interval.Milliseconds(), nanos(u.Deadline)}
-	if u.Evidence {
+	if u.Evidence && u.RuntimeUnchanged {
+		res, err = s.db.ExecContext(ctx, s.q(`UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
+			last_message = ?, policy_digest = ?, address = ?, quarantined = ?, last_seq = ?, reset_count = ?, restart_count = ?,
+			tpm_clock = ?, firmware_log_sha256 = ?`+dl+` WHERE id = ?`),
+			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined, int64(u.Seq), int64(u.ResetCount),
+				int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256)},
+				append(dlArgs, agentID)...)...)
+	} else if u.Evidence {
 		res, err = s.db.ExecContext(ctx, s.q(`UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
 			last_message = ?, policy_digest = ?, address = ?, quarantined = ?, last_seq = ?, reset_count = ?, restart_count = ?,
 			tpm_clock = ?, firmware_log_sha256 = ?, runtime_records = ?, runtime_count = ?`+dl+` WHERE id = ?`),
