@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"sync"
 
+	"github.com/pulse-attest/pulse/policy"
 	"github.com/pulse-attest/pulse/tpm/eventlog"
 )
 
@@ -24,7 +25,14 @@ type fwEntry struct {
 	replays map[eventlog.HashAlg]map[uint32][]byte
 	// verified results keyed by the quoted PCR values they were checked
 	// against (hex-free string key of the concatenated values).
-	verified map[string]*eventlog.Verified
+	verified map[string]*verifiedLog
+}
+
+// verifiedLog is a log verified against one set of PCR values, with the
+// policy's view of it built once.
+type verifiedLog struct {
+	v    *eventlog.Verified
+	boot *policy.BootEvidence
 }
 
 func newFWCache(max int) *fwCache {
@@ -49,7 +57,7 @@ func (c *fwCache) get(key [32]byte, raw []byte) (*fwEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &fwEntry{key: key, log: l, replays: map[eventlog.HashAlg]map[uint32][]byte{}, verified: map[string]*eventlog.Verified{}}
+	e := &fwEntry{key: key, log: l, replays: map[eventlog.HashAlg]map[uint32][]byte{}, verified: map[string]*verifiedLog{}}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.items[key]; ok {
@@ -84,7 +92,7 @@ func (c *fwCache) replay(e *fwEntry, bank eventlog.HashAlg) (map[uint32][]byte, 
 
 // verify checks the log against quoted PCR values, caching the result per
 // distinct set of values (a fleet booted the same way shares one).
-func (c *fwCache) verify(e *fwEntry, bank eventlog.HashAlg, pcrs map[uint32][]byte, order []uint32) (*eventlog.Verified, error) {
+func (c *fwCache) verify(e *fwEntry, bank eventlog.HashAlg, pcrs map[uint32][]byte, order []uint32) (*verifiedLog, error) {
 	key := make([]byte, 0, len(order)*33)
 	for _, i := range order {
 		if v, ok := pcrs[i]; ok {
@@ -99,13 +107,14 @@ func (c *fwCache) verify(e *fwEntry, bank eventlog.HashAlg, pcrs map[uint32][]by
 	if ok {
 		return v, nil
 	}
-	v, err := e.log.Verify(bank, pcrs)
+	ver, err := e.log.Verify(bank, pcrs)
 	if err != nil {
 		return nil, err
 	}
+	v = &verifiedLog{v: ver, boot: bootEvidence(ver)}
 	c.mu.Lock()
 	if len(e.verified) > 64 {
-		e.verified = map[string]*eventlog.Verified{}
+		e.verified = map[string]*verifiedLog{}
 	}
 	e.verified[k] = v
 	c.mu.Unlock()

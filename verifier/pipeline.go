@@ -250,7 +250,7 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	o.update.RuntimeUnchanged = rt.count == storedCount && len(p.GetRuntimeRecords()) == 0 && len(stored) > 0
 
 	// 7-8. Policy over the verified evidence, then state.
-	return v.evaluate(o, pol, p, fw.verified, rt, now)
+	return v.evaluate(o, pol, p, fw.verified.boot, rt, now)
 }
 
 func absDuration(d time.Duration) time.Duration {
@@ -305,7 +305,7 @@ func quoteReason(err error) pulsev1.Reason {
 }
 
 type firmwareResult struct {
-	verified       *eventlog.Verified
+	verified       *verifiedLog
 	runtimeInitial []byte
 }
 
@@ -412,11 +412,11 @@ func short(b []byte) []byte {
 
 // evaluate applies the selected policy to the verified evidence (fw and rt
 // are nil for mTLS-only pulses) and sets the final verdict.
-func (v *Verifier) evaluate(o *Outcome, pol *policy.Policy, p *pulsev1.PulsePayload, fw *eventlog.Verified, rt *runtimeEvidence, now time.Time) *Outcome {
+func (v *Verifier) evaluate(o *Outcome, pol *policy.Policy, p *pulsev1.PulsePayload, boot *policy.BootEvidence, rt *runtimeEvidence, now time.Time) *Outcome {
 	if pol == nil {
 		return o.untrusted(pulsev1.Reason_REASON_NO_POLICY, "no policy selects agent %q in partition %q (Pulse fails closed)", o.agent.ID, o.agent.Partition)
 	}
-	ev := buildEvidence(o.agent, o.TPM, p, fw, rt)
+	ev := buildEvidence(o.agent, o.TPM, p, boot, rt)
 	o.evidence = &ev
 	res := pol.Evaluate(ev, now)
 	for _, f := range res.Findings {
@@ -450,29 +450,32 @@ func firstEnforced(fs []policy.Finding) string {
 	return "denied"
 }
 
+// bootEvidence is the policy's view of a verified firmware log: replayed
+// events only. Built once per verified log and shared (read-only).
+func bootEvidence(fw *eventlog.Verified) *policy.BootEvidence {
+	b := &policy.BootEvidence{Bank: fw.Bank.String(), PCRs: map[int]string{}}
+	for i, val := range fw.PCRs {
+		b.PCRs[int(i)] = hex.EncodeToString(val)
+	}
+	if fw.SecureBoot.Known {
+		on := fw.SecureBoot.Enabled
+		b.SecureBoot = &on
+	}
+	for _, e := range fw.Events {
+		for _, d := range e.Digests {
+			if d.Alg == fw.Bank {
+				b.Events = append(b.Events, policy.BootEvent{Seq: e.Seq, PCR: int(e.PCR), Type: e.Type.String(), Digest: hex.EncodeToString(d.Value)})
+			}
+		}
+	}
+	return b
+}
+
 // buildEvidence turns what was verified into the policy's input. Only
 // replayed firmware events and replayed runtime records go in; claims that
 // were not checked against the quote never do.
-func buildEvidence(a *store.Agent, quoted bool, p *pulsev1.PulsePayload, fw *eventlog.Verified, rt *runtimeEvidence) policy.Evidence {
-	ev := policy.Evidence{AgentID: a.ID, Partition: a.Partition, TPM: quoted}
-	if fw != nil {
-		b := &policy.BootEvidence{Bank: fw.Bank.String(), PCRs: map[int]string{}}
-		for i, val := range fw.PCRs {
-			b.PCRs[int(i)] = hex.EncodeToString(val)
-		}
-		if fw.SecureBoot.Known {
-			on := fw.SecureBoot.Enabled
-			b.SecureBoot = &on
-		}
-		for _, e := range fw.Events {
-			for _, d := range e.Digests {
-				if d.Alg == fw.Bank {
-					b.Events = append(b.Events, policy.BootEvent{Seq: e.Seq, PCR: int(e.PCR), Type: e.Type.String(), Digest: hex.EncodeToString(d.Value)})
-				}
-			}
-		}
-		ev.Boot = b
-	}
+func buildEvidence(a *store.Agent, quoted bool, p *pulsev1.PulsePayload, boot *policy.BootEvidence, rt *runtimeEvidence) policy.Evidence {
+	ev := policy.Evidence{AgentID: a.ID, Partition: a.Partition, TPM: quoted, Boot: boot}
 	if rt != nil {
 		r := &policy.RuntimeEvidence{BPFPrograms: map[string]string{}}
 		if rt.binary != nil {

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -133,6 +134,43 @@ type PulseUpdate struct {
 type Store struct {
 	db      *sql.DB
 	dialect dialect
+
+	// stmts caches prepared statements of the hot path by query text.
+	stmts sync.Map
+}
+
+// prepared returns a cached prepared statement for the query (written with
+// '?' placeholders).
+func (s *Store) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
+	if st, ok := s.stmts.Load(query); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := s.db.PrepareContext(ctx, s.q(query))
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := s.stmts.LoadOrStore(query, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, err := s.prepared(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+func (s *Store) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	st, err := s.prepared(ctx, query)
+	if err != nil {
+		// Let the caller see the error through Scan.
+		return s.db.QueryRowContext(ctx, s.q(query), args...)
+	}
+	return st.QueryRowContext(ctx, args...)
 }
 
 // Engine names accepted by Open.
@@ -195,7 +233,10 @@ func sqliteDSN(path string) string {
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
+	return s.db.Close()
+}
 
 // DB exposes the handle for packages that add their own tables through
 // migrations registered here.
@@ -262,7 +303,7 @@ func scanAgent(row scanner) (*Agent, error) {
 
 // GetAgent returns the agent or ErrNotFound.
 func (s *Store) GetAgent(ctx context.Context, id string) (*Agent, error) {
-	row := s.db.QueryRowContext(ctx, s.q(`SELECT `+agentColumns+` FROM agents WHERE id = ?`), id)
+	row := s.queryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE id = ?`, id)
 	return scanAgent(row)
 }
 
@@ -351,7 +392,7 @@ func (s *Store) TakeEnrollment(ctx context.Context, id, agentID string) (*Enroll
 
 // PutNonce records an issued nonce by its SHA-256 (the nonce itself is never stored).
 func (s *Store) PutNonce(ctx context.Context, nonceSHA256 []byte, agentID string, expires time.Time) error {
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO nonces (nonce_sha256, agent_id, expires_at, spent_at) VALUES (?, ?, ?, 0)`),
+	_, err := s.exec(ctx, `INSERT INTO nonces (nonce_sha256, agent_id, expires_at, spent_at) VALUES (?, ?, ?, 0)`,
 		nonceSHA256, agentID, nanos(expires))
 	if err != nil {
 		return fmt.Errorf("store: put nonce: %w", err)
@@ -362,8 +403,8 @@ func (s *Store) PutNonce(ctx context.Context, nonceSHA256 []byte, agentID string
 // SpendNonce spends a nonce for the agent at now. Exactly one caller across
 // all replicas gets NonceOK for a given nonce.
 func (s *Store) SpendNonce(ctx context.Context, nonceSHA256 []byte, agentID string, now time.Time) (NonceStatus, error) {
-	res, err := s.db.ExecContext(ctx, s.q(`UPDATE nonces SET spent_at = ?
-		WHERE nonce_sha256 = ? AND agent_id = ? AND spent_at = 0 AND expires_at > ?`),
+	res, err := s.exec(ctx, `UPDATE nonces SET spent_at = ?
+		WHERE nonce_sha256 = ? AND agent_id = ? AND spent_at = 0 AND expires_at > ?`,
 		nanos(now), nonceSHA256, agentID, nanos(now))
 	if err != nil {
 		return NonceUnknown, fmt.Errorf("store: spend nonce: %w", err)
@@ -439,22 +480,22 @@ func (s *Store) RecordPulse(ctx context.Context, agentID string, u PulseUpdate) 
 		blinded_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN 0 ELSE blinded_at END`
 	dlArgs := []any{nanos(u.Deadline), nanos(u.Deadline), u.Interval.Milliseconds(), u.Interval.Milliseconds(), nanos(u.Deadline)}
 	if u.Evidence && u.RuntimeUnchanged {
-		res, err = s.db.ExecContext(ctx, s.q(`UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
+		res, err = s.exec(ctx, `UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
 			last_message = ?, policy_digest = ?, address = ?, quarantined = ?, last_seq = ?, reset_count = ?, restart_count = ?,
-			tpm_clock = ?, firmware_log_sha256 = ?`+dl+` WHERE id = ?`),
+			tpm_clock = ?, firmware_log_sha256 = ?`+dl+` WHERE id = ?`,
 			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined, int64(u.Seq), int64(u.ResetCount),
 				int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256)},
 				append(dlArgs, agentID)...)...)
 	} else if u.Evidence {
-		res, err = s.db.ExecContext(ctx, s.q(`UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
+		res, err = s.exec(ctx, `UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
 			last_message = ?, policy_digest = ?, address = ?, quarantined = ?, last_seq = ?, reset_count = ?, restart_count = ?,
-			tpm_clock = ?, firmware_log_sha256 = ?, runtime_records = ?, runtime_count = ?`+dl+` WHERE id = ?`),
+			tpm_clock = ?, firmware_log_sha256 = ?, runtime_records = ?, runtime_count = ?`+dl+` WHERE id = ?`,
 			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined, int64(u.Seq), int64(u.ResetCount),
 				int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256), nilIfEmpty(u.RuntimeRecords), int64(u.RuntimeCount)},
 				append(dlArgs, agentID)...)...)
 	} else {
-		res, err = s.db.ExecContext(ctx, s.q(`UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
-			last_message = ?, policy_digest = ?, address = ?, quarantined = ?`+dl+` WHERE id = ?`),
+		res, err = s.exec(ctx, `UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
+			last_message = ?, policy_digest = ?, address = ?, quarantined = ?`+dl+` WHERE id = ?`,
 			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined}, append(dlArgs, agentID)...)...)
 	}
 	if err != nil {
