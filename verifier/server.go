@@ -196,6 +196,19 @@ func (v *Verifier) Pulse(ctx context.Context, req *pulsev1.PulseRequest) (*pulse
 	if err != nil {
 		return nil, err
 	}
+	// Admission control: under overload, shed load early (the agent backs
+	// off and retries) rather than queue work whose caller has gone.
+	select {
+	case v.inflight <- struct{}{}:
+		defer func() { <-v.inflight }()
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	case <-time.After(admissionWait):
+		return nil, status.Error(codes.ResourceExhausted, "verifier overloaded; retry later")
+	}
+	if ctx.Err() != nil {
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	t0 := time.Now()
 	start := v.now()
 	o := v.verify(ctx, p, req, start)

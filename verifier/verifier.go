@@ -23,6 +23,13 @@ import (
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
+// MaxInflightPulses bounds concurrent pulse verifications; beyond it a
+// pulse waits up to admissionWait, then is refused with ResourceExhausted.
+const (
+	MaxInflightPulses = 64
+	admissionWait     = 2 * time.Second
+)
+
 // PolicySource yields the policy set in force (a policy.Watcher in the
 // daemon; a fixed set in tests).
 type PolicySource interface {
@@ -47,6 +54,9 @@ type Verifier struct {
 	started  time.Time
 	// lastStatus is when agents-by-status was last exported (sweeper only).
 	lastStatus time.Time
+
+	// inflight bounds the pulses verified at once (admission control).
+	inflight chan struct{}
 
 	// aks caches parsed AKs by public area (bounded by the fleet size).
 	aks sync.Map
@@ -99,6 +109,7 @@ func New(o Options) (*Verifier, error) {
 		metrics:  o.Metrics,
 		started:  now(),
 		stats:    map[pulsev1.Verdict]uint64{},
+		inflight: make(chan struct{}, MaxInflightPulses),
 	}, nil
 }
 
