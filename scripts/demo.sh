@@ -6,12 +6,14 @@
 #   PULSE_DEMO_LOG      firmware log to boot (default testdata/eventlogs/rhel8-uefi.bin)
 #   PULSE_DEMO_DIR      working directory (default: a new temp dir)
 #   PULSE_DEMO_SECONDS  stop after this many seconds (default: run until Ctrl-C)
+#   PULSE_DEMO_INTERVAL heartbeat interval (default 5s)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=$root/bin
 log=${PULSE_DEMO_LOG:-$root/testdata/eventlogs/rhel8-uefi.bin}
 dir=${PULSE_DEMO_DIR:-$(mktemp -d /tmp/pulse-demo.XXXXXX)}
 seconds=${PULSE_DEMO_SECONDS:-0}
+interval=${PULSE_DEMO_INTERVAL:-5s}
 mkdir -p "$dir"
 pids=()
 pin_dir=""
@@ -38,7 +40,7 @@ echo "== 2. a demo PKI (CA, verifier and agent certificates)"
 "$bin/pulsectl" pki issue --dir "$dir/pki" --role agent --id demo-agent-1 --out "$dir/pki/agent" --force >/dev/null
 ls "$dir/pki" | sed 's/^/   /'
 
-cat >"$dir/policy.hcl" <<'EOF'
+cat >"$dir/policy.hcl" <<EOF
 # Demo policy: a TPM quote is required and Secure Boot must be on.
 policy "demo" {
   match {
@@ -46,7 +48,7 @@ policy "demo" {
   }
   tpm = "required"
   heartbeat {
-    interval = "5s"
+    interval = "$interval"
     missed   = 3
     grace    = "30s"
   }
@@ -86,7 +88,7 @@ tpm          = "$tpm_spec"
 firmware_log = "$fw_log"
 runtime_log  = "agent/runtime.cel"
 state_dir    = "agent"
-interval     = "5s"
+interval     = "$interval"
 tls {
   cert        = "pki/agent.pem"
   key         = "pki/agent-key.pem"
