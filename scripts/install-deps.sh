@@ -2,11 +2,12 @@
 # Installs what Pulse's build, demo and tests need on a Debian machine:
 # swtpm (the simulated TPM), protoc, clang/llvm/libbpf (eBPF generation),
 # bpftool and iproute2 (eBPF tests), libssl-dev (the cgo in-process TPM
-# simulator), PostgreSQL (replicated store tests), Chromium (dashboard tests),
+# simulator), PostgreSQL (replicated store tests), Chromium with NSS tools and
+# openssl (dashboard tests with an operator certificate),
 # staticcheck. Idempotent: installs only what is missing. Needs root for apt.
 set -euo pipefail
 pkgs=(swtpm swtpm-tools protobuf-compiler clang llvm libbpf-dev bpftool
-      libssl-dev iproute2 iputils-ping postgresql chromium)
+      libssl-dev iproute2 iputils-ping postgresql chromium openssl libnss3-tools)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
