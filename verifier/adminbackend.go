@@ -36,8 +36,15 @@ func statusOf(a *store.Agent, open int, connected bool) admin.AgentStatus {
 		LastPulse: a.LastPulseAt, Connected: connected, OpenAlerts: open, PolicyDigest: a.PolicyDigest, Address: a.Address}
 }
 
-func (b AdminBackend) connected() map[string]bool {
+// connected says which agents have a directive stream open on any replica
+// (from the store), or on this one (its hub knows first).
+func (b AdminBackend) connected(agents []*store.Agent) map[string]bool {
 	m := map[string]bool{}
+	for _, a := range agents {
+		if a.StreamReplica != "" {
+			m[a.ID] = true
+		}
+	}
 	for _, id := range b.V.hub.connected() {
 		m[id] = true
 	}
@@ -53,7 +60,7 @@ func (b AdminBackend) ListAgents(ctx context.Context) ([]admin.AgentStatus, erro
 	if err != nil {
 		return nil, err
 	}
-	conn := b.connected()
+	conn := b.connected(agents)
 	out := make([]admin.AgentStatus, 0, len(agents))
 	for _, a := range agents {
 		out = append(out, statusOf(a, open[a.ID], conn[a.ID]))
@@ -74,7 +81,7 @@ func (b AdminBackend) GetAgent(ctx context.Context, id string) (*admin.AgentDeta
 	if err != nil {
 		return nil, err
 	}
-	d := &admin.AgentDetail{AgentStatus: statusOf(a, len(open), b.connected()[id])}
+	d := &admin.AgentDetail{AgentStatus: statusOf(a, len(open), b.connected([]*store.Agent{a})[id])}
 	for _, h := range hist {
 		d.History = append(d.History, admin.HistoryEntry{At: h.At, Verdict: pulsev1.Verdict(h.Verdict).String(),
 			Reason: pulsev1.Reason(h.Reason).String(), Message: h.Message})

@@ -87,6 +87,9 @@ type Agent struct {
 	Quarantined string
 	// LKG is the last-known-good measurements.
 	LKG LKG
+	// StreamReplica is the replica holding the agent's directive stream
+	// ("" when it has none): shared, so every replica shows it.
+	StreamReplica string
 }
 
 // Enrollment is a pending credential-activation challenge.
@@ -264,7 +267,7 @@ func fromNanos(n int64) time.Time {
 const agentColumns = `id, partition, tpm, ek_public, ek_sha256, ek_certificate, ak_public, ak_name, enrolled_at,
 	last_seq, reset_count, restart_count, tpm_clock, firmware_log_sha256, runtime_records, runtime_count,
 	last_pulse_at, last_verdict, last_reason, last_message, policy_digest, address, quarantined,
-	lkg_binary_sha256, lkg_bpf, lkg_at`
+	lkg_binary_sha256, lkg_bpf, lkg_at, stream_replica`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -283,7 +286,7 @@ func scanAgent(row scanner) (*Agent, error) {
 	err := row.Scan(&a.ID, &a.Partition, &tpm, &ekPub, &ekSHA, &ekCert, &akPub, &akName, &enrolled,
 		&seq, &reset, &restart, &clock, &fwSHA, &rtR, &runtimeCount,
 		&lastPulse, &verdict, &reason, &a.LastMessage, &a.PolicyDigest, &a.Address, &a.Quarantined,
-		&a.LKG.BinarySHA256, &a.LKG.BPF, &lkgAt)
+		&a.LKG.BinarySHA256, &a.LKG.BPF, &lkgAt, &a.StreamReplica)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
