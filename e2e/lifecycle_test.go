@@ -6,6 +6,8 @@ import (
 	"time"
 )
 
+// The grace after a verifier start must cover the agents' reconnect
+// backoff (here up to a few seconds).
 const lifecyclePolicy = `
 policy "lab" {
   match {
@@ -15,7 +17,7 @@ policy "lab" {
   heartbeat {
     interval = "2s"
     missed   = 2
-    grace    = "3s"
+    grace    = "10s"
   }
 }
 
@@ -27,7 +29,7 @@ policy "fleet" {
   heartbeat {
     interval = "2s"
     missed   = 2
-    grace    = "3s"
+    grace    = "10s"
   }
   measured_boot {
     secure_boot {}
@@ -70,7 +72,7 @@ func TestLifecycle(t *testing.T) {
 
 	// Agent killed: BLINDED within its deadline (2s x 2) plus sweep, one alert.
 	f.stopAgent("edge-1", syscall.SIGKILL)
-	f.waitVerdict("edge-1", "VERDICT_BLINDED", "REASON_SILENT", 15*time.Second)
+	f.waitVerdict("edge-1", "VERDICT_BLINDED", "REASON_SILENT", 25*time.Second)
 	time.Sleep(3 * time.Second)
 	if n := f.alerts("edge-1", "compromised"); n != 1 {
 		t.Fatalf("%d compromised alerts, want 1", n)
