@@ -85,7 +85,7 @@ func (v *Verifier) afterPulse(ctx context.Context, p Peer, o *Outcome) {
 		return
 	}
 	now := v.now()
-	pol := v.selectPolicy(o.agent.ID, o.agent.Partition)
+	pol := o.pol
 	hb := policy.Heartbeat{Interval: policy.DefaultHeartbeatInterval, Missed: policy.DefaultMissedPulses}
 	if pol != nil {
 		hb = pol.Heartbeat

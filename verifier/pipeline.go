@@ -58,6 +58,8 @@ type Outcome struct {
 	sendFirmwareLog bool
 	interval        time.Duration
 	evidence        *policy.Evidence
+	// pol is the policy selected for the agent (nil when none).
+	pol *policy.Policy
 }
 
 // Failure is a typed verification failure.
@@ -147,6 +149,7 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	}
 	o.agent = agent
 	pol := v.selectPolicy(agent.ID, agent.Partition)
+	o.pol = pol
 	if pol != nil {
 		o.Policy, o.Digest = pol.Name, pol.Digest()
 		o.interval = pol.Heartbeat.Interval
