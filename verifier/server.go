@@ -215,7 +215,6 @@ func (v *Verifier) Pulse(ctx context.Context, req *pulsev1.PulseRequest) (*pulse
 	if o.Reason != pulsev1.Reason_REASON_INTERNAL {
 		v.afterPulse(ctx, p, o)
 	}
-	v.count(o.Verdict)
 	v.metrics.ObservePulse(o.Verdict.String(), o.Reason.String(), time.Since(t0))
 	log := v.log.With("agent_id", p.AgentID, "verdict", o.Verdict.String(), "reason", o.Reason.String())
 	if o.Digest != "" {

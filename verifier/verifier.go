@@ -60,9 +60,6 @@ type Verifier struct {
 
 	// aks caches parsed AKs by public area (bounded by the fleet size).
 	aks sync.Map
-
-	statsMu sync.Mutex
-	stats   map[pulsev1.Verdict]uint64
 }
 
 // Options configure New.
@@ -108,7 +105,6 @@ func New(o Options) (*Verifier, error) {
 		alerter:  o.Alerter,
 		metrics:  o.Metrics,
 		started:  now(),
-		stats:    map[pulsev1.Verdict]uint64{},
 		inflight: make(chan struct{}, MaxInflightPulses),
 	}, nil
 }
@@ -167,21 +163,4 @@ func (v *Verifier) state(a *store.Agent, o *Outcome) *pulsev1.VerifierState {
 		st.Interval = durationpb.New(interval)
 	}
 	return st
-}
-
-func (v *Verifier) count(verdict pulsev1.Verdict) {
-	v.statsMu.Lock()
-	v.stats[verdict]++
-	v.statsMu.Unlock()
-}
-
-// Stats returns pulses handled by verdict.
-func (v *Verifier) Stats() map[pulsev1.Verdict]uint64 {
-	v.statsMu.Lock()
-	defer v.statsMu.Unlock()
-	out := make(map[pulsev1.Verdict]uint64, len(v.stats))
-	for k, n := range v.stats {
-		out[k] = n
-	}
-	return out
 }
