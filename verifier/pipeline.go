@@ -19,6 +19,7 @@ import (
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/tpm/eventlog"
 	"github.com/pulse-attest/pulse/tpm/quote"
+	"github.com/pulse-attest/pulse/verifier/nonce"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
@@ -123,29 +124,11 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 		return o.untrusted(pulsev1.Reason_REASON_BAD_SIGNATURE, "pulse signature: %v", err)
 	}
 
-	// 3. Nonce: issued to this agent, unexpired, spent exactly once.
-	nsum := sha256.Sum256(p.GetVerifierNonce())
-	st, err := v.store.SpendNonce(ctx, nsum[:], peer.AgentID, now)
-	if err != nil {
-		return o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "nonce store: %v", err)
-	}
-	switch st {
-	case store.NonceUnknown:
-		return o.untrusted(pulsev1.Reason_REASON_NONCE_UNKNOWN, "nonce was never issued")
-	case store.NonceWrongAgent:
-		return o.untrusted(pulsev1.Reason_REASON_NONCE_WRONG_AGENT, "nonce was issued to another agent")
-	case store.NonceExpired:
-		return o.untrusted(pulsev1.Reason_REASON_NONCE_EXPIRED, "nonce expired")
-	case store.NonceReplayed:
-		return o.untrusted(pulsev1.Reason_REASON_NONCE_REPLAYED, "nonce already spent: replayed pulse")
-	}
-
-	agent, err := v.store.GetAgent(ctx, peer.AgentID)
-	if errors.Is(err, store.ErrNotFound) {
-		return o.untrusted(pulsev1.Reason_REASON_NOT_ENROLLED, "agent is not enrolled")
-	}
-	if err != nil {
-		return o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "agent store: %v", err)
+	// 3. Nonce: issued to this agent, unexpired, spent exactly once. The
+	// spend also reads the agent (one statement).
+	agent, out := v.spendNonce(ctx, o, peer.AgentID, p.GetVerifierNonce(), now)
+	if out != nil {
+		return out
 	}
 	o.agent = agent
 	pol := v.selectPolicy(agent.ID, agent.Partition)
@@ -254,6 +237,38 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 
 	// 7-8. Policy over the verified evidence, then state.
 	return v.evaluate(o, pol, p, fw.verified.boot, rt, now)
+}
+
+// spendNonce authenticates the payload's verifier nonce and spends its epoch
+// in the store, returning the agent as it is after the spend.
+func (v *Verifier) spendNonce(ctx context.Context, o *Outcome, agentID string, raw []byte, now time.Time) (*store.Agent, *Outcome) {
+	n, err := v.nonces.Check(agentID, raw, now)
+	switch {
+	case errors.Is(err, nonce.ErrUnknown):
+		return nil, o.untrusted(pulsev1.Reason_REASON_NONCE_UNKNOWN, "nonce was never issued")
+	case errors.Is(err, nonce.ErrWrongAgent):
+		return nil, o.untrusted(pulsev1.Reason_REASON_NONCE_WRONG_AGENT, "nonce was issued to another agent")
+	case errors.Is(err, nonce.ErrExpired):
+		// A spent nonce is a replay however old it is.
+		if a, err := v.store.GetAgent(ctx, agentID); err == nil && a.NonceEpoch > n.Epoch {
+			return nil, o.untrusted(pulsev1.Reason_REASON_NONCE_REPLAYED, "nonce already spent: replayed pulse")
+		}
+		return nil, o.untrusted(pulsev1.Reason_REASON_NONCE_EXPIRED, "nonce expired at %s", n.Expires.Format(time.RFC3339))
+	case err != nil:
+		return nil, o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "nonce: %v", err)
+	}
+	agent, st, err := v.store.SpendNonce(ctx, agentID, n.Epoch)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, o.untrusted(pulsev1.Reason_REASON_NOT_ENROLLED, "agent is not enrolled")
+	case err != nil:
+		return nil, o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "nonce store: %v", err)
+	case st == store.NonceReplayed:
+		return nil, o.untrusted(pulsev1.Reason_REASON_NONCE_REPLAYED, "nonce already spent: replayed pulse")
+	case st != store.NonceOK:
+		return nil, o.untrusted(pulsev1.Reason_REASON_NONCE_UNKNOWN, "nonce names epoch %d, which was never issued", n.Epoch)
+	}
+	return agent, nil
 }
 
 func absDuration(d time.Duration) time.Duration {

@@ -134,7 +134,6 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 			log.Error("grpc server stopped", "error", err)
 		}
 	}()
-	go d.prune(ctx)
 	set := w.Current()
 	log.Info("verifier listening", "listen", lis.Addr().String(), "store", st.Engine(), "policy_digest", set.Digest())
 	return d, nil
@@ -142,24 +141,6 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 
 // Addr is the agent-facing listen address.
 func (d *Daemon) Addr() string { return d.lis.Addr().String() }
-
-// prune removes expired nonces periodically.
-func (d *Daemon) prune(ctx context.Context) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if n, err := d.Store.PruneNonces(ctx, time.Now().Add(-time.Minute)); err != nil {
-				d.log.Warn("pruning nonces failed", "error", err)
-			} else if n > 0 {
-				d.log.Debug("pruned nonces", "count", n)
-			}
-		}
-	}
-}
 
 // Stop stops serving and closes everything.
 func (d *Daemon) Stop() {

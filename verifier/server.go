@@ -178,12 +178,16 @@ func (v *Verifier) Challenge(ctx context.Context, _ *pulsev1.ChallengeRequest) (
 	if err != nil {
 		return nil, err
 	}
-	n, err := v.issueNonce(ctx, p.AgentID)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "challenge: %v", err)
-	}
 	a, err := v.store.GetAgent(ctx, p.AgentID)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, status.Errorf(codes.Internal, "challenge: %v", err)
+	}
+	var epoch uint64
+	if a != nil {
+		epoch = a.NonceEpoch
+	}
+	n, err := v.issueNonce(p.AgentID, epoch)
+	if err != nil {
 		return nil, status.Errorf(codes.Internal, "challenge: %v", err)
 	}
 	return &pulsev1.ChallengeResponse{Nonce: n, State: v.state(a, nil)}, nil
@@ -241,18 +245,21 @@ func (v *Verifier) Pulse(ctx context.Context, req *pulsev1.PulseRequest) (*pulse
 	if o.Reason == pulsev1.Reason_REASON_INTERNAL {
 		return nil, status.Errorf(codes.Unavailable, "verifier: %s", o.Message)
 	}
-	if n, err := v.issueNonce(ctx, p.AgentID); err == nil {
-		resp.NextNonce = n
-	} else {
-		log.Error("issuing next nonce failed", "error", err)
-	}
 	a := o.agent
 	if a == nil {
-		// Rejected before the agent was read (bad signature, spent nonce):
+		// Rejected before the nonce was spent (bad signature, spent nonce):
 		// still tell it what the verifier holds, so its next honest pulse
 		// does not resend everything.
 		if got, err := v.store.GetAgent(ctx, p.AgentID); err == nil {
 			a = got
+		}
+	}
+	if a != nil {
+		// o.agent is the row after the spend: its epoch is the next one.
+		if n, err := v.issueNonce(p.AgentID, a.NonceEpoch); err == nil {
+			resp.NextNonce = n
+		} else {
+			log.Error("issuing next nonce failed", "error", err)
 		}
 	}
 	resp.State = v.state(a, o)

@@ -6,7 +6,6 @@ package verifier
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"fmt"
 	"sync"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/ektrust"
 	"github.com/pulse-attest/pulse/verifier/metrics"
+	"github.com/pulse-attest/pulse/verifier/nonce"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
@@ -60,7 +60,13 @@ type Verifier struct {
 
 	// aks caches parsed AKs by public area (bounded by the fleet size).
 	aks sync.Map
+
+	// nonces issues and checks nonces with the key every replica shares.
+	nonces *nonce.Keyring
 }
+
+// nonceKeyName names the shared nonce key in the store.
+const nonceKeyName = "nonce_key_v1"
 
 // Options configure New.
 type Options struct {
@@ -92,7 +98,20 @@ func New(o Options) (*Verifier, error) {
 	if now == nil {
 		now = time.Now
 	}
+	key, err := o.Store.Secret(context.Background(), nonceKeyName, func() ([]byte, error) {
+		k := make([]byte, nonce.KeySize)
+		_, err := rand.Read(k)
+		return k, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("verifier: nonce key: %w", err)
+	}
+	ring, err := nonce.New(key)
+	if err != nil {
+		return nil, fmt.Errorf("verifier: nonce key: %w", err)
+	}
 	return &Verifier{
+		nonces:   ring,
 		log:      log.Named("verifier"),
 		cfg:      o.Config,
 		store:    o.Store,
@@ -117,16 +136,17 @@ func (v *Verifier) selectPolicy(agentID, partition string) *policy.Policy {
 	return set.Select(agentID, partition)
 }
 
-// issueNonce creates a single-use nonce bound to the agent. Only its
-// SHA-256 is stored, so a database reader cannot answer a challenge.
-func (v *Verifier) issueNonce(ctx context.Context, agentID string) (*pulsev1.Nonce, error) {
-	n := make([]byte, 32)
-	if _, err := rand.Read(n); err != nil {
+// issueNonce returns a single-use nonce bound to the agent at its current
+// epoch. It writes nothing: the nonce authenticates itself (package nonce)
+// and spending it moves the agent's epoch on.
+func (v *Verifier) issueNonce(agentID string, epoch uint64) (*pulsev1.Nonce, error) {
+	var r [8]byte
+	if _, err := rand.Read(r[:]); err != nil {
 		return nil, fmt.Errorf("nonce: %w", err)
 	}
-	sum := sha256.Sum256(n)
 	exp := v.now().Add(v.cfg.NonceTTL)
-	if err := v.store.PutNonce(ctx, sum[:], agentID, exp); err != nil {
+	n, err := v.nonces.Issue(agentID, epoch, exp, r[:])
+	if err != nil {
 		return nil, err
 	}
 	return &pulsev1.Nonce{Value: n, Expires: timestamppb.New(exp)}, nil

@@ -123,6 +123,15 @@ var migrations = []string{
 	)`,
 	// 5: the sweeper looks agents up by deadline.
 	`CREATE INDEX agents_deadline ON agents (deadline_at)`,
+	// 6: nonces are authenticated by a key every replica shares and made
+	// single-use by a per-agent epoch: issuing one writes nothing, spending
+	// one is the agent row's conditional increment. The nonce table goes.
+	`ALTER TABLE agents ADD COLUMN nonce_epoch {{bigint}} NOT NULL DEFAULT 0;
+	CREATE TABLE secrets (
+		name TEXT PRIMARY KEY,
+		value {{blob}} NOT NULL
+	);
+	DROP TABLE nonces`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

@@ -1,11 +1,11 @@
 // Package store keeps the verifier's state: enrolled agents and their TPM
-// keys, pending enrollments, single-use nonces, cached firmware logs, each
+// keys, pending enrollments, nonce epochs and the nonce key, cached firmware logs, each
 // agent's runtime log and last verdict. One schema and one implementation
 // over database/sql serve both engines: embedded SQLite (pure Go, the
 // default) and PostgreSQL (several verifier replicas behind one address).
 //
 // Every operation that must be atomic across replicas (spending a nonce,
-// taking an enrollment) is a single conditional statement, so the database,
+// taking an enrollment, creating the shared nonce key) is a single conditional statement, so the database,
 // not a replica's memory, decides.
 package store
 
@@ -25,14 +25,12 @@ var (
 	ErrConflict = errors.New("conflict")
 )
 
-// NonceStatus is the outcome of spending a nonce.
+// NonceStatus is the outcome of spending a nonce epoch.
 type NonceStatus int
 
 const (
 	NonceOK NonceStatus = iota
 	NonceUnknown
-	NonceWrongAgent
-	NonceExpired
 	NonceReplayed
 )
 
@@ -42,10 +40,6 @@ func (s NonceStatus) String() string {
 		return "ok"
 	case NonceUnknown:
 		return "unknown"
-	case NonceWrongAgent:
-		return "wrong_agent"
-	case NonceExpired:
-		return "expired"
 	case NonceReplayed:
 		return "replayed"
 	}
@@ -90,6 +84,9 @@ type Agent struct {
 	// StreamReplica is the replica holding the agent's directive stream
 	// ("" when it has none): shared, so every replica shows it.
 	StreamReplica string
+	// NonceEpoch is the epoch a fresh nonce of this agent carries; spending
+	// one moves it on (see package verifier/nonce).
+	NonceEpoch uint64
 }
 
 // Enrollment is a pending credential-activation challenge.
@@ -267,7 +264,7 @@ func fromNanos(n int64) time.Time {
 const agentColumns = `id, partition, tpm, ek_public, ek_sha256, ek_certificate, ak_public, ak_name, enrolled_at,
 	last_seq, reset_count, restart_count, tpm_clock, firmware_log_sha256, runtime_records, runtime_count,
 	last_pulse_at, last_verdict, last_reason, last_message, policy_digest, address, quarantined,
-	lkg_binary_sha256, lkg_bpf, lkg_at, stream_replica`
+	lkg_binary_sha256, lkg_bpf, lkg_at, stream_replica, nonce_epoch`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -280,13 +277,13 @@ func scanAgent(row scanner) (*Agent, error) {
 		reset, restart            int64
 		verdict, reason           int64
 		ekPub, ekSHA, ekCert      []byte
-		lkgAt                     int64
+		lkgAt, epoch              int64
 		akPub, akName, fwSHA, rtR []byte
 	)
 	err := row.Scan(&a.ID, &a.Partition, &tpm, &ekPub, &ekSHA, &ekCert, &akPub, &akName, &enrolled,
 		&seq, &reset, &restart, &clock, &fwSHA, &rtR, &runtimeCount,
 		&lastPulse, &verdict, &reason, &a.LastMessage, &a.PolicyDigest, &a.Address, &a.Quarantined,
-		&a.LKG.BinarySHA256, &a.LKG.BPF, &lkgAt, &a.StreamReplica)
+		&a.LKG.BinarySHA256, &a.LKG.BPF, &lkgAt, &a.StreamReplica, &epoch)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -301,6 +298,7 @@ func scanAgent(row scanner) (*Agent, error) {
 	a.LastVerdict, a.LastReason = int32(verdict), int32(reason)
 	a.FirmwareLogSHA256, a.RuntimeRecords = fwSHA, rtR
 	a.LKG.At = fromNanos(lkgAt)
+	a.NonceEpoch = uint64(epoch)
 	return &a, nil
 }
 
@@ -393,58 +391,52 @@ func (s *Store) TakeEnrollment(ctx context.Context, id, agentID string) (*Enroll
 	return &e, nil
 }
 
-// PutNonce records an issued nonce by its SHA-256 (the nonce itself is never stored).
-func (s *Store) PutNonce(ctx context.Context, nonceSHA256 []byte, agentID string, expires time.Time) error {
-	_, err := s.exec(ctx, `INSERT INTO nonces (nonce_sha256, agent_id, expires_at, spent_at) VALUES (?, ?, ?, 0)`,
-		nonceSHA256, agentID, nanos(expires))
-	if err != nil {
-		return fmt.Errorf("store: put nonce: %w", err)
+// SpendNonce spends the agent's nonce epoch: it succeeds for exactly one
+// caller across all replicas, returning the agent as it is after the spend
+// (NonceEpoch = epoch + 1) and NonceOK. Otherwise it reports NonceReplayed
+// (the epoch was spent), NonceUnknown (an epoch never reached) or
+// ErrNotFound (no such agent). Spend and read are one statement.
+func (s *Store) SpendNonce(ctx context.Context, agentID string, epoch uint64) (*Agent, NonceStatus, error) {
+	a, err := scanAgent(s.queryRow(ctx, `UPDATE agents SET nonce_epoch = nonce_epoch + 1
+		WHERE id = ? AND nonce_epoch = ? RETURNING `+agentColumns, agentID, int64(epoch)))
+	if err == nil {
+		return a, NonceOK, nil
 	}
-	return nil
+	if !errors.Is(err, ErrNotFound) {
+		return nil, NonceUnknown, fmt.Errorf("store: spend nonce: %w", err)
+	}
+	a, err = s.GetAgent(ctx, agentID)
+	if err != nil {
+		return nil, NonceUnknown, err
+	}
+	if a.NonceEpoch > epoch {
+		return a, NonceReplayed, nil
+	}
+	return a, NonceUnknown, nil
 }
 
-// SpendNonce spends a nonce for the agent at now. Exactly one caller across
-// all replicas gets NonceOK for a given nonce.
-func (s *Store) SpendNonce(ctx context.Context, nonceSHA256 []byte, agentID string, now time.Time) (NonceStatus, error) {
-	res, err := s.exec(ctx, `UPDATE nonces SET spent_at = ?
-		WHERE nonce_sha256 = ? AND agent_id = ? AND spent_at = 0 AND expires_at > ?`,
-		nanos(now), nonceSHA256, agentID, nanos(now))
+// Secret returns the named secret, creating it with gen when absent. Two
+// replicas creating it at once agree on one value.
+func (s *Store) Secret(ctx context.Context, name string, gen func() ([]byte, error)) ([]byte, error) {
+	var v []byte
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT value FROM secrets WHERE name = ?`), name).Scan(&v)
+	if err == nil {
+		return v, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("store: read secret %s: %w", name, err)
+	}
+	fresh, err := gen()
 	if err != nil {
-		return NonceUnknown, fmt.Errorf("store: spend nonce: %w", err)
+		return nil, fmt.Errorf("store: create secret %s: %w", name, err)
 	}
-	if n, err := res.RowsAffected(); err != nil {
-		return NonceUnknown, fmt.Errorf("store: spend nonce: %w", err)
-	} else if n == 1 {
-		return NonceOK, nil
+	if _, err := s.db.ExecContext(ctx, s.q(`INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING`), name, fresh); err != nil {
+		return nil, fmt.Errorf("store: create secret %s: %w", name, err)
 	}
-	var (
-		owner          string
-		expires, spent int64
-	)
-	err = s.db.QueryRowContext(ctx, s.q(`SELECT agent_id, expires_at, spent_at FROM nonces WHERE nonce_sha256 = ?`), nonceSHA256).
-		Scan(&owner, &expires, &spent)
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return NonceUnknown, nil
-	case err != nil:
-		return NonceUnknown, fmt.Errorf("store: classify nonce: %w", err)
-	case owner != agentID:
-		return NonceWrongAgent, nil
-	case spent != 0:
-		return NonceReplayed, nil
-	default:
-		return NonceExpired, nil
+	if err := s.db.QueryRowContext(ctx, s.q(`SELECT value FROM secrets WHERE name = ?`), name).Scan(&v); err != nil {
+		return nil, fmt.Errorf("store: read secret %s: %w", name, err)
 	}
-}
-
-// PruneNonces deletes nonces that expired before cutoff. Spent nonces are
-// kept until they expire so a replay is named as such.
-func (s *Store) PruneNonces(ctx context.Context, cutoff time.Time) (int64, error) {
-	res, err := s.db.ExecContext(ctx, s.q(`DELETE FROM nonces WHERE expires_at < ?`), nanos(cutoff))
-	if err != nil {
-		return 0, fmt.Errorf("store: prune nonces: %w", err)
-	}
-	return res.RowsAffected()
+	return v, nil
 }
 
 // PutFirmwareLog stores a firmware log by its SHA-256 (shared by every agent

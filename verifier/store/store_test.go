@@ -74,50 +74,50 @@ func TestEnrollAgent(t *testing.T) {
 	}
 }
 
+func enrollPlain(t *testing.T, s *store.Store, id string) {
+	t.Helper()
+	if err := s.EnrollAgent(context.Background(), &store.Agent{ID: id, TPM: true, EKSHA256: sum("ek-" + id), EnrolledAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestNonces(t *testing.T) {
 	for name, s := range engines(t) {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			now := time.Now()
-			n1, n2 := sum("n1-"+name), sum("n2-"+name)
-			if err := s.PutNonce(ctx, n1, "a", now.Add(time.Minute)); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.PutNonce(ctx, n2, "a", now.Add(-time.Second)); err != nil {
-				t.Fatal(err)
-			}
+			enrollPlain(t, s, "a")
 			cases := []struct {
 				name  string
-				nonce []byte
 				agent string
+				epoch uint64
 				want  store.NonceStatus
+				after uint64
 			}{
-				{"wrong agent", n1, "b", store.NonceWrongAgent},
-				{"ok", n1, "a", store.NonceOK},
-				{"replayed", n1, "a", store.NonceReplayed},
-				{"expired", n2, "a", store.NonceExpired},
-				{"unknown", sum("never issued"), "a", store.NonceUnknown},
+				{"fresh epoch", "a", 0, store.NonceOK, 1},
+				{"same epoch again", "a", 0, store.NonceReplayed, 1},
+				{"next epoch", "a", 1, store.NonceOK, 2},
+				{"epoch never reached", "a", 9, store.NonceUnknown, 2},
+				{"old epoch", "a", 1, store.NonceReplayed, 2},
 			}
 			for _, c := range cases {
-				got, err := s.SpendNonce(ctx, c.nonce, c.agent, now)
-				if err != nil || got != c.want {
-					t.Errorf("%s: got %v, %v; want %v", c.name, got, err, c.want)
+				a, got, err := s.SpendNonce(ctx, c.agent, c.epoch)
+				if err != nil || got != c.want || a.NonceEpoch != c.after || a.ID != c.agent {
+					t.Errorf("%s: got %v, %+v, %v; want %v at epoch %d", c.name, got, a, err, c.want, c.after)
 				}
+			}
+			if _, _, err := s.SpendNonce(ctx, "nobody", 0); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("unknown agent: %v, want ErrNotFound", err)
 			}
 		})
 	}
 }
 
-// TestNonceSpentOnce races many spenders; exactly one may win.
+// TestNonceSpentOnce races many spenders of one epoch; exactly one may win.
 func TestNonceSpentOnce(t *testing.T) {
 	for name, s := range engines(t) {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			now := time.Now()
-			n := sum("race-" + name)
-			if err := s.PutNonce(ctx, n, "a", now.Add(time.Minute)); err != nil {
-				t.Fatal(err)
-			}
+			enrollPlain(t, s, "race")
 			var (
 				wg   sync.WaitGroup
 				mu   sync.Mutex
@@ -127,7 +127,7 @@ func TestNonceSpentOnce(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					st, err := s.SpendNonce(ctx, n, "a", now)
+					_, st, err := s.SpendNonce(ctx, "race", 0)
 					if err != nil {
 						t.Error(err)
 						return
@@ -142,6 +142,40 @@ func TestNonceSpentOnce(t *testing.T) {
 			wg.Wait()
 			if wins != 1 {
 				t.Fatalf("nonce spent %d times, want exactly 1", wins)
+			}
+		})
+	}
+}
+
+func TestSecretCreatedOnce(t *testing.T) {
+	for name, s := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			var (
+				wg   sync.WaitGroup
+				mu   sync.Mutex
+				seen = map[string]bool{}
+			)
+			for i := range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					v, err := s.Secret(ctx, "k", func() ([]byte, error) { return []byte{byte(i), 1, 2}, nil })
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					seen[string(v)] = true
+					mu.Unlock()
+				}()
+			}
+			wg.Wait()
+			if len(seen) != 1 {
+				t.Fatalf("concurrent creators saw %d values, want 1", len(seen))
+			}
+			if _, err := s.Secret(ctx, "other", func() ([]byte, error) { return nil, errors.New("no entropy") }); err == nil {
+				t.Fatal("a failing generator was not reported")
 			}
 		})
 	}
