@@ -17,15 +17,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
 	"math/big"
-	"sort"
-
-	// Hashes a TPM may name.
-	_ "crypto/sha256"
-	_ "crypto/sha512"
+	"math/bits"
+	"slices"
 
 	"github.com/google/go-tpm/tpm2"
 )
@@ -93,46 +92,6 @@ func unmarshal[T tpm2.Marshallable, P interface {
 		return nil, fmt.Errorf("%d bytes given, canonical encoding is %d bytes", len(b), len(re))
 	}
 	return v, nil
-}
-
-// decodeSignature decodes a TPMT_SIGNATURE and requires it to fill b
-// exactly; the length is checked by arithmetic rather than by re-encoding.
-func decodeSignature(b []byte) (sig *tpm2.TPMTSignature, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			sig, err = nil, fmt.Errorf("decoder panic: %v", r)
-		}
-	}()
-	sig, err = tpm2.Unmarshal[tpm2.TPMTSignature](b)
-	if err != nil {
-		return nil, err
-	}
-	var n int
-	switch sig.SigAlg {
-	case tpm2.TPMAlgECDSA:
-		s, err := sig.Signature.ECDSA()
-		if err != nil {
-			return nil, err
-		}
-		n = 2 + 2 + 2 + len(s.SignatureR.Buffer) + 2 + len(s.SignatureS.Buffer)
-	case tpm2.TPMAlgRSASSA, tpm2.TPMAlgRSAPSS:
-		var s *tpm2.TPMSSignatureRSA
-		if sig.SigAlg == tpm2.TPMAlgRSASSA {
-			s, err = sig.Signature.RSASSA()
-		} else {
-			s, err = sig.Signature.RSAPSS()
-		}
-		if err != nil {
-			return nil, err
-		}
-		n = 2 + 2 + 2 + len(s.Sig.Buffer)
-	default:
-		return nil, fmt.Errorf("signature algorithm 0x%04x", uint16(sig.SigAlg))
-	}
-	if n != len(b) {
-		return nil, fmt.Errorf("%d bytes given, signature is %d bytes", len(b), n)
-	}
-	return sig, nil
 }
 
 func algHash(a tpm2.TPMAlgID) (crypto.Hash, bool) {
@@ -278,14 +237,12 @@ func (a *AK) Name() []byte {
 
 // Verify is the package-level Verify with an already parsed AK.
 func (a *AK) Verify(attest, signature, qualifyingData []byte, pcrs map[uint32][]byte) (*Result, error) {
-	return a.verify(attest, signature, qualifyingData, singleBank(pcrs))
+	return a.verify(attest, signature, qualifyingData, pcrSource{single: pcrs})
 }
 
 // VerifyBanks is the package-level VerifyBanks with an already parsed AK.
 func (a *AK) VerifyBanks(attest, signature, qualifyingData []byte, pcrs map[uint16]map[uint32][]byte) (*Result, error) {
-	return a.verify(attest, signature, qualifyingData, func([]PCRSelection) (map[uint16]map[uint32][]byte, error) {
-		return pcrs, nil
-	})
+	return a.verify(attest, signature, qualifyingData, pcrSource{banks: pcrs, multi: true})
 }
 
 // ParseAKPublic decodes a marshalled TPMT_PUBLIC of an attestation key and
@@ -322,52 +279,91 @@ func (a *AK) verifySignature(attest, signature []byte) error {
 	if err != nil {
 		return fail(ReasonMalformedSignature, err, "decode TPMT_SIGNATURE")
 	}
-	if sig.SigAlg != a.scheme {
-		return fail(ReasonMalformedSignature, nil, "signature scheme 0x%04x, AK scheme 0x%04x", uint16(sig.SigAlg), uint16(a.scheme))
+	if sig.Alg != a.scheme {
+		return fail(ReasonMalformedSignature, nil, "signature scheme 0x%04x, AK scheme 0x%04x", uint16(sig.Alg), uint16(a.scheme))
+	}
+	if sig.Hash != a.hash {
+		return fail(ReasonMalformedSignature, nil, "signature hash 0x%04x, AK scheme hash 0x%04x", uint16(sig.Hash), uint16(a.hash))
 	}
 	h, _ := algHash(a.hash)
+	var buf [64]byte
+	digest := sum(h, attest, &buf)
 	switch a.scheme {
 	case tpm2.TPMAlgECDSA:
-		s, err := sig.Signature.ECDSA()
-		if err != nil {
-			return fail(ReasonMalformedSignature, err, "ECDSA signature")
-		}
-		if s.Hash != a.hash {
-			return fail(ReasonMalformedSignature, nil, "signature hash 0x%04x, AK scheme hash 0x%04x", uint16(s.Hash), uint16(a.hash))
-		}
-		d := h.New()
-		d.Write(attest)
-		r := new(big.Int).SetBytes(s.SignatureR.Buffer)
-		ss := new(big.Int).SetBytes(s.SignatureS.Buffer)
-		if !ecdsa.Verify(a.key.(*ecdsa.PublicKey), d.Sum(nil), r, ss) {
+		if !verifyECDSA(a.key.(*ecdsa.PublicKey), digest, sig.R, sig.S) {
 			return fail(ReasonSignature, nil, "ECDSA")
 		}
 	case tpm2.TPMAlgRSASSA, tpm2.TPMAlgRSAPSS:
-		var s *tpm2.TPMSSignatureRSA
-		if a.scheme == tpm2.TPMAlgRSASSA {
-			s, err = sig.Signature.RSASSA()
-		} else {
-			s, err = sig.Signature.RSAPSS()
-		}
-		if err != nil {
-			return fail(ReasonMalformedSignature, err, "RSA signature")
-		}
-		if s.Hash != a.hash {
-			return fail(ReasonMalformedSignature, nil, "signature hash 0x%04x, AK scheme hash 0x%04x", uint16(s.Hash), uint16(a.hash))
-		}
-		d := h.New()
-		d.Write(attest)
 		pk := a.key.(*rsa.PublicKey)
 		if a.scheme == tpm2.TPMAlgRSASSA {
-			err = rsa.VerifyPKCS1v15(pk, h, d.Sum(nil), s.Sig.Buffer)
+			err = rsa.VerifyPKCS1v15(pk, h, digest, sig.Sig)
 		} else {
-			err = rsa.VerifyPSS(pk, h, d.Sum(nil), s.Sig.Buffer, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto, Hash: h})
+			err = rsa.VerifyPSS(pk, h, digest, sig.Sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto, Hash: h})
 		}
 		if err != nil {
 			return fail(ReasonSignature, err, "RSA")
 		}
 	}
 	return nil
+}
+
+// sum returns the h digest of data, computed into buf (h is one algHash
+// names; 64 bytes hold any of them).
+func sum(h crypto.Hash, data []byte, buf *[64]byte) []byte {
+	switch h {
+	case crypto.SHA256:
+		d := sha256.Sum256(data)
+		return buf[:copy(buf[:], d[:])]
+	case crypto.SHA384:
+		d := sha512.Sum384(data)
+		return buf[:copy(buf[:], d[:])]
+	case crypto.SHA512:
+		d := sha512.Sum512(data)
+		return buf[:copy(buf[:], d[:])]
+	}
+	d := h.New()
+	d.Write(data)
+	return d.Sum(nil)
+}
+
+// verifyECDSA is ecdsa.Verify with r and s given as the TPM's unsigned
+// big-endian byte strings (leading zeros allowed): it builds the DER
+// SEQUENCE { INTEGER r, INTEGER s } that ecdsa.Verify builds from big.Ints,
+// without the big.Ints. A zero r or s fails, as in ecdsa.Verify; so does one
+// with more bytes than the curve order (it cannot be below the order).
+func verifyECDSA(pub *ecdsa.PublicKey, digest, r, s []byte) bool {
+	r, s = trimZeros(r), trimZeros(s)
+	size := (pub.Curve.Params().BitSize + 7) / 8
+	if len(r) == 0 || len(s) == 0 || len(r) > size || len(s) > size {
+		return false
+	}
+	if size > 60 {
+		// The short DER length form below holds integers of up to 60
+		// bytes (P-256 and P-384 need 32 and 48).
+		return ecdsa.Verify(pub, digest, new(big.Int).SetBytes(r), new(big.Int).SetBytes(s))
+	}
+	var buf [128]byte
+	der := append(buf[:0], 0x30, 0)
+	der = appendASN1Uint(der, r)
+	der = appendASN1Uint(der, s)
+	der[1] = byte(len(der) - 2)
+	return ecdsa.VerifyASN1(pub, digest, der)
+}
+
+func trimZeros(b []byte) []byte {
+	for len(b) > 0 && b[0] == 0 {
+		b = b[1:]
+	}
+	return b
+}
+
+// appendASN1Uint appends the DER INTEGER of v, a non-zero unsigned
+// big-endian number without leading zeros of at most 126 bytes.
+func appendASN1Uint(der, v []byte) []byte {
+	if v[0]&0x80 != 0 {
+		return append(append(der, 0x02, byte(len(v)+1), 0), v...)
+	}
+	return append(append(der, 0x02, byte(len(v))), v...)
 }
 
 // Verify verifies a TPM2_Quote: akPublic is the AK's marshalled TPMT_PUBLIC,
@@ -383,21 +379,20 @@ func Verify(akPublic, attest, signature, qualifyingData []byte, pcrs map[uint32]
 	return a.Verify(attest, signature, qualifyingData, pcrs)
 }
 
-func singleBank(pcrs map[uint32][]byte) func([]PCRSelection) (map[uint16]map[uint32][]byte, error) {
-	return func(sel []PCRSelection) (map[uint16]map[uint32][]byte, error) {
-		var bank uint16
-		n := 0
-		for _, s := range sel {
-			if len(s.PCRs) > 0 && (n == 0 || s.Alg != bank) {
-				bank = s.Alg
-				n++
-			}
-		}
-		if n > 1 {
-			return nil, fail(ReasonPCRMissing, nil, "quote selects %d banks; use VerifyBanks", n)
-		}
-		return map[uint16]map[uint32][]byte{bank: pcrs}, nil
+// pcrSource is where verify finds the supplied PCR values: one bank's
+// values (Verify, which refuses a quote over several banks) or values per
+// bank (VerifyBanks).
+type pcrSource struct {
+	single map[uint32][]byte
+	banks  map[uint16]map[uint32][]byte
+	multi  bool
+}
+
+func (p pcrSource) bank(alg uint16) map[uint32][]byte {
+	if p.multi {
+		return p.banks[alg]
 	}
+	return p.single
 }
 
 // VerifyBanks is Verify for a quote over several banks: pcrs maps a bank's
@@ -410,61 +405,119 @@ func VerifyBanks(akPublic, attest, signature, qualifyingData []byte, pcrs map[ui
 	return a.VerifyBanks(attest, signature, qualifyingData, pcrs)
 }
 
-func (a *AK) verify(attest, signature, qualifyingData []byte,
-	values func([]PCRSelection) (map[uint16]map[uint32][]byte, error)) (*Result, error) {
+func (a *AK) verify(attest, signature, qualifyingData []byte, values pcrSource) (*Result, error) {
 	if err := a.verifySignature(attest, signature); err != nil {
 		return nil, err
 	}
 	// The signature is good: from here on the bytes come from the TPM (or
 	// from whoever holds a key we were told is a TPM AK).
+	return a.verifyAttest(attest, qualifyingData, values)
+}
+
+// verifyAttest is verify after the signature check.
+func (a *AK) verifyAttest(attest, qualifyingData []byte, values pcrSource) (*Result, error) {
 	if len(attest) < 4 {
 		return nil, fail(ReasonMalformedAttest, nil, "%d bytes", len(attest))
 	}
 	if m := binary.BigEndian.Uint32(attest); m != uint32(tpm2.TPMGeneratedValue) {
 		return nil, fail(ReasonMagic, nil, "magic 0x%08x", m)
 	}
-	at, err := unmarshal[tpm2.TPMSAttest](attest)
+	at, err := decodeAttest(attest)
+	if te, ok := err.(*attestTypeError); ok {
+		// Not a quote. Which error it is depends on whether the rest of
+		// the structure is well formed; that is go-tpm's to say (this is
+		// a failure path, so its cost does not matter).
+		if _, err := unmarshal[tpm2.TPMSAttest](attest); err != nil {
+			return nil, fail(ReasonMalformedAttest, err, "decode TPMS_ATTEST")
+		}
+		return nil, fail(ReasonNotQuote, nil, "attestation type 0x%04x", te.Type)
+	}
 	if err != nil {
 		return nil, fail(ReasonMalformedAttest, err, "decode TPMS_ATTEST")
 	}
-	if at.Type != tpm2.TPMSTAttestQuote {
-		return nil, fail(ReasonNotQuote, nil, "attestation type 0x%04x", uint16(at.Type))
-	}
-	q, err := at.Attested.Quote()
-	if err != nil {
-		return nil, fail(ReasonMalformedAttest, err, "quote info")
-	}
-	if len(at.ExtraData.Buffer) != len(qualifyingData) ||
-		subtle.ConstantTimeCompare(at.ExtraData.Buffer, qualifyingData) != 1 {
+	if len(at.ExtraData) != len(qualifyingData) ||
+		subtle.ConstantTimeCompare(at.ExtraData, qualifyingData) != 1 {
 		return nil, fail(ReasonQualifyingData, nil, "")
 	}
 	h, _ := algHash(a.hash)
 	res := &Result{
-		PCRDigest:       bytes.Clone(q.PCRDigest.Buffer),
-		ExtraData:       bytes.Clone(at.ExtraData.Buffer),
-		QualifiedSigner: bytes.Clone(at.QualifiedSigner.Buffer),
-		Clock: ClockInfo{Clock: at.ClockInfo.Clock, ResetCount: at.ClockInfo.ResetCount,
-			RestartCount: at.ClockInfo.RestartCount, Safe: at.ClockInfo.Safe},
+		Clock:           at.Clock,
 		FirmwareVersion: at.FirmwareVersion,
 		Banks:           map[uint16]map[uint32][]byte{},
 		HashAlg:         h,
 	}
-	for _, s := range q.PCRSelect.PCRSelections {
-		ps := PCRSelection{Alg: uint16(s.Hash)}
-		for i, b := range s.PCRSelect {
-			for bit := 0; bit < 8; bit++ {
-				if b&(1<<bit) != 0 {
-					ps.PCRs = append(ps.PCRs, uint32(i*8+bit))
-				}
+	if at.SelectionCount > 0 {
+		// One allocation holds the PCR indices of all selections.
+		total := 0
+		sel := at.Selections
+		for range at.SelectionCount {
+			var bm []byte
+			_, bm, sel = nextSelection(sel)
+			for _, b := range bm {
+				total += bits.OnesCount8(b)
 			}
 		}
-		res.Selection = append(res.Selection, ps)
+		var idx []uint32
+		if total > 0 {
+			idx = make([]uint32, 0, total)
+		}
+		res.Selection = make([]PCRSelection, at.SelectionCount)
+		sel = at.Selections
+		for i := range res.Selection {
+			alg, bm, rest := nextSelection(sel)
+			sel = rest
+			start := len(idx)
+			for j, b := range bm {
+				for ; b != 0; b &= b - 1 {
+					idx = append(idx, uint32(j*8+bits.TrailingZeros8(b)))
+				}
+			}
+			res.Selection[i].Alg = alg
+			if len(idx) > start {
+				res.Selection[i].PCRs = idx[start:len(idx):len(idx)]
+			}
+		}
 	}
-	vals, err := values(res.Selection)
-	if err != nil {
-		return nil, err
+	if !values.multi {
+		var bank uint16
+		n := 0
+		for _, s := range res.Selection {
+			if len(s.PCRs) > 0 && (n == 0 || s.Alg != bank) {
+				bank = s.Alg
+				n++
+			}
+		}
+		if n > 1 {
+			return nil, fail(ReasonPCRMissing, nil, "quote selects %d banks; use VerifyBanks", n)
+		}
 	}
-	d := h.New()
+	// The quoted values are copied, in quote order, into one buffer, which
+	// is both what the PCR digest is computed over and where the result's
+	// values live. Size it for the values that will be copied.
+	need := 0
+	for _, s := range res.Selection {
+		size := pcrBankSize(tpm2.TPMAlgID(s.Alg))
+		if len(s.PCRs) == 0 || size == 0 {
+			continue
+		}
+		bank := values.bank(s.Alg)
+		for _, p := range s.PCRs {
+			if v, ok := bank[p]; ok && len(v) == size {
+				need += size
+			}
+		}
+	}
+	// One allocation holds the result's three byte fields and, after them,
+	// the quoted values (full slice expressions keep them apart).
+	nd, ne, nq := len(at.PCRDigest), len(at.ExtraData), len(at.QualifiedSigner)
+	quoted := make([]byte, 0, nd+ne+nq+need)
+	quoted = append(quoted, at.PCRDigest...)
+	quoted = append(quoted, at.ExtraData...)
+	quoted = append(quoted, at.QualifiedSigner...)
+	res.PCRDigest = quoted[:nd:nd]
+	res.ExtraData = quoted[nd : nd+ne : nd+ne]
+	res.QualifiedSigner = quoted[nd+ne : nd+ne+nq : nd+ne+nq]
+	quoted = quoted[nd+ne+nq:]
 	var missing []uint32
 	for _, s := range res.Selection {
 		if len(s.PCRs) == 0 {
@@ -474,10 +527,10 @@ func (a *AK) verify(attest, signature, qualifyingData []byte,
 		if size == 0 {
 			return nil, fail(ReasonMalformedAttest, nil, "PCR bank 0x%04x", s.Alg)
 		}
-		bank := vals[s.Alg]
+		bank := values.bank(s.Alg)
 		out := res.Banks[s.Alg]
 		if out == nil {
-			out = map[uint32][]byte{}
+			out = make(map[uint32][]byte, len(s.PCRs))
 			res.Banks[s.Alg] = out
 		}
 		for _, p := range s.PCRs {
@@ -489,17 +542,19 @@ func (a *AK) verify(attest, signature, qualifyingData []byte,
 			if len(v) != size {
 				return nil, fail(ReasonPCRDigest, nil, "PCR %d value is %d bytes, bank 0x%04x has %d", p, len(v), s.Alg, size)
 			}
-			d.Write(v)
-			out[p] = bytes.Clone(v)
+			start := len(quoted)
+			quoted = append(quoted, v...)
+			out[p] = quoted[start:len(quoted):len(quoted)]
 		}
 	}
 	if len(missing) > 0 {
-		sort.Slice(missing, func(i, j int) bool { return missing[i] < missing[j] })
+		slices.Sort(missing)
 		e := fail(ReasonPCRMissing, nil, "PCRs %v", missing)
 		e.PCRs = missing
 		return nil, e
 	}
-	if got := d.Sum(nil); subtle.ConstantTimeCompare(got, q.PCRDigest.Buffer) != 1 {
+	var buf [64]byte
+	if got := sum(h, quoted, &buf); subtle.ConstantTimeCompare(got, at.PCRDigest) != 1 {
 		return nil, fail(ReasonPCRDigest, nil, "")
 	}
 	for _, s := range res.Selection {
