@@ -42,7 +42,8 @@ func Expected(k Kind, v pulsev1.Verdict, r pulsev1.Reason) bool {
 	case RoleBadSignature:
 		return v == pulsev1.Verdict_VERDICT_UNTRUSTED && r == pulsev1.Reason_REASON_BAD_SIGNATURE
 	case RoleStaleNonce:
-		// Spent nonces are kept until they expire; a pruned one is unknown.
+		// A spent epoch is a replay; verifiers that pruned spent nonces
+		// answered unknown, still accepted here.
 		return v == pulsev1.Verdict_VERDICT_UNTRUSTED &&
 			(r == pulsev1.Reason_REASON_NONCE_REPLAYED || r == pulsev1.Reason_REASON_NONCE_UNKNOWN)
 	}

@@ -32,8 +32,8 @@
 // honest pulse: it replays that captured pulse (REASON_NONCE_REPLAYED),
 // signs a fresh pulse with a key that is not its certificate's
 // (REASON_BAD_SIGNATURE), or reuses the nonce it just spent
-// (REASON_NONCE_REPLAYED, or REASON_NONCE_UNKNOWN once the verifier pruned
-// it). Silent agents pulse once and stop; the verifier's sweeper must mark
+// (REASON_NONCE_REPLAYED: its epoch is spent; older verifiers that pruned
+// spent nonces answered REASON_NONCE_UNKNOWN). Silent agents pulse once and stop; the verifier's sweeper must mark
 // them BLINDED once their deadline (heartbeat interval × missed) passed.
 // Every honest pulse, including those of misbehaving agents, must be
 // TRUSTED. The run's Summary says which expectations held.
