@@ -5,8 +5,11 @@
 // default) and PostgreSQL (several verifier replicas behind one address).
 //
 // Every operation that must be atomic across replicas (spending a nonce,
-// taking an enrollment, creating the shared nonce key) is a single conditional statement, so the database,
-// not a replica's memory, decides.
+// taking an enrollment, creating the shared nonce key) is a single
+// conditional statement, so the database, not a replica's memory, decides.
+// The hot path's writes (nonce spends, pulse records) share transactions
+// under load by group commit (batch.go); each stays one statement, and each
+// caller still waits for its own commit.
 package store
 
 import (
@@ -137,6 +140,8 @@ type Store struct {
 
 	// stmts caches prepared statements of the hot path by query text.
 	stmts sync.Map
+	// group runs the hot path's writes with group commit (batch.go).
+	group *batcher
 }
 
 // prepared returns a cached prepared statement for the query (written with
@@ -156,21 +161,8 @@ func (s *Store) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
 	return st, nil
 }
 
-func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	st, err := s.prepared(ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	return st.ExecContext(ctx, args...)
-}
-
 func (s *Store) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
-	st, err := s.prepared(ctx, query)
-	if err != nil {
-		// Let the caller see the error through Scan.
-		return s.db.QueryRowContext(ctx, s.q(query), args...)
-	}
-	return st.QueryRowContext(ctx, args...)
+	return runner{s: s}.queryRow(ctx, query, args...)
 }
 
 // Engine names accepted by Open.
@@ -218,6 +210,12 @@ func Open(ctx context.Context, engine, dsn string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	if d.name == EngineSQLite {
+		// One connection: one writer.
+		s.startBatcher(1, false)
+	} else {
+		s.startBatcher(4, true)
+	}
 	return s, nil
 }
 
@@ -234,6 +232,7 @@ func sqliteDSN(path string) string {
 
 // Close closes the database.
 func (s *Store) Close() error {
+	s.stopBatcher()
 	s.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
 	return s.db.Close()
 }
@@ -397,22 +396,39 @@ func (s *Store) TakeEnrollment(ctx context.Context, id, agentID string) (*Enroll
 // (the epoch was spent), NonceUnknown (an epoch never reached) or
 // ErrNotFound (no such agent). Spend and read are one statement.
 func (s *Store) SpendNonce(ctx context.Context, agentID string, epoch uint64) (*Agent, NonceStatus, error) {
-	a, err := scanAgent(s.queryRow(ctx, `UPDATE agents SET nonce_epoch = nonce_epoch + 1
-		WHERE id = ? AND nonce_epoch = ? RETURNING `+agentColumns, agentID, int64(epoch)))
-	if err == nil {
-		return a, NonceOK, nil
-	}
-	if !errors.Is(err, ErrNotFound) {
-		return nil, NonceUnknown, fmt.Errorf("store: spend nonce: %w", err)
-	}
-	a, err = s.GetAgent(ctx, agentID)
+	var (
+		a  *Agent
+		st NonceStatus
+		rs error
+	)
+	err := s.submit(ctx, agentID, func(ctx context.Context, r runner) error {
+		a, st, rs = nil, NonceUnknown, nil
+		got, err := scanAgent(r.queryRow(ctx, `UPDATE agents SET nonce_epoch = nonce_epoch + 1
+			WHERE id = ? AND nonce_epoch = ? RETURNING `+agentColumns, agentID, int64(epoch)))
+		if err == nil {
+			a, st = got, NonceOK
+			return nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("store: spend nonce: %w", err)
+		}
+		got, err = scanAgent(r.queryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE id = ?`, agentID))
+		switch {
+		case errors.Is(err, ErrNotFound):
+			rs = ErrNotFound
+		case err != nil:
+			return err
+		case got.NonceEpoch > epoch:
+			a, st = got, NonceReplayed
+		default:
+			a = got
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, NonceUnknown, err
 	}
-	if a.NonceEpoch > epoch {
-		return a, NonceReplayed, nil
-	}
-	return a, NonceUnknown, nil
+	return a, st, rs
 }
 
 // Secret returns the named secret, creating it with gen when absent. Two
@@ -465,6 +481,26 @@ func (s *Store) GetFirmwareLog(ctx context.Context, sha256 []byte) ([]byte, erro
 // RecordPulse writes a pulse's outcome. Evidence fields move only when
 // u.Evidence is set, and never backwards in sequence within a boot.
 func (s *Store) RecordPulse(ctx context.Context, agentID string, u PulseUpdate) error {
+	var found bool
+	err := s.submit(ctx, agentID, func(ctx context.Context, r runner) error {
+		res, err := s.recordPulse(ctx, r, agentID, u)
+		if err != nil {
+			return fmt.Errorf("store: record pulse for %s: %w", agentID, err)
+		}
+		n, _ := res.RowsAffected()
+		found = n > 0
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if !found {
+		return fmt.Errorf("store: record pulse for %s: %w", agentID, ErrNotFound)
+	}
+	return nil
+}
+
+func (s *Store) recordPulse(ctx context.Context, r runner, agentID string, u PulseUpdate) (sql.Result, error) {
 	var (
 		res sql.Result
 		err error
@@ -475,29 +511,23 @@ func (s *Store) RecordPulse(ctx context.Context, agentID string, u PulseUpdate) 
 		blinded_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN 0 ELSE blinded_at END`
 	dlArgs := []any{nanos(u.Deadline), nanos(u.Deadline), u.Interval.Milliseconds(), u.Interval.Milliseconds(), nanos(u.Deadline)}
 	if u.Evidence && u.RuntimeUnchanged {
-		res, err = s.exec(ctx, `UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
+		res, err = r.exec(ctx, `UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
 			last_message = ?, policy_digest = ?, address = ?, quarantined = ?, last_seq = ?, reset_count = ?, restart_count = ?,
 			tpm_clock = ?, firmware_log_sha256 = ?`+dl+` WHERE id = ?`,
 			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined, int64(u.Seq), int64(u.ResetCount),
 				int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256)},
 				append(dlArgs, agentID)...)...)
 	} else if u.Evidence {
-		res, err = s.exec(ctx, `UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
+		res, err = r.exec(ctx, `UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
 			last_message = ?, policy_digest = ?, address = ?, quarantined = ?, last_seq = ?, reset_count = ?, restart_count = ?,
 			tpm_clock = ?, firmware_log_sha256 = ?, runtime_records = ?, runtime_count = ?`+dl+` WHERE id = ?`,
 			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined, int64(u.Seq), int64(u.ResetCount),
 				int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256), nilIfEmpty(u.RuntimeRecords), int64(u.RuntimeCount)},
 				append(dlArgs, agentID)...)...)
 	} else {
-		res, err = s.exec(ctx, `UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
+		res, err = r.exec(ctx, `UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
 			last_message = ?, policy_digest = ?, address = ?, quarantined = ?`+dl+` WHERE id = ?`,
 			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined}, append(dlArgs, agentID)...)...)
 	}
-	if err != nil {
-		return fmt.Errorf("store: record pulse for %s: %w", agentID, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("store: record pulse for %s: %w", agentID, ErrNotFound)
-	}
-	return nil
+	return res, err
 }
