@@ -78,12 +78,10 @@ func severityOf(o *Outcome) (string, int) {
 	return AlertUntrusted, 1
 }
 
-// afterPulse applies step 8 (state) and the operations that follow a
-// verdict: last-known-good, deadline, history, alerts, isolation.
-func (v *Verifier) afterPulse(ctx context.Context, p Peer, o *Outcome) {
-	if o.agent == nil {
-		return
-	}
+// settle applies step 8 (state) up to the pulse's record, which commits
+// next: the next deadline and the last-known-good check (which may turn the
+// verdict).
+func (v *Verifier) settle(ctx context.Context, o *Outcome) {
 	now := v.now()
 	pol := o.pol
 	hb := policy.Heartbeat{Interval: policy.DefaultHeartbeatInterval, Missed: policy.DefaultMissedPulses}
@@ -96,6 +94,16 @@ func (v *Verifier) afterPulse(ctx context.Context, p Peer, o *Outcome) {
 	if o.Verdict == pulsev1.Verdict_VERDICT_TRUSTED && o.evidence != nil && o.evidence.Runtime != nil {
 		v.checkLastKnownGood(ctx, o, pol, now)
 	}
+}
+
+// afterPulse applies the operations that follow a committed verdict:
+// release hold, history, alerts, isolation.
+func (v *Verifier) afterPulse(ctx context.Context, p Peer, o *Outcome) {
+	if o.agent == nil {
+		return
+	}
+	now := v.now()
+	pol := o.pol
 	if o.Verdict == pulsev1.Verdict_VERDICT_TRUSTED && pulsev1.Verdict(o.agent.LastVerdict) != pulsev1.Verdict_VERDICT_TRUSTED {
 		// Trusted again: a release hold (if any) ends.
 		if err := v.store.ClearIsolationHold(ctx, o.agent.ID); err != nil {

@@ -53,8 +53,11 @@ type Outcome struct {
 	// TPM is true when the pulse carried a verified quote.
 	TPM bool
 
-	payload         *pulsev1.PulsePayload
+	payload *pulsev1.PulsePayload
+	// agent is the row read for the pulse's nonce epoch (epoch), before the
+	// pulse's commit spends it.
 	agent           *store.Agent
+	epoch           uint64
 	update          store.PulseUpdate
 	sendFirmwareLog bool
 	interval        time.Duration
@@ -124,9 +127,10 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 		return o.untrusted(pulsev1.Reason_REASON_BAD_SIGNATURE, "pulse signature: %v", err)
 	}
 
-	// 3. Nonce: issued to this agent, unexpired, spent exactly once. The
-	// spend also reads the agent (one statement).
-	agent, out := v.spendNonce(ctx, o, peer.AgentID, p.GetVerifierNonce(), now)
+	// 3. Nonce: issued to this agent, unexpired, for the epoch the store
+	// holds. Pulse spends it with the pulse's record, in one conditional
+	// write (commit): of concurrent pulses for one epoch, one wins.
+	agent, out := v.checkNonce(ctx, o, peer.AgentID, p.GetVerifierNonce(), now)
 	if out != nil {
 		return out
 	}
@@ -239,9 +243,10 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	return v.evaluate(o, pol, p, fw.verified.boot, rt, now)
 }
 
-// spendNonce authenticates the payload's verifier nonce and spends its epoch
-// in the store, returning the agent as it is after the spend.
-func (v *Verifier) spendNonce(ctx context.Context, o *Outcome, agentID string, raw []byte, now time.Time) (*store.Agent, *Outcome) {
+// checkNonce authenticates the payload's verifier nonce and reads the agent,
+// whose current epoch the nonce must name. The epoch is spent only when the
+// pulse commits (Verifier.commit).
+func (v *Verifier) checkNonce(ctx context.Context, o *Outcome, agentID string, raw []byte, now time.Time) (*store.Agent, *Outcome) {
 	n, err := v.nonces.Check(agentID, raw, now)
 	switch {
 	case errors.Is(err, nonce.ErrUnknown):
@@ -257,18 +262,54 @@ func (v *Verifier) spendNonce(ctx context.Context, o *Outcome, agentID string, r
 	case err != nil:
 		return nil, o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "nonce: %v", err)
 	}
-	agent, st, err := v.store.SpendNonce(ctx, agentID, n.Epoch)
+	agent, err := v.store.GetAgent(ctx, agentID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, o.untrusted(pulsev1.Reason_REASON_NOT_ENROLLED, "agent is not enrolled")
 	case err != nil:
 		return nil, o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "nonce store: %v", err)
-	case st == store.NonceReplayed:
+	case agent.NonceEpoch > n.Epoch:
 		return nil, o.untrusted(pulsev1.Reason_REASON_NONCE_REPLAYED, "nonce already spent: replayed pulse")
-	case st != store.NonceOK:
+	case agent.NonceEpoch < n.Epoch:
 		return nil, o.untrusted(pulsev1.Reason_REASON_NONCE_UNKNOWN, "nonce names epoch %d, which was never issued", n.Epoch)
 	}
+	o.epoch = n.Epoch
 	return agent, nil
+}
+
+// commit spends the pulse's nonce epoch and records its outcome in one
+// write. A pulse that loses the epoch to a concurrent one becomes a replay
+// and writes nothing. It reports false when the pulse is no longer the
+// agent's (replayed, or the agent is gone) or the store failed.
+func (v *Verifier) commit(ctx context.Context, o *Outcome) bool {
+	o.update.Verdict, o.update.Reason, o.update.Message = int32(o.Verdict), int32(o.Reason), o.Message
+	st, err := v.store.CommitPulse(ctx, o.agent.ID, o.epoch, o.update)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		o.lost(pulsev1.Reason_REASON_NOT_ENROLLED, "agent is not enrolled")
+	case err != nil:
+		o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "nonce store: %v", err)
+	case st == store.NonceOK:
+		// The response's next nonce names the epoch after the spend.
+		a := *o.agent
+		a.NonceEpoch = o.epoch + 1
+		o.agent = &a
+		return true
+	case st == store.NonceReplayed:
+		o.lost(pulsev1.Reason_REASON_NONCE_REPLAYED, "nonce already spent: replayed pulse")
+	default:
+		o.lost(pulsev1.Reason_REASON_NONCE_UNKNOWN, fmt.Sprintf("nonce names epoch %d, which the store no longer holds", o.epoch))
+	}
+	return false
+}
+
+// lost turns a pulse whose commit wrote nothing into a rejection that
+// carries none of its evidence.
+func (o *Outcome) lost(r pulsev1.Reason, msg string) {
+	o.untrusted(r, "%s", msg)
+	o.agent = nil
+	o.Findings, o.Notes, o.Isolate = nil, nil, false
+	o.update.Evidence, o.sendFirmwareLog = false, false
 }
 
 func absDuration(d time.Duration) time.Duration {

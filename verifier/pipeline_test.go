@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -239,6 +240,60 @@ func lastDigest(l *eventlog.Log, pcr uint32) []byte {
 		}
 	}
 	return d
+}
+
+// TestConcurrentCopiesOneWins sends copies of one pulse (and a second pulse
+// for the same nonce) at once: the epoch is spent with the record, so
+// exactly one is TRUSTED and every other is a replay, and the agent's next
+// pulse is trusted again.
+func TestConcurrentCopiesOneWins(t *testing.T) {
+	e := newEnv(t, "rhel8-uefi")
+	if e == nil {
+		return
+	}
+	a := e.agent("edge-race", e.openTPM(e.sw))
+	if res := a.Enroll(); !res.GetEnrolled() {
+		t.Fatal(res.GetMessage())
+	}
+	a.MeasureBinary()
+	a.Challenge()
+	wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	for round := range 5 {
+		reqs := make([]*pulsev1.PulseRequest, 8)
+		copied := a.Build(func(p *parts) { p.SendLog = false })
+		for i := range reqs {
+			reqs[i] = copied
+		}
+		reqs[len(reqs)-1] = a.Build(func(p *parts) { p.SendLog = false })
+		resps := make([]*pulsev1.PulseResponse, len(reqs))
+		errs := make([]error, len(reqs))
+		var wg sync.WaitGroup
+		for i, req := range reqs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resps[i], errs[i] = a.Cl.Pulse(ctx(t), req)
+			}()
+		}
+		wg.Wait()
+		won := 0
+		for i, resp := range resps {
+			if errs[i] != nil {
+				t.Fatalf("round %d: pulse rpc: %v", round, errs[i])
+			}
+			switch {
+			case resp.GetVerdict() == trusted && resp.GetReason() == pulsev1.Reason_REASON_OK:
+				won++
+				a.Nonce = resp.GetNextNonce().GetValue()
+			case resp.GetVerdict() != untrusted || resp.GetReason() != pulsev1.Reason_REASON_NONCE_REPLAYED:
+				t.Fatalf("round %d: copy %d got %s/%s (%s), want TRUSTED once and replays", round, i, resp.GetVerdict(), resp.GetReason(), resp.GetMessage())
+			}
+		}
+		if won != 1 {
+			t.Fatalf("round %d: %d copies TRUSTED, want exactly 1", round, won)
+		}
+	}
+	wantVerdict(t, a.Pulse(func(p *parts) { p.SendLog = false }), trusted, pulsev1.Reason_REASON_OK)
 }
 
 // TestFirmwareLogRequested: a verifier that lacks the log asks for it and

@@ -216,8 +216,11 @@ func (v *Verifier) Pulse(ctx context.Context, req *pulsev1.PulseRequest) (*pulse
 	t0 := time.Now()
 	start := v.now()
 	o := v.verify(ctx, p, req, start)
-	if o.Reason != pulsev1.Reason_REASON_INTERNAL {
-		v.afterPulse(ctx, p, o)
+	if o.agent != nil && o.Reason != pulsev1.Reason_REASON_INTERNAL {
+		v.settle(ctx, o)
+		if v.commit(ctx, o) {
+			v.afterPulse(ctx, p, o)
+		}
 	}
 	v.metrics.ObservePulse(o.Verdict.String(), o.Reason.String(), time.Since(t0))
 	log := v.log.With("agent_id", p.AgentID, "verdict", o.Verdict.String(), "reason", o.Reason.String())
@@ -235,19 +238,13 @@ func (v *Verifier) Pulse(ctx context.Context, req *pulsev1.PulseRequest) (*pulse
 	for _, n := range o.Notes {
 		log.Info("pulse note", "note", n.String())
 	}
-	o.update.Verdict, o.update.Reason, o.update.Message = int32(o.Verdict), int32(o.Reason), o.Message
-	if o.agent != nil && o.Reason != pulsev1.Reason_REASON_INTERNAL {
-		if err := v.store.RecordPulse(ctx, p.AgentID, o.update); err != nil {
-			log.Error("recording pulse failed", "error", err)
-		}
-	}
 	resp := &pulsev1.PulseResponse{Verdict: o.Verdict, Reason: o.Reason, Message: o.Message, Findings: o.Findings, PolicyDigest: o.Digest, Notes: o.Notes}
 	if o.Reason == pulsev1.Reason_REASON_INTERNAL {
 		return nil, status.Errorf(codes.Unavailable, "verifier: %s", o.Message)
 	}
 	a := o.agent
 	if a == nil {
-		// Rejected before the nonce was spent (bad signature, spent nonce):
+		// Rejected before its commit (bad signature, spent nonce):
 		// still tell it what the verifier holds, so its next honest pulse
 		// does not resend everything.
 		if got, err := v.store.GetAgent(ctx, p.AgentID); err == nil {
@@ -255,7 +252,7 @@ func (v *Verifier) Pulse(ctx context.Context, req *pulsev1.PulseRequest) (*pulse
 		}
 	}
 	if a != nil {
-		// o.agent is the row after the spend: its epoch is the next one.
+		// After a commit, o.agent's epoch is the next one.
 		if n, err := v.issueNonce(p.AgentID, a.NonceEpoch); err == nil {
 			resp.NextNonce = n
 		} else {

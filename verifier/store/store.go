@@ -390,47 +390,6 @@ func (s *Store) TakeEnrollment(ctx context.Context, id, agentID string) (*Enroll
 	return &e, nil
 }
 
-// SpendNonce spends the agent's nonce epoch: it succeeds for exactly one
-// caller across all replicas, returning the agent as it is after the spend
-// (NonceEpoch = epoch + 1) and NonceOK. Otherwise it reports NonceReplayed
-// (the epoch was spent), NonceUnknown (an epoch never reached) or
-// ErrNotFound (no such agent). Spend and read are one statement.
-func (s *Store) SpendNonce(ctx context.Context, agentID string, epoch uint64) (*Agent, NonceStatus, error) {
-	var (
-		a  *Agent
-		st NonceStatus
-		rs error
-	)
-	err := s.submit(ctx, agentID, func(ctx context.Context, r runner) error {
-		a, st, rs = nil, NonceUnknown, nil
-		got, err := scanAgent(r.queryRow(ctx, `UPDATE agents SET nonce_epoch = nonce_epoch + 1
-			WHERE id = ? AND nonce_epoch = ? RETURNING `+agentColumns, agentID, int64(epoch)))
-		if err == nil {
-			a, st = got, NonceOK
-			return nil
-		}
-		if !errors.Is(err, ErrNotFound) {
-			return fmt.Errorf("store: spend nonce: %w", err)
-		}
-		got, err = scanAgent(r.queryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE id = ?`, agentID))
-		switch {
-		case errors.Is(err, ErrNotFound):
-			rs = ErrNotFound
-		case err != nil:
-			return err
-		case got.NonceEpoch > epoch:
-			a, st = got, NonceReplayed
-		default:
-			a = got
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, NonceUnknown, err
-	}
-	return a, st, rs
-}
-
 // Secret returns the named secret, creating it with gen when absent. Two
 // replicas creating it at once agree on one value.
 func (s *Store) Secret(ctx context.Context, name string, gen func() ([]byte, error)) ([]byte, error) {
@@ -478,29 +437,49 @@ func (s *Store) GetFirmwareLog(ctx context.Context, sha256 []byte) ([]byte, erro
 	return log, nil
 }
 
-// RecordPulse writes a pulse's outcome. Evidence fields move only when
-// u.Evidence is set, and never backwards in sequence within a boot.
-func (s *Store) RecordPulse(ctx context.Context, agentID string, u PulseUpdate) error {
-	var found bool
+// CommitPulse spends the agent's nonce epoch and writes the pulse's outcome
+// in one conditional statement, so a pulse costs the store one write. It
+// succeeds (NonceOK) for exactly one caller per epoch across all replicas;
+// otherwise nothing is written and it reports NonceReplayed (the epoch was
+// spent, perhaps by a concurrent pulse), NonceUnknown (an epoch never
+// reached) or ErrNotFound (no such agent). Evidence fields move only when
+// u.Evidence is set.
+func (s *Store) CommitPulse(ctx context.Context, agentID string, epoch uint64, u PulseUpdate) (NonceStatus, error) {
+	st := NonceUnknown
+	var rs error
 	err := s.submit(ctx, agentID, func(ctx context.Context, r runner) error {
-		res, err := s.recordPulse(ctx, r, agentID, u)
+		st, rs = NonceUnknown, nil
+		res, err := s.recordPulse(ctx, r, agentID, int64(epoch), u)
 		if err != nil {
-			return fmt.Errorf("store: record pulse for %s: %w", agentID, err)
+			return fmt.Errorf("store: commit pulse for %s: %w", agentID, err)
 		}
-		n, _ := res.RowsAffected()
-		found = n > 0
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("store: commit pulse for %s: %w", agentID, err)
+		} else if n > 0 {
+			st = NonceOK
+			return nil
+		}
+		var stored int64
+		err = r.queryRow(ctx, `SELECT nonce_epoch FROM agents WHERE id = ?`, agentID).Scan(&stored)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			rs = fmt.Errorf("store: commit pulse for %s: %w", agentID, ErrNotFound)
+		case err != nil:
+			return fmt.Errorf("store: commit pulse for %s: %w", agentID, err)
+		case uint64(stored) > epoch:
+			st = NonceReplayed
+		}
 		return nil
 	})
 	if err != nil {
-		return err
+		return NonceUnknown, err
 	}
-	if !found {
-		return fmt.Errorf("store: record pulse for %s: %w", agentID, ErrNotFound)
-	}
-	return nil
+	return st, rs
 }
 
-func (s *Store) recordPulse(ctx context.Context, r runner, agentID string, u PulseUpdate) (sql.Result, error) {
+// recordPulse writes u and spends epoch, only while epoch is the agent's
+// current one.
+func (s *Store) recordPulse(ctx context.Context, r runner, agentID string, epoch int64, u PulseUpdate) (sql.Result, error) {
 	var (
 		res sql.Result
 		err error
@@ -511,23 +490,23 @@ func (s *Store) recordPulse(ctx context.Context, r runner, agentID string, u Pul
 		blinded_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN 0 ELSE blinded_at END`
 	dlArgs := []any{nanos(u.Deadline), nanos(u.Deadline), u.Interval.Milliseconds(), u.Interval.Milliseconds(), nanos(u.Deadline)}
 	if u.Evidence && u.RuntimeUnchanged {
-		res, err = r.exec(ctx, `UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
+		res, err = r.exec(ctx, `UPDATE agents SET nonce_epoch = nonce_epoch + 1, last_pulse_at = ?, last_verdict = ?, last_reason = ?,
 			last_message = ?, policy_digest = ?, address = ?, quarantined = ?, last_seq = ?, reset_count = ?, restart_count = ?,
-			tpm_clock = ?, firmware_log_sha256 = ?`+dl+` WHERE id = ?`,
+			tpm_clock = ?, firmware_log_sha256 = ?`+dl+` WHERE id = ? AND nonce_epoch = ?`,
 			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined, int64(u.Seq), int64(u.ResetCount),
 				int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256)},
-				append(dlArgs, agentID)...)...)
+				append(dlArgs, agentID, epoch)...)...)
 	} else if u.Evidence {
-		res, err = r.exec(ctx, `UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
+		res, err = r.exec(ctx, `UPDATE agents SET nonce_epoch = nonce_epoch + 1, last_pulse_at = ?, last_verdict = ?, last_reason = ?,
 			last_message = ?, policy_digest = ?, address = ?, quarantined = ?, last_seq = ?, reset_count = ?, restart_count = ?,
-			tpm_clock = ?, firmware_log_sha256 = ?, runtime_records = ?, runtime_count = ?`+dl+` WHERE id = ?`,
+			tpm_clock = ?, firmware_log_sha256 = ?, runtime_records = ?, runtime_count = ?`+dl+` WHERE id = ? AND nonce_epoch = ?`,
 			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined, int64(u.Seq), int64(u.ResetCount),
 				int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256), nilIfEmpty(u.RuntimeRecords), int64(u.RuntimeCount)},
-				append(dlArgs, agentID)...)...)
+				append(dlArgs, agentID, epoch)...)...)
 	} else {
-		res, err = r.exec(ctx, `UPDATE agents SET last_pulse_at = ?, last_verdict = ?, last_reason = ?,
-			last_message = ?, policy_digest = ?, address = ?, quarantined = ?`+dl+` WHERE id = ?`,
-			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined}, append(dlArgs, agentID)...)...)
+		res, err = r.exec(ctx, `UPDATE agents SET nonce_epoch = nonce_epoch + 1, last_pulse_at = ?, last_verdict = ?, last_reason = ?,
+			last_message = ?, policy_digest = ?, address = ?, quarantined = ?`+dl+` WHERE id = ? AND nonce_epoch = ?`,
+			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined}, append(dlArgs, agentID, epoch)...)...)
 	}
 	return res, err
 }

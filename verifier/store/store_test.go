@@ -100,19 +100,27 @@ func TestNonces(t *testing.T) {
 				{"old epoch", "a", 1, store.NonceReplayed, 2},
 			}
 			for _, c := range cases {
-				a, got, err := s.SpendNonce(ctx, c.agent, c.epoch)
-				if err != nil || got != c.want || a.NonceEpoch != c.after || a.ID != c.agent {
-					t.Errorf("%s: got %v, %+v, %v; want %v at epoch %d", c.name, got, a, err, c.want, c.after)
+				got, err := s.CommitPulse(ctx, c.agent, c.epoch, store.PulseUpdate{At: time.Now(), Verdict: 1, Message: c.name})
+				if err != nil || got != c.want {
+					t.Errorf("%s: got %v, %v; want %v", c.name, got, err, c.want)
+				}
+				a, err := s.GetAgent(ctx, c.agent)
+				if err != nil || a.NonceEpoch != c.after {
+					t.Errorf("%s: stored %+v, %v; want epoch %d", c.name, a, err, c.after)
+				}
+				// Only the spend that won writes its outcome.
+				if wrote := a.LastMessage == c.name; wrote != (c.want == store.NonceOK) {
+					t.Errorf("%s: status %v but stored message %q", c.name, got, a.LastMessage)
 				}
 			}
-			if _, _, err := s.SpendNonce(ctx, "nobody", 0); !errors.Is(err, store.ErrNotFound) {
+			if _, err := s.CommitPulse(ctx, "nobody", 0, store.PulseUpdate{At: time.Now()}); !errors.Is(err, store.ErrNotFound) {
 				t.Errorf("unknown agent: %v, want ErrNotFound", err)
 			}
 		})
 	}
 }
 
-// TestNonceSpentOnce races many spenders of one epoch; exactly one may win.
+// TestNonceSpentOnce races many pulses for one epoch; exactly one may win.
 func TestNonceSpentOnce(t *testing.T) {
 	for name, s := range engines(t) {
 		t.Run(name, func(t *testing.T) {
@@ -127,7 +135,7 @@ func TestNonceSpentOnce(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					_, st, err := s.SpendNonce(ctx, "race", 0)
+					st, err := s.CommitPulse(ctx, "race", 0, store.PulseUpdate{At: time.Now(), Verdict: 1})
 					if err != nil {
 						t.Error(err)
 						return
@@ -203,7 +211,7 @@ func TestEnrollmentTakenOnce(t *testing.T) {
 	}
 }
 
-func TestRecordPulseAndFirmwareLogs(t *testing.T) {
+func TestCommitPulseAndFirmwareLogs(t *testing.T) {
 	for name, s := range engines(t) {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
@@ -211,14 +219,16 @@ func TestRecordPulseAndFirmwareLogs(t *testing.T) {
 				t.Fatal(err)
 			}
 			at := time.Now().UTC().Truncate(time.Microsecond)
-			if err := s.RecordPulse(ctx, "p1", store.PulseUpdate{At: at, Verdict: 1, Reason: 1, Evidence: true, Seq: 7,
-				ResetCount: 3, RuntimeRecords: []byte("rec"), RuntimeCount: 1, FirmwareLogSHA256: sum("log")}); err != nil {
-				t.Fatal(err)
+			commit := func(epoch uint64, u store.PulseUpdate) {
+				t.Helper()
+				if st, err := s.CommitPulse(ctx, "p1", epoch, u); err != nil || st != store.NonceOK {
+					t.Fatalf("commit at epoch %d: %v, %v", epoch, st, err)
+				}
 			}
+			commit(0, store.PulseUpdate{At: at, Verdict: 1, Reason: 1, Evidence: true, Seq: 7,
+				ResetCount: 3, RuntimeRecords: []byte("rec"), RuntimeCount: 1, FirmwareLogSHA256: sum("log")})
 			// A rejected pulse updates the verdict but not the evidence.
-			if err := s.RecordPulse(ctx, "p1", store.PulseUpdate{At: at.Add(time.Second), Verdict: 3, Reason: 20, Message: "bad sig"}); err != nil {
-				t.Fatal(err)
-			}
+			commit(1, store.PulseUpdate{At: at.Add(time.Second), Verdict: 3, Reason: 20, Message: "bad sig"})
 			a, err := s.GetAgent(ctx, "p1")
 			if err != nil {
 				t.Fatal(err)
@@ -226,15 +236,20 @@ func TestRecordPulseAndFirmwareLogs(t *testing.T) {
 			if a.LastVerdict != 3 || a.LastReason != 20 || a.LastSeq != 7 || a.ResetCount != 3 || string(a.RuntimeRecords) != "rec" || !a.LastPulseAt.Equal(at.Add(time.Second)) {
 				t.Fatalf("agent after pulses: %+v", a)
 			}
+			// A replayed pulse writes nothing, evidence included.
+			if st, err := s.CommitPulse(ctx, "p1", 1, store.PulseUpdate{At: at, Verdict: 1, Evidence: true, Seq: 99}); err != nil || st != store.NonceReplayed {
+				t.Fatalf("replayed commit: %v, %v", st, err)
+			}
+			if a, err := s.GetAgent(ctx, "p1"); err != nil || a.LastSeq != 7 || a.LastVerdict != 3 {
+				t.Fatalf("agent after a replay: %+v, %v", a, err)
+			}
 			// A pulse carries the next deadline (nanoseconds need 64 bits).
 			deadline := at.Add(90 * time.Second)
-			if err := s.RecordPulse(ctx, "p1", store.PulseUpdate{At: at, Verdict: 1, Deadline: deadline, Interval: 30 * time.Second}); err != nil {
-				t.Fatalf("record with deadline: %v", err)
-			}
+			commit(2, store.PulseUpdate{At: at, Verdict: 1, Deadline: deadline, Interval: 30 * time.Second})
 			if ops, err := s.GetAgentOps(ctx, "p1"); err != nil || !ops.Deadline.Equal(deadline) || ops.Interval != 30*time.Second {
 				t.Fatalf("ops after pulse: %+v %v", ops, err)
 			}
-			if err := s.RecordPulse(ctx, "ghost", store.PulseUpdate{At: at}); !errors.Is(err, store.ErrNotFound) {
+			if _, err := s.CommitPulse(ctx, "ghost", 0, store.PulseUpdate{At: at}); !errors.Is(err, store.ErrNotFound) {
 				t.Fatalf("record for unknown agent: %v", err)
 			}
 			if err := s.PutFirmwareLog(ctx, sum("log"), []byte("LOG")); err != nil {
