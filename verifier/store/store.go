@@ -142,6 +142,8 @@ type Store struct {
 	stmts sync.Map
 	// group runs the hot path's writes with group commit (batch.go).
 	group *batcher
+	// ckpt checkpoints a SQLite file's WAL off the write path (checkpoint.go).
+	ckpt *checkpointer
 }
 
 // prepared returns a cached prepared statement for the query (written with
@@ -182,7 +184,12 @@ func Open(ctx context.Context, engine, dsn string) (*Store, error) {
 	switch engine {
 	case EngineSQLite, "":
 		d = sqliteDialect
-		db, err = sql.Open("sqlite", sqliteDSN(dsn))
+		mainDSN := sqliteDSN(dsn)
+		if dsn != "" {
+			// Checkpoints run off the write path (checkpoint.go).
+			mainDSN += "&_pragma=wal_autocheckpoint(0)"
+		}
+		db, err = sql.Open("sqlite", mainDSN)
 		if err == nil {
 			// One writer at a time is SQLite's model; a single connection
 			// avoids SQLITE_BUSY between our own goroutines.
@@ -211,6 +218,12 @@ func Open(ctx context.Context, engine, dsn string) (*Store, error) {
 		return nil, err
 	}
 	if d.name == EngineSQLite {
+		if dsn != "" {
+			if err := s.startCheckpointer(dsn); err != nil {
+				db.Close()
+				return nil, err
+			}
+		}
 		// One connection: one writer.
 		s.startBatcher(1, false)
 	} else {
@@ -234,6 +247,7 @@ func sqliteDSN(path string) string {
 func (s *Store) Close() error {
 	s.stopBatcher()
 	s.stmts.Range(func(_, v any) bool { v.(*sql.Stmt).Close(); return true })
+	s.stopCheckpointer()
 	return s.db.Close()
 }
 
