@@ -386,12 +386,14 @@ func (v *Verifier) sweepOnce(ctx context.Context) {
 	now := v.now()
 	if v.metrics != nil && now.Sub(v.lastStatus) >= 10*time.Second {
 		v.lastStatus = now
-		if agents, err := v.store.ListAgents(ctx); err == nil {
-			counts := map[string]int{}
-			for _, a := range agents {
-				counts[pulsev1.Verdict(a.LastVerdict).String()]++
+		if byVerdict, err := v.store.CountByVerdict(ctx); err == nil {
+			counts := make(map[string]int, len(byVerdict))
+			for verdict, n := range byVerdict {
+				counts[pulsev1.Verdict(verdict).String()] += n
 			}
 			v.metrics.SetAgentsByStatus(counts)
+		} else {
+			v.log.Warn("counting agents by verdict failed", "error", err)
 		}
 	}
 	over, err := v.store.Overdue(ctx, now)

@@ -321,6 +321,30 @@ func (s *Store) GetAgent(ctx context.Context, id string) (*Agent, error) {
 	return scanAgent(row)
 }
 
+// CountByVerdict returns how many agents hold each last verdict: one
+// aggregate, where ListAgents would copy every row (keys, certificates,
+// runtime logs) while holding SQLite's only connection.
+func (s *Store) CountByVerdict(ctx context.Context) (map[int32]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT last_verdict, COUNT(*) FROM agents GROUP BY last_verdict`)
+	if err != nil {
+		return nil, fmt.Errorf("store: count agents by verdict: %w", err)
+	}
+	defer rows.Close()
+	out := map[int32]int{}
+	for rows.Next() {
+		var v int32
+		var n int
+		if err := rows.Scan(&v, &n); err != nil {
+			return nil, fmt.Errorf("store: count agents by verdict: %w", err)
+		}
+		out[v] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: count agents by verdict: %w", err)
+	}
+	return out, nil
+}
+
 // ListAgents returns every agent ordered by ID.
 func (s *Store) ListAgents(ctx context.Context) ([]*Agent, error) {
 	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+agentColumns+` FROM agents ORDER BY id`))

@@ -291,3 +291,32 @@ func TestReopenKeepsState(t *testing.T) {
 		t.Fatalf("schema version %d %v", v, err)
 	}
 }
+
+func TestCountByVerdict(t *testing.T) {
+	for name, s := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			for _, id := range []string{"v1", "v2", "v3", "v4"} {
+				enrollPlain(t, s, id)
+			}
+			for id, verdict := range map[string]int32{"v1": 1, "v2": 1, "v3": 3} {
+				if st, err := s.CommitPulse(ctx, id, 0, store.PulseUpdate{At: time.Now(), Verdict: verdict}); err != nil || st != store.NonceOK {
+					t.Fatalf("commit %s: %v, %v", id, st, err)
+				}
+			}
+			got, err := s.CountByVerdict(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[int32]int{0: 1, 1: 2, 3: 1}
+			if len(got) != len(want) {
+				t.Fatalf("counts %v, want %v", got, want)
+			}
+			for v, n := range want {
+				if got[v] != n {
+					t.Fatalf("counts %v, want %v", got, want)
+				}
+			}
+		})
+	}
+}
