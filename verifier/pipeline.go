@@ -290,10 +290,9 @@ func (v *Verifier) commit(ctx context.Context, o *Outcome) bool {
 	case err != nil:
 		o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "nonce store: %v", err)
 	case st == store.NonceOK:
-		// The response's next nonce names the epoch after the spend.
-		a := *o.agent
-		a.NonceEpoch = o.epoch + 1
-		o.agent = &a
+		// The response's next nonce names the epoch after the spend (o.agent
+		// is this pulse's own read of the row).
+		o.agent.NonceEpoch = o.epoch + 1
 		return true
 	case st == store.NonceReplayed:
 		o.lost(pulsev1.Reason_REASON_NONCE_REPLAYED, "nonce already spent: replayed pulse")
