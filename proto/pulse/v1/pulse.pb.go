@@ -172,6 +172,8 @@ const (
 	Reason_REASON_SEQUENCE_REGRESSION Reason = 34
 	// 4. clock
 	Reason_REASON_CLOCK_DESYNC Reason = 40
+	// Too many CLOCK_DESYNC pulses in a row: no longer a shelter.
+	Reason_REASON_CLOCK_DESYNC_PERSISTENT Reason = 41
 	// 5. quote
 	Reason_REASON_NOT_ENROLLED            Reason = 50
 	Reason_REASON_AK_UNKNOWN              Reason = 51
@@ -185,6 +187,10 @@ const (
 	Reason_REASON_TPM_REQUIRED            Reason = 59
 	Reason_REASON_REBOOTED                Reason = 60
 	Reason_REASON_TPM_CLOCK_ROLLBACK      Reason = 61
+	// The payload names another runtime PCR than the one recorded at enrollment.
+	Reason_REASON_RUNTIME_PCR_MISMATCH Reason = 62
+	// The quoted PCR bank is not the one the policy (or the verifier) requires.
+	Reason_REASON_PCR_BANK_NOT_ALLOWED Reason = 63
 	// 6. logs
 	Reason_REASON_FIRMWARE_LOG_MISSING   Reason = 70
 	Reason_REASON_FIRMWARE_LOG_MALFORMED Reason = 71
@@ -194,6 +200,8 @@ const (
 	Reason_REASON_RUNTIME_LOG_GAP        Reason = 75
 	Reason_REASON_CLAIM_MISMATCH         Reason = 76
 	Reason_REASON_AGENT_BINARY_MISMATCH  Reason = 77
+	// The agent already stores as many distinct firmware logs as it may.
+	Reason_REASON_FIRMWARE_LOG_QUOTA Reason = 78
 	// 7. policy
 	Reason_REASON_POLICY_DENIED Reason = 80
 	Reason_REASON_NO_POLICY     Reason = 81
@@ -208,7 +216,15 @@ const (
 	Reason_REASON_EK_MISMATCH                  Reason = 101
 	Reason_REASON_CREDENTIAL_ACTIVATION_FAILED Reason = 102
 	Reason_REASON_ENROLLMENT_EXPIRED           Reason = 103
-	Reason_REASON_INTERNAL                     Reason = 120
+	// The agent asked for another partition than the operator assigned.
+	Reason_REASON_PARTITION_MISMATCH Reason = 104
+	// The endorsement key already backs another agent ID.
+	Reason_REASON_EK_IN_USE Reason = 105
+	// The agent re-enrolled with another attestation key on the same TPM.
+	Reason_REASON_AK_CHANGED Reason = 106
+	// Too many enrollment attempts from one address.
+	Reason_REASON_ENROLL_RATE_LIMITED Reason = 107
+	Reason_REASON_INTERNAL            Reason = 120
 )
 
 // Enum value maps for Reason.
@@ -226,6 +242,7 @@ var (
 		33:  "REASON_NONCE_WRONG_AGENT",
 		34:  "REASON_SEQUENCE_REGRESSION",
 		40:  "REASON_CLOCK_DESYNC",
+		41:  "REASON_CLOCK_DESYNC_PERSISTENT",
 		50:  "REASON_NOT_ENROLLED",
 		51:  "REASON_AK_UNKNOWN",
 		52:  "REASON_QUOTE_MALFORMED",
@@ -238,6 +255,8 @@ var (
 		59:  "REASON_TPM_REQUIRED",
 		60:  "REASON_REBOOTED",
 		61:  "REASON_TPM_CLOCK_ROLLBACK",
+		62:  "REASON_RUNTIME_PCR_MISMATCH",
+		63:  "REASON_PCR_BANK_NOT_ALLOWED",
 		70:  "REASON_FIRMWARE_LOG_MISSING",
 		71:  "REASON_FIRMWARE_LOG_MALFORMED",
 		72:  "REASON_FIRMWARE_LOG_REPLAY",
@@ -246,6 +265,7 @@ var (
 		75:  "REASON_RUNTIME_LOG_GAP",
 		76:  "REASON_CLAIM_MISMATCH",
 		77:  "REASON_AGENT_BINARY_MISMATCH",
+		78:  "REASON_FIRMWARE_LOG_QUOTA",
 		80:  "REASON_POLICY_DENIED",
 		81:  "REASON_NO_POLICY",
 		90:  "REASON_BINARY_CHANGED",
@@ -257,6 +277,10 @@ var (
 		101: "REASON_EK_MISMATCH",
 		102: "REASON_CREDENTIAL_ACTIVATION_FAILED",
 		103: "REASON_ENROLLMENT_EXPIRED",
+		104: "REASON_PARTITION_MISMATCH",
+		105: "REASON_EK_IN_USE",
+		106: "REASON_AK_CHANGED",
+		107: "REASON_ENROLL_RATE_LIMITED",
 		120: "REASON_INTERNAL",
 	}
 	Reason_value = map[string]int32{
@@ -272,6 +296,7 @@ var (
 		"REASON_NONCE_WRONG_AGENT":            33,
 		"REASON_SEQUENCE_REGRESSION":          34,
 		"REASON_CLOCK_DESYNC":                 40,
+		"REASON_CLOCK_DESYNC_PERSISTENT":      41,
 		"REASON_NOT_ENROLLED":                 50,
 		"REASON_AK_UNKNOWN":                   51,
 		"REASON_QUOTE_MALFORMED":              52,
@@ -284,6 +309,8 @@ var (
 		"REASON_TPM_REQUIRED":                 59,
 		"REASON_REBOOTED":                     60,
 		"REASON_TPM_CLOCK_ROLLBACK":           61,
+		"REASON_RUNTIME_PCR_MISMATCH":         62,
+		"REASON_PCR_BANK_NOT_ALLOWED":         63,
 		"REASON_FIRMWARE_LOG_MISSING":         70,
 		"REASON_FIRMWARE_LOG_MALFORMED":       71,
 		"REASON_FIRMWARE_LOG_REPLAY":          72,
@@ -292,6 +319,7 @@ var (
 		"REASON_RUNTIME_LOG_GAP":              75,
 		"REASON_CLAIM_MISMATCH":               76,
 		"REASON_AGENT_BINARY_MISMATCH":        77,
+		"REASON_FIRMWARE_LOG_QUOTA":           78,
 		"REASON_POLICY_DENIED":                80,
 		"REASON_NO_POLICY":                    81,
 		"REASON_BINARY_CHANGED":               90,
@@ -303,6 +331,10 @@ var (
 		"REASON_EK_MISMATCH":                  101,
 		"REASON_CREDENTIAL_ACTIVATION_FAILED": 102,
 		"REASON_ENROLLMENT_EXPIRED":           103,
+		"REASON_PARTITION_MISMATCH":           104,
+		"REASON_EK_IN_USE":                    105,
+		"REASON_AK_CHANGED":                   106,
+		"REASON_ENROLL_RATE_LIMITED":          107,
 		"REASON_INTERNAL":                     120,
 	}
 )
@@ -398,7 +430,10 @@ type EnrollRequest struct {
 	// Intermediate certificates found in TPM NV, if any.
 	EkIntermediates [][]byte `protobuf:"bytes,4,rep,name=ek_intermediates,json=ekIntermediates,proto3" json:"ek_intermediates,omitempty"`
 	// AK public area, marshalled TPMT_PUBLIC (restricted signing key).
-	AkPublic      []byte `protobuf:"bytes,5,opt,name=ak_public,json=akPublic,proto3" json:"ak_public,omitempty"`
+	AkPublic []byte `protobuf:"bytes,5,opt,name=ak_public,json=akPublic,proto3" json:"ak_public,omitempty"`
+	// The partition the agent expects to be in. Informational: the operator
+	// assigns partitions (docs/identity.md); a request that names another
+	// partition than the assigned one is refused (REASON_PARTITION_MISMATCH).
 	Partition     string `protobuf:"bytes,6,opt,name=partition,proto3" json:"partition,omitempty"`
 	AgentVersion  string `protobuf:"bytes,7,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1103,8 +1138,10 @@ func (x *PCRValue) GetDigest() []byte {
 // PulsePayload is what the agent claims. It is serialised once by the agent;
 // the verifier parses the signed bytes and never re-serialises them.
 type PulsePayload struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AgentId       string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	AgentId string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	// Informational: the verifier selects the policy by the partition the
+	// operator assigned, never by this field.
 	Partition     string                 `protobuf:"bytes,2,opt,name=partition,proto3" json:"partition,omitempty"`
 	Time          *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
 	VerifierNonce []byte                 `protobuf:"bytes,4,opt,name=verifier_nonce,json=verifierNonce,proto3" json:"verifier_nonce,omitempty"`
@@ -1118,7 +1155,8 @@ type PulsePayload struct {
 	AgentVersion      string `protobuf:"bytes,9,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	// True when a quote accompanies this payload.
 	Tpm bool `protobuf:"varint,10,opt,name=tpm,proto3" json:"tpm,omitempty"`
-	// The PCR the runtime log extends.
+	// The PCR the runtime log extends. Must equal the runtime PCR the verifier
+	// recorded at enrollment (from its configuration); never chosen per pulse.
 	RuntimePcr uint32 `protobuf:"varint,11,opt,name=runtime_pcr,json=runtimePcr,proto3" json:"runtime_pcr,omitempty"`
 	// Runtime log: CEL-encoded records [runtime_first_record, ...) of this boot.
 	RuntimeFirstRecord uint64 `protobuf:"varint,12,opt,name=runtime_first_record,json=runtimeFirstRecord,proto3" json:"runtime_first_record,omitempty"`
@@ -2615,7 +2653,7 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\x10VERDICT_DEGRADED\x10\x02\x12\x15\n" +
 	"\x11VERDICT_UNTRUSTED\x10\x03\x12\x18\n" +
 	"\x14VERDICT_CLOCK_DESYNC\x10\x04\x12\x13\n" +
-	"\x0fVERDICT_BLINDED\x10\x05*\xd1\t\n" +
+	"\x0fVERDICT_BLINDED\x10\x05*\xc2\v\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tREASON_OK\x10\x01\x12\x1c\n" +
@@ -2629,7 +2667,8 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\x15REASON_NONCE_REPLAYED\x10 \x12\x1c\n" +
 	"\x18REASON_NONCE_WRONG_AGENT\x10!\x12\x1e\n" +
 	"\x1aREASON_SEQUENCE_REGRESSION\x10\"\x12\x17\n" +
-	"\x13REASON_CLOCK_DESYNC\x10(\x12\x17\n" +
+	"\x13REASON_CLOCK_DESYNC\x10(\x12\"\n" +
+	"\x1eREASON_CLOCK_DESYNC_PERSISTENT\x10)\x12\x17\n" +
 	"\x13REASON_NOT_ENROLLED\x102\x12\x15\n" +
 	"\x11REASON_AK_UNKNOWN\x103\x12\x1a\n" +
 	"\x16REASON_QUOTE_MALFORMED\x104\x12\x1a\n" +
@@ -2642,6 +2681,8 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\x13REASON_TPM_REQUIRED\x10;\x12\x13\n" +
 	"\x0fREASON_REBOOTED\x10<\x12\x1d\n" +
 	"\x19REASON_TPM_CLOCK_ROLLBACK\x10=\x12\x1f\n" +
+	"\x1bREASON_RUNTIME_PCR_MISMATCH\x10>\x12\x1f\n" +
+	"\x1bREASON_PCR_BANK_NOT_ALLOWED\x10?\x12\x1f\n" +
 	"\x1bREASON_FIRMWARE_LOG_MISSING\x10F\x12!\n" +
 	"\x1dREASON_FIRMWARE_LOG_MALFORMED\x10G\x12\x1e\n" +
 	"\x1aREASON_FIRMWARE_LOG_REPLAY\x10H\x12 \n" +
@@ -2649,7 +2690,8 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\x19REASON_RUNTIME_LOG_REPLAY\x10J\x12\x1a\n" +
 	"\x16REASON_RUNTIME_LOG_GAP\x10K\x12\x19\n" +
 	"\x15REASON_CLAIM_MISMATCH\x10L\x12 \n" +
-	"\x1cREASON_AGENT_BINARY_MISMATCH\x10M\x12\x18\n" +
+	"\x1cREASON_AGENT_BINARY_MISMATCH\x10M\x12\x1d\n" +
+	"\x19REASON_FIRMWARE_LOG_QUOTA\x10N\x12\x18\n" +
 	"\x14REASON_POLICY_DENIED\x10P\x12\x14\n" +
 	"\x10REASON_NO_POLICY\x10Q\x12\x19\n" +
 	"\x15REASON_BINARY_CHANGED\x10Z\x12\x1e\n" +
@@ -2660,7 +2702,11 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\x13REASON_EK_UNTRUSTED\x10d\x12\x16\n" +
 	"\x12REASON_EK_MISMATCH\x10e\x12'\n" +
 	"#REASON_CREDENTIAL_ACTIVATION_FAILED\x10f\x12\x1d\n" +
-	"\x19REASON_ENROLLMENT_EXPIRED\x10g\x12\x13\n" +
+	"\x19REASON_ENROLLMENT_EXPIRED\x10g\x12\x1d\n" +
+	"\x19REASON_PARTITION_MISMATCH\x10h\x12\x14\n" +
+	"\x10REASON_EK_IN_USE\x10i\x12\x15\n" +
+	"\x11REASON_AK_CHANGED\x10j\x12\x1e\n" +
+	"\x1aREASON_ENROLL_RATE_LIMITED\x10k\x12\x13\n" +
 	"\x0fREASON_INTERNAL\x10x2\xdf\x02\n" +
 	"\vAttestation\x12;\n" +
 	"\x06Enroll\x12\x17.pulse.v1.EnrollRequest\x1a\x18.pulse.v1.EnrollResponse\x12Q\n" +
