@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pulse-attest/pulse/internal/hclconf"
+	"github.com/pulse-attest/pulse/policy"
 )
 
 // Config is the verifier's validated configuration.
@@ -42,6 +43,39 @@ type Config struct {
 	// AdminTokenFile holds a bearer token for the admin listener (mode 0600);
 	// empty means operator certificates only.
 	AdminTokenFile string
+
+	// RuntimePCR is the PCR every agent's runtime log extends. The verifier
+	// records it at enrollment and never takes it from a pulse.
+	RuntimePCR uint32
+	// Pulses bounds how long failures may repeat before they alert.
+	Pulses Pulses
+	// FirmwareLogs bounds what agents may make the verifier store.
+	FirmwareLogs FirmwareLogs
+}
+
+// Pulses configures how repeated non-compromise failures escalate.
+type Pulses struct {
+	// TransientAlertAfter is how many transient failures in a row (expired
+	// nonce, firmware log requested) raise a transient_streak alert.
+	TransientAlertAfter int
+	// ClockDesyncEscalateAfter is how many CLOCK_DESYNC pulses in a row are
+	// tolerated; the next one is UNTRUSTED (REASON_CLOCK_DESYNC_PERSISTENT).
+	ClockDesyncEscalateAfter int
+}
+
+// FirmwareLogs bounds the firmware logs kept for agents.
+type FirmwareLogs struct {
+	// PerAgent is how many distinct firmware logs one agent may have stored
+	// (a reboot into a new firmware or boot path adds one).
+	PerAgent int
+	// CacheBytes bounds the parsed-log cache in bytes (estimated).
+	CacheBytes int64
+}
+
+// PartitionRule assigns agents whose ID matches one of Agents to Name.
+type PartitionRule struct {
+	Name   string
+	Agents []string
 }
 
 // Alerts configures where alerts go besides the structured log.
@@ -81,6 +115,33 @@ type Enrollment struct {
 	// without a certificate.
 	EKAllowSHA256 []string
 	Timeout       time.Duration
+	// Partitions assign agents to partitions by agent ID, first match in
+	// file order; DefaultPartition takes the rest. The agent never chooses.
+	Partitions       []PartitionRule
+	DefaultPartition string
+	// AllowNonconformingEK accepts EK certificates without the TCG EK
+	// extended key usage or TPM subject alternative name (some vendors omit
+	// them). Off by default.
+	AllowNonconformingEK bool
+	// EKMaxAgents is how many agent IDs one EK may back (default 1).
+	EKMaxAgents int
+	// RatePerMinute bounds Enroll calls per source address (default 30).
+	RatePerMinute int
+}
+
+// PartitionOf returns the partition the operator assigned to agentID.
+func (e Enrollment) PartitionOf(agentID string) string {
+	for _, r := range e.Partitions {
+		for _, g := range r.Agents {
+			if policy.Glob(g, agentID) {
+				return r.Name
+			}
+		}
+	}
+	if e.DefaultPartition == "" {
+		return DefaultPartition
+	}
+	return e.DefaultPartition
 }
 
 type fileTLS struct {
@@ -96,27 +157,50 @@ type fileStore struct {
 }
 
 type fileEnrollment struct {
-	EKRoots       []string `hcl:"ek_roots,optional"`
-	EKAllowSHA256 []string `hcl:"ek_allow_sha256,optional"`
-	Timeout       string   `hcl:"timeout,optional"`
+	EKRoots              []string        `hcl:"ek_roots,optional"`
+	EKAllowSHA256        []string        `hcl:"ek_allow_sha256,optional"`
+	Timeout              string          `hcl:"timeout,optional"`
+	DefaultPartition     string          `hcl:"default_partition,optional"`
+	Partitions           []filePartition `hcl:"partition,block"`
+	AllowNonconformingEK bool            `hcl:"allow_nonconforming_ek,optional"`
+	EKMaxAgents          *int            `hcl:"ek_max_agents,optional"`
+	RatePerMinute        *int            `hcl:"rate_per_minute,optional"`
+}
+
+type filePartition struct {
+	Name   string   `hcl:"name,label"`
+	Agents []string `hcl:"agents"`
+}
+
+type filePulses struct {
+	TransientAlertAfter      *int `hcl:"transient_alert_after,optional"`
+	ClockDesyncEscalateAfter *int `hcl:"clock_desync_escalate_after,optional"`
+}
+
+type fileFirmwareLogs struct {
+	PerAgent   *int   `hcl:"per_agent,optional"`
+	CacheBytes *int64 `hcl:"cache_bytes,optional"`
 }
 
 type file struct {
-	Listen       string          `hcl:"listen,optional"`
-	AdminListen  string          `hcl:"admin_listen,optional"`
-	TLS          *fileTLS        `hcl:"tls,block"`
-	Store        *fileStore      `hcl:"store,block"`
-	Policy       []string        `hcl:"policy_files,optional"`
-	Enrollment   *fileEnrollment `hcl:"enrollment,block"`
-	NonceTTL     string          `hcl:"nonce_ttl,optional"`
-	ClockSkew    string          `hcl:"clock_skew,optional"`
-	AllowTPMless bool            `hcl:"allow_tpmless,optional"`
-	StartupGrace string          `hcl:"startup_grace,optional"`
-	LogLevel     string          `hcl:"log_level,optional"`
-	LogJSON      bool            `hcl:"log_json,optional"`
-	Replica      string          `hcl:"replica_id,optional"`
-	Alerts       *fileAlerts     `hcl:"alerts,block"`
-	AdminToken   string          `hcl:"admin_token_file,optional"`
+	Listen       string            `hcl:"listen,optional"`
+	AdminListen  string            `hcl:"admin_listen,optional"`
+	TLS          *fileTLS          `hcl:"tls,block"`
+	Store        *fileStore        `hcl:"store,block"`
+	Policy       []string          `hcl:"policy_files,optional"`
+	Enrollment   *fileEnrollment   `hcl:"enrollment,block"`
+	NonceTTL     string            `hcl:"nonce_ttl,optional"`
+	ClockSkew    string            `hcl:"clock_skew,optional"`
+	AllowTPMless bool              `hcl:"allow_tpmless,optional"`
+	StartupGrace string            `hcl:"startup_grace,optional"`
+	LogLevel     string            `hcl:"log_level,optional"`
+	LogJSON      bool              `hcl:"log_json,optional"`
+	Replica      string            `hcl:"replica_id,optional"`
+	Alerts       *fileAlerts       `hcl:"alerts,block"`
+	AdminToken   string            `hcl:"admin_token_file,optional"`
+	RuntimePCR   *int              `hcl:"runtime_pcr,optional"`
+	Pulses       *filePulses       `hcl:"pulses,block"`
+	FirmwareLogs *fileFirmwareLogs `hcl:"firmware_logs,block"`
 }
 
 type fileAlerts struct {
@@ -137,6 +221,21 @@ const (
 	DefaultClockSkew    = 30 * time.Second
 	DefaultStartupGrace = 2 * time.Minute
 	DefaultEnrollTTL    = 5 * time.Minute
+	// DefaultRuntimePCR is the runtime log's PCR unless runtime_pcr says
+	// otherwise; only 10-15 (not resettable, left to the OS by the PC Client
+	// profile, and not IMA's 10 unless chosen) are accepted.
+	DefaultRuntimePCR = 14
+	// DefaultPartition takes every agent no partition rule names.
+	DefaultPartition = "default"
+	// MaxPartitionLen bounds a partition name.
+	MaxPartitionLen = 64
+	// Escalation and quota defaults.
+	DefaultTransientAlertAfter      = 5
+	DefaultClockDesyncEscalateAfter = 5
+	DefaultFirmwareLogsPerAgent     = 4
+	DefaultFirmwareLogCacheBytes    = 64 << 20
+	DefaultEKMaxAgents              = 1
+	DefaultEnrollRatePerMinute      = 30
 )
 
 // Load reads and validates the file at path.
@@ -251,8 +350,58 @@ func decode(f *hclconf.File) (*Config, error) {
 		}
 	}
 
+	c.RuntimePCR = DefaultRuntimePCR
+	if raw.RuntimePCR != nil {
+		if *raw.RuntimePCR < 10 || *raw.RuntimePCR > 15 {
+			f.Errorf([]string{"runtime_pcr"}, "invalid runtime PCR", "%d: use one of 10-15 (16 and 23 are resettable by any root process, 0-9 and 17-22 belong to firmware and the dynamic root of trust)", *raw.RuntimePCR)
+		}
+		c.RuntimePCR = uint32(*raw.RuntimePCR)
+	}
+	c.Pulses = Pulses{TransientAlertAfter: DefaultTransientAlertAfter, ClockDesyncEscalateAfter: DefaultClockDesyncEscalateAfter}
+	if raw.Pulses != nil {
+		c.Pulses.TransientAlertAfter = intIn(f, raw.Pulses.TransientAlertAfter, DefaultTransientAlertAfter, 1, 1000, "pulses", "transient_alert_after")
+		c.Pulses.ClockDesyncEscalateAfter = intIn(f, raw.Pulses.ClockDesyncEscalateAfter, DefaultClockDesyncEscalateAfter, 1, 1000, "pulses", "clock_desync_escalate_after")
+	}
+	c.FirmwareLogs = FirmwareLogs{PerAgent: DefaultFirmwareLogsPerAgent, CacheBytes: DefaultFirmwareLogCacheBytes}
+	if raw.FirmwareLogs != nil {
+		c.FirmwareLogs.PerAgent = intIn(f, raw.FirmwareLogs.PerAgent, DefaultFirmwareLogsPerAgent, 1, 64, "firmware_logs", "per_agent")
+		if b := raw.FirmwareLogs.CacheBytes; b != nil {
+			if *b < 1<<20 || *b > 16<<30 {
+				f.Errorf([]string{"firmware_logs", "cache_bytes"}, "value out of range", "%d: use 1 MiB to 16 GiB", *b)
+			}
+			c.FirmwareLogs.CacheBytes = *b
+		}
+	}
+
 	c.Enrollment.Timeout = DefaultEnrollTTL
+	c.Enrollment.DefaultPartition = DefaultPartition
+	c.Enrollment.EKMaxAgents = DefaultEKMaxAgents
+	c.Enrollment.RatePerMinute = DefaultEnrollRatePerMinute
 	if raw.Enrollment != nil {
+		if raw.Enrollment.DefaultPartition != "" {
+			c.Enrollment.DefaultPartition = raw.Enrollment.DefaultPartition
+			checkPartition(f, raw.Enrollment.DefaultPartition, "enrollment", "default_partition")
+		}
+		seen := map[string]bool{}
+		for _, p := range raw.Enrollment.Partitions {
+			checkPartition(f, p.Name, "enrollment", "partition")
+			if seen[p.Name] {
+				f.Errorf([]string{"enrollment", "partition"}, "duplicate partition", "partition %q is defined twice", p.Name)
+			}
+			seen[p.Name] = true
+			if len(p.Agents) == 0 {
+				f.Errorf([]string{"enrollment", "partition"}, "empty partition rule", "partition %q: list the agent ID globs it takes (agents = [\"edge-*\"])", p.Name)
+			}
+			for _, g := range p.Agents {
+				if err := policy.ValidateGlob(g); err != nil {
+					f.Errorf([]string{"enrollment", "partition"}, "invalid agent glob", "partition %q: %v", p.Name, err)
+				}
+			}
+			c.Enrollment.Partitions = append(c.Enrollment.Partitions, PartitionRule{Name: p.Name, Agents: p.Agents})
+		}
+		c.Enrollment.AllowNonconformingEK = raw.Enrollment.AllowNonconformingEK
+		c.Enrollment.EKMaxAgents = intIn(f, raw.Enrollment.EKMaxAgents, DefaultEKMaxAgents, 1, 1024, "enrollment", "ek_max_agents")
+		c.Enrollment.RatePerMinute = intIn(f, raw.Enrollment.RatePerMinute, DefaultEnrollRatePerMinute, 1, 100000, "enrollment", "rate_per_minute")
 		for _, p := range raw.Enrollment.EKRoots {
 			p = f.Path(p)
 			f.RequireFile(p, "enrollment", "ek_roots")
@@ -270,6 +419,37 @@ func decode(f *hclconf.File) (*Config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// ValidPartition reports whether p is a well-formed partition name: 1-64
+// characters of [A-Za-z0-9._-].
+func ValidPartition(p string) bool {
+	if p == "" || len(p) > MaxPartitionLen {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func checkPartition(f *hclconf.File, p string, path ...string) {
+	if !ValidPartition(p) {
+		f.Errorf(path, "invalid partition", "%q: use 1-%d characters of [A-Za-z0-9._-]", p, MaxPartitionLen)
+	}
+}
+
+func intIn(f *hclconf.File, v *int, def, lo, hi int, path ...string) int {
+	if v == nil {
+		return def
+	}
+	if *v < lo || *v > hi {
+		f.Errorf(path, "value out of range", "%d: use %d-%d", *v, lo, hi)
+	}
+	return *v
 }
 
 func checkAddr(f *hclconf.File, addr, key string) {
