@@ -132,6 +132,24 @@ var migrations = []string{
 		value {{blob}} NOT NULL
 	);
 	DROP TABLE nonces`,
+	// 7: soundness — the runtime PCR is the verifier's, recorded at
+	// enrollment; streaks of non-compromise failures are counted so they
+	// escalate; firmware logs are referenced per agent (quota, garbage
+	// collection); an EK backs a bounded number of agent IDs.
+	`ALTER TABLE agents ADD COLUMN runtime_pcr {{bigint}} NOT NULL DEFAULT 14;
+	ALTER TABLE agents ADD COLUMN transient_streak {{bigint}} NOT NULL DEFAULT 0;
+	ALTER TABLE agents ADD COLUMN desync_streak {{bigint}} NOT NULL DEFAULT 0;
+	CREATE INDEX agents_ek ON agents (ek_sha256);
+	CREATE INDEX enrollments_expires ON enrollments (expires_at);
+	ALTER TABLE firmware_logs ADD COLUMN size {{bigint}} NOT NULL DEFAULT 0;
+	ALTER TABLE firmware_logs ADD COLUMN stored_at {{bigint}} NOT NULL DEFAULT 0;
+	CREATE TABLE agent_firmware_logs (
+		agent_id TEXT NOT NULL,
+		sha256 {{blob}} NOT NULL,
+		used_at {{bigint}} NOT NULL,
+		PRIMARY KEY (agent_id, sha256)
+	);
+	CREATE INDEX agent_firmware_logs_sha ON agent_firmware_logs (sha256)`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {
