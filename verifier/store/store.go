@@ -49,6 +49,9 @@ func (s NonceStatus) String() string {
 	return fmt.Sprintf("nonce_status(%d)", int(s))
 }
 
+// DefaultRuntimePCR is recorded for an agent enrolled without one.
+const DefaultRuntimePCR = 14
+
 // Agent is one enrolled agent.
 type Agent struct {
 	ID        string
@@ -90,6 +93,13 @@ type Agent struct {
 	// NonceEpoch is the epoch a fresh nonce of this agent carries; spending
 	// one moves it on (see package verifier/nonce).
 	NonceEpoch uint64
+	// RuntimePCR is the runtime log's PCR, recorded at enrollment from the
+	// verifier's configuration.
+	RuntimePCR uint32
+	// TransientStreak and DesyncStreak count transient failures and
+	// CLOCK_DESYNC verdicts in a row; an accepted pulse clears both.
+	TransientStreak uint32
+	DesyncStreak    uint32
 }
 
 // Enrollment is a pending credential-activation challenge.
@@ -277,7 +287,7 @@ func fromNanos(n int64) time.Time {
 const agentColumns = `id, partition, tpm, ek_public, ek_sha256, ek_certificate, ak_public, ak_name, enrolled_at,
 	last_seq, reset_count, restart_count, tpm_clock, firmware_log_sha256, runtime_records, runtime_count,
 	last_pulse_at, last_verdict, last_reason, last_message, policy_digest, address, quarantined,
-	lkg_binary_sha256, lkg_bpf, lkg_at, stream_replica, nonce_epoch`
+	lkg_binary_sha256, lkg_bpf, lkg_at, stream_replica, nonce_epoch, runtime_pcr, transient_streak, desync_streak`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -291,12 +301,13 @@ func scanAgent(row scanner) (*Agent, error) {
 		verdict, reason           int64
 		ekPub, ekSHA, ekCert      []byte
 		lkgAt, epoch              int64
+		rtPCR, tStreak, dStreak   int64
 		akPub, akName, fwSHA, rtR []byte
 	)
 	err := row.Scan(&a.ID, &a.Partition, &tpm, &ekPub, &ekSHA, &ekCert, &akPub, &akName, &enrolled,
 		&seq, &reset, &restart, &clock, &fwSHA, &rtR, &runtimeCount,
 		&lastPulse, &verdict, &reason, &a.LastMessage, &a.PolicyDigest, &a.Address, &a.Quarantined,
-		&a.LKG.BinarySHA256, &a.LKG.BPF, &lkgAt, &a.StreamReplica, &epoch)
+		&a.LKG.BinarySHA256, &a.LKG.BPF, &lkgAt, &a.StreamReplica, &epoch, &rtPCR, &tStreak, &dStreak)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -312,6 +323,7 @@ func scanAgent(row scanner) (*Agent, error) {
 	a.FirmwareLogSHA256, a.RuntimeRecords = fwSHA, rtR
 	a.LKG.At = fromNanos(lkgAt)
 	a.NonceEpoch = uint64(epoch)
+	a.RuntimePCR, a.TransientStreak, a.DesyncStreak = uint32(rtPCR), uint32(tStreak), uint32(dStreak)
 	return &a, nil
 }
 
@@ -368,15 +380,29 @@ func (s *Store) ListAgents(ctx context.Context) ([]*Agent, error) {
 // TPM, e.g. after the AK was cleared); a different EK returns ErrConflict:
 // the caller treats it as an identity takeover attempt. The check and the
 // write are one statement, so two replicas cannot both win.
+//
+// A re-enrollment drops the stored runtime log (the agent resends it from
+// record 0, and the quoted PCR forces it to send every record of the boot).
+// When the AK changes, the evidence baseline goes too: the TPM obfuscates
+// reset and restart counts per signing key, so counts seen under the old AK
+// say nothing about reboots under the new one. The TPM clock is kept (it is
+// not obfuscated) so a rollback is still caught.
 func (s *Store) EnrollAgent(ctx context.Context, a *Agent) error {
+	pcr := a.RuntimePCR
+	if pcr == 0 {
+		// PCR 0 is the firmware's, never a runtime PCR: unset means the
+		// default.
+		pcr = DefaultRuntimePCR
+	}
 	res, err := s.db.ExecContext(ctx, s.q(`INSERT INTO agents (id, partition, tpm, ek_public, ek_sha256, ek_certificate,
-		ak_public, ak_name, enrolled_at, last_message, policy_digest, address)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', '')
+		ak_public, ak_name, enrolled_at, last_message, policy_digest, address, runtime_pcr)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', '', ?)
 		ON CONFLICT (id) DO UPDATE SET partition = excluded.partition, ak_public = excluded.ak_public,
 			ak_name = excluded.ak_name, ek_certificate = excluded.ek_certificate, enrolled_at = excluded.enrolled_at,
-			runtime_records = NULL, runtime_count = 0
+			runtime_pcr = excluded.runtime_pcr, runtime_records = NULL, runtime_count = 0,
+			firmware_log_sha256 = CASE WHEN agents.ak_name = excluded.ak_name THEN agents.firmware_log_sha256 ELSE NULL END
 		WHERE agents.tpm = excluded.tpm AND (agents.ek_sha256 = excluded.ek_sha256 OR (agents.ek_sha256 IS NULL AND excluded.ek_sha256 IS NULL))`),
-		a.ID, a.Partition, a.TPM, a.EKPublic, nilIfEmpty(a.EKSHA256), a.EKCertificate, a.AKPublic, a.AKName, nanos(a.EnrolledAt))
+		a.ID, a.Partition, a.TPM, a.EKPublic, nilIfEmpty(a.EKSHA256), a.EKCertificate, a.AKPublic, a.AKName, nanos(a.EnrolledAt), int64(pcr))
 	if err != nil {
 		return fmt.Errorf("store: enroll agent %s: %w", a.ID, err)
 	}
