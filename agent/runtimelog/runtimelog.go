@@ -82,7 +82,7 @@ const BootIDPath = "/proc/sys/kernel/random/boot_id"
 // the agent-binary record of a binary it measured itself after starting
 // (it was not started through the launcher). Its data is the binary's
 // SHA-256.
-const SelfMeasuredMarker = "pulse.agent.self_measured"
+const SelfMeasuredMarker = cel.SelfMeasuredMarker
 
 // Options configures Open.
 type Options struct {

@@ -134,16 +134,46 @@ type State struct {
 	// Programs maps an eBPF program's name to its latest measurement.
 	Programs map[string]*EBPFProgram
 	Fortress *FortressState
+	// Binaries is every agent-binary record of the log, in order. The latest
+	// one is Agent; a verifier judges all of them, since a record cannot be
+	// taken back out of the PCR.
+	Binaries []BinaryRecord
+}
+
+// SelfMeasuredMarker names the Generic record an agent appends right before
+// the agent-binary record of a binary it measured itself after it started
+// (it was not started through the launcher). Its data is that binary's
+// SHA-256.
+const SelfMeasuredMarker = "pulse.agent.self_measured"
+
+// BinaryRecord is one agent-binary record and how it was made.
+type BinaryRecord struct {
+	RecNum uint64
+	Binary *AgentBinary
+	// SelfMeasured is true when the record directly follows a
+	// SelfMeasuredMarker for the same digest: the agent measured itself. A
+	// record without the marker is the launcher's. Root on the device can
+	// write either form, so the distinction describes how an honest agent
+	// started; what decides trust is that every record is judged.
+	SelfMeasured bool
 }
 
 // Latest folds records into the latest agent binary, per-name eBPF program
-// and Fortress state. Use it on verified records only.
+// and Fortress state, and lists every agent-binary record. Use it on
+// verified records only.
 func Latest(records []Record) State {
 	s := State{Programs: map[string]*EBPFProgram{}}
-	for _, r := range records {
+	for i, r := range records {
 		switch c := r.Content.(type) {
 		case *AgentBinary:
 			s.Agent = c
+			br := BinaryRecord{RecNum: r.RecNum, Binary: c}
+			if i > 0 {
+				if g, ok := records[i-1].Content.(*Generic); ok && g.Name == SelfMeasuredMarker && bytes.Equal(g.Data, c.SHA256[:]) {
+					br.SelfMeasured = true
+				}
+			}
+			s.Binaries = append(s.Binaries, br)
 		case *EBPFProgram:
 			s.Programs[c.Name] = c
 		case *FortressState:
