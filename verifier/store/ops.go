@@ -194,6 +194,12 @@ type LKG struct {
 	// BPF is "name=digest" pairs joined by ",", sorted by name.
 	BPF string
 	At  time.Time
+	// Boot is the agent binaries accepted during one boot:
+	// "<reset count>:<sha256>,<sha256>...". Every agent-binary record of a
+	// boot stays in the runtime PCR, so each pulse judges all of them; one
+	// accepted earlier in the same boot (an approved update, since
+	// superseded) is not a change.
+	Boot string
 }
 
 // GetLKG returns the agent's last-known-good (zero when none).
@@ -202,7 +208,7 @@ func (s *Store) GetLKG(ctx context.Context, agentID string) (LKG, error) {
 		l  LKG
 		at int64
 	)
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT lkg_binary_sha256, lkg_bpf, lkg_at FROM agents WHERE id = ?`), agentID).Scan(&l.BinarySHA256, &l.BPF, &at)
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT lkg_binary_sha256, lkg_bpf, lkg_at, lkg_boot FROM agents WHERE id = ?`), agentID).Scan(&l.BinarySHA256, &l.BPF, &at, &l.Boot)
 	if errors.Is(err, sql.ErrNoRows) {
 		return LKG{}, ErrNotFound
 	}
@@ -215,8 +221,8 @@ func (s *Store) GetLKG(ctx context.Context, agentID string) (LKG, error) {
 
 // SetLKG records new last-known-good measurements.
 func (s *Store) SetLKG(ctx context.Context, agentID string, l LKG) error {
-	_, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET lkg_binary_sha256 = ?, lkg_bpf = ?, lkg_at = ? WHERE id = ?`),
-		l.BinarySHA256, l.BPF, nanos(l.At), agentID)
+	_, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET lkg_binary_sha256 = ?, lkg_bpf = ?, lkg_at = ?, lkg_boot = ? WHERE id = ?`),
+		l.BinarySHA256, l.BPF, nanos(l.At), l.Boot, agentID)
 	if err != nil {
 		return fmt.Errorf("store: set lkg: %w", err)
 	}
