@@ -163,17 +163,21 @@ func (e *evaluator) boot(ev Evidence) {
 		}
 		return
 	}
+	bankOK := strings.EqualFold(b.Bank, mb.Bank)
+	bankMsg := func() string {
+		return fmt.Sprintf("the firmware log was verified in the %s bank, but this policy's measured_boot digests are %s (bank = %q)", b.Bank, mb.Bank, mb.Bank)
+	}
 	if r := mb.SecureBoot; r != nil {
+		// The policy's bank applies to every rule: Secure Boot state read
+		// from a log verified in another bank is not this policy's evidence.
 		switch {
+		case !bankOK:
+			e.fail(*r, "%s", bankMsg())
 		case b.SecureBoot == nil:
 			e.fail(*r, "Secure Boot state is unknown: no verified PCR 7 event measured the SecureBoot variable")
 		case !*b.SecureBoot:
 			e.fail(*r, "Secure Boot is disabled (the SecureBoot variable measured into PCR 7 is 0)")
 		}
-	}
-	bankOK := strings.EqualFold(b.Bank, mb.Bank)
-	bankMsg := func() string {
-		return fmt.Sprintf("the firmware log was verified in the %s bank, but this policy's measured_boot digests are %s (bank = %q)", b.Bank, mb.Bank, mb.Bank)
 	}
 	for _, r := range mb.PCRs {
 		if !bankOK {
@@ -314,6 +318,16 @@ func (e *evaluator) agentBinary(ev Evidence, now time.Time) {
 	if ev.Runtime == nil || ev.Runtime.AgentBinarySHA256 == "" {
 		e.fail(ab.Rule, "the agent binary was not measured (no verified runtime evidence)")
 		return
+	}
+	// Every build measured in this boot must be approved, not only the
+	// latest: a record cannot be taken back out of the runtime PCR, so a
+	// backdoored binary that later measures an approved digest is still
+	// caught.
+	for _, b := range ev.Runtime.AgentBinaries {
+		if bd := strings.ToLower(b.SHA256); bd != strings.ToLower(ev.Runtime.AgentBinarySHA256) && !e.p.BinaryAllowed(bd, now) {
+			e.fail(ab.Rule, "agent binary %s was measured earlier in this boot and is not an approved build (it stays in the runtime PCR until the next reboot)", bd)
+			return
+		}
 	}
 	d := strings.ToLower(ev.Runtime.AgentBinarySHA256)
 	if !e.p.BinaryAllowed(d, now) {

@@ -189,12 +189,20 @@ func TestPolicyEvaluate(t *testing.T) {
 		{"wrong bank", func(e *Evidence) {
 			e.Boot.Bank = "sha1"
 		}, "", []want{
+			{"measured_boot.secure_boot", lineSB, Enforce, 1, "verified in the sha1 bank"},
 			{`measured_boot.pcr["7"]`, linePCR7, Enforce, 3, "verified in the sha1 bank"},
 			{`measured_boot.allow["boot-chain"]`, lineAllow, Enforce, 3, "verified in the sha1 bank"},
 			{`measured_boot.forbid["evil"]`, lineForbid, Enforce, 3, "verified in the sha1 bank"},
 		}, true, true},
 		{"unknown agent binary", func(e *Evidence) { e.Runtime.AgentBinarySHA256 = dAgent3 }, "", []want{
 			{"agent_binary", lineAgent, Enforce, 3, "is not an approved build"}}, true, false},
+		{"unknown agent binary earlier in the boot", func(e *Evidence) {
+			e.Runtime.AgentBinaries = []AgentBinaryRecord{{SHA256: dAgent3}, {SHA256: e.Runtime.AgentBinarySHA256, SelfMeasured: true}}
+		}, "", []want{
+			{"agent_binary", lineAgent, Enforce, 3, "measured earlier in this boot and is not an approved build"}}, true, false},
+		{"approved agent binaries throughout the boot", func(e *Evidence) {
+			e.Runtime.AgentBinaries = []AgentBinaryRecord{{SHA256: e.Runtime.AgentBinarySHA256}, {SHA256: e.Runtime.AgentBinarySHA256}}
+		}, "", nil, false, false},
 		{"window build before the window", func(e *Evidence) { e.Runtime.AgentBinarySHA256 = dAgent2 }, beforeWindow, []want{
 			{"agent_binary", lineAgent, Enforce, 3, `approved only from update window "v2", which opens at 2025-03-04T02:00:00Z`}}, true, false},
 		{"window build in the window", func(e *Evidence) {

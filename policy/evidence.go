@@ -85,12 +85,29 @@ type RuntimeEvidence struct {
 	// it differs from AgentBinarySHA256 the agent was updated, and
 	// agent_binary checks the update happened in an approved window.
 	PreviousAgentBinarySHA256 string `json:"previous_agent_binary_sha256,omitempty"`
+	// AgentBinaries is every agent-binary measurement of the current boot,
+	// in runtime-log order (the last one is AgentBinarySHA256). A record
+	// cannot be taken back out of the runtime PCR, so agent_binary judges
+	// each of them: one unapproved build anywhere in the boot denies until
+	// the next reboot. Empty in older evidence files: then only
+	// AgentBinarySHA256 is judged.
+	AgentBinaries []AgentBinaryRecord `json:"agent_binaries,omitempty"`
 	// BPFPrograms maps pinned program name to the SHA-256 of its
 	// translated instructions (lowercase hex).
 	BPFPrograms map[string]string `json:"bpf_programs"`
 	// FortressActive is true when the Fortress BPF-LSM guard is attached
 	// and enforcing.
 	FortressActive bool `json:"fortress_active"`
+}
+
+// AgentBinaryRecord is one agent-binary measurement of the runtime log.
+type AgentBinaryRecord struct {
+	// SHA256 is the measured file's SHA-256 (lowercase hex).
+	SHA256 string `json:"sha256"`
+	// SelfMeasured is true when the agent measured itself (it was not
+	// started through the launcher). Root on the device can write either
+	// form of record; the flag says how an honest agent started.
+	SelfMeasured bool `json:"self_measured,omitempty"`
 }
 
 // EvidenceError says what is wrong with an evidence file.
@@ -188,6 +205,11 @@ func (ev *Evidence) Validate() error {
 		if r.AgentBinarySHA256 != "" {
 			if err := checkHex(r.AgentBinarySHA256, 64); err != nil {
 				return &EvidenceError{Field: "runtime.agent_binary_sha256", Reason: err.Error()}
+			}
+		}
+		for i, b := range r.AgentBinaries {
+			if err := checkHex(b.SHA256, 64); err != nil {
+				return &EvidenceError{Field: fmt.Sprintf("runtime.agent_binaries[%d].sha256", i), Reason: err.Error()}
 			}
 		}
 		if r.PreviousAgentBinarySHA256 != "" {

@@ -47,6 +47,9 @@ const (
 	KindIsolated Kind = "isolated"
 	// KindReleased: an isolation was lifted.
 	KindReleased Kind = "released"
+	// KindTransientStreak: an agent failed with transient reasons (expired
+	// nonce, firmware log requested) too many times in a row.
+	KindTransientStreak Kind = "transient_streak"
 )
 
 // Severities: 1 is the most severe; the same scale as a policy rule's
@@ -71,6 +74,7 @@ var defaultSeverity = map[Kind]int{
 	KindPolicyReloadFailed: SeverityMedium,
 	KindIsolated:           SeverityLow,
 	KindReleased:           SeverityLow,
+	KindTransientStreak:    SeverityHigh,
 }
 
 // Kinds returns every kind, most severe default first.
@@ -79,7 +83,7 @@ func Kinds() []Kind {
 		KindCompromised, KindIdentityTakeover, KindTPMDowngrade, KindBinaryChanged,
 		KindUntrusted, KindBPFProgramMissing, KindBPFProgramChanged,
 		KindFortressInactive, KindClockDesync, KindPolicyReloadFailed,
-		KindIsolated, KindReleased,
+		KindIsolated, KindReleased, KindTransientStreak,
 	}
 }
 
@@ -98,7 +102,7 @@ func KindForReason(r pulsev1.Reason) (k Kind, ok bool) {
 	switch r {
 	case pulsev1.Reason_REASON_OK, pulsev1.Reason_REASON_UNSPECIFIED, pulsev1.Reason_REASON_REBOOTED, pulsev1.Reason_REASON_INTERNAL:
 		return "", false
-	case pulsev1.Reason_REASON_CLOCK_DESYNC:
+	case pulsev1.Reason_REASON_CLOCK_DESYNC, pulsev1.Reason_REASON_CLOCK_DESYNC_PERSISTENT:
 		return KindClockDesync, true
 	case pulsev1.Reason_REASON_SILENT:
 		return KindCompromised, true
