@@ -23,6 +23,7 @@ import (
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/tpm/credential"
 	"github.com/pulse-attest/pulse/tpm/quote"
+	"github.com/pulse-attest/pulse/verifier/ektrust"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
@@ -82,7 +83,8 @@ func (v *Verifier) Enroll(ctx context.Context, req *pulsev1.EnrollRequest) (*pul
 		log.Info("agent enrolled without TPM (mTLS-only)")
 		return &pulsev1.EnrollResponse{Result: &pulsev1.EnrollResult{Enrolled: true, Reason: pulsev1.Reason_REASON_OK, Message: "enrolled mTLS-only"}}, nil
 	}
-	decision, err := v.ekTrust.Check(req.GetEkPublic(), req.GetEkCertificate(), req.GetEkIntermediates(), now)
+	decision, err := v.ekTrust.Check(req.GetEkPublic(), req.GetEkCertificate(), req.GetEkIntermediates(), now,
+		ektrust.Options{AllowNonconforming: v.cfg.Enrollment.AllowNonconformingEK})
 	if err != nil {
 		return refuse(pulsev1.Reason_REASON_EK_UNTRUSTED, "endorsement key: %v", err)
 	}

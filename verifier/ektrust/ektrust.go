@@ -9,6 +9,15 @@
 // extension; some vendors' certificates are not strict DER. This package
 // checks that SAN itself before asking Go to verify the chain, and reports
 // precisely what failed otherwise.
+//
+// A certificate that chains to a trusted root must also follow the TCG EK
+// Credential Profile before it vouches for an EK: the EK extended key usage
+// (tcg-kp-EKCertificate, 2.23.133.8.1) and a subjectAltName directoryName
+// naming the TPM's manufacturer, model and version. Without them, any
+// certificate the vendor CA issued for some other purpose (a platform
+// certificate, a code-signing key) would pass as an EK certificate.
+// Options.AllowNonconforming waives these two checks for vendors that omit
+// them; Decision.Nonconformity then says what was waived.
 package ektrust
 
 import (
@@ -19,6 +28,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/hex"
 	"encoding/pem"
@@ -41,9 +51,32 @@ var (
 	ErrNotAllowed         = errors.New("EK is neither certified by a trusted root nor allow-listed")
 	ErrNoTrustConfigured  = errors.New("no EK roots or allow-list configured")
 	ErrUnhandledExtension = errors.New("EK certificate has an unhandled critical extension")
+	// ErrNoEKUsage: the certificate lacks the TCG EK extended key usage.
+	ErrNoEKUsage = errors.New("EK certificate lacks the TCG EK extended key usage (2.23.133.8.1)")
+	// ErrNoTPMSAN: the certificate has no subjectAltName naming the TPM
+	// (manufacturer, model and version in a directoryName).
+	ErrNoTPMSAN = errors.New("EK certificate lacks the TPM subjectAltName (manufacturer, model, version)")
 )
 
-var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+var (
+	oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+	// OIDEKCertificate is tcg-kp-EKCertificate, the EK certificate's
+	// extended key usage.
+	OIDEKCertificate = asn1.ObjectIdentifier{2, 23, 133, 8, 1}
+	// TPM attributes of the subjectAltName directoryName.
+	OIDTPMManufacturer = asn1.ObjectIdentifier{2, 23, 133, 2, 1}
+	OIDTPMModel        = asn1.ObjectIdentifier{2, 23, 133, 2, 2}
+	OIDTPMVersion      = asn1.ObjectIdentifier{2, 23, 133, 2, 3}
+)
+
+// Options adjust Check.
+type Options struct {
+	// AllowNonconforming accepts a certificate without the TCG EK extended
+	// key usage or TPM subjectAltName (configuration:
+	// enrollment.allow_nonconforming_ek). A malformed critical
+	// subjectAltName is refused regardless.
+	AllowNonconforming bool
+}
 
 // Trust is the verifier's EK trust configuration.
 type Trust struct {
@@ -61,6 +94,10 @@ type Decision struct {
 	EKSHA256 []byte
 	// Subject of the EK certificate's issuer chain leaf, when by certificate.
 	Issuer string
+	// Nonconformity is the TCG profile failure Options.AllowNonconforming
+	// waived (ErrNoEKUsage, ErrNoTPMSAN, or both joined); nil when the
+	// certificate conforms or the EK was allow-listed.
+	Nonconformity error
 }
 
 // Load reads PEM root/intermediate files (self-signed certificates become
@@ -121,8 +158,10 @@ func EKPublicKey(ekPublic []byte) (crypto.PublicKey, error) {
 }
 
 // Check decides whether the EK (marshalled TPMT_PUBLIC) may enroll, given its
-// certificate (DER, may be empty) and intermediates read from TPM NV.
-func (t *Trust) Check(ekPublic, ekCert []byte, nvIntermediates [][]byte, now time.Time) (*Decision, error) {
+// certificate (DER, may be empty) and intermediates read from TPM NV. A
+// certificate must chain to a trusted root and follow the TCG EK profile
+// (CheckProfile) unless o.AllowNonconforming.
+func (t *Trust) Check(ekPublic, ekCert []byte, nvIntermediates [][]byte, now time.Time, o Options) (*Decision, error) {
 	key, err := EKPublicKey(ekPublic)
 	if err != nil {
 		return nil, err
@@ -169,6 +208,12 @@ func (t *Trust) Check(ekPublic, ekCert []byte, nvIntermediates [][]byte, now tim
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUntrustedChain, err)
 	}
+	if err := CheckProfile(cert); err != nil {
+		if !o.AllowNonconforming {
+			return nil, err
+		}
+		d.Nonconformity = err
+	}
 	d.By = "certificate"
 	if len(chains) > 0 && len(chains[0]) > 1 {
 		d.Issuer = chains[0][1].Subject.String()
@@ -206,37 +251,147 @@ func ParseEKCertificate(der []byte) (*x509.Certificate, error) {
 	return cert, nil
 }
 
-// checkTPMSAN accepts a SAN made only of directoryName entries (tag [4]),
-// the TCG EK credential profile's TPM manufacturer/model/version.
+// checkTPMSAN accepts a critical SAN made only of directoryName entries
+// (tag [4]), the TCG EK credential profile's TPM manufacturer/model/version.
+// Whether those entries name a TPM is CheckProfile's question.
 func checkTPMSAN(cert *x509.Certificate) error {
-	for _, ext := range cert.Extensions {
-		if !ext.Id.Equal(oidSubjectAltName) {
+	ext, ok := findExtension(cert, oidSubjectAltName)
+	if !ok {
+		return fmt.Errorf("%w: missing", ErrBadSAN)
+	}
+	names, err := generalNames(ext.Value)
+	if err != nil {
+		return err
+	}
+	for _, gn := range names {
+		if gn.Class != asn1.ClassContextSpecific || gn.Tag != 4 {
+			return fmt.Errorf("%w: general name tag %d", ErrBadSAN, gn.Tag)
+		}
+	}
+	return nil
+}
+
+// CheckProfile checks what the TCG EK Credential Profile requires of an EK
+// certificate beyond its chain: the EK extended key usage (ErrNoEKUsage) and
+// a subjectAltName directoryName carrying the TPM manufacturer, model and
+// version attributes (ErrNoTPMSAN when absent, ErrBadSAN when malformed or
+// non-critical under an empty subject). Every failure is reported, joined.
+func CheckProfile(cert *x509.Certificate) error {
+	var errs []error
+	if !hasEKUsage(cert) {
+		errs = append(errs, ErrNoEKUsage)
+	}
+	if err := checkTPMIdentity(cert); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func hasEKUsage(cert *x509.Certificate) bool {
+	for _, oid := range cert.UnknownExtKeyUsage {
+		if oid.Equal(OIDEKCertificate) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkTPMIdentity finds the SAN directoryName naming the TPM.
+func checkTPMIdentity(cert *x509.Certificate) error {
+	ext, ok := findExtension(cert, oidSubjectAltName)
+	if !ok {
+		return fmt.Errorf("%w: no subjectAltName", ErrNoTPMSAN)
+	}
+	// RFC 5280 4.2.1.6 and the TCG profile: with an empty subject the SAN
+	// is the certificate's only name and must be critical.
+	if emptySubject(cert) && !ext.Critical {
+		return fmt.Errorf("%w: empty subject with a non-critical subjectAltName", ErrBadSAN)
+	}
+	names, err := generalNames(ext.Value)
+	if err != nil {
+		return err
+	}
+	var missing []string
+	for _, gn := range names {
+		if gn.Class != asn1.ClassContextSpecific || gn.Tag != 4 {
 			continue
 		}
-		var seq asn1.RawValue
-		rest, err := asn1.Unmarshal(ext.Value, &seq)
-		if err != nil || len(rest) != 0 || seq.Tag != asn1.TagSequence {
-			return fmt.Errorf("%w: not a GeneralNames sequence", ErrBadSAN)
+		var rdns pkix.RDNSequence
+		// directoryName is [4] EXPLICIT Name: gn.Bytes is the Name.
+		if rest, err := asn1.Unmarshal(gn.Bytes, &rdns); err != nil || len(rest) != 0 {
+			return fmt.Errorf("%w: directoryName is not a Name", ErrBadSAN)
 		}
-		data := seq.Bytes
-		n := 0
-		for len(data) > 0 {
-			var gn asn1.RawValue
-			data, err = asn1.Unmarshal(data, &gn)
-			if err != nil {
-				return fmt.Errorf("%w: %v", ErrBadSAN, err)
-			}
-			if gn.Class != asn1.ClassContextSpecific || gn.Tag != 4 {
-				return fmt.Errorf("%w: general name tag %d", ErrBadSAN, gn.Tag)
-			}
-			n++
+		missing = missingTPMAttributes(rdns)
+		if len(missing) == 0 {
+			return nil
 		}
-		if n == 0 {
-			return fmt.Errorf("%w: empty", ErrBadSAN)
-		}
-		return nil
 	}
-	return fmt.Errorf("%w: missing", ErrBadSAN)
+	if missing == nil {
+		return fmt.Errorf("%w: no directoryName", ErrNoTPMSAN)
+	}
+	return fmt.Errorf("%w: directoryName lacks %s", ErrNoTPMSAN, strings.Join(missing, ", "))
+}
+
+// missingTPMAttributes names the TPM attributes rdns lacks or holds empty.
+func missingTPMAttributes(rdns pkix.RDNSequence) []string {
+	want := []struct {
+		oid  asn1.ObjectIdentifier
+		name string
+	}{{OIDTPMManufacturer, "tpmManufacturer"}, {OIDTPMModel, "tpmModel"}, {OIDTPMVersion, "tpmVersion"}}
+	var missing []string
+	for _, w := range want {
+		found := false
+		for _, rdn := range rdns {
+			for _, atv := range rdn {
+				if v, ok := atv.Value.(string); ok && atv.Type.Equal(w.oid) && strings.TrimSpace(v) != "" {
+					found = true
+				}
+			}
+		}
+		if !found {
+			missing = append(missing, w.name)
+		}
+	}
+	return missing
+}
+
+func findExtension(cert *x509.Certificate, oid asn1.ObjectIdentifier) (pkix.Extension, bool) {
+	for _, ext := range cert.Extensions {
+		if ext.Id.Equal(oid) {
+			return ext, true
+		}
+	}
+	return pkix.Extension{}, false
+}
+
+// generalNames splits a GeneralNames SEQUENCE into its entries.
+func generalNames(der []byte) ([]asn1.RawValue, error) {
+	var seq asn1.RawValue
+	rest, err := asn1.Unmarshal(der, &seq)
+	if err != nil || len(rest) != 0 || seq.Tag != asn1.TagSequence {
+		return nil, fmt.Errorf("%w: not a GeneralNames sequence", ErrBadSAN)
+	}
+	var out []asn1.RawValue
+	for data := seq.Bytes; len(data) > 0; {
+		var gn asn1.RawValue
+		data, err = asn1.Unmarshal(data, &gn)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadSAN, err)
+		}
+		out = append(out, gn)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: empty", ErrBadSAN)
+	}
+	return out, nil
+}
+
+func emptySubject(cert *x509.Certificate) bool {
+	var rdns pkix.RDNSequence
+	if _, err := asn1.Unmarshal(cert.RawSubject, &rdns); err != nil {
+		return false
+	}
+	return len(rdns) == 0
 }
 
 func samePublicKey(certKey any, ek crypto.PublicKey) bool {

@@ -36,12 +36,12 @@ func TestSwtpmEK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := trust.Check(ek.PublicBlob, ek.Certificate, nil, now)
+	d, err := trust.Check(ek.PublicBlob, ek.Certificate, nil, now, ektrust.Options{})
 	if err != nil {
 		t.Fatalf("good EK refused: %v", err)
 	}
-	if d.By != "certificate" {
-		t.Fatalf("accepted by %q", d.By)
+	if d.By != "certificate" || d.Nonconformity != nil {
+		t.Fatalf("accepted by %q, nonconformity %v", d.By, d.Nonconformity)
 	}
 
 	// A foreign root does not vouch for it.
@@ -78,7 +78,7 @@ func TestSwtpmEK(t *testing.T) {
 			if c.name == "chain not yet valid" {
 				at = now.AddDate(-30, 0, 0)
 			}
-			if _, err := c.trust.Check(c.pub, c.cert, nil, at); !errors.Is(err, c.want) {
+			if _, err := c.trust.Check(c.pub, c.cert, nil, at, ektrust.Options{}); !errors.Is(err, c.want) {
 				t.Fatalf("got %v, want %v", err, c.want)
 			}
 		})
@@ -89,14 +89,14 @@ func TestSwtpmEK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d, err := allow.Check(ek.PublicBlob, nil, nil, now); err != nil || d.By != "allow-list" {
+	if d, err := allow.Check(ek.PublicBlob, nil, nil, now, ektrust.Options{}); err != nil || d.By != "allow-list" {
 		t.Fatalf("allow-listed EK: %+v %v", d, err)
 	}
-	if _, err := allow.Check(otherEK.PublicBlob, nil, nil, now); !errors.Is(err, ektrust.ErrNotAllowed) {
+	if _, err := allow.Check(otherEK.PublicBlob, nil, nil, now, ektrust.Options{}); !errors.Is(err, ektrust.ErrNotAllowed) {
 		t.Fatalf("other EK against allow-list: %v", err)
 	}
 	empty, _ := ektrust.Load(nil, nil)
-	if _, err := empty.Check(ek.PublicBlob, nil, nil, now); !errors.Is(err, ektrust.ErrNoTrustConfigured) {
+	if _, err := empty.Check(ek.PublicBlob, nil, nil, now, ektrust.Options{}); !errors.Is(err, ektrust.ErrNoTrustConfigured) {
 		t.Fatalf("no trust configured: %v", err)
 	}
 }
