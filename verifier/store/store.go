@@ -387,7 +387,9 @@ func (s *Store) ListAgents(ctx context.Context) ([]*Agent, error) {
 // that exists is updated only when its EK is the same (a new AK on the same
 // TPM, e.g. after the AK was cleared); a different EK returns ErrConflict:
 // the caller treats it as an identity takeover attempt. The check and the
-// write are one statement, so two replicas cannot both win.
+// write are one transaction, and the write repeats the check, so two
+// replicas cannot both win. EnrollAgentLimited (enroll.go) also bounds how
+// many agent IDs one EK backs and says what the enrollment replaced.
 //
 // A re-enrollment drops the stored runtime log (the agent resends it from
 // record 0, and the quoted PCR forces it to send every record of the boot).
@@ -396,32 +398,8 @@ func (s *Store) ListAgents(ctx context.Context) ([]*Agent, error) {
 // say nothing about reboots under the new one. The TPM clock is kept (it is
 // not obfuscated) so a rollback is still caught.
 func (s *Store) EnrollAgent(ctx context.Context, a *Agent) error {
-	pcr := a.RuntimePCR
-	if pcr == 0 {
-		// PCR 0 is the firmware's, never a runtime PCR: unset means the
-		// default.
-		pcr = DefaultRuntimePCR
-	}
-	res, err := s.db.ExecContext(ctx, s.q(`INSERT INTO agents (id, partition, tpm, ek_public, ek_sha256, ek_certificate,
-		ak_public, ak_name, enrolled_at, last_message, policy_digest, address, runtime_pcr)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', '', ?)
-		ON CONFLICT (id) DO UPDATE SET partition = excluded.partition, ak_public = excluded.ak_public,
-			ak_name = excluded.ak_name, ek_certificate = excluded.ek_certificate, enrolled_at = excluded.enrolled_at,
-			runtime_pcr = excluded.runtime_pcr, runtime_records = NULL, runtime_count = 0,
-			firmware_log_sha256 = CASE WHEN agents.ak_name = excluded.ak_name THEN agents.firmware_log_sha256 ELSE NULL END
-		WHERE agents.tpm = excluded.tpm AND (agents.ek_sha256 = excluded.ek_sha256 OR (agents.ek_sha256 IS NULL AND excluded.ek_sha256 IS NULL))`),
-		a.ID, a.Partition, a.TPM, a.EKPublic, nilIfEmpty(a.EKSHA256), a.EKCertificate, a.AKPublic, a.AKName, nanos(a.EnrolledAt), int64(pcr))
-	if err != nil {
-		return fmt.Errorf("store: enroll agent %s: %w", a.ID, err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("store: enroll agent %s: %w", a.ID, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("store: agent %s is enrolled with another TPM: %w", a.ID, ErrConflict)
-	}
-	return nil
+	_, err := s.EnrollAgentLimited(ctx, a, 0)
+	return err
 }
 
 func nilIfEmpty(b []byte) []byte {
@@ -431,12 +409,26 @@ func nilIfEmpty(b []byte) []byte {
 	return b
 }
 
-// CreateEnrollment stores a pending credential-activation challenge.
+// CreateEnrollment stores a pending credential-activation challenge. It
+// replaces the agent's earlier pending ones: an agent answers one challenge
+// at a time, and rows an agent asks for and never answers stay bounded by
+// the number of agent IDs.
 func (s *Store) CreateEnrollment(ctx context.Context, e *Enrollment) error {
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO enrollments (id, agent_id, partition, secret_sha256, ek_public,
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: create enrollment: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // after Commit it is a no-op
+	if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM enrollments WHERE agent_id = ?`), e.AgentID); err != nil {
+		return fmt.Errorf("store: create enrollment: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO enrollments (id, agent_id, partition, secret_sha256, ek_public,
 		ek_sha256, ek_certificate, ak_public, ak_name, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		e.ID, e.AgentID, e.Partition, e.SecretSHA256, e.EKPublic, nilIfEmpty(e.EKSHA256), e.EKCertificate, e.AKPublic, e.AKName, nanos(e.Expires))
 	if err != nil {
+		return fmt.Errorf("store: create enrollment: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store: create enrollment: %w", err)
 	}
 	return nil
@@ -484,29 +476,6 @@ func (s *Store) Secret(ctx context.Context, name string, gen func() ([]byte, err
 		return nil, fmt.Errorf("store: read secret %s: %w", name, err)
 	}
 	return v, nil
-}
-
-// PutFirmwareLog stores a firmware log by its SHA-256 (shared by every agent
-// that booted the same way).
-func (s *Store) PutFirmwareLog(ctx context.Context, sha256 []byte, log []byte) error {
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO firmware_logs (sha256, log) VALUES (?, ?) ON CONFLICT (sha256) DO NOTHING`), sha256, log)
-	if err != nil {
-		return fmt.Errorf("store: put firmware log: %w", err)
-	}
-	return nil
-}
-
-// GetFirmwareLog returns the log with that SHA-256 or ErrNotFound.
-func (s *Store) GetFirmwareLog(ctx context.Context, sha256 []byte) ([]byte, error) {
-	var log []byte
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT log FROM firmware_logs WHERE sha256 = ?`), sha256).Scan(&log)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("store: get firmware log: %w", err)
-	}
-	return log, nil
 }
 
 // CommitPulse spends the agent's nonce epoch and writes the pulse's outcome
