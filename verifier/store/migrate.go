@@ -151,6 +151,16 @@ var migrations = []string{
 		PRIMARY KEY (agent_id, sha256)
 	);
 	CREATE INDEX agent_firmware_logs_sha ON agent_firmware_logs (sha256)`,
+	// 8: firmware logs stored before references existed: each agent's
+	// current log becomes its reference, so collecting unreferenced logs
+	// keeps them; sizes are filled in. Logs no agent holds stay unreferenced
+	// (stored_at 0) and go at the first collection.
+	`INSERT INTO agent_firmware_logs (agent_id, sha256, used_at)
+		SELECT a.id, a.firmware_log_sha256, a.last_pulse_at FROM agents a
+		WHERE a.firmware_log_sha256 IS NOT NULL
+			AND EXISTS (SELECT 1 FROM firmware_logs f WHERE f.sha256 = a.firmware_log_sha256)
+		ON CONFLICT (agent_id, sha256) DO NOTHING;
+	UPDATE firmware_logs SET size = length(log) WHERE size = 0`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {
