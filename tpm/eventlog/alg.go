@@ -88,10 +88,3 @@ type Digest struct {
 	Alg   HashAlg
 	Value []byte
 }
-
-// digestOf hashes b with a replayable algorithm.
-func digestOf(a HashAlg, b []byte) []byte {
-	h := a.Hash().New()
-	h.Write(b)
-	return h.Sum(nil)
-}

@@ -53,18 +53,12 @@ type UEFIVariable struct {
 // ParseUEFIVariable decodes a UEFI_VARIABLE_DATA structure. The structure
 // must fill b exactly.
 func ParseUEFIVariable(b []byte) (*UEFIVariable, error) {
-	if len(b) < 32 {
-		return nil, fmt.Errorf("%w: UEFI_VARIABLE_DATA is %d bytes", ErrEFIData, len(b))
+	nameLen, dataOff, err := variableLayout(b)
+	if err != nil {
+		return nil, err
 	}
 	var v UEFIVariable
 	copy(v.VendorGUID[:], b[:16])
-	nameLen := binary.LittleEndian.Uint64(b[16:])
-	dataLen := binary.LittleEndian.Uint64(b[24:])
-	rest := uint64(len(b) - 32)
-	if nameLen > rest/2 || dataLen > rest || nameLen*2+dataLen != rest {
-		return nil, fmt.Errorf("%w: UEFI_VARIABLE_DATA name length %d and data length %d in %d bytes",
-			ErrEFIData, nameLen, dataLen, rest)
-	}
 	u := make([]uint16, nameLen)
 	for i := range u {
 		u[i] = binary.LittleEndian.Uint16(b[32+2*i:])
@@ -73,8 +67,53 @@ func ParseUEFIVariable(b []byte) (*UEFIVariable, error) {
 		u = u[:len(u)-1]
 	}
 	v.Name = string(utf16.Decode(u))
-	v.Data = b[32+2*nameLen:]
+	v.Data = b[dataOff:]
 	return &v, nil
+}
+
+// variableLayout checks a UEFI_VARIABLE_DATA's lengths and returns its name
+// length (in UTF-16 units) and the offset of its VariableData.
+func variableLayout(b []byte) (nameLen, dataOff int, err error) {
+	if len(b) < 32 {
+		return 0, 0, fmt.Errorf("%w: UEFI_VARIABLE_DATA is %d bytes", ErrEFIData, len(b))
+	}
+	nl := binary.LittleEndian.Uint64(b[16:])
+	dl := binary.LittleEndian.Uint64(b[24:])
+	rest := uint64(len(b) - 32)
+	if nl > rest/2 || dl > rest || nl*2+dl != rest {
+		return 0, 0, fmt.Errorf("%w: UEFI_VARIABLE_DATA name length %d and data length %d in %d bytes",
+			ErrEFIData, nl, dl, rest)
+	}
+	return int(nl), 32 + 2*int(nl), nil
+}
+
+// variableDataOffset returns where a UEFI_VARIABLE_DATA's VariableData
+// starts, without decoding the name.
+func variableDataOffset(b []byte) (int, bool) {
+	_, off, err := variableLayout(b)
+	return off, err == nil
+}
+
+// variableNameIs reports whether a UEFI_VARIABLE_DATA names the variable
+// name of vendor guid, without allocating. The name may carry trailing NULs
+// (as ParseUEFIVariable accepts).
+func variableNameIs(b []byte, guid GUID, name string) bool {
+	nameLen, _, err := variableLayout(b)
+	if err != nil || GUID(b[:16]) != guid || nameLen < len(name) {
+		return false
+	}
+	for i := 0; i < nameLen; i++ {
+		c := binary.LittleEndian.Uint16(b[32+2*i:])
+		switch {
+		case i < len(name):
+			if c != uint16(name[i]) {
+				return false
+			}
+		case c != 0:
+			return false
+		}
+	}
+	return true
 }
 
 // SignatureEntry is one EFI_SIGNATURE_DATA of an EFI_SIGNATURE_LIST.

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 )
 
-// Sentinel errors for errors.Is. Every *ParseError matches ErrMalformed; a
-// ParseError whose Reason is ReasonTruncated also matches ErrTruncated.
+// Sentinel errors for errors.Is. Every *ParseError and every
+// *StructureError matches ErrMalformed; a ParseError whose Reason is
+// ReasonTruncated also matches ErrTruncated, ReasonTrailingGarbage matches
+// ErrTrailingBytes and ReasonLimit matches ErrLimitExceeded.
 var (
 	ErrMalformed          = errors.New("eventlog: malformed log")
 	ErrTruncated          = errors.New("eventlog: log truncated")
@@ -17,6 +20,35 @@ var (
 	ErrReplayMismatch     = errors.New("eventlog: replay does not match PCR values")
 	ErrDataDigestMismatch = errors.New("eventlog: event data does not match its digest")
 	ErrBankNotInLog       = errors.New("eventlog: bank not present in log")
+	// ErrTrailingBytes: bytes (zero padding included) follow the last record.
+	ErrTrailingBytes = errors.New("eventlog: bytes after the last record")
+	// ErrLimitExceeded: the log is beyond a size limit no real firmware log
+	// comes near (MaxAlgorithms, MaxEvents).
+	ErrLimitExceeded = errors.New("eventlog: log exceeds a parser limit")
+)
+
+// Sentinel errors of *StructureError (see CheckStructure), each matched with
+// errors.Is; every one also matches ErrMalformed.
+var (
+	// ErrSeparatorMissing: one of PCRs 0-7 has no EV_SEPARATOR.
+	ErrSeparatorMissing = errors.New("eventlog: pcr has no separator")
+	// ErrSeparatorRepeated: one of PCRs 0-7 has more than one EV_SEPARATOR.
+	ErrSeparatorRepeated = errors.New("eventlog: pcr has a second separator")
+	// ErrSeparatorValue: an EV_SEPARATOR of PCRs 0-7 does not carry the
+	// normal value (four zero bytes): the firmware signalled an error
+	// (00000001 or ffffffff) or the data is malformed.
+	ErrSeparatorValue = errors.New("eventlog: separator is not the normal separator value")
+	// ErrSecureBootAfterSeparator: a Secure Boot configuration measurement
+	// (EV_EFI_VARIABLE_DRIVER_CONFIG: SecureBoot, PK, KEK, db, dbx...) in
+	// PCR 7 after PCR 7's separator, i.e. after the pre-OS record closed.
+	ErrSecureBootAfterSeparator = errors.New("eventlog: secure boot configuration measured after the pcr 7 separator")
+	// ErrSecureBootRepeated: a Secure Boot mode variable (SecureBoot,
+	// SetupMode, DeployedMode, AuditMode) measured twice in PCR 7.
+	ErrSecureBootRepeated = errors.New("eventlog: secure boot mode variable measured twice")
+	// ErrEventAfterSeparator: an event type the PC Client Platform Firmware
+	// Profile does not place in PCR 7 after its separator (only
+	// EV_EFI_VARIABLE_AUTHORITY and EV_EFI_SPDM_DEVICE_AUTHORITY are).
+	ErrEventAfterSeparator = errors.New("eventlog: event type not allowed in pcr 7 after its separator")
 )
 
 // Reason classifies a parse failure.
@@ -33,6 +65,9 @@ const (
 	ReasonBadPCR
 	ReasonEmpty
 	ReasonBadDigestCount
+	// ReasonLimit: more algorithms or records than MaxAlgorithms or
+	// MaxEvents.
+	ReasonLimit
 )
 
 func (r Reason) String() string {
@@ -55,6 +90,8 @@ func (r Reason) String() string {
 		return "empty log"
 	case ReasonBadDigestCount:
 		return "bad digest count"
+	case ReasonLimit:
+		return "limit exceeded"
 	}
 	return fmt.Sprintf("reason(%d)", int(r))
 }
@@ -83,8 +120,9 @@ func (e *ParseError) Error() string {
 
 func (e *ParseError) Unwrap() error { return e.Err }
 
-// Is makes every ParseError match ErrMalformed, truncation match ErrTruncated
-// and an unknown algorithm match ErrUnsupportedAlg.
+// Is makes every ParseError match ErrMalformed, truncation match
+// ErrTruncated, an unknown algorithm match ErrUnsupportedAlg, trailing bytes
+// match ErrTrailingBytes and a limit match ErrLimitExceeded.
 func (e *ParseError) Is(target error) bool {
 	switch target {
 	case ErrMalformed:
@@ -93,9 +131,54 @@ func (e *ParseError) Is(target error) bool {
 		return e.Reason == ReasonTruncated
 	case ErrUnsupportedAlg:
 		return e.Reason == ReasonUnsupportedAlg
+	case ErrTrailingBytes:
+		return e.Reason == ReasonTrailingGarbage
+	case ErrLimitExceeded:
+		return e.Reason == ReasonLimit
 	}
 	return false
 }
+
+// StructureError reports a log that parses but whose events are not where
+// the PC Client Platform Firmware Profile puts them (see CheckStructure).
+// Err is the rule broken (ErrSeparatorMissing, ErrSecureBootAfterSeparator,
+// ...), matched through Unwrap; every StructureError also matches
+// ErrMalformed.
+type StructureError struct {
+	Err error
+	PCR uint32
+	// Seq, Offset and Type locate the offending event; Seq is -1 when the
+	// problem is an event that is absent (a missing separator).
+	Seq    int
+	Offset int
+	Type   EventType
+	// Variable names the UEFI variable of the event, when it has one.
+	Variable string
+	// Earlier is the sequence number of the event the offending one
+	// conflicts with (the PCR's separator, the first measurement of the
+	// variable), or -1.
+	Earlier int
+}
+
+func (e *StructureError) Error() string {
+	if e.Seq < 0 {
+		return fmt.Sprintf("%v: pcr %d", e.Err, e.PCR)
+	}
+	what := e.Type.String()
+	if e.Variable != "" {
+		what += " " + strconv.Quote(e.Variable)
+	}
+	msg := fmt.Sprintf("%v: event %d (%s, pcr %d, offset %d)", e.Err, e.Seq, what, e.PCR, e.Offset)
+	if e.Earlier >= 0 {
+		msg += fmt.Sprintf(", after event %d", e.Earlier)
+	}
+	return msg
+}
+
+func (e *StructureError) Unwrap() error { return e.Err }
+
+// Is makes every StructureError match ErrMalformed.
+func (e *StructureError) Is(target error) bool { return target == ErrMalformed }
 
 // ReplayError reports PCRs whose replayed value differs from the supplied
 // value. It matches ErrReplayMismatch.

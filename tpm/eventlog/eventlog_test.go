@@ -460,19 +460,39 @@ func TestTruncation(t *testing.T) {
 
 func TestPaddingAndTrailingGarbage(t *testing.T) {
 	for _, f := range fixtures(t) {
-		padded := append(bytes.Clone(f.Log), make([]byte, 64)...)
-		l, err := Parse(padded)
+		l, err := Parse(f.Log)
 		if err != nil {
-			t.Fatalf("%s padded: %v", f.Name, err)
+			t.Fatal(err)
 		}
-		if l.TrailingPadding != 64 {
-			t.Errorf("%s: TrailingPadding %d", f.Name, l.TrailingPadding)
+		hdr := 12
+		if l.Format == FormatSHA1Legacy {
+			hdr = 28
+		}
+		// A padded copy of a log is not another valid log with another
+		// digest: zero padding of any length is refused.
+		for _, n := range []int{1, 3, hdr - 1, hdr, hdr + 1, 64, 4096} {
+			padded := append(bytes.Clone(f.Log), make([]byte, n)...)
+			l, err := Parse(padded)
+			if l != nil || !errors.Is(err, ErrMalformed) {
+				t.Fatalf("%s + %d zero bytes: log %v, err = %v", f.Name, n, l != nil, err)
+			}
+			var pe *ParseError
+			if n >= hdr && (!errors.Is(err, ErrTrailingBytes) || !errors.As(err, &pe) ||
+				pe.Reason != ReasonTrailingGarbage || pe.Offset != len(f.Log)) {
+				t.Errorf("%s + %d zero bytes: err = %v, want ErrTrailingBytes at %d", f.Name, n, err, len(f.Log))
+			}
+			if n < hdr && !errors.Is(err, ErrTruncated) {
+				t.Errorf("%s + %d zero bytes: err = %v, want ErrTruncated", f.Name, n, err)
+			}
+			if _, err := Verify(padded, AlgSHA1, quoted(f, "sha1")); !errors.Is(err, ErrMalformed) {
+				t.Errorf("%s + %d zero bytes verifies: %v", f.Name, n, err)
+			}
 		}
 		garbage := append(bytes.Clone(f.Log), make([]byte, 40)...)
 		garbage[len(garbage)-1] = 0x5A
 		_, err = Parse(garbage)
 		var pe *ParseError
-		if !errors.As(err, &pe) || pe.Reason != ReasonTrailingGarbage || pe.Offset != len(f.Log) {
+		if !errors.As(err, &pe) || pe.Reason != ReasonTrailingGarbage || pe.Offset != len(f.Log) || !errors.Is(err, ErrTrailingBytes) {
 			t.Errorf("%s garbage: err = %v", f.Name, err)
 		}
 	}

@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/pulse-attest/pulse/internal/testutil"
@@ -37,11 +38,24 @@ func FuzzParse(f *testing.F) {
 			if err != nil {
 				continue
 			}
-			if _, err := l.Verify(alg, pcrs); err != nil && !isDataErr(err) {
+			v, err := l.Verify(alg, pcrs)
+			var se *StructureError
+			switch {
+			case err == nil:
+				if sb := l.SecureBoot(); v.SecureBoot.Known && (!sb.Known || sb.Enabled != v.SecureBoot.Enabled) && len(l.Algs) == 1 {
+					t.Fatalf("Verify says Secure Boot %v, Log.SecureBoot %+v", v.SecureBoot.Enabled, sb)
+				}
+			case errors.As(err, &se):
+				if !errors.Is(err, ErrMalformed) || l.CheckStructure() == nil {
+					t.Fatalf("structure error %v not from CheckStructure", err)
+				}
+				if sb := l.SecureBoot(); sb.Known {
+					t.Fatal("Secure Boot state derived from a log that breaks CheckStructure")
+				}
+			case !isDataErr(err):
 				t.Fatalf("log does not verify against its own replay: %v", err)
 			}
 		}
-		_ = l.SecureBoot()
 	})
 }
 

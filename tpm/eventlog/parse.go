@@ -30,10 +30,29 @@ func (f Format) String() string {
 	return fmt.Sprintf("format(%d)", int(f))
 }
 
-// MaxEventDataSize bounds one event's data. Real firmware events are at
-// most tens of KiB (Secure Boot databases); a larger size field is treated
-// as corrupt (ReasonBadSize) rather than as a truncated log.
-const MaxEventDataSize = 16 << 20
+// Limits on hostile input. The verifier accepts firmware logs of up to 4 MiB
+// from any device, so parsing, replaying and verifying must cost time
+// linear in the log's size with small constants; these bounds keep them so
+// while staying far above every real log (docs/performance.md, "Worst-case
+// firmware log", gives the measured worst case).
+const (
+	// MaxEventDataSize bounds one event's data. The largest real events are
+	// Secure Boot databases: dbx is 12 KiB in the fixtures and UEFI
+	// variable stores rarely allow more than 64 KiB per variable. A larger
+	// size field is treated as corrupt (ReasonBadSize) rather than as a
+	// truncated log.
+	MaxEventDataSize = 1 << 20
+	// MaxEvents bounds the records of a log, EV_NO_ACTION records included
+	// but not the Spec ID header. The fixtures have 25 to 106; GRUB
+	// measuring every command of a long grub.cfg reaches a few hundred.
+	MaxEvents = 16384
+	// MaxAlgorithms bounds the Spec ID header's algorithm list. A TPM has a
+	// handful of PCR banks (SHA-1, SHA-256, SHA-384, SHA-512, SM3; the TCG
+	// algorithm registry defines eight hash algorithms in all); the fixtures
+	// list at most three. Every event carries one digest per listed
+	// algorithm, so this also bounds the work per event.
+	MaxAlgorithms = 16
+)
 
 // maxPCR is the highest PCR index accepted in a log.
 const maxPCR = 31
@@ -49,14 +68,12 @@ type Event struct {
 	Type    EventType
 	Digests []Digest
 	Data    []byte
-	// DataVerified is true when Data is bound by the event's digest: the
-	// hash of Data equals the digest (in every bank for Log.Events from
-	// Parse; in the verified bank for Verified.Events). Data of events
-	// where it is false is a description only and is not evidence.
+	// DataVerified is true when Data is bound by the event's digest in the
+	// verified bank: the hash of Data equals the digest. Verify sets it in
+	// Verified.Events; Parse hashes no event data, so it is false in
+	// Log.Events (use DataBound there). Data of events where it is false is
+	// a description only and is not evidence.
 	DataVerified bool
-
-	// match caches matchData per entry of Digests (computed by Parse).
-	match []dataMatch
 }
 
 // Digest returns the event's digest in the given bank, or nil.
@@ -105,11 +122,9 @@ type Log struct {
 	StartupLocality uint8
 	// SpecID is the crypto-agile header, nil for legacy logs.
 	SpecID *SpecID
-	// TrailingPadding counts the zero bytes that followed the last record.
-	TrailingPadding int
 
-	sizes map[HashAlg]int
-	only  []HashAlg
+	// pcr0Seen and localitySeen make the StartupLocality checks O(1).
+	pcr0Seen, localitySeen bool
 }
 
 // Banks returns the hash algorithms of the PCR banks the log carries.
@@ -183,13 +198,15 @@ func (r *reader) eventData() ([]byte, error) {
 // Parse parses a TCG PC Client firmware event log (the bytes of
 // /sys/kernel/security/tpm0/binary_bios_measurements) in either the legacy
 // SHA-1 or the crypto-agile format. It checks structure only: whether the
-// log matches a TPM is decided by Replay/Verify. The returned Log does not
-// alias raw.
-func Parse(raw []byte) (*Log, error) { return parse(raw, nil) }
-
-// parse is Parse; when only is non-nil, event data is checked against that
-// bank's digests only (Verify needs no other).
-func parse(raw []byte, only []HashAlg) (*Log, error) {
+// log matches a TPM is decided by Replay/Verify, and whether its events are
+// where the PC Client Platform Firmware Profile puts them by CheckStructure
+// (which Verify applies). It hashes no event data. Bytes after the last
+// record, zero padding included, are an error (ErrTrailingBytes), so one
+// log has one encoding and one digest. The returned Log does not alias raw.
+//
+// Parse takes time linear in len(raw): see MaxEvents, MaxAlgorithms and
+// MaxEventDataSize.
+func Parse(raw []byte) (*Log, error) {
 	if len(raw) == 0 {
 		return nil, &ParseError{Reason: ReasonEmpty, Event: -1, Err: fmt.Errorf("no bytes")}
 	}
@@ -201,7 +218,8 @@ func parse(raw []byte, only []HashAlg) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Log{sizes: map[HashAlg]int{}, only: only}
+	l := &Log{}
+	var algs algTable
 	if first.Type == EvNoAction && first.PCR == 0 && bytes.HasPrefix(first.Data, specIDSignature03) {
 		spec, err := parseSpecID(first.Data, first.Offset+32)
 		if err != nil {
@@ -211,74 +229,58 @@ func parse(raw []byte, only []HashAlg) (*Log, error) {
 		l.SpecID = spec
 		for _, as := range spec.DigestSizes {
 			l.Algs = append(l.Algs, as.Alg)
-			l.sizes[as.Alg] = int(as.Size)
 		}
-		r.seq++
-		for r.remaining() > 0 {
-			if n, perr := r.padding(l.Format); n > 0 || perr != nil {
-				if perr != nil {
-					return nil, perr
-				}
-				l.TrailingPadding = n
-				break
-			}
-			ev, err := r.agileEvent(l.sizes, len(spec.DigestSizes))
-			if err != nil {
-				return nil, err
-			}
-			if err := l.add(ev); err != nil {
-				return nil, err
-			}
-			r.seq++
-		}
+		algs = newAlgTable(spec.DigestSizes)
 	} else {
 		l.Format = FormatSHA1Legacy
 		l.Algs = []HashAlg{AlgSHA1}
-		l.sizes[AlgSHA1] = 20
 		if !(first.Type == EvNoAction && bytes.HasPrefix(first.Data, specIDPrefix)) {
 			if err := l.add(first); err != nil {
 				return nil, err
 			}
 		}
-		r.seq++
-		for r.remaining() > 0 {
-			if n, perr := r.padding(l.Format); n > 0 || perr != nil {
-				if perr != nil {
-					return nil, perr
-				}
-				l.TrailingPadding = n
-				break
-			}
-			ev, err := r.legacyEvent()
-			if err != nil {
-				return nil, err
-			}
-			if err := l.add(ev); err != nil {
-				return nil, err
-			}
-			r.seq++
+	}
+	r.seq++
+	for r.remaining() > 0 {
+		if err := r.trailing(l.Format); err != nil {
+			return nil, err
 		}
+		if len(l.Events)+len(l.NoAction) >= MaxEvents {
+			return nil, r.fail(ReasonLimit, r.off, "more than %d records", MaxEvents)
+		}
+		var ev Event
+		if l.Format == FormatCryptoAgile {
+			ev, err = r.agileEvent(&algs)
+		} else {
+			ev, err = r.legacyEvent()
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := l.add(ev); err != nil {
+			return nil, err
+		}
+		r.seq++
 	}
 	return l, nil
 }
 
-// padding detects zero padding after the last record: a record header of
-// PCR 0, type 0 and no digest starts it. It returns the padding length when
-// all remaining bytes are zero, and a ReasonTrailingGarbage error when a
-// zero header is followed by non-zero bytes.
-func (r *reader) padding(f Format) (int, error) {
+// trailing rejects what follows the last record when it starts with a zero
+// record header (PCR 0, type 0 and no digest, or a zero SHA-1 digest in a
+// legacy log): firmware and tools pad logs with zeros, and a padded copy
+// must not be accepted as another log with another digest. Other bytes are
+// parsed as a record and fail as one (truncated, bad size...). The check
+// reads a fixed number of bytes, so the parse stays linear.
+func (r *reader) trailing(f Format) error {
 	hdr := 12 // pcr, type, digest count
 	if f == FormatSHA1Legacy {
 		hdr = 28 // pcr, type, SHA-1 digest
 	}
 	rest := r.b[r.off:]
 	if len(rest) < hdr || !allZero(rest[:hdr]) {
-		return 0, nil
+		return nil
 	}
-	if allZero(rest) {
-		return len(rest), nil
-	}
-	return 0, r.fail(ReasonTrailingGarbage, r.off, "zero record header followed by %d bytes of data", len(rest))
+	return r.fail(ReasonTrailingGarbage, r.off, "%d bytes after the last record start with a zero record header (padding)", len(rest))
 }
 
 func allZero(b []byte) bool {
@@ -324,7 +326,32 @@ func (r *reader) legacyEvent() (Event, error) {
 		Digests: []Digest{{Alg: AlgSHA1, Value: d}}, Data: data}, nil
 }
 
-func (r *reader) agileEvent(sizes map[HashAlg]int, nalgs int) (Event, error) {
+// algTable is the Spec ID header's algorithm list, indexed for the digest
+// loop of every record: at most MaxAlgorithms entries, so a lookup is a
+// short scan and duplicates are found with a bit mask.
+type algTable struct {
+	algs  []HashAlg
+	sizes []int
+}
+
+func newAlgTable(ds []AlgSize) algTable {
+	t := algTable{algs: make([]HashAlg, len(ds)), sizes: make([]int, len(ds))}
+	for i, as := range ds {
+		t.algs[i], t.sizes[i] = as.Alg, int(as.Size)
+	}
+	return t
+}
+
+func (t *algTable) index(a HashAlg) int {
+	for i, x := range t.algs {
+		if x == a {
+			return i
+		}
+	}
+	return -1
+}
+
+func (r *reader) agileEvent(t *algTable) (Event, error) {
 	off, pcr, typ, err := r.header()
 	if err != nil {
 		return Event{}, err
@@ -337,10 +364,11 @@ func (r *reader) agileEvent(sizes map[HashAlg]int, nalgs int) (Event, error) {
 	if count == 0 && typ != EvNoAction {
 		return Event{}, r.fail(ReasonBadDigestCount, countOff, "no digests")
 	}
-	if count > uint32(nalgs) {
-		return Event{}, r.fail(ReasonBadDigestCount, countOff, "%d digests but the header lists %d algorithms", count, nalgs)
+	if count > uint32(len(t.algs)) {
+		return Event{}, r.fail(ReasonBadDigestCount, countOff, "%d digests but the header lists %d algorithms", count, len(t.algs))
 	}
 	ds := make([]Digest, 0, count)
+	var seen uint32 // bit i: the header's algorithm i was seen (MaxAlgorithms <= 32)
 	for i := uint32(0); i < count; i++ {
 		algOff := r.off
 		a, err := r.u16("digest algorithm")
@@ -348,16 +376,15 @@ func (r *reader) agileEvent(sizes map[HashAlg]int, nalgs int) (Event, error) {
 			return Event{}, err
 		}
 		alg := HashAlg(a)
-		size, ok := sizes[alg]
-		if !ok {
+		idx := t.index(alg)
+		if idx < 0 {
 			return Event{}, r.fail(ReasonUnsupportedAlg, algOff, "digest algorithm %s not listed in the Spec ID header", alg)
 		}
-		for _, prev := range ds {
-			if prev.Alg == alg {
-				return Event{}, r.fail(ReasonBadDigestCount, algOff, "two %s digests", alg)
-			}
+		if seen&(1<<idx) != 0 {
+			return Event{}, r.fail(ReasonBadDigestCount, algOff, "two %s digests", alg)
 		}
-		v, err := r.bytes(size, alg.String()+" digest")
+		seen |= 1 << idx
+		v, err := r.bytes(t.sizes[idx], alg.String()+" digest")
 		if err != nil {
 			return Event{}, err
 		}
@@ -390,14 +417,19 @@ func parseSpecID(data []byte, base int) (*SpecID, error) {
 	if n == 0 || uint64(n)*4 > uint64(len(data)-off) {
 		return nil, bad(24, "%d algorithms in a %d-byte header", n, len(data))
 	}
-	seen := map[HashAlg]bool{}
+	if n > MaxAlgorithms {
+		return nil, &ParseError{Reason: ReasonLimit, Offset: base + 24, Event: 0,
+			Err: fmt.Errorf("%d algorithms listed, at most %d accepted", n, MaxAlgorithms)}
+	}
+	s.DigestSizes = make([]AlgSize, 0, n)
 	for i := uint32(0); i < n; i++ {
 		alg := HashAlg(binary.LittleEndian.Uint16(data[off:]))
 		size := binary.LittleEndian.Uint16(data[off+2:])
-		if seen[alg] {
-			return nil, bad(off, "algorithm %s listed twice", alg)
+		for _, prev := range s.DigestSizes { // n <= MaxAlgorithms
+			if prev.Alg == alg {
+				return nil, bad(off, "algorithm %s listed twice", alg)
+			}
 		}
-		seen[alg] = true
 		if want := alg.Size(); want != 0 && int(size) != want {
 			return nil, &ParseError{Reason: ReasonDigestSize, Offset: base + off + 2, Event: 0,
 				Err: fmt.Errorf("header gives %s digests %d bytes, want %d", alg, size, want)}
@@ -423,31 +455,24 @@ func parseSpecID(data []byte, base int) (*SpecID, error) {
 // add files a parsed record under Events or NoAction.
 func (l *Log) add(ev Event) error {
 	if ev.Type == EvNoAction {
-		if ev.PCR == 0 && len(ev.Data) == len(startupLocalitySig)+1 && bytes.HasPrefix(ev.Data, startupLocalitySig) {
-			for _, prev := range l.Events {
-				if prev.PCR == 0 {
-					return &ParseError{Reason: ReasonMalformedHeader, Offset: ev.Offset, Event: ev.Seq,
-						Err: fmt.Errorf("StartupLocality record after a PCR 0 measurement")}
-				}
+		if isStartupLocality(ev) {
+			if l.pcr0Seen {
+				return &ParseError{Reason: ReasonMalformedHeader, Offset: ev.Offset, Event: ev.Seq,
+					Err: fmt.Errorf("StartupLocality record after a PCR 0 measurement")}
 			}
-			for _, prev := range l.NoAction {
-				if isStartupLocality(prev) {
-					return &ParseError{Reason: ReasonMalformedHeader, Offset: ev.Offset, Event: ev.Seq,
-						Err: fmt.Errorf("second StartupLocality record")}
-				}
+			if l.localitySeen {
+				return &ParseError{Reason: ReasonMalformedHeader, Offset: ev.Offset, Event: ev.Seq,
+					Err: fmt.Errorf("second StartupLocality record")}
 			}
+			l.localitySeen = true
 			l.StartupLocality = ev.Data[len(startupLocalitySig)]
 		}
 		l.NoAction = append(l.NoAction, ev)
 		return nil
 	}
-	ev.match = make([]dataMatch, len(ev.Digests))
-	for i, d := range ev.Digests {
-		if l.only == nil || containsAlg(l.only, d.Alg) {
-			ev.match[i] = ev.computeMatch(d.Alg)
-		}
+	if ev.PCR == 0 {
+		l.pcr0Seen = true
 	}
-	ev.DataVerified = ev.dataBound(l.only)
 	l.Events = append(l.Events, ev)
 	return nil
 }

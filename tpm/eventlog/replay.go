@@ -3,6 +3,7 @@ package eventlog
 import (
 	"bytes"
 	"fmt"
+	"hash"
 	"sort"
 )
 
@@ -10,69 +11,112 @@ import (
 type dataMatch int
 
 const (
-	matchUnknown dataMatch = iota // not computed yet
-	matchNone                     // the digest is not the hash of the data
+	matchNone    dataMatch = iota // the digest is not the hash of the data
 	matchFull                     // digest == H(data)
-	matchPartial                  // digest == H(part of data) (EFI boot variable quirk)
+	matchPartial                  // digest == H(part of data) (EFI variable quirks)
 )
 
-func (e *Event) matchData(alg HashAlg) dataMatch {
-	for i, d := range e.Digests {
-		if d.Alg == alg && i < len(e.match) && e.match[i] != matchUnknown {
-			return e.match[i]
-		}
-	}
-	return e.computeMatch(alg)
+// matcher compares events' digests in one bank with their data, reusing one
+// hash state and one sum buffer.
+type matcher struct {
+	alg HashAlg
+	h   hash.Hash
+	sum []byte
 }
 
-func (e *Event) computeMatch(alg HashAlg) dataMatch {
-	if e.Type.binding() == bindNone {
+func newMatcher(alg HashAlg) *matcher {
+	m := &matcher{alg: alg}
+	if alg.Replayable() {
+		m.h = alg.Hash().New()
+		m.sum = make([]byte, 0, m.h.Size())
+	}
+	return m
+}
+
+func (m *matcher) sumIs(d []byte) bool {
+	m.sum = m.h.Sum(m.sum[:0])
+	return bytes.Equal(m.sum, d)
+}
+
+// match says how the event's digest in the matcher's bank relates to its
+// data. The accepted variants that are prefixes of the data (a string
+// without its terminating NUL, shim's authority events one byte longer than
+// what it hashed) are summed in the same pass as the whole data, since Sum
+// does not change a hash's state; only the variable-data suffix of an EFI
+// variable event needs a second pass. So an event costs at most two reads
+// of its data per bank, whatever its type.
+func (m *matcher) match(e *Event) dataMatch {
+	bind := e.Type.binding()
+	if bind == bindNone || m.h == nil {
 		return matchNone
 	}
-	d := e.Digest(alg)
-	if d == nil || !alg.Replayable() {
+	d := e.Digest(m.alg)
+	if d == nil {
 		return matchNone
 	}
-	if bytes.Equal(digestOf(alg, e.Data), d) {
-		return matchFull
-	}
-	switch e.Type.binding() {
-	case bindVariable:
-		if v, err := ParseUEFIVariable(e.Data); err == nil && bytes.Equal(digestOf(alg, v.Data), d) {
-			return matchPartial
-		}
-		// shim before commit 8a27a480 logs authority events one byte longer
-		// than what it hashes (go-attestation issue 157).
-		if n := len(e.Data); e.Type == EvEFIVariableAuthority && n > 0 && bytes.Equal(digestOf(alg, e.Data[:n-1]), d) {
-			return matchPartial
-		}
-	case bindOpportunistic:
+	data := e.Data
+	n := len(data)
+	cut := 0 // trailing bytes whose shorter prefixes are candidates too
+	switch {
+	case bind == bindOpportunistic && n >= 2 && data[n-1] == 0 && data[n-2] == 0:
 		// Strings are often measured without their terminating NUL (one
 		// byte for ASCII, two for UCS-2).
-		for _, k := range []int{1, 2} {
-			if n := len(e.Data); n >= k && allZero(e.Data[n-k:]) && bytes.Equal(digestOf(alg, e.Data[:n-k]), d) {
-				return matchFull
+		cut = 2
+	case bind == bindOpportunistic && n >= 1 && data[n-1] == 0:
+		cut = 1
+	case e.Type == EvEFIVariableAuthority && n >= 1:
+		// shim before commit 8a27a480 logs authority events one byte longer
+		// than what it hashes (go-attestation issue 157).
+		cut = 1
+	}
+	m.h.Reset()
+	m.h.Write(data[:n-cut])
+	prefix := false
+	for k := cut; k > 0; k-- {
+		if m.sumIs(d) {
+			prefix = true
+		}
+		m.h.Write(data[n-k : n-k+1])
+	}
+	if m.sumIs(d) {
+		return matchFull
+	}
+	switch bind {
+	case bindOpportunistic:
+		if prefix {
+			return matchFull
+		}
+	case bindVariable:
+		if prefix {
+			return matchPartial
+		}
+		// EDK2 hashes only the VariableData of boot variables.
+		if off, ok := variableDataOffset(data); ok {
+			m.h.Reset()
+			m.h.Write(data[off:])
+			if m.sumIs(d) {
+				return matchPartial
 			}
 		}
 	}
 	return matchNone
 }
 
-// dataBound reports whether the event's data is bound by its digest in every
-// given bank (every replayable bank the event carries when banks is nil).
-func (e *Event) dataBound(banks []HashAlg) bool {
+// DataBound reports whether the event's data is bound by its digest in
+// every given bank (every replayable bank the event carries when none is
+// given): the digest is the hash of the data, so the data is evidence
+// wherever the digest is. It hashes the data on each call. Event types
+// whose digest covers something else (an image, a table) are never bound.
+func (e *Event) DataBound(banks ...HashAlg) bool {
 	if e.Type.binding() == bindNone {
 		return false
 	}
 	n := 0
 	for _, d := range e.Digests {
-		if !d.Alg.Replayable() {
+		if !d.Alg.Replayable() || (len(banks) > 0 && !containsAlg(banks, d.Alg)) {
 			continue
 		}
-		if banks != nil && !containsAlg(banks, d.Alg) {
-			continue
-		}
-		if e.matchData(d.Alg) != matchFull {
+		if newMatcher(d.Alg).match(e) != matchFull {
 			return false
 		}
 		n++
@@ -80,16 +124,16 @@ func (e *Event) dataBound(banks []HashAlg) bool {
 	return n > 0
 }
 
-// checkData returns a *DataError when the event type requires its digest to
-// be the hash of its data and it is not, in the given bank.
-func (e *Event) checkData(alg HashAlg) error {
+// checkMatch returns a *DataError when the event type requires its digest
+// to be the hash of its data and the match found in bank alg says it is not.
+func (e *Event) checkMatch(alg HashAlg, m dataMatch) error {
 	switch e.Type.binding() {
 	case bindStrict:
-		if e.matchData(alg) == matchFull {
+		if m == matchFull {
 			return nil
 		}
 	case bindVariable:
-		if e.matchData(alg) != matchNone {
+		if m != matchNone {
 			return nil
 		}
 	default:
@@ -102,12 +146,27 @@ func (e *Event) checkData(alg HashAlg) error {
 // specification defines as the hash of its data (see the package
 // documentation). The first failure is returned as a *DataError.
 func (l *Log) CheckData(alg HashAlg) error {
+	_, err := l.matchAll(alg)
+	return err
+}
+
+// matchAll matches every event's data in bank alg (index i of the result is
+// l.Events[i]) and returns the first *DataError. Logs are shared between
+// goroutines (the verifier caches parsed logs), so nothing is stored in l.
+func (l *Log) matchAll(alg HashAlg) ([]dataMatch, error) {
+	if !alg.Replayable() {
+		return nil, fmt.Errorf("eventlog: check data %s: %w", alg, ErrUnsupportedAlg)
+	}
+	m := newMatcher(alg)
+	out := make([]dataMatch, len(l.Events))
 	for i := range l.Events {
-		if err := l.Events[i].checkData(alg); err != nil {
-			return err
+		ev := &l.Events[i]
+		out[i] = m.match(ev)
+		if err := ev.checkMatch(alg, out[i]); err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	return out, nil
 }
 
 func containsAlg(as []HashAlg, a HashAlg) bool {

@@ -4,10 +4,13 @@ import (
 	"crypto/sha256"
 )
 
-// SecureBoot is the UEFI Secure Boot configuration as measured into PCR 7.
+// SecureBoot is the UEFI Secure Boot configuration as measured into PCR 7
+// by the firmware before PCR 7's EV_SEPARATOR: the pre-OS record. Nothing
+// measured after the separator (by a boot loader, or by root on the running
+// system) changes it; CheckStructure refuses logs that try.
 type SecureBoot struct {
 	// Known is true when the SecureBoot variable was measured (in a PCR 7
-	// event whose data is bound by its digest).
+	// event before the separator, whose data is bound by its digest).
 	Known bool
 	// Enabled is the value of the SecureBoot variable (1 = enforcing).
 	Enabled bool
@@ -21,10 +24,15 @@ type SecureBoot struct {
 	AuditModeKnown    bool
 	AuditMode         bool
 	// Variables are the Secure Boot variables measured in PCR 7 with
-	// EV_EFI_VARIABLE_DRIVER_CONFIG, in log order (last measurement wins).
+	// EV_EFI_VARIABLE_DRIVER_CONFIG before the separator, in log order (a
+	// database measured twice keeps its last measurement; a mode variable
+	// measured twice is refused by CheckStructure).
 	Variables []SecureBootVariable
 	// Authorities are the db entries firmware used to authorise loaded
-	// images (EV_EFI_VARIABLE_AUTHORITY), in log order.
+	// images (EV_EFI_VARIABLE_AUTHORITY), in log order, before and after
+	// the separator. Those after it may have been appended by software
+	// after boot: an authority says an image was verified with it, never
+	// that nothing else ran.
 	Authorities []Authority
 }
 
@@ -52,8 +60,19 @@ type Authority struct {
 	// Data is the entry (usually a DER certificate); SHA256 its SHA-256.
 	Data   []byte
 	SHA256 []byte
-	Cert   *CertInfo
+	// Cert describes the certificate. It is nil when Data is not a
+	// certificate, is larger than 16 KiB, or is beyond the first 64
+	// distinct certificates of the log (a bound on hostile logs: real ones
+	// have a handful of authorities).
+	Cert *CertInfo
 }
+
+// Bounds on certificate decoding per derivation (DescribeCert reads about
+// 50 MB/s, too slow for a log's worth of hostile certificates).
+const (
+	maxDescribedCerts    = 64
+	maxDescribedCertSize = 16 << 10
+)
 
 // Variable returns the named measured variable, or nil.
 func (s *SecureBoot) Variable(name string) *SecureBootVariable {
@@ -68,33 +87,46 @@ func (s *SecureBoot) Variable(name string) *SecureBootVariable {
 // Measured reports whether the named variable (e.g. "db") was measured.
 func (s *SecureBoot) Measured(name string) bool { return s.Variable(name) != nil }
 
-// SecureBoot derives the Secure Boot state from the log's PCR 7 events whose
-// data is bound by their digests in every bank. It is what the log claims;
-// use Verify to get a state backed by quoted PCR values.
+// SecureBoot derives the Secure Boot state the log claims, from its PCR 7
+// events whose data is bound by their digests in every bank: the
+// configuration measured before PCR 7's separator and the authorities. It
+// is the zero SecureBoot (unknown) when the log breaks CheckStructure. Use
+// Verify to get a state backed by quoted PCR values.
 func (l *Log) SecureBoot() SecureBoot {
-	return deriveSecureBoot(l.Events)
+	if l.CheckStructure() != nil {
+		return SecureBoot{}
+	}
+	return deriveSecureBoot(l.Events, func(ev *Event) bool { return ev.DataBound() })
 }
 
-func deriveSecureBoot(events []Event) SecureBoot {
+// deriveSecureBoot reads the Secure Boot state from events that passed
+// CheckStructure; bound says whether an event's data is evidence.
+func deriveSecureBoot(events []Event, bound func(*Event) bool) SecureBoot {
 	var sb SecureBoot
+	preOS := true
+	certs := map[[32]byte]*CertInfo{}
 	for i := range events {
 		ev := &events[i]
-		if ev.PCR != 7 || !ev.DataVerified {
+		if ev.PCR != 7 {
 			continue
 		}
 		switch ev.Type {
+		case EvSeparator:
+			preOS = false
 		case EvEFIVariableDriverConfig:
-			v, err := ParseUEFIVariable(ev.Data)
-			if err != nil {
+			if !preOS || !bound(ev) {
 				continue
 			}
-			sb.addVariable(v)
+			if v, err := ParseUEFIVariable(ev.Data); err == nil {
+				sb.addVariable(v)
+			}
 		case EvEFIVariableAuthority:
-			v, err := ParseUEFIVariable(ev.Data)
-			if err != nil {
+			if !bound(ev) {
 				continue
 			}
-			sb.Authorities = append(sb.Authorities, newAuthority(v))
+			if v, err := ParseUEFIVariable(ev.Data); err == nil {
+				sb.Authorities = append(sb.Authorities, newAuthority(v, certs))
+			}
 		}
 	}
 	return sb
@@ -146,7 +178,10 @@ func (sb *SecureBoot) addVariable(v *UEFIVariable) {
 	sb.Variables = append(sb.Variables, sv)
 }
 
-func newAuthority(v *UEFIVariable) Authority {
+// newAuthority decodes an authority entry; certs caches the certificates
+// described so far by SHA-256 (identical entries are described once, and at
+// most maxDescribedCerts distinct ones).
+func newAuthority(v *UEFIVariable, certs map[[32]byte]*CertInfo) Authority {
 	a := Authority{Variable: v.Name, VendorGUID: v.VendorGUID, Data: v.Data}
 	d := v.Data
 	// EFI_SIGNATURE_DATA: owner GUID then the entry. Some firmware logs the
@@ -158,8 +193,14 @@ func newAuthority(v *UEFIVariable) Authority {
 	a.Data = d
 	sum := sha256.Sum256(d)
 	a.SHA256 = sum[:]
-	if len(d) > 0 && d[0] == 0x30 {
+	if len(d) == 0 || d[0] != 0x30 || len(d) > maxDescribedCertSize {
+		return a
+	}
+	if c, ok := certs[sum]; ok {
+		a.Cert = c
+	} else if len(certs) < maxDescribedCerts {
 		a.Cert = DescribeCert(d)
+		certs[sum] = a.Cert
 	}
 	return a
 }

@@ -16,16 +16,16 @@ type Verified struct {
 	// DataVerified computed for Bank. Events of PCRs that were not
 	// supplied are left out: they are not evidence.
 	Events []Event
-	// SecureBoot is derived from verified PCR 7 events only; it is unknown
-	// when PCR 7 was not supplied.
+	// SecureBoot is derived from verified PCR 7 events only, and of those
+	// from the pre-OS record (before PCR 7's separator) for the
+	// configuration; it is unknown when PCR 7 was not supplied.
 	SecureBoot SecureBoot
 	// Unverified lists the PCRs the log extends that were not supplied.
 	Unverified []uint32
 	// StartupLocality is the log's StartupLocality (0 when none).
 	StartupLocality uint8
-	// Log is the parsed log (all events, verified or not). When it comes
-	// from the package-level Verify, its events' DataVerified refers to Bank
-	// only.
+	// Log is the parsed log (all events, verified or not; their
+	// DataVerified is false, see Event.DataBound).
 	Log *Log
 }
 
@@ -34,21 +34,27 @@ type Verified struct {
 //
 // It fails with a *ParseError for a malformed log, a *ReplayError (errors.Is
 // ErrReplayMismatch) naming every supplied PCR whose value the log does not
-// reproduce, and a *DataError (ErrDataDigestMismatch) when an event whose
-// digest must be the hash of its data is not. Supplied PCRs the log never
+// reproduce, a *DataError (ErrDataDigestMismatch) when an event whose
+// digest must be the hash of its data is not, and a *StructureError
+// (ErrMalformed, and the rule's own sentinel such as
+// ErrSecureBootAfterSeparator) when the events are not where the PC Client
+// Platform Firmware Profile puts them (see CheckStructure): a log can replay
+// and still be refused, e.g. one whose PCR 7 was extended after boot with a
+// Secure Boot variable. The checks run in that order. Supplied PCRs the log never
 // extends are ignored (the OS may extend them later); PCRs the log extends
 // but that were not supplied are listed in Unverified and their events are
 // not returned. A PCR the caller extends after the firmware (a runtime PCR)
 // must not be supplied here; use Log.Replay for its starting value.
 func Verify(raw []byte, bank HashAlg, pcrs map[uint32][]byte) (*Verified, error) {
-	l, err := parse(raw, []HashAlg{bank})
+	l, err := Parse(raw)
 	if err != nil {
 		return nil, err
 	}
 	return l.Verify(bank, pcrs)
 }
 
-// Verify is the package-level Verify on an already parsed log.
+// Verify is the package-level Verify on an already parsed log. It does not
+// modify l, so one parsed log may be verified from several goroutines.
 func (l *Log) Verify(bank HashAlg, pcrs map[uint32][]byte) (*Verified, error) {
 	replayed, err := l.Replay(bank)
 	if err != nil {
@@ -78,7 +84,11 @@ func (l *Log) Verify(bank HashAlg, pcrs map[uint32][]byte) (*Verified, error) {
 		sort.Slice(rerr.Mismatched, func(i, j int) bool { return rerr.Mismatched[i] < rerr.Mismatched[j] })
 		return nil, rerr
 	}
-	if err := l.CheckData(bank); err != nil {
+	matches, err := l.matchAll(bank)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.CheckStructure(); err != nil {
 		return nil, err
 	}
 	for i := range l.Events {
@@ -86,11 +96,11 @@ func (l *Log) Verify(bank HashAlg, pcrs map[uint32][]byte) (*Verified, error) {
 		if _, ok := v.PCRs[ev.PCR]; !ok {
 			continue
 		}
-		ev.DataVerified = ev.dataBound([]HashAlg{bank})
+		ev.DataVerified = ev.Type.binding() != bindNone && matches[i] == matchFull
 		v.Events = append(v.Events, ev)
 	}
 	if _, ok := v.PCRs[7]; ok {
-		v.SecureBoot = deriveSecureBoot(v.Events)
+		v.SecureBoot = deriveSecureBoot(v.Events, func(ev *Event) bool { return ev.DataVerified })
 	}
 	return v, nil
 }
