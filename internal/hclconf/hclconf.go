@@ -106,31 +106,41 @@ func (f *File) Err() error {
 }
 
 // Range finds the source range of an attribute by its path of block types
-// and attribute name ("tls", "cert"); it falls back to the file start.
+// and attribute name ("tls", "cert"); it falls back to the file start. A
+// path element "type=label" selects the last block of that type with that
+// label (the repeated one, when a label is repeated); a path ending in a
+// block names the block's type and labels.
 func (f *File) Range(path ...string) *hcl.Range {
 	body, ok := f.file.Body.(*hclsyntax.Body)
 	fallback := &hcl.Range{Filename: f.Name, Start: hcl.InitialPos, End: hcl.InitialPos}
 	if !ok || len(path) == 0 {
 		return fallback
 	}
-	for _, blockType := range path[:len(path)-1] {
-		var next *hclsyntax.Body
-		for _, b := range body.Blocks {
-			if b.Type == blockType {
-				next = b.Body
-				break
+	var last *hclsyntax.Block
+	for i, elem := range path {
+		if i == len(path)-1 {
+			if a, ok := body.Attributes[elem]; ok {
+				r := a.Expr.Range()
+				return &r
 			}
 		}
-		if next == nil {
+		blockType, label, labelled := strings.Cut(elem, "=")
+		last = nil
+		for _, b := range body.Blocks {
+			if b.Type == blockType && (!labelled || len(b.Labels) > 0 && b.Labels[0] == label) {
+				last = b
+				if !labelled {
+					break
+				}
+			}
+		}
+		if last == nil {
 			return fallback
 		}
-		body = next
+		body = last.Body
 	}
-	if a, ok := body.Attributes[path[len(path)-1]]; ok {
-		r := a.Expr.Range()
-		return &r
-	}
-	return fallback
+	r := last.DefRange()
+	return &r
 }
 
 // Errorf records an error diagnostic at the attribute named by path.

@@ -384,20 +384,22 @@ func decode(f *hclconf.File) (*Config, error) {
 		}
 		seen := map[string]bool{}
 		for _, p := range raw.Enrollment.Partitions {
-			checkPartition(f, p.Name, "enrollment", "partition")
+			// "partition=NAME" locates the (last) block with that label.
+			at := []string{"enrollment", "partition=" + p.Name}
+			checkPartition(f, p.Name, at...)
 			if seen[p.Name] {
-				f.Errorf([]string{"enrollment", "partition"}, "duplicate partition", "partition %q is defined twice", p.Name)
+				f.Errorf(at, "duplicate partition", "partition %q is defined twice", p.Name)
 			}
 			seen[p.Name] = true
 			if len(p.Agents) == 0 {
-				f.Errorf([]string{"enrollment", "partition"}, "empty partition rule", "partition %q: list the agent ID globs it takes (agents = [\"edge-*\"])", p.Name)
+				f.Errorf(append(at, "agents"), "empty partition rule", "partition %q: list the agent ID globs it takes (agents = [\"edge-*\"])", p.Name)
 			}
 			for _, g := range p.Agents {
 				if err := policy.ValidateGlob(g); err != nil {
-					f.Errorf([]string{"enrollment", "partition"}, "invalid agent glob", "partition %q: %v", p.Name, err)
+					f.Errorf(append(at, "agents"), "invalid agent glob", "partition %q: %v", p.Name, err)
 				}
 			}
-			c.Enrollment.Partitions = append(c.Enrollment.Partitions, PartitionRule{Name: p.Name, Agents: p.Agents})
+			c.Enrollment.Partitions = append(c.Enrollment.Partitions, PartitionRule(p))
 		}
 		c.Enrollment.AllowNonconformingEK = raw.Enrollment.AllowNonconformingEK
 		c.Enrollment.EKMaxAgents = intIn(f, raw.Enrollment.EKMaxAgents, DefaultEKMaxAgents, 1, 1024, "enrollment", "ek_max_agents")

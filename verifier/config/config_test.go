@@ -95,3 +95,142 @@ func TestLoadErrors(t *testing.T) {
 		})
 	}
 }
+
+// load writes src as verifier.hcl beside the files good names and loads it.
+func load(t *testing.T, src string) (*config.Config, error) {
+	t.Helper()
+	dir := t.TempDir()
+	writeFiles(t, dir, "v.pem", "v-key.pem", "ca.pem", "policy.hcl", "ek-root.pem")
+	path := filepath.Join(dir, "verifier.hcl")
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return config.Load(path)
+}
+
+// withEnrollment is good with its enrollment block replaced by body.
+func withEnrollment(body string) string {
+	return strings.Replace(good, "enrollment {\n  ek_roots = [\"ek-root.pem\"]\n  timeout  = \"1m\"\n}\n", "enrollment {\n"+body+"}\n", 1)
+}
+
+// TestEnrollmentDefaults: without the new settings the verifier assigns
+// every agent to "default", requires conforming EK certificates, lets one
+// EK back one agent, rate-limits enrollment and records PCR 14.
+func TestEnrollmentDefaults(t *testing.T) {
+	c, err := load(t, good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := c.Enrollment
+	if c.RuntimePCR != config.DefaultRuntimePCR || e.DefaultPartition != config.DefaultPartition || e.AllowNonconformingEK ||
+		e.EKMaxAgents != config.DefaultEKMaxAgents || e.RatePerMinute != config.DefaultEnrollRatePerMinute || len(e.Partitions) != 0 {
+		t.Fatalf("defaults: runtime_pcr=%d %+v", c.RuntimePCR, e)
+	}
+	if got := e.PartitionOf("anything"); got != "default" {
+		t.Fatalf("PartitionOf without rules = %q", got)
+	}
+	// A configuration built in code (tests, loadgen) falls back too.
+	if got := (config.Enrollment{}).PartitionOf("x"); got != config.DefaultPartition {
+		t.Fatalf("zero Enrollment.PartitionOf = %q", got)
+	}
+}
+
+// TestEnrollmentSettings: good values are taken as written.
+func TestEnrollmentSettings(t *testing.T) {
+	c, err := load(t, "runtime_pcr = 10\n"+withEnrollment(`  ek_roots = ["ek-root.pem"]
+  default_partition = "fleet"
+  partition "lab" {
+    agents = ["lab-*", "bench-?"]
+  }
+  partition "edge.west_1" {
+    agents = ["edge-w*", "lab-special"]
+  }
+  allow_nonconforming_ek = true
+  ek_max_agents = 4
+  rate_per_minute = 600
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := c.Enrollment
+	if c.RuntimePCR != 10 || !e.AllowNonconformingEK || e.EKMaxAgents != 4 || e.RatePerMinute != 600 || len(e.Partitions) != 2 {
+		t.Fatalf("settings: runtime_pcr=%d %+v", c.RuntimePCR, e)
+	}
+	cases := []struct{ agent, want string }{
+		{"lab-1", "lab"},
+		{"bench-7", "lab"},
+		{"bench-77", "fleet"},
+		{"edge-w3", "edge.west_1"},
+		// First match in file order.
+		{"lab-special", "lab"},
+		{"edge-e1", "fleet"},
+		{"", "fleet"},
+	}
+	for _, tc := range cases {
+		if got := e.PartitionOf(tc.agent); got != tc.want {
+			t.Errorf("PartitionOf(%q) = %q, want %q", tc.agent, got, tc.want)
+		}
+	}
+}
+
+// TestEnrollmentErrors: each bad value is refused at its file:line.
+func TestEnrollmentErrors(t *testing.T) {
+	long := strings.Repeat("p", config.MaxPartitionLen+1)
+	cases := []struct {
+		name, src, want string
+	}{
+		{"runtime PCR resettable", good + "runtime_pcr = 16\n", "verifier.hcl:18:15: invalid runtime PCR"},
+		{"runtime PCR of the firmware", good + "runtime_pcr = 7\n", "verifier.hcl:18:15: invalid runtime PCR"},
+		{"runtime PCR not a number", good + "runtime_pcr = \"fourteen\"\n", "verifier.hcl:18:16: Unsuitable value type"},
+		{"default partition with a space", withEnrollment("  default_partition = \"my fleet\"\n"), "verifier.hcl:13:23: invalid partition"},
+		{"default partition too long", withEnrollment("  default_partition = \"" + long + "\"\n"), "verifier.hcl:13:23: invalid partition"},
+		{"partition name with a slash", withEnrollment("  partition \"a/b\" {\n    agents = [\"a-*\"]\n  }\n"), "verifier.hcl:13:3: invalid partition"},
+		{"partition without agents", withEnrollment("  partition \"lab\" {\n    agents = []\n  }\n"), "verifier.hcl:14:14: empty partition rule"},
+		{"partition missing agents", withEnrollment("  partition \"lab\" {\n  }\n"), "verifier.hcl:13:19: Missing required argument"},
+		{"partition defined twice", withEnrollment("  partition \"lab\" {\n    agents = [\"a-*\"]\n  }\n  partition \"lab\" {\n    agents = [\"b-*\"]\n  }\n"), "verifier.hcl:16:3: duplicate partition"},
+		{"bad agent glob", withEnrollment("  partition \"lab\" {\n    agents = [\"lab-[\"]\n  }\n"), "verifier.hcl:14:14: invalid agent glob"},
+		{"allow_nonconforming_ek not a bool", withEnrollment("  allow_nonconforming_ek = \"yes please\"\n"), "verifier.hcl:13:29: Unsuitable value type"},
+		{"ek_max_agents zero", withEnrollment("  ek_max_agents = 0\n"), "verifier.hcl:13:19: value out of range"},
+		{"ek_max_agents too many", withEnrollment("  ek_max_agents = 5000\n"), "verifier.hcl:13:19: value out of range"},
+		{"rate_per_minute zero", withEnrollment("  rate_per_minute = 0\n"), "verifier.hcl:13:21: value out of range"},
+		{"rate_per_minute negative", withEnrollment("  rate_per_minute = -5\n"), "verifier.hcl:13:21: value out of range"},
+		{"unknown enrollment key", withEnrollment("  partitions = [\"lab\"]\n"), "verifier.hcl:13:3: Unsupported argument"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := load(t, c.src)
+			var he *hclconf.Error
+			if !errors.As(err, &he) {
+				t.Fatalf("want *hclconf.Error, got %v", err)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %q does not contain %q", err, c.want)
+			}
+		})
+	}
+}
+
+// TestValidPartition: the partition alphabet and length, from both sides.
+func TestValidPartition(t *testing.T) {
+	cases := []struct {
+		p    string
+		want bool
+	}{
+		{"fleet", true},
+		{"edge.west_1-b", true},
+		{"A", true},
+		{strings.Repeat("x", config.MaxPartitionLen), true},
+		{"", false},
+		{strings.Repeat("x", config.MaxPartitionLen+1), false},
+		{"a b", false},
+		{"a/b", false},
+		{"lab\n", false},
+		{"läb", false},
+		{"*", false},
+	}
+	for _, c := range cases {
+		if got := config.ValidPartition(c.p); got != c.want {
+			t.Errorf("ValidPartition(%q) = %t, want %t", c.p, got, c.want)
+		}
+	}
+}
