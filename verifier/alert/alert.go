@@ -50,6 +50,12 @@ const (
 	// KindTransientStreak: an agent failed with transient reasons (expired
 	// nonce, firmware log requested) too many times in a row.
 	KindTransientStreak Kind = "transient_streak"
+	// KindPartitionMismatch: an agent asked to enroll in another partition
+	// than the operator assigned it (policy shopping).
+	KindPartitionMismatch Kind = "partition_mismatch"
+	// KindAKChanged: an agent re-enrolled on its TPM with another
+	// attestation key; its reboot baseline starts again.
+	KindAKChanged Kind = "ak_changed"
 )
 
 // Severities: 1 is the most severe; the same scale as a policy rule's
@@ -75,13 +81,15 @@ var defaultSeverity = map[Kind]int{
 	KindIsolated:           SeverityLow,
 	KindReleased:           SeverityLow,
 	KindTransientStreak:    SeverityHigh,
+	KindPartitionMismatch:  SeverityHigh,
+	KindAKChanged:          SeverityHigh,
 }
 
 // Kinds returns every kind, most severe default first.
 func Kinds() []Kind {
 	return []Kind{
 		KindCompromised, KindIdentityTakeover, KindTPMDowngrade, KindBinaryChanged,
-		KindUntrusted, KindBPFProgramMissing, KindBPFProgramChanged,
+		KindUntrusted, KindBPFProgramMissing, KindBPFProgramChanged, KindPartitionMismatch, KindAKChanged,
 		KindFortressInactive, KindClockDesync, KindPolicyReloadFailed,
 		KindIsolated, KindReleased, KindTransientStreak,
 	}
@@ -116,8 +124,12 @@ func KindForReason(r pulsev1.Reason) (k Kind, ok bool) {
 		return KindFortressInactive, true
 	case pulsev1.Reason_REASON_TPM_DOWNGRADE:
 		return KindTPMDowngrade, true
-	case pulsev1.Reason_REASON_EK_MISMATCH:
+	case pulsev1.Reason_REASON_EK_MISMATCH, pulsev1.Reason_REASON_EK_IN_USE:
 		return KindIdentityTakeover, true
+	case pulsev1.Reason_REASON_PARTITION_MISMATCH:
+		return KindPartitionMismatch, true
+	case pulsev1.Reason_REASON_AK_CHANGED:
+		return KindAKChanged, true
 	}
 	if _, known := pulsev1.Reason_name[int32(r)]; !known {
 		return "", false
