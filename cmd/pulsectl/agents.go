@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pulse-attest/pulse/internal/cli"
+	"github.com/pulse-attest/pulse/internal/termsafe"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/store"
@@ -91,6 +92,8 @@ func runAgentsList(args []string, stdout, stderr io.Writer) int {
 	if asJSON {
 		return printJSON(stdout, stderr, views)
 	}
+	// Text output escapes every stored string (agent IDs, messages and
+	// addresses come from agents): see internal/termsafe.
 	tw := tabwriter.NewWriter(stdout, 0, 2, 2, ' ', 0)
 	fmt.Fprintln(tw, "AGENT\tTRUST\tVERDICT\tREASON\tLAST PULSE")
 	for _, v := range views {
@@ -98,7 +101,7 @@ func runAgentsList(args []string, stdout, stderr io.Writer) int {
 		if !v.LastPulse.IsZero() {
 			age = time.Since(v.LastPulse).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.ID, v.Trust, v.Verdict, v.Reason, age)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", termsafe.String(v.ID), v.Trust, termsafe.String(v.Verdict), termsafe.String(v.Reason), age)
 	}
 	tw.Flush()
 	return 0
@@ -116,7 +119,7 @@ func runAgentsShow(args []string, stdout, stderr io.Writer) int {
 	}
 	a, err := st.GetAgent(context.Background(), fs.Arg(0))
 	if err != nil {
-		fmt.Fprintf(stderr, "pulsectl: agent %s: %v\n", fs.Arg(0), err)
+		fmt.Fprintf(stderr, "pulsectl: agent %s: %s\n", termsafe.String(fs.Arg(0)), termsafe.Line(err.Error()))
 		return 1
 	}
 	v := viewOf(a)
@@ -124,7 +127,8 @@ func runAgentsShow(args []string, stdout, stderr io.Writer) int {
 		return printJSON(stdout, stderr, v)
 	}
 	fmt.Fprintf(stdout, "agent:     %s (partition %s, %s)\nverdict:   %s\nreason:    %s\nmessage:   %s\nlast pulse: %s\nsequence:  %d\npolicy:    %s\nquarantined by this agent: %s\n",
-		v.ID, v.Partition, v.Trust, v.Verdict, v.Reason, v.Message, v.LastPulse.Format(time.RFC3339), v.Sequence, v.PolicyDigest, strings.Join(v.Quarantined, ", "))
+		termsafe.String(v.ID), termsafe.String(v.Partition), v.Trust, termsafe.String(v.Verdict), termsafe.String(v.Reason), termsafe.Line(v.Message),
+		v.LastPulse.Format(time.RFC3339), v.Sequence, termsafe.String(v.PolicyDigest), strings.Join(termsafe.Strings(v.Quarantined), ", "))
 	return 0
 }
 

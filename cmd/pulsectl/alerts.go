@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pulse-attest/pulse/internal/cli"
+	"github.com/pulse-attest/pulse/internal/termsafe"
 	"github.com/pulse-attest/pulse/verifier/admin"
 )
 
@@ -84,7 +85,8 @@ func adminCommand(name string, args []string, stderr io.Writer, extra func(*flag
 }
 
 func adminFail(stderr io.Writer, name string, err error) int {
-	fmt.Fprintf(stderr, "pulsectl %s: %v\n", name, err)
+	// The error may quote the server's answer: escape it.
+	fmt.Fprintf(stderr, "pulsectl %s: %s\n", name, termsafe.Line(err.Error()))
 	return 1
 }
 
@@ -111,9 +113,10 @@ func runAlertsList(args []string, stdout, stderr io.Writer) int {
 		for _, al := range l.Alerts {
 			acked := "-"
 			if !al.AckedAt.IsZero() {
-				acked = al.AckedBy + " " + al.AckedAt.UTC().Format(time.RFC3339)
+				acked = termsafe.String(al.AckedBy) + " " + al.AckedAt.UTC().Format(time.RFC3339)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", al.ID, al.AgentID, al.Severity, al.Kind, al.Reason,
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", termsafe.String(al.ID), termsafe.String(al.AgentID), al.Severity,
+				termsafe.String(al.Kind), termsafe.String(al.Reason),
 				al.CreatedAt.UTC().Format(time.RFC3339), acked, adminOneLine(al.Message))
 		}
 		tw.Flush()
@@ -132,13 +135,13 @@ func runAlertsAck(args []string, stdout, stderr io.Writer) int {
 		for _, id := range ids {
 			r, err := c.AckAlert(ctx, id)
 			if err != nil {
-				fmt.Fprintf(stderr, "pulsectl alerts ack: %s: %v\n", id, err)
+				fmt.Fprintf(stderr, "pulsectl alerts ack: %s: %s\n", termsafe.String(id), termsafe.Line(err.Error()))
 				code = 1
 				continue
 			}
 			results = append(results, r)
 			if !a.json {
-				fmt.Fprintf(stdout, "acknowledged %s (by %s)\n", r.ID, r.By)
+				fmt.Fprintf(stdout, "acknowledged %s (by %s)\n", termsafe.String(r.ID), termsafe.String(r.By))
 			}
 		}
 		if a.json {
@@ -213,8 +216,8 @@ func runApproveUpdate(args []string, stdout, stderr io.Writer) int {
 		if a.json {
 			return printJSON(stdout, stderr, u)
 		}
-		fmt.Fprintf(stdout, "approved %s for %s from %s until %s (by %s)\n", u.Digest, strings.Join(u.Agents, ","),
-			u.Start.UTC().Format(time.RFC3339), u.End.UTC().Format(time.RFC3339), u.By)
+		fmt.Fprintf(stdout, "approved %s for %s from %s until %s (by %s)\n", termsafe.String(u.Digest), strings.Join(termsafe.Strings(u.Agents), ","),
+			u.Start.UTC().Format(time.RFC3339), u.End.UTC().Format(time.RFC3339), termsafe.String(u.By))
 		return 0
 	})
 }
@@ -232,7 +235,7 @@ func runRelease(args []string, stdout, stderr io.Writer) int {
 		if a.json {
 			return printJSON(stdout, stderr, r)
 		}
-		fmt.Fprintf(stdout, "released %s (by %s)\n", r.Address, r.By)
+		fmt.Fprintf(stdout, "released %s (by %s)\n", termsafe.String(r.Address), termsafe.String(r.By))
 		return 0
 	})
 }
@@ -257,14 +260,15 @@ func runQuarantine(args []string, stdout, stderr io.Writer) int {
 		tw := tabwriter.NewWriter(stdout, 0, 2, 2, ' ', 0)
 		fmt.Fprintln(tw, "ADDRESS\tOFFENDER\tSINCE\tREASON")
 		for _, q := range l.Quarantine {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", q.Address, q.Offender, q.Since.UTC().Format(time.RFC3339), adminOneLine(q.Reason))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", termsafe.String(q.Address), termsafe.String(q.Offender), q.Since.UTC().Format(time.RFC3339), adminOneLine(q.Reason))
 		}
 		tw.Flush()
 		return 0
 	})
 }
 
-// adminOneLine keeps table rows on one line whatever a message holds.
-func adminOneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
-}
+// adminOneLine keeps table rows on one line whatever a message holds: the
+// layout of a multi-line message folds into spaces, and control
+// characters, escape sequences and invalid UTF-8 are escaped (an alert
+// message can quote what an agent sent).
+func adminOneLine(s string) string { return termsafe.Line(s) }

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/pulse-attest/pulse/internal/cli"
+	"github.com/pulse-attest/pulse/internal/termsafe"
 	"github.com/pulse-attest/pulse/verifier/audit"
 )
 
@@ -50,9 +51,10 @@ func runAuditVerify(args []string, stdout, stderr io.Writer) int {
 		anchorSeq, anchorHash = n, strings.ToLower(h)
 	}
 
+	name := termsafe.String(*file)
 	f, err := os.Open(*file)
 	if err != nil {
-		fmt.Fprintf(stderr, "pulsectl audit verify: %v\n", err)
+		fmt.Fprintf(stderr, "pulsectl audit verify: %s\n", termsafe.Line(err.Error()))
 		return 1
 	}
 	defer f.Close()
@@ -65,28 +67,30 @@ func runAuditVerify(args []string, stdout, stderr io.Writer) int {
 	var be *audit.BrokenError
 	switch {
 	case errors.As(err, &be):
-		fmt.Fprintf(stdout, "broken: %s: first broken record seq %d at line %d: %s", *file, be.Seq, be.Line, be.Reason)
+		// The reason and detail can quote the log's content, which records
+		// agent-supplied strings: escape them.
+		fmt.Fprintf(stdout, "broken: %s: first broken record seq %d at line %d: %s", name, be.Seq, be.Line, termsafe.Line(string(be.Reason)))
 		if be.Detail != "" {
-			fmt.Fprintf(stdout, " (%s)", be.Detail)
+			fmt.Fprintf(stdout, " (%s)", termsafe.Line(be.Detail))
 		}
 		fmt.Fprintf(stdout, "\nintact records before it: %d\n", sum.Records)
 		return 1
 	case errors.Is(err, errAuditAnchor):
-		fmt.Fprintf(stdout, "broken: %s: %v\n", *file, err)
+		fmt.Fprintf(stdout, "broken: %s: %s\n", name, termsafe.Line(err.Error()))
 		return 1
 	case err != nil:
-		fmt.Fprintf(stderr, "pulsectl audit verify: %v\n", err)
+		fmt.Fprintf(stderr, "pulsectl audit verify: %s\n", termsafe.Line(err.Error()))
 		return 1
 	}
 	if anchorSeq > sum.LastSeq {
-		fmt.Fprintf(stdout, "broken: %s: anchor record seq %d is missing: the log ends at seq %d (truncated)\n", *file, anchorSeq, sum.LastSeq)
+		fmt.Fprintf(stdout, "broken: %s: anchor record seq %d is missing: the log ends at seq %d (truncated)\n", name, anchorSeq, sum.LastSeq)
 		return 1
 	}
 	if sum.Records == 0 {
 		fmt.Fprintln(stdout, "ok: 0 records, chain intact (empty log)")
 		return 0
 	}
-	fmt.Fprintf(stdout, "ok: %d records, chain intact, last hash %s\n", sum.Records, sum.LastHash)
+	fmt.Fprintf(stdout, "ok: %d records, chain intact, last hash %s\n", sum.Records, termsafe.String(sum.LastHash))
 	if anchorSeq != 0 {
 		fmt.Fprintf(stdout, "anchor seq %d matches\n", anchorSeq)
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 
 	"github.com/pulse-attest/pulse/internal/cli"
+	"github.com/pulse-attest/pulse/internal/termsafe"
 	"github.com/pulse-attest/pulse/tpm/eventlog"
 )
 
@@ -73,7 +74,7 @@ func runEventlogReplay(args []string, stdout, stderr io.Writer) int {
 	}
 	l, err := eventlog.Parse(raw)
 	if err != nil {
-		fmt.Fprintf(stderr, "pulsectl: %s is not a valid firmware event log: %v\n", *logPath, err)
+		fmt.Fprintf(stderr, "pulsectl: %s is not a valid firmware event log: %s\n", termsafe.String(*logPath), termsafe.Line(err.Error()))
 		return 1
 	}
 	out := replayJSON{PCRs: map[string]map[string]string{}}
@@ -117,7 +118,9 @@ func runEventlogReplay(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	fmt.Fprintf(stdout, "log: %s (%s, %d events", *logPath, l.Format, len(l.Events))
+	// The log's strings (variable names, certificate subjects) come from
+	// the machine that produced it: escape them.
+	fmt.Fprintf(stdout, "log: %s (%s, %d events", termsafe.String(*logPath), l.Format, len(l.Events))
 	if l.StartupLocality != 0 {
 		fmt.Fprintf(stdout, ", startup locality %d", l.StartupLocality)
 	}
@@ -143,14 +146,14 @@ func runEventlogReplay(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "secure boot: %s (as the log states it; not checked against a TPM quote)\n", state)
 	for _, v := range sb.Variables {
-		fmt.Fprintf(stdout, "  %-10s sha256 %s, %d entries\n", v.Name, hex.EncodeToString(v.SHA256), len(v.Entries))
+		fmt.Fprintf(stdout, "  %-10s sha256 %s, %d entries\n", termsafe.String(v.Name), hex.EncodeToString(v.SHA256), len(v.Entries))
 	}
 	for _, a := range sb.Authorities {
 		subj := "(not a certificate)"
 		if a.Cert != nil {
 			subj = a.Cert.Subject
 		}
-		fmt.Fprintf(stdout, "  authority from %s: %s\n", a.Variable, subj)
+		fmt.Fprintf(stdout, "  authority from %s: %s\n", termsafe.String(a.Variable), termsafe.String(subj))
 	}
 	return 0
 }

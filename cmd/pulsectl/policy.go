@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/pulse-attest/pulse/internal/cli"
+	"github.com/pulse-attest/pulse/internal/termsafe"
 	"github.com/pulse-attest/pulse/policy"
 	"github.com/pulse-attest/pulse/tpm/eventlog"
 )
@@ -86,7 +87,7 @@ func runPolicyCheck(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "ok: %s in %s, digest %s\n", countOf(len(set.Policies()), "policy", "policies"),
 		countOf(len(srcs), "file", "files"), set.Digest())
 	for _, p := range set.Policies() {
-		fmt.Fprintf(stdout, "  %-24s %s  tpm=%s\n", p.Name, p.Pos, p.TPM)
+		fmt.Fprintf(stdout, "  %-24s %s  tpm=%s\n", termsafe.String(p.Name), termsafe.String(fmt.Sprint(p.Pos)), termsafe.String(fmt.Sprint(p.TPM)))
 	}
 	return 0
 }
@@ -182,23 +183,26 @@ func runPolicyTest(args []string, stdout, stderr io.Writer) int {
 		if pol == "" {
 			pol = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", c.Name, expect, c.Result.Verdict(), pol, len(c.Result.Findings), result)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", termsafe.String(c.Name), termsafe.String(expect), termsafe.String(c.Result.Verdict()),
+			termsafe.String(pol), len(c.Result.Findings), result)
 	}
 	tw.Flush()
 	for _, c := range cases {
 		if c.OK() && !*verbose {
 			continue
 		}
-		fmt.Fprintf(stdout, "\n%s (%s):\n", c.Name, c.EvidencePath)
+		// Evidence, and the findings and diffs quoting it, hold strings an
+		// agent reported: escape them.
+		fmt.Fprintf(stdout, "\n%s (%s):\n", termsafe.String(c.Name), termsafe.String(c.EvidencePath))
 		if c.Err != nil {
-			fmt.Fprintf(stdout, "  error: %v\n", c.Err)
+			fmt.Fprintf(stdout, "  error: %s\n", termsafe.Line(c.Err.Error()))
 		}
 		for _, d := range c.Diffs {
-			fmt.Fprintf(stdout, "  %s\n", d)
+			fmt.Fprintf(stdout, "  %s\n", termsafe.Line(d))
 		}
 		if *verbose {
 			for _, f := range c.Result.Findings {
-				fmt.Fprintf(stdout, "  finding: %s\n", f)
+				fmt.Fprintf(stdout, "  finding: %s\n", termsafe.Line(fmt.Sprint(f)))
 			}
 		}
 	}
