@@ -6,6 +6,18 @@
 // hashed, because the kernel resolves /proc/self/fd/N to the open file
 // description, not to the path.
 //
+// What the binary does also depends on what it is given, so the launcher
+// measures that too and hands over only what it measured:
+//
+//   - the configuration file is read once; those bytes are hashed, parsed,
+//     and passed to the agent in a sealed memfd (see LoadConfig), so the
+//     agent runs with exactly the measured configuration;
+//   - the arguments are measured as given;
+//   - the environment is reduced to an allow-list (AgentEnv) and measured.
+//
+// They are measured in a Generic record (ConfigRecordName) appended right
+// before the agent-binary record, so the two sit together in the log.
+//
 // The guarantee holds only if the launcher itself is trustworthy: run it
 // from a copy of pulse-agent that is part of the measured, read-only base
 // image (see docs/agent.md), and let it launch the updatable agent binary.
@@ -13,6 +25,7 @@ package launcher
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -20,12 +33,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 
-	"github.com/pulse-attest/pulse/agent/config"
 	"github.com/pulse-attest/pulse/agent/runtimelog"
 	"github.com/pulse-attest/pulse/tpm"
 	"github.com/pulse-attest/pulse/tpm/cel"
@@ -38,46 +50,83 @@ const RecordEnv = "PULSE_AGENT_LAUNCH_RECORD"
 
 // Options configures Measure and Launch.
 type Options struct {
-	Config *config.Config
+	// Config is the agent's configuration as ReadConfig read it: these
+	// bytes are measured and handed to the agent.
+	Config *ConfigFile
 	// Binary is the agent binary to launch; empty means the running
 	// executable (the launcher is a subcommand of pulse-agent).
 	Binary string
 	// Args are the agent's arguments (without argv[0]); empty means
-	// "run --config <Config.File>".
+	// "run --config <Config.Path>".
 	Args []string
-	// Env is the agent's environment; nil means os.Environ().
-	Env    []string
-	Logger hclog.Logger
-	// TPM, when set, is used instead of opening Config.TPM (and is not
-	// closed by Measure).
+	// Env is the environment the agent's is taken from (through AgentEnv);
+	// nil means os.Environ().
+	Env []string
+	// KeepEnv names variables to pass on beyond the default allow-list
+	// (see AgentEnv for the names it refuses).
+	KeepEnv []string
+	Logger  hclog.Logger
+	// TPM, when set, is used instead of opening the configuration's TPM
+	// (and is not closed by Measure).
 	TPM *tpm.TPM
 
 	// beforeExec runs between measuring and exec (tests).
 	beforeExec func()
 }
 
-// Measured is a binary that was opened, hashed and measured.
+// Measured is a binary that was opened, hashed and measured, with the
+// configuration, arguments and environment it is to run with.
 type Measured struct {
 	// File is the open binary; Exec runs exactly this file.
 	File   *os.File
 	Path   string
 	SHA256 [sha256.Size]byte
 	Size   uint64
-	// Record is the runtime-log record number of the measurement.
-	Record uint64
+	// Record is the runtime-log record number of the agent-binary
+	// measurement; ConfigRecord (the number Record-1 unless another
+	// process appended in between) holds the launcher's configuration
+	// record.
+	Record       uint64
+	ConfigRecord uint64
+	// Launch is what the configuration record measured: the arguments
+	// and environment Exec passes.
+	Launch ConfigRecord
+
+	// config is the sealed copy of the configuration Exec hands over.
+	config *os.File
 }
 
-// Measure opens the binary, hashes it through the open descriptor and
-// appends its agent-binary record to the runtime log (extending the PCR).
-// The file stays open for Exec.
+// Close releases the open binary and the configuration copy (after a
+// failed Exec, or when Exec is not called).
+func (m *Measured) Close() error {
+	return errors.Join(m.File.Close(), m.config.Close())
+}
+
+// Measure opens the binary and hashes it through the open descriptor,
+// reduces the environment, and appends the launcher's configuration record
+// and then the agent-binary record to the runtime log (extending the PCR).
+// The file and the configuration copy stay open for Exec.
 func Measure(opts Options) (*Measured, error) {
 	log := opts.Logger
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
 	log = log.Named("launcher")
-	if opts.Config == nil {
+	if opts.Config == nil || opts.Config.Config == nil {
 		return nil, errors.New("launch: no configuration")
+	}
+	cfg := opts.Config.Config
+	envIn := opts.Env
+	if envIn == nil {
+		envIn = os.Environ()
+	}
+	env, err := AgentEnv(envIn, opts.KeepEnv)
+	if err != nil {
+		return nil, err
+	}
+	args := slices.Clone(opts.Args)
+	if len(args) == 0 {
+		args = []string{"run", "--config", opts.Config.Path}
 	}
 	path := opts.Binary
 	if path == "" {
@@ -87,7 +136,7 @@ func Measure(opts Options) (*Measured, error) {
 		}
 		path = p
 	}
-	path, err := filepath.Abs(path)
+	path, err = filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
@@ -95,10 +144,14 @@ func Measure(opts Options) (*Measured, error) {
 	if err != nil {
 		return nil, fmt.Errorf("launch: open agent binary: %w", err)
 	}
+	m := &Measured{File: f, Path: path}
 	ok := false
 	defer func() {
 		if !ok {
-			f.Close()
+			m.File.Close()
+			if m.config != nil {
+				m.config.Close()
+			}
 		}
 	}()
 	st, err := f.Stat()
@@ -116,12 +169,22 @@ func Measure(opts Options) (*Measured, error) {
 	if err != nil {
 		return nil, fmt.Errorf("launch: hash agent binary: %w", err)
 	}
-	m := &Measured{File: f, Path: path, Size: uint64(n)}
+	m.Size = uint64(n)
 	copy(m.SHA256[:], h.Sum(nil))
+
+	m.Launch = ConfigRecord{AgentSHA256: m.SHA256, ConfigPath: opts.Config.Path, ConfigSHA256: opts.Config.SHA256,
+		ConfigSize: uint64(len(opts.Config.Data)), Args: args, Env: env}
+	content, err := m.Launch.Generic()
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	if m.config, err = sealedCopy(opts.Config.Data); err != nil {
+		return nil, err
+	}
 
 	t := opts.TPM
 	if t == nil {
-		t, err = tpm.Open(opts.Config.TPM, log)
+		t, err = tpm.Open(cfg.TPM, log)
 		switch {
 		case errors.Is(err, tpm.ErrNoTPM):
 			log.Warn("no tpm: the measurement is logged but not extended into a pcr (mtls-only mode)")
@@ -132,36 +195,58 @@ func Measure(opts Options) (*Measured, error) {
 			defer t.Close()
 		}
 	}
-	rtOpts := runtimelog.Options{PCR: opts.Config.RuntimePCR, Logger: log}
+	rtOpts := runtimelog.Options{PCR: cfg.RuntimePCR, Logger: log}
 	if t != nil {
 		rtOpts.TPM = t
-		if raw, err := tpm.ReadFirmwareLog(opts.Config.FirmwareLog); err == nil {
-			if v, err := runtimelog.FirmwareInitial(raw, opts.Config.RuntimePCR); err == nil {
+		if raw, err := tpm.ReadFirmwareLog(cfg.FirmwareLog); err == nil {
+			if v, err := runtimelog.FirmwareInitial(raw, cfg.RuntimePCR); err == nil {
 				rtOpts.Initial = v
 			}
 		}
 	}
-	rl, err := runtimelog.Open(opts.Config.RuntimeLog, rtOpts)
+	rl, err := runtimelog.Open(cfg.RuntimeLog, rtOpts)
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
 	defer rl.Close()
+	// The configuration record first: the record right before an
+	// agent-binary record says how that binary was started (this one, or
+	// the agent's self-measured marker). A crash between the two leaves a
+	// configuration record no binary follows, which names nothing.
+	if m.ConfigRecord, err = rl.Append(content); err != nil {
+		return nil, fmt.Errorf("launch: measure agent configuration: %w", err)
+	}
 	m.Record, err = rl.Append(&cel.AgentBinary{Path: path, SHA256: m.SHA256, Size: m.Size})
 	if err != nil {
 		return nil, fmt.Errorf("launch: measure agent binary: %w", err)
 	}
-	log.Info("measured agent binary before running it", "path", path, "sha256", fmt.Sprintf("%x", m.SHA256),
-		"size", m.Size, "record", m.Record, "pcr", opts.Config.RuntimePCR, "tpm", t != nil)
+	log.Info("measured agent binary and configuration before running them", "path", path, "sha256", fmt.Sprintf("%x", m.SHA256),
+		"size", m.Size, "record", m.Record, "config", opts.Config.Path, "config_sha256", fmt.Sprintf("%x", opts.Config.SHA256),
+		"config_record", m.ConfigRecord, "args", args, "env", envNames(env), "pcr", cfg.RuntimePCR, "tpm", t != nil)
+	if dropped := droppedNames(envIn, env); len(dropped) > 0 {
+		// Names only: values may hold anything.
+		log.Info("environment variables not passed to the agent", "names", dropped)
+	}
 	ok = true
 	return m, nil
 }
 
-// Exec replaces the current process with the measured file. It returns
-// only on failure.
-func (m *Measured) Exec(args, env []string) error {
-	argv := append([]string{m.Path}, args...)
-	env = slices.DeleteFunc(slices.Clone(env), func(kv string) bool { return strings.HasPrefix(kv, RecordEnv+"=") })
-	env = append(env, RecordEnv+"="+strconv.FormatUint(m.Record, 10))
+// Exec replaces the current process with the measured file, with the
+// measured arguments and environment and the sealed configuration copy. It
+// returns only on failure.
+func (m *Measured) Exec() error {
+	argv := append([]string{m.Path}, m.Launch.Args...)
+	env := append(slices.Clone(m.Launch.Env),
+		RecordEnv+"="+strconv.FormatUint(m.Record, 10),
+		ConfigFDEnv+"="+strconv.Itoa(int(m.config.Fd())),
+		ConfigSHA256Env+"="+hex.EncodeToString(m.Launch.ConfigSHA256[:]),
+		ConfigPathEnv+"="+m.Launch.ConfigPath)
+	// The configuration copy must survive the exec; the binary's
+	// descriptor need not (the kernel opens /proc/self/fd/N before it
+	// closes close-on-exec descriptors).
+	if _, err := unix.FcntlInt(m.config.Fd(), unix.F_SETFD, 0); err != nil {
+		return fmt.Errorf("launch: pass the configuration copy: %w", err)
+	}
 	// /proc/self/fd/N names the open file description: the kernel executes
 	// the file that was hashed even if the path now names another one.
 	fdPath := "/proc/self/fd/" + strconv.Itoa(int(m.File.Fd()))
@@ -177,17 +262,9 @@ func Launch(opts Options) error {
 	if err != nil {
 		return err
 	}
-	defer m.File.Close()
-	args := opts.Args
-	if len(args) == 0 {
-		args = []string{"run", "--config", opts.Config.File}
-	}
-	env := opts.Env
-	if env == nil {
-		env = os.Environ()
-	}
+	defer m.Close()
 	if opts.beforeExec != nil {
 		opts.beforeExec()
 	}
-	return m.Exec(args, env)
+	return m.Exec()
 }

@@ -8,13 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/pulse-attest/pulse/agent/config"
 	"github.com/pulse-attest/pulse/agent/runtimelog"
 	"github.com/pulse-attest/pulse/internal/testutil"
 	"github.com/pulse-attest/pulse/simulator/simtest"
@@ -56,6 +56,7 @@ func main() {
 		"link":    link,
 		"args":    os.Args[1:],
 		"record":  os.Getenv("PULSE_AGENT_LAUNCH_RECORD"),
+		"env":     os.Environ(),
 	})
 }
 `
@@ -68,6 +69,7 @@ type probeReport struct {
 	Link    string
 	Args    []string
 	Record  string
+	Env     []string
 }
 
 // buildProbe compiles the probe program with a variant string into dir.
@@ -101,18 +103,43 @@ func TestHelperLaunch(t *testing.T) {
 	if cfgPath == "" {
 		t.Skip("helper process only")
 	}
-	cfg, err := config.Load(cfgPath)
+	cf, err := ReadConfig(cfgPath)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
 	}
-	opts := Options{Config: cfg, Binary: os.Getenv("PULSE_TEST_LAUNCH_BINARY"), Args: []string{"run", "--flag"},
+	args := []string{"run", "--flag"}
+	if a := os.Getenv("PULSE_TEST_LAUNCH_ARGS"); a != "" {
+		args = strings.Split(a, "\x1f")
+	}
+	var keep []string
+	if k := os.Getenv("PULSE_TEST_LAUNCH_KEEP"); k != "" {
+		keep = strings.Split(k, ",")
+	}
+	// Options.Env is nil: the launcher takes this process's environment,
+	// the test's variables included, and must reduce it.
+	opts := Options{Config: cf, Binary: os.Getenv("PULSE_TEST_LAUNCH_BINARY"), Args: args, KeepEnv: keep,
 		Logger: hclog.New(&hclog.LoggerOptions{Output: os.Stderr, Level: hclog.Debug})}
 	if swap := os.Getenv("PULSE_TEST_LAUNCH_SWAP"); swap != "" {
 		// Replace the path between measurement and exec: what runs must
 		// still be the measured file.
 		opts.beforeExec = func() {
 			if err := os.Rename(swap, opts.Binary); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(4)
+			}
+		}
+	}
+	if edit := os.Getenv("PULSE_TEST_LAUNCH_EDIT_CONFIG"); edit != "" {
+		// Rewrite the configuration file in place after it was measured:
+		// the agent must still run with the measured bytes.
+		opts.beforeExec = func() {
+			f, err := os.OpenFile(cfgPath, os.O_WRONLY|os.O_APPEND, 0)
+			if err == nil {
+				_, err = f.WriteString(edit)
+				f.Close()
+			}
+			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				os.Exit(4)
 			}
@@ -165,22 +192,35 @@ state_dir    = %q
 	return e
 }
 
-func (e *launchEnv) launch(t *testing.T, binary, swap string) probeReport {
+func (e *launchEnv) launch(t *testing.T, binary, swap string, extraEnv ...string) probeReport {
+	t.Helper()
+	var r probeReport
+	e.launchInto(t, &r, binary, append([]string{"PULSE_TEST_LAUNCH_SWAP=" + swap}, extraEnv...)...)
+	return r
+}
+
+// launchInto runs the launcher helper process with the given extra
+// environment and decodes what the launched program printed into report.
+func (e *launchEnv) launchInto(t *testing.T, report any, binary string, extraEnv ...string) {
 	t.Helper()
 	// Without -test.v the helper prints nothing to stdout before it execs:
 	// stdout is the launched program's report alone.
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperLaunch$")
-	cmd.Env = append(os.Environ(), "PULSE_TEST_LAUNCH_CONFIG="+e.cfgPath, "PULSE_TEST_LAUNCH_BINARY="+binary, "PULSE_TEST_LAUNCH_SWAP="+swap)
+	// The allow-listed variables of the test's own environment are left
+	// out, so each test decides which ones the launcher sees.
+	base := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		return slices.Contains(keptEnv, name) || strings.HasPrefix(name, keptEnvPrefix)
+	})
+	cmd.Env = append(append(base, "PULSE_TEST_LAUNCH_CONFIG="+e.cfgPath, "PULSE_TEST_LAUNCH_BINARY="+binary), extraEnv...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("launcher process: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
 	}
-	var r probeReport
-	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+	if err := json.Unmarshal(stdout.Bytes(), report); err != nil {
 		t.Fatalf("the launched program did not report (%v); stdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
 	}
-	return r
 }
 
 func fileDigest(t *testing.T, p string) ([]byte, *syscall.Stat_t) {
@@ -242,12 +282,28 @@ func TestLaunchMeasuresWhatRuns(t *testing.T) {
 	if r.Dev != st.Dev || r.Ino != st.Ino || r.Link != bin {
 		t.Fatalf("launched file dev %d ino %d link %q, want dev %d ino %d %q", r.Dev, r.Ino, r.Link, st.Dev, st.Ino, bin)
 	}
-	if strings.Join(r.Args, " ") != "run --flag" || r.Record != "0" {
+	// Record 0 is the launcher's configuration record, 1 the binary's.
+	if strings.Join(r.Args, " ") != "run --flag" || r.Record != "1" {
 		t.Fatalf("args %v, record env %q", r.Args, r.Record)
 	}
 	sum, recs, tp := e.lastAgentRecord(t)
 	if sum.Agent == nil || !bytes.Equal(sum.Agent.SHA256[:], digest) || sum.Agent.Path != bin || sum.SelfMeasured {
 		t.Fatalf("runtime log summary %+v", sum)
+	}
+	if len(recs) != 2 || sum.AgentBinaryRecord != 1 {
+		t.Fatalf("%d records, agent binary record %d; want the configuration record then the binary's", len(recs), sum.AgentBinaryRecord)
+	}
+	cr, ok, err := FindConfigRecord(recs, 1)
+	if err != nil || !ok {
+		t.Fatalf("no configuration record before the binary's: %v", err)
+	}
+	cfgBytes, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cr.ConfigSHA256 != sha256.Sum256(cfgBytes) || cr.ConfigPath != e.cfgPath || cr.ConfigSize != uint64(len(cfgBytes)) ||
+		!bytes.Equal(cr.AgentSHA256[:], digest) || strings.Join(cr.Args, " ") != "run --flag" {
+		t.Fatalf("configuration record %+v", cr)
 	}
 	if sum.Agent.Size != uint64(st.Size) {
 		t.Fatalf("recorded size %d, file %d", sum.Agent.Size, st.Size)
@@ -304,15 +360,15 @@ func TestLaunchWithoutTPM(t *testing.T) {
 
 func TestMeasureRefusesNonExecutables(t *testing.T) {
 	e := newLaunchEnv(t, false)
-	cfg, err := config.Load(e.cfgPath)
+	cf, err := ReadConfig(e.cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	plain := filepath.Join(e.dir, "data")
 	os.WriteFile(plain, []byte("not a program"), 0o644)
 	for _, p := range []string{plain, e.dir, filepath.Join(e.dir, "missing")} {
-		if m, err := Measure(Options{Config: cfg, Binary: p}); err == nil {
-			m.File.Close()
+		if m, err := Measure(Options{Config: cf, Binary: p}); err == nil {
+			m.Close()
 			t.Errorf("%s accepted", p)
 		}
 	}

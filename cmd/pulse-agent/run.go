@@ -13,6 +13,7 @@ import (
 	"github.com/pulse-attest/pulse/agent"
 	"github.com/pulse-attest/pulse/agent/config"
 	"github.com/pulse-attest/pulse/agent/ebpf"
+	"github.com/pulse-attest/pulse/agent/launcher"
 	"github.com/pulse-attest/pulse/internal/cli"
 	"github.com/pulse-attest/pulse/internal/hclconf"
 	"github.com/pulse-attest/pulse/internal/logging"
@@ -33,7 +34,9 @@ func loadAgentConfig(fs *flag.FlagSet, args []string, stderr io.Writer) (*config
 	if err := fs.Parse(args); err != nil {
 		return nil, false
 	}
-	cfg, err := config.Load(*path)
+	// Started by the launcher, this reads the sealed copy of the bytes the
+	// launcher measured, not the file (see agent/launcher.LoadConfig).
+	cfg, err := launcher.LoadConfig(*path)
 	if err != nil {
 		var he *hclconf.Error
 		if errors.As(err, &he) {
