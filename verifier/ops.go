@@ -396,6 +396,7 @@ func (v *Verifier) sweepOnce(ctx context.Context) {
 			v.log.Warn("counting agents by verdict failed", "error", err)
 		}
 	}
+	v.collectFirmwareLogs(ctx, now)
 	over, err := v.store.Overdue(ctx, now)
 	if err != nil {
 		v.log.Warn("sweep failed", "error", err)

@@ -384,12 +384,17 @@ func (v *Verifier) verifyFirmware(ctx context.Context, o *Outcome, req *pulsev1.
 			return nil, o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_MALFORMED, "firmware log sent does not match the signed digest")
 		}
 	}
-	e, err := v.fw.get(key, nil)
-	if err != nil {
-		return nil, o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_MALFORMED, "firmware log: %v", err)
+	// The log is parsed, verified against the quote and replayed before
+	// anything about it is kept: a log that does not verify is neither
+	// stored nor cached.
+	sent := len(raw) > 0
+	if !sent {
+		raw = nil
 	}
+	var err error
+	e := v.fw.lookup(key)
 	if e == nil {
-		if raw == nil {
+		if !sent {
 			raw, err = v.store.GetFirmwareLog(ctx, claimed)
 			if errors.Is(err, store.ErrNotFound) {
 				o.sendFirmwareLog = true
@@ -398,10 +403,8 @@ func (v *Verifier) verifyFirmware(ctx context.Context, o *Outcome, req *pulsev1.
 			if err != nil {
 				return nil, o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "firmware log store: %v", err)
 			}
-		} else if err := v.store.PutFirmwareLog(ctx, claimed, raw); err != nil {
-			return nil, o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "firmware log store: %v", err)
 		}
-		if e, err = v.fw.get(key, raw); err != nil {
+		if e, err = parseFirmwareLog(key, raw); err != nil {
 			return nil, o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_MALFORMED, "firmware log: %v", err)
 		}
 	}
@@ -425,6 +428,23 @@ func (v *Verifier) verifyFirmware(ctx context.Context, o *Outcome, req *pulsev1.
 	if err != nil {
 		return nil, o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_MALFORMED, "firmware log: %v", err)
 	}
+	// Verified: the log is recorded as the agent's when it sent it or did
+	// not boot with it at its last verified pulse (stored if no row holds
+	// it, within the per-agent quota). The steady state writes nothing.
+	if sent || !bytes.Equal(claimed, o.agent.FirmwareLogSHA256) {
+		_, err := v.store.ReferenceFirmwareLog(ctx, o.agent.ID, claimed, raw, v.now(), firmwareLogQuota(v.cfg))
+		switch {
+		case errors.Is(err, store.ErrQuota):
+			return nil, o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_QUOTA, "firmware log %x not kept: %v", claimed[:8], err)
+		case errors.Is(err, store.ErrNotFound):
+			// Collected while this replica held its parse: ask for it.
+			o.sendFirmwareLog = true
+			return nil, o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_MISSING, "verifier no longer holds firmware log %x; asked the agent to send it", claimed[:8])
+		case err != nil:
+			return nil, o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "firmware log store: %v", err)
+		}
+	}
+	v.fw.add(e)
 	return &firmwareResult{verified: ver, runtimeInitial: replayed[runtimePCR]}, nil
 }
 

@@ -117,7 +117,7 @@ func New(o Options) (*Verifier, error) {
 		store:    o.Store,
 		policies: o.Policies,
 		ekTrust:  o.EKTrust,
-		fw:       newFWCache(256),
+		fw:       newFWCache(firmwareLogCacheBytes(o.Config)),
 		hub:      newHub(),
 		now:      now,
 		replica:  o.Replica,

@@ -478,29 +478,6 @@ func (s *Store) Secret(ctx context.Context, name string, gen func() ([]byte, err
 	return v, nil
 }
 
-// PutFirmwareLog stores a firmware log by its SHA-256 (shared by every agent
-// that booted the same way).
-func (s *Store) PutFirmwareLog(ctx context.Context, sha256 []byte, log []byte) error {
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO firmware_logs (sha256, log) VALUES (?, ?) ON CONFLICT (sha256) DO NOTHING`), sha256, log)
-	if err != nil {
-		return fmt.Errorf("store: put firmware log: %w", err)
-	}
-	return nil
-}
-
-// GetFirmwareLog returns the log with that SHA-256 or ErrNotFound.
-func (s *Store) GetFirmwareLog(ctx context.Context, sha256 []byte) ([]byte, error) {
-	var log []byte
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT log FROM firmware_logs WHERE sha256 = ?`), sha256).Scan(&log)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("store: get firmware log: %w", err)
-	}
-	return log, nil
-}
-
 // CommitPulse spends the agent's nonce epoch and writes the pulse's outcome
 // in one conditional statement, so a pulse costs the store one write. It
 // succeeds (NonceOK) for exactly one caller per epoch across all replicas;
