@@ -11,6 +11,7 @@ import (
 
 	"github.com/pulse-attest/pulse/policy"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
@@ -24,6 +25,8 @@ const (
 	AlertIdentityTakeover = "identity_takeover"
 	AlertIsolated         = "isolated"
 	AlertReleased         = "released"
+	// AlertTransientStreak: transient failures in a row (configurable).
+	AlertTransientStreak = "transient_streak"
 )
 
 // Alerter receives every alert this replica raised (after deduplication in
@@ -59,8 +62,15 @@ func severityOf(o *Outcome) (string, int) {
 	switch o.Reason {
 	case pulsev1.Reason_REASON_CLOCK_DESYNC:
 		return AlertClockDesync, 3
-	case pulsev1.Reason_REASON_NONCE_EXPIRED, pulsev1.Reason_REASON_FIRMWARE_LOG_MISSING, pulsev1.Reason_REASON_RUNTIME_LOG_GAP:
-		return "", 0 // transient: the agent retries at once
+	case pulsev1.Reason_REASON_CLOCK_DESYNC_PERSISTENT:
+		return AlertClockDesync, 2
+	case pulsev1.Reason_REASON_NONCE_EXPIRED, pulsev1.Reason_REASON_FIRMWARE_LOG_MISSING:
+		// Transient: the agent retries at once. A streak of them alerts
+		// (settle), and they never move the silence deadline.
+		return "", 0
+	case pulsev1.Reason_REASON_RUNTIME_LOG_GAP:
+		// Records beyond what the verifier acknowledged: never honest.
+		return AlertUntrusted, 2
 	case pulsev1.Reason_REASON_NONCE_REPLAYED, pulsev1.Reason_REASON_NONCE_UNKNOWN, pulsev1.Reason_REASON_NONCE_WRONG_AGENT:
 		return AlertUntrusted, 2
 	case pulsev1.Reason_REASON_POLICY_DENIED:
@@ -71,16 +81,36 @@ func severityOf(o *Outcome) (string, int) {
 			}
 		}
 		return AlertUntrusted, sev
-	case pulsev1.Reason_REASON_BINARY_CHANGED, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED:
-		// Raised once per change by checkLastKnownGood.
-		return "", 0
+	case pulsev1.Reason_REASON_BINARY_CHANGED:
+		return AlertBinaryChanged, 1
+	case pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED:
+		return AlertBPFChanged, 1
 	}
 	return AlertUntrusted, 1
 }
 
+// orDefault is n, or def when n is unset (a Config built in code).
+func orDefault(n, def int) int {
+	if n <= 0 {
+		return def
+	}
+	return n
+}
+
+// transientReason: failures an honest agent recovers from at once.
+func transientReason(r pulsev1.Reason) bool {
+	return r == pulsev1.Reason_REASON_NONCE_EXPIRED || r == pulsev1.Reason_REASON_FIRMWARE_LOG_MISSING
+}
+
+func accepted(v pulsev1.Verdict) bool {
+	return v == pulsev1.Verdict_VERDICT_TRUSTED || v == pulsev1.Verdict_VERDICT_DEGRADED
+}
+
 // settle applies step 8 (state) up to the pulse's record, which commits
-// next: the next deadline and the last-known-good check (which may turn the
-// verdict).
+// next: the last-known-good check (which may turn the verdict), then the
+// clock, the failure streaks and the next deadline. Only an accepted pulse
+// (TRUSTED, DEGRADED) moves the silence deadline: an agent that only ever
+// fails, however it fails, ends BLINDED.
 func (v *Verifier) settle(ctx context.Context, o *Outcome) {
 	now := v.now()
 	pol := o.pol
@@ -88,11 +118,32 @@ func (v *Verifier) settle(ctx context.Context, o *Outcome) {
 	if pol != nil {
 		hb = pol.Heartbeat
 	}
-	// Any authenticated pulse proves the agent is not silent (written with
-	// the pulse's record).
-	o.update.Deadline, o.update.Interval = now.Add(hb.Deadline()), hb.Interval
 	if o.Verdict == pulsev1.Verdict_VERDICT_TRUSTED && o.evidence != nil && o.evidence.Runtime != nil {
 		v.checkLastKnownGood(ctx, o, pol, now)
+	}
+	a := o.agent
+	o.update.TransientStreak, o.update.DesyncStreak = a.TransientStreak, a.DesyncStreak
+	// The clock is decided last: every check on quoted evidence has run,
+	// and only a pulse they accept can be CLOCK_DESYNC.
+	if o.clockOff && accepted(o.Verdict) {
+		o.update.LKG = nil
+		o.Verdict, o.Reason, o.Message = pulsev1.Verdict_VERDICT_CLOCK_DESYNC, pulsev1.Reason_REASON_CLOCK_DESYNC, o.clockMsg
+		o.update.DesyncStreak = a.DesyncStreak + 1
+		if n := orDefault(v.cfg.Pulses.ClockDesyncEscalateAfter, config.DefaultClockDesyncEscalateAfter); int(o.update.DesyncStreak) > n {
+			o.untrusted(pulsev1.Reason_REASON_CLOCK_DESYNC_PERSISTENT, "%d pulses in a row with the clock off (%d tolerated); last: %s", o.update.DesyncStreak, n, o.clockMsg)
+		}
+	}
+	switch {
+	case accepted(o.Verdict):
+		o.update.Deadline, o.update.Interval = now.Add(hb.Deadline()), hb.Interval
+		o.update.TransientStreak, o.update.DesyncStreak = 0, 0
+	case transientReason(o.Reason):
+		o.update.TransientStreak = a.TransientStreak + 1
+		if n := orDefault(v.cfg.Pulses.TransientAlertAfter, config.DefaultTransientAlertAfter); int(o.update.TransientStreak) == n {
+			o.streakAlert = &store.Alert{DedupKey: fmt.Sprintf("transient_streak:%s:%d", a.ID, o.epoch), AgentID: a.ID,
+				Kind: AlertTransientStreak, Severity: 2, Reason: o.Reason.String(),
+				Message: fmt.Sprintf("%d transient failures in a row; last: %s", o.update.TransientStreak, o.Message)}
+		}
 	}
 }
 
@@ -110,12 +161,19 @@ func (v *Verifier) afterPulse(ctx context.Context, p Peer, o *Outcome) {
 			v.log.Error("clearing isolation hold failed", "agent_id", o.agent.ID, "error", err)
 		}
 	}
+	if o.lkgAlert != nil {
+		// One alert per change (its dedup key names the change).
+		v.raise(ctx, o.lkgAlert)
+	}
+	if o.streakAlert != nil {
+		v.raise(ctx, o.streakAlert)
+	}
 	changed := pulsev1.Verdict(o.agent.LastVerdict) != o.Verdict || pulsev1.Reason(o.agent.LastReason) != o.Reason
 	if changed {
 		if err := v.store.AppendHistory(ctx, o.agent.ID, store.HistoryEntry{At: now, Verdict: int32(o.Verdict), Reason: int32(o.Reason), Message: o.Message}); err != nil {
 			v.log.Error("recording history failed", "agent_id", o.agent.ID, "error", err)
 		}
-		if o.Verdict != pulsev1.Verdict_VERDICT_TRUSTED && o.Verdict != pulsev1.Verdict_VERDICT_DEGRADED {
+		if !accepted(o.Verdict) && o.lkgAlert == nil {
 			if kind, sev := severityOf(o); kind != "" {
 				v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("verdict:%s:%s:%d", o.agent.ID, o.Reason, now.UnixNano()),
 					AgentID: o.agent.ID, Kind: kind, Severity: sev, Reason: o.Reason.String(), Message: o.Message})
@@ -138,47 +196,89 @@ func (v *Verifier) shouldIsolate(o *Outcome, pol *policy.Policy) bool {
 		return o.Isolate
 	}
 	kind, _ := severityOf(o)
-	lkg := o.Reason == pulsev1.Reason_REASON_BINARY_CHANGED || o.Reason == pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED
-	return (kind != "" || lkg) && pol != nil && pol.OnFailure.Isolate
+	return kind != "" && pol != nil && pol.OnFailure.Isolate
 }
 
-// checkLastKnownGood compares the verified binary and eBPF programs with the
-// last-known-good. The first trusted pulse sets it; a change that no open
-// update window (store or policy) covers turns the verdict UNTRUSTED with a
-// Severity 1 alert and leaves the last-known-good as it was.
+// checkLastKnownGood compares the verified binaries and eBPF programs with
+// the last-known-good. The first trusted pulse sets it. Every agent-binary
+// record of the boot is judged (none can be taken back out of the runtime
+// PCR): each must be the last-known-good build, one accepted earlier in the
+// same boot, or a change an open update window (store or policy) approves.
+// Otherwise the verdict turns UNTRUSTED with a severity 1 alert (raised
+// after the commit) and the last-known-good stays as it was. The new
+// last-known-good is written by the pulse's commit.
 func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *policy.Policy, now time.Time) {
 	rt := o.evidence.Runtime
-	cur := store.LKG{BinarySHA256: rt.AgentBinarySHA256, BPF: bpfString(rt.BPFPrograms), At: now}
 	lkg := o.agent.LKG
+	boot := bootBinaries(lkg.Boot, o.resetCount)
+	seen := make([]string, 0, len(rt.AgentBinaries))
+	for _, b := range rt.AgentBinaries {
+		seen = append(seen, strings.ToLower(b.SHA256))
+	}
+	cur := store.LKG{BinarySHA256: rt.AgentBinarySHA256, BPF: bpfString(rt.BPFPrograms), At: now, Boot: formatBootBinaries(o.resetCount, boot, seen)}
 	if lkg.BinarySHA256 == "" {
-		if err := v.store.SetLKG(ctx, o.agent.ID, cur); err != nil {
-			v.log.Error("setting last-known-good failed", "agent_id", o.agent.ID, "error", err)
+		o.update.LKG = &cur
+		return
+	}
+	for _, d := range seen {
+		if strings.EqualFold(d, lkg.BinarySHA256) || boot[d] || v.updateApproved(ctx, o.agent.ID, lkg.BinarySHA256, d, true, pol, now) {
+			continue
 		}
+		o.Verdict, o.Reason = pulsev1.Verdict_VERDICT_UNTRUSTED, pulsev1.Reason_REASON_BINARY_CHANGED
+		o.Message = fmt.Sprintf("agent binary changed from %s to %s outside any approved update window", shortHex(lkg.BinarySHA256), shortHex(d))
+		if d != strings.ToLower(cur.BinarySHA256) {
+			o.Message += fmt.Sprintf(" (measured earlier in this boot; the running build is %s)", shortHex(cur.BinarySHA256))
+		}
+		o.lkgAlert = &store.Alert{DedupKey: fmt.Sprintf("binary_changed:%s:%s:%s", o.agent.ID, lkg.BinarySHA256, d),
+			AgentID: o.agent.ID, Kind: AlertBinaryChanged, Severity: 1, Reason: o.Reason.String(), Message: o.Message}
 		return
 	}
 	binChanged := lkg.BinarySHA256 != cur.BinarySHA256
-	bpfChanged := lkg.BPF != cur.BPF
-	if !binChanged && !bpfChanged {
+	if lkg.BPF != cur.BPF && !v.updateApproved(ctx, o.agent.ID, lkg.BinarySHA256, cur.BinarySHA256, binChanged, pol, now) {
+		o.Verdict, o.Reason = pulsev1.Verdict_VERDICT_UNTRUSTED, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED
+		o.Message = fmt.Sprintf("eBPF programs changed from {%s} to {%s} outside any approved update window", lkg.BPF, cur.BPF)
+		o.lkgAlert = &store.Alert{DedupKey: fmt.Sprintf("bpf_changed:%s:%s", o.agent.ID, cur.BPF),
+			AgentID: o.agent.ID, Kind: AlertBPFChanged, Severity: 1, Reason: o.Reason.String(), Message: o.Message}
 		return
 	}
-	if v.updateApproved(ctx, o.agent.ID, lkg.BinarySHA256, cur.BinarySHA256, binChanged, pol, now) {
-		v.log.Info("approved update: new last-known-good", "agent_id", o.agent.ID, "agent_binary_sha256", cur.BinarySHA256)
-		if err := v.store.SetLKG(ctx, o.agent.ID, cur); err != nil {
-			v.log.Error("setting last-known-good failed", "agent_id", o.agent.ID, "error", err)
+	if lkg.BinarySHA256 != cur.BinarySHA256 || lkg.BPF != cur.BPF || lkg.Boot != cur.Boot {
+		if binChanged || lkg.BPF != cur.BPF {
+			v.log.Info("approved update: new last-known-good", "agent_id", o.agent.ID, "agent_binary_sha256", cur.BinarySHA256)
 		}
-		return
+		o.update.LKG = &cur
 	}
-	if binChanged {
-		o.Verdict, o.Reason = pulsev1.Verdict_VERDICT_UNTRUSTED, pulsev1.Reason_REASON_BINARY_CHANGED
-		o.Message = fmt.Sprintf("agent binary changed from %s to %s outside any approved update window", shortHex(lkg.BinarySHA256), shortHex(cur.BinarySHA256))
-		v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("binary_changed:%s:%s:%s", o.agent.ID, lkg.BinarySHA256, cur.BinarySHA256),
-			AgentID: o.agent.ID, Kind: AlertBinaryChanged, Severity: 1, Reason: o.Reason.String(), Message: o.Message})
-		return
+}
+
+// bootBinaries parses the binaries accepted during the boot with the given
+// reset count ("<reset>:<sha256>,..."); another boot's list is empty.
+func bootBinaries(s string, reset uint32) map[string]bool {
+	out := map[string]bool{}
+	tag, list, ok := strings.Cut(s, ":")
+	if !ok || tag != fmt.Sprint(reset) {
+		return out
 	}
-	o.Verdict, o.Reason = pulsev1.Verdict_VERDICT_UNTRUSTED, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED
-	o.Message = fmt.Sprintf("eBPF programs changed from {%s} to {%s} outside any approved update window", lkg.BPF, cur.BPF)
-	v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("bpf_changed:%s:%s", o.agent.ID, cur.BPF),
-		AgentID: o.agent.ID, Kind: AlertBPFChanged, Severity: 1, Reason: o.Reason.String(), Message: o.Message})
+	for _, d := range strings.Split(list, ",") {
+		if d != "" {
+			out[strings.ToLower(d)] = true
+		}
+	}
+	return out
+}
+
+func formatBootBinaries(reset uint32, boot map[string]bool, seen []string) string {
+	all := make([]string, 0, len(boot)+len(seen))
+	for d := range boot {
+		all = append(all, d)
+	}
+	added := map[string]bool{}
+	for _, d := range seen {
+		if !boot[d] && !added[d] {
+			all = append(all, d)
+			added[d] = true
+		}
+	}
+	sort.Strings(all)
+	return fmt.Sprintf("%d:%s", reset, strings.Join(all, ","))
 }
 
 // updateApproved reports whether an open window approves the agent's new
@@ -403,7 +503,7 @@ func (v *Verifier) sweepOnce(ctx context.Context) {
 		return
 	}
 	for _, a := range over {
-		pol := v.selectPolicy(a.ID, a.Partition)
+		pol := v.selectPolicy(a.ID)
 		grace := v.cfg.StartupGrace
 		if pol != nil && pol.Heartbeat.Grace > 0 {
 			grace = pol.Heartbeat.Grace
@@ -434,10 +534,12 @@ func (v *Verifier) sweepOnce(ctx context.Context) {
 }
 
 // startDeadline gives a newly enrolled agent its first deadline, so one that
-// enrolls and never pulses is BLINDED too.
-func (v *Verifier) startDeadline(ctx context.Context, agentID, partition string) {
+// enrolls and never pulses is BLINDED too. The policy is the one the
+// operator's partition assignment selects; the partition argument is the
+// one stored at enrollment and is not used for selection.
+func (v *Verifier) startDeadline(ctx context.Context, agentID, _ string) {
 	hb := policy.Heartbeat{Interval: policy.DefaultHeartbeatInterval, Missed: policy.DefaultMissedPulses}
-	if pol := v.selectPolicy(agentID, partition); pol != nil {
+	if pol := v.selectPolicy(agentID); pol != nil {
 		hb = pol.Heartbeat
 	}
 	if err := v.store.SetDeadline(ctx, agentID, hb.Interval, v.now().Add(hb.Deadline())); err != nil {

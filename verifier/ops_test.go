@@ -88,6 +88,18 @@ func TestLastKnownGood(t *testing.T) {
 	}
 	a.Binary = approved
 	a.MeasureBinary()
+	// The unapproved build's record stays in the runtime PCR for the rest of
+	// the boot: an approved build started after it does not clear it.
+	wantVerdict(t, a.Pulse(nil), untrusted, pulsev1.Reason_REASON_BINARY_CHANGED)
+	// After a reboot the approved build alone is a change the window covers.
+	if err := e.sw.Reboot(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.sw.Boot(e.fwLog); err != nil {
+		t.Fatal(err)
+	}
+	a.Records, a.SentUpTo = nil, 0
+	a.MeasureBinary()
 	wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
 	lkg, err := st.GetLKG(context.Background(), "edge-u")
 	if err != nil || lkg.BinarySHA256 != hexOf(approved[:]) {

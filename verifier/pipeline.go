@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -64,6 +65,18 @@ type Outcome struct {
 	evidence        *policy.Evidence
 	// pol is the policy selected for the agent (nil when none).
 	pol *policy.Policy
+	// clockOff is set when the payload's time is outside the skew; the
+	// verdict becomes CLOCK_DESYNC only if everything else is accepted.
+	clockOff bool
+	clockMsg string
+	// resetCount is the quoted TPM reset count (evidence pulses only).
+	resetCount uint32
+	// binaries are every agent-binary record of the boot (runtime log).
+	binaries []binaryMeasurement
+	// lkgAlert is the last-known-good alert to raise after the commit;
+	// streakAlert the transient-streak one.
+	lkgAlert    *store.Alert
+	streakAlert *store.Alert
 }
 
 // Failure is a typed verification failure.
@@ -114,7 +127,11 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 		return o.untrusted(pulsev1.Reason_REASON_MALFORMED_PAYLOAD, "payload does not parse: %v", err)
 	}
 	o.payload = p
-	o.update.Quarantined = strings.Join(p.GetQuarantined(), ",")
+	ql, err := quarantinedList(p.GetQuarantined())
+	if err != nil {
+		return o.untrusted(pulsev1.Reason_REASON_MALFORMED_PAYLOAD, "quarantined addresses: %v", err)
+	}
+	o.update.Quarantined = ql
 	if p.GetAgentId() != peer.AgentID {
 		return o.untrusted(pulsev1.Reason_REASON_IDENTITY_MISMATCH, "payload names agent %q but the TLS certificate is %q", p.GetAgentId(), peer.AgentID)
 	}
@@ -135,7 +152,7 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 		return out
 	}
 	o.agent = agent
-	pol := v.selectPolicy(agent.ID, agent.Partition)
+	pol := v.selectPolicy(agent.ID)
 	o.pol = pol
 	if pol != nil {
 		o.Policy, o.Digest = pol.Name, pol.Digest()
@@ -143,14 +160,21 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	}
 	o.update.PolicyDigest = o.Digest
 
-	// 4. Clock: noted here, decided after the quote (a pulse whose quote
-	// fails is UNTRUSTED whatever its clock says).
+	// 4. Clock: noted here, decided last (settle). Every check on quoted
+	// evidence runs whatever the payload's clock says, and a compromise
+	// finding wins over CLOCK_DESYNC: a wrong clock is never a shelter.
 	skew := v.cfg.ClockSkew
 	if pol != nil && pol.ClockSkew > 0 {
 		skew = pol.ClockSkew
 	}
 	claimed := p.GetTime().AsTime()
-	clockOff := p.GetTime() == nil || absDuration(now.Sub(claimed)) > skew
+	if p.GetTime() == nil || absDuration(now.Sub(claimed)) > skew {
+		o.clockOff = true
+		o.clockMsg = fmt.Sprintf("agent clock is %s off (tolerance %s)", now.Sub(claimed).Round(time.Second), skew)
+		if p.GetTime() == nil {
+			o.clockMsg = "pulse carries no time"
+		}
+	}
 
 	// 5. Quote.
 	q := req.GetQuote()
@@ -158,18 +182,17 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 		if agent.TPM {
 			return o.untrusted(pulsev1.Reason_REASON_TPM_DOWNGRADE, "agent enrolled with a TPM sent a pulse without a quote")
 		}
-		if clockOff {
-			return o.fail(pulsev1.Verdict_VERDICT_CLOCK_DESYNC, pulsev1.Reason_REASON_CLOCK_DESYNC, "agent clock is %s off (tolerance %s)", now.Sub(claimed).Round(time.Second), skew)
-		}
 		return v.evaluate(o, pol, p, nil, nil, now)
 	}
 	if !agent.TPM || len(agent.AKPublic) == 0 {
 		return o.untrusted(pulsev1.Reason_REASON_AK_UNKNOWN, "agent has no enrolled attestation key")
 	}
 	payloadSum := sha256.Sum256(req.GetPayload())
+	// The bank is the policy's (SHA-256 unless a policy for named legacy
+	// devices says sha1), never the agent's choice.
 	bank := eventlog.HashAlg(q.GetPcrBank())
-	if bank != eventlog.AlgSHA256 && bank != eventlog.AlgSHA1 {
-		return o.untrusted(pulsev1.Reason_REASON_PCR_SELECTION, "unsupported PCR bank 0x%04x", q.GetPcrBank())
+	if want := requiredBank(pol); bank != want {
+		return o.untrusted(pulsev1.Reason_REASON_PCR_BANK_NOT_ALLOWED, "quote names the %s bank; %s", bank, bankRule(pol, want))
 	}
 	pcrs := make(map[uint32][]byte, len(q.GetPcrs()))
 	for _, pv := range q.GetPcrs() {
@@ -183,15 +206,25 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	if err != nil {
 		return o.untrusted(quoteReason(err), "quote: %v", err)
 	}
-	runtimePCR := p.GetRuntimePcr()
-	if resettablePCR(runtimePCR) || runtimePCR > 23 {
-		return o.untrusted(pulsev1.Reason_REASON_PCR_SELECTION, "runtime PCR %d is resettable by any root process or invalid", runtimePCR)
+	if len(res.Selection) != 1 || eventlog.HashAlg(res.Selection[0].Alg) != bank {
+		return o.untrusted(pulsev1.Reason_REASON_PCR_BANK_NOT_ALLOWED, "the quote's PCR selection is not exactly the %s bank the pulse names", bank)
+	}
+	// The runtime PCR is the one recorded at enrollment from the verifier's
+	// configuration, never the payload's choice.
+	runtimePCR := agent.RuntimePCR
+	if runtimePCR == 0 {
+		runtimePCR = store.DefaultRuntimePCR
+	}
+	if p.GetRuntimePcr() != runtimePCR {
+		return o.untrusted(pulsev1.Reason_REASON_RUNTIME_PCR_MISMATCH, "payload names runtime PCR %d; this agent's runtime PCR is %d", p.GetRuntimePcr(), runtimePCR)
 	}
 	if missing := missingPCRs(res, append(firmwarePCRs[:len(firmwarePCRs):len(firmwarePCRs)], runtimePCR)); len(missing) > 0 {
 		return o.untrusted(pulsev1.Reason_REASON_PCR_SELECTION, "quote does not cover PCRs %v", missing)
 	}
 	o.TPM = true
-	// Evidence fields are written only after a verified pulse.
+	// Evidence fields are written only after a verified pulse. The reset
+	// baseline belongs to the enrolled AK: a re-enrollment with another AK
+	// drops it (store.EnrollAgent), so a new AK is never a reboot.
 	hasEvidence := len(agent.FirmwareLogSHA256) > 0
 	if hasEvidence {
 		if res.Clock.ResetCount != agent.ResetCount {
@@ -200,9 +233,8 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 			return o.untrusted(pulsev1.Reason_REASON_TPM_CLOCK_ROLLBACK, "TPM clock went back from %d ms to %d ms within one boot", agent.TPMClock, res.Clock.Clock)
 		}
 	}
-	if clockOff {
-		return o.fail(pulsev1.Verdict_VERDICT_CLOCK_DESYNC, pulsev1.Reason_REASON_CLOCK_DESYNC, "agent clock is %s off (tolerance %s)%s",
-			now.Sub(claimed).Round(time.Second), skew, tpmClockHint(agent, res, now))
+	if o.clockOff {
+		o.clockMsg += tpmClockHint(agent, res, now)
 	}
 
 	// 6. Firmware log and runtime log, replayed against the quoted PCRs.
@@ -221,9 +253,6 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	}
 	rt, reason, err := verifyRuntime(stored, storedCount, p.GetRuntimeFirstRecord(), p.GetRuntimeRecords(), runtimePCR, initial, res.PCRs[runtimePCR])
 	if err != nil {
-		if reason == pulsev1.Reason_REASON_RUNTIME_LOG_GAP {
-			o.update.RuntimeCount = 0
-		}
 		return o.untrusted(reason, "runtime log: %v", err)
 	}
 	if out := checkClaims(o, p, rt); out != nil {
@@ -237,10 +266,27 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	o.update.FirmwareLogSHA256 = p.GetFirmwareLogSha256()
 	o.update.RuntimeRecords = rt.records
 	o.update.RuntimeCount = rt.count
-	o.update.RuntimeUnchanged = rt.count == storedCount && len(p.GetRuntimeRecords()) == 0 && len(stored) > 0
+	o.update.RuntimeUnchanged = rt.count == storedCount && len(p.GetRuntimeRecords()) == 0 && len(stored) > 0 && p.GetRuntimeFirstRecord() == storedCount
+	o.resetCount = res.Clock.ResetCount
 
 	// 7-8. Policy over the verified evidence, then state.
 	return v.evaluate(o, pol, p, fw.verified.boot, rt, now)
+}
+
+// requiredBank is the PCR bank a pulse must quote: the policy's
+// measured_boot bank when it names one, else SHA-256.
+func requiredBank(pol *policy.Policy) eventlog.HashAlg {
+	if pol != nil && pol.MeasuredBoot != nil && strings.EqualFold(pol.MeasuredBoot.Bank, "sha1") {
+		return eventlog.AlgSHA1
+	}
+	return eventlog.AlgSHA256
+}
+
+func bankRule(pol *policy.Policy, want eventlog.HashAlg) string {
+	if pol == nil {
+		return fmt.Sprintf("without a policy only %s is accepted", want)
+	}
+	return fmt.Sprintf("policy %q requires %s", pol.Name, want)
 }
 
 // checkNonce authenticates the payload's verifier nonce and reads the agent,
@@ -308,7 +354,29 @@ func (o *Outcome) lost(r pulsev1.Reason, msg string) {
 	o.untrusted(r, "%s", msg)
 	o.agent = nil
 	o.Findings, o.Notes, o.Isolate = nil, nil, false
+	o.lkgAlert, o.streakAlert, o.update.LKG = nil, nil, nil
 	o.update.Evidence, o.sendFirmwareLog = false, false
+}
+
+// MaxQuarantined bounds the addresses an agent may report dropping.
+const MaxQuarantined = 4096
+
+// quarantinedList validates the agent's reported Shield list: every entry
+// is parsed as an IP address (operators see it in the CLI and dashboard, so
+// nothing else may pass) and stored in canonical form.
+func quarantinedList(in []string) (string, error) {
+	if len(in) > MaxQuarantined {
+		return "", fmt.Errorf("%d addresses exceed the limit of %d", len(in), MaxQuarantined)
+	}
+	out := make([]string, 0, len(in))
+	for i, s := range in {
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			return "", fmt.Errorf("entry %d is not an IP address", i)
+		}
+		out = append(out, a.String())
+	}
+	return strings.Join(out, ","), nil
 }
 
 func absDuration(d time.Duration) time.Duration {
@@ -492,9 +560,9 @@ func short(b []byte) []byte {
 // are nil for mTLS-only pulses) and sets the final verdict.
 func (v *Verifier) evaluate(o *Outcome, pol *policy.Policy, p *pulsev1.PulsePayload, boot *policy.BootEvidence, rt *runtimeEvidence, now time.Time) *Outcome {
 	if pol == nil {
-		return o.untrusted(pulsev1.Reason_REASON_NO_POLICY, "no policy selects agent %q in partition %q (Pulse fails closed)", o.agent.ID, o.agent.Partition)
+		return o.untrusted(pulsev1.Reason_REASON_NO_POLICY, "no policy selects agent %q in partition %q (Pulse fails closed)", o.agent.ID, v.partitionOf(o.agent.ID))
 	}
-	ev := buildEvidence(o.agent, o.TPM, p, boot, rt)
+	ev := buildEvidence(o.agent, v.partitionOf(o.agent.ID), o.TPM, p, boot, rt)
 	o.evidence = &ev
 	res := pol.Evaluate(ev, now)
 	for _, f := range res.Findings {
@@ -552,12 +620,15 @@ func bootEvidence(fw *eventlog.Verified) *policy.BootEvidence {
 // buildEvidence turns what was verified into the policy's input. Only
 // replayed firmware events and replayed runtime records go in; claims that
 // were not checked against the quote never do.
-func buildEvidence(a *store.Agent, quoted bool, p *pulsev1.PulsePayload, boot *policy.BootEvidence, rt *runtimeEvidence) policy.Evidence {
-	ev := policy.Evidence{AgentID: a.ID, Partition: a.Partition, TPM: quoted, Boot: boot}
+func buildEvidence(a *store.Agent, partition string, quoted bool, p *pulsev1.PulsePayload, boot *policy.BootEvidence, rt *runtimeEvidence) policy.Evidence {
+	ev := policy.Evidence{AgentID: a.ID, Partition: partition, TPM: quoted, Boot: boot}
 	if rt != nil {
 		r := &policy.RuntimeEvidence{BPFPrograms: map[string]string{}}
 		if rt.binary != nil {
 			r.AgentBinarySHA256 = hex.EncodeToString(rt.binary.SHA256)
+		}
+		for _, b := range rt.binaries {
+			r.AgentBinaries = append(r.AgentBinaries, policy.AgentBinaryRecord{SHA256: hex.EncodeToString(b.SHA256), SelfMeasured: b.SelfMeasured})
 		}
 		for _, pin := range p.GetBpf().GetPinned() {
 			if m, ok := rt.bpf[pin.GetName()]; ok {

@@ -135,7 +135,7 @@ func TestPipeline(t *testing.T) {
 		}, untrusted, pulsev1.Reason_REASON_AGENT_BINARY_MISMATCH},
 		{"resettable runtime PCR", func() *pulsev1.PulseResponse {
 			return a.Pulse(func(p *parts) { p.Payload.RuntimePcr = 16 })
-		}, untrusted, pulsev1.Reason_REASON_PCR_SELECTION},
+		}, untrusted, pulsev1.Reason_REASON_RUNTIME_PCR_MISMATCH},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -8,8 +8,12 @@ import (
 	"github.com/pulse-attest/pulse/tpm/cel"
 )
 
-// MaxRuntimeRecords bounds the runtime log kept per agent and boot.
-const MaxRuntimeRecords = 4096
+// MaxRuntimeRecords and MaxRuntimeBytes bound the runtime log kept per
+// agent and boot, in records and in bytes.
+const (
+	MaxRuntimeRecords = 4096
+	MaxRuntimeBytes   = 1 << 20
+)
 
 // runtimeEvidence is what a replayed runtime log proves.
 type runtimeEvidence struct {
@@ -18,7 +22,10 @@ type runtimeEvidence struct {
 	records []byte
 	count   uint64
 	binary  *binaryMeasurement
-	bpf     map[string]bpfMeasurement
+	// binaries is every agent-binary record of the boot, in order: each
+	// one is judged, since none can be taken back out of the PCR.
+	binaries []binaryMeasurement
+	bpf      map[string]bpfMeasurement
 	// fortressActive is the latest Fortress state record's flag.
 	fortressActive bool
 }
@@ -26,6 +33,8 @@ type runtimeEvidence struct {
 type binaryMeasurement struct {
 	Path   string
 	SHA256 []byte
+	// SelfMeasured: the agent measured itself (no launcher record).
+	SelfMeasured bool
 }
 
 type bpfMeasurement struct {
@@ -48,8 +57,23 @@ func verifyRuntime(stored []byte, storedCount, first uint64, fresh []byte, pcr u
 	case first == 0:
 		// The agent resent the whole log of this boot.
 		base = nil
+	case first < storedCount:
+		// The agent missed an acknowledgement (a lost response): keep the
+		// records it builds on; the replay checks the rest.
+		held, err := cel.Decode(stored)
+		if err != nil || uint64(len(held)) < first {
+			return nil, pulsev1.Reason_REASON_RUNTIME_LOG_MALFORMED, fmt.Errorf("stored runtime log: %d records, %v", len(held), err)
+		}
+		if base, err = cel.Encode(held[:first]); err != nil {
+			return nil, pulsev1.Reason_REASON_RUNTIME_LOG_MALFORMED, fmt.Errorf("stored runtime log: %w", err)
+		}
 	default:
-		return nil, pulsev1.Reason_REASON_RUNTIME_LOG_GAP, fmt.Errorf("pulse sends records from %d but the verifier holds %d", first, storedCount)
+		// Records the verifier never acknowledged cannot be built on: no
+		// honest agent sends this.
+		return nil, pulsev1.Reason_REASON_RUNTIME_LOG_GAP, fmt.Errorf("pulse sends records from %d but the verifier holds only %d", first, storedCount)
+	}
+	if len(base)+len(fresh) > MaxRuntimeBytes {
+		return nil, pulsev1.Reason_REASON_RUNTIME_LOG_MALFORMED, fmt.Errorf("%d bytes exceed the limit of %d", len(base)+len(fresh), MaxRuntimeBytes)
 	}
 	all := make([]byte, 0, len(base)+len(fresh))
 	all = append(append(all, base...), fresh...)
@@ -71,8 +95,11 @@ func verifyRuntime(stored []byte, storedCount, first uint64, fresh []byte, pcr u
 	}
 	st := cel.Latest(records)
 	rt := &runtimeEvidence{records: all, count: uint64(len(records)), bpf: make(map[string]bpfMeasurement, len(st.Programs))}
-	if st.Agent != nil {
-		rt.binary = &binaryMeasurement{Path: st.Agent.Path, SHA256: st.Agent.SHA256[:]}
+	for _, b := range st.Binaries {
+		rt.binaries = append(rt.binaries, binaryMeasurement{Path: b.Binary.Path, SHA256: b.Binary.SHA256[:], SelfMeasured: b.SelfMeasured})
+	}
+	if n := len(rt.binaries); n > 0 {
+		rt.binary = &rt.binaries[n-1]
 	}
 	for name, p := range st.Programs {
 		rt.bpf[name] = bpfMeasurement{insnSHA256: p.InsnSHA256[:], tag: p.Tag[:]}

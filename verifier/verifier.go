@@ -128,12 +128,19 @@ func New(o Options) (*Verifier, error) {
 	}, nil
 }
 
-func (v *Verifier) selectPolicy(agentID, partition string) *policy.Policy {
+func (v *Verifier) selectPolicy(agentID string) *policy.Policy {
 	set := v.policies.Current()
 	if set == nil {
 		return nil
 	}
-	return set.Select(agentID, partition)
+	return set.Select(agentID, v.partitionOf(agentID))
+}
+
+// partitionOf is the partition the operator assigned to the agent (verifier
+// configuration): it selects the policy. The agent never chooses it; what
+// it asks for at enrollment or names in a pulse decides nothing.
+func (v *Verifier) partitionOf(agentID string) string {
+	return v.cfg.Enrollment.PartitionOf(agentID)
 }
 
 // issueNonce returns a single-use nonce bound to the agent at its current
@@ -160,7 +167,7 @@ func (v *Verifier) state(a *store.Agent, o *Outcome) *pulsev1.VerifierState {
 		st.FirmwareLogSha256 = a.FirmwareLogSHA256
 		st.RuntimeRecordsAcked = a.RuntimeCount
 		st.BootResetCount = a.ResetCount
-		if pol := v.selectPolicy(a.ID, a.Partition); pol != nil {
+		if pol := v.selectPolicy(a.ID); pol != nil {
 			interval = pol.Heartbeat.Interval
 		}
 	}
