@@ -14,8 +14,9 @@ help: ## list the targets
 deps: ## install what the build, demo and tests need (apt, staticcheck)
 	scripts/install-deps.sh
 
-build: ## build the binaries into bin/ (stripped: a smaller agent binary is cheaper to re-hash every pulse)
-	$(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./cmd/...
+build: ## build the binaries into bin/ (stripped: a smaller agent binary is cheaper to re-hash every pulse; the agent static, without cgo)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./cmd/pulse-agent
+	$(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ $$($(GO) list ./cmd/... | grep -v '/cmd/pulse-agent$$')
 
 vet: ## go vet
 	$(GO) vet $(PKGS)
