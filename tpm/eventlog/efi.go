@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/big"
 	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // GUID is an EFI_GUID in its in-memory (mixed-endian) byte order.
@@ -53,22 +54,35 @@ type UEFIVariable struct {
 // ParseUEFIVariable decodes a UEFI_VARIABLE_DATA structure. The structure
 // must fill b exactly.
 func ParseUEFIVariable(b []byte) (*UEFIVariable, error) {
-	nameLen, dataOff, err := variableLayout(b)
+	_, dataOff, err := variableLayout(b)
 	if err != nil {
 		return nil, err
 	}
-	var v UEFIVariable
+	v := &UEFIVariable{Name: decodeUCS2(b[32:dataOff]), Data: b[dataOff:]}
 	copy(v.VendorGUID[:], b[:16])
-	u := make([]uint16, nameLen)
-	for i := range u {
-		u[i] = binary.LittleEndian.Uint16(b[32+2*i:])
+	return v, nil
+}
+
+// decodeUCS2 decodes a little-endian UTF-16 name without its trailing NULs,
+// in one pass and one allocation (names of hostile logs can be megabytes).
+func decodeUCS2(b []byte) string {
+	n := len(b) / 2
+	for n > 0 && binary.LittleEndian.Uint16(b[2*(n-1):]) == 0 {
+		n--
 	}
-	for len(u) > 0 && u[len(u)-1] == 0 {
-		u = u[:len(u)-1]
+	out := make([]byte, 0, n)
+	for i := 0; i < n; i++ {
+		r := rune(binary.LittleEndian.Uint16(b[2*i:]))
+		if utf16.IsSurrogate(r) && i+1 < n {
+			if d := utf16.DecodeRune(r, rune(binary.LittleEndian.Uint16(b[2*i+2:]))); d != utf8.RuneError {
+				out = utf8.AppendRune(out, d)
+				i++
+				continue
+			}
+		}
+		out = utf8.AppendRune(out, r) // a lone surrogate becomes U+FFFD
 	}
-	v.Name = string(utf16.Decode(u))
-	v.Data = b[dataOff:]
-	return &v, nil
+	return string(out)
 }
 
 // variableLayout checks a UEFI_VARIABLE_DATA's lengths and returns its name
@@ -151,13 +165,13 @@ type CertInfo struct {
 // ParseSignatureList decodes the concatenated EFI_SIGNATURE_LISTs of a
 // Secure Boot database variable (PK, KEK, db, dbx).
 func ParseSignatureList(b []byte) ([]SignatureEntry, error) {
-	var out []SignatureEntry
+	// Validate the list headers and count the entries first, so the result
+	// is allocated once (a hostile megabyte database holds 65,000 entries).
+	n := 0
 	for off := 0; off < len(b); {
 		if len(b)-off < 28 {
 			return nil, fmt.Errorf("%w: EFI_SIGNATURE_LIST header truncated at %d", ErrEFIData, off)
 		}
-		var typ GUID
-		copy(typ[:], b[off:])
 		listSize := binary.LittleEndian.Uint32(b[off+16:])
 		hdrSize := binary.LittleEndian.Uint32(b[off+20:])
 		sigSize := binary.LittleEndian.Uint32(b[off+24:])
@@ -165,17 +179,31 @@ func ParseSignatureList(b []byte) ([]SignatureEntry, error) {
 			return nil, fmt.Errorf("%w: EFI_SIGNATURE_LIST at %d: list size %d, header size %d, signature size %d",
 				ErrEFIData, off, listSize, hdrSize, sigSize)
 		}
-		body := b[off+28+int(hdrSize) : off+int(listSize)]
-		if len(body)%int(sigSize) != 0 {
+		body := int(listSize) - 28 - int(hdrSize)
+		if body%int(sigSize) != 0 {
 			return nil, fmt.Errorf("%w: EFI_SIGNATURE_LIST at %d: %d bytes of %d-byte signatures",
-				ErrEFIData, off, len(body), sigSize)
+				ErrEFIData, off, body, sigSize)
 		}
-		for s := 0; s < len(body); s += int(sigSize) {
-			e := SignatureEntry{Type: typ, Data: body[s+16 : s+int(sigSize)]}
+		n += body / int(sigSize)
+		off += int(listSize)
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	out := make([]SignatureEntry, 0, n)
+	for off := 0; off < len(b); {
+		var typ GUID
+		copy(typ[:], b[off:])
+		listSize := int(binary.LittleEndian.Uint32(b[off+16:]))
+		hdrSize := int(binary.LittleEndian.Uint32(b[off+20:]))
+		sigSize := int(binary.LittleEndian.Uint32(b[off+24:]))
+		body := b[off+28+hdrSize : off+listSize]
+		for s := 0; s < len(body); s += sigSize {
+			e := SignatureEntry{Type: typ, Data: body[s+16 : s+sigSize : s+sigSize]}
 			copy(e.Owner[:], body[s:s+16])
 			out = append(out, e)
 		}
-		off += int(listSize)
+		off += listSize
 	}
 	return out, nil
 }

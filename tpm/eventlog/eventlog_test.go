@@ -159,8 +159,27 @@ func TestAuthorities(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	l, err := Parse(f.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offline := l.SecureBoot()
+	if len(v.SecureBoot.Authorities) != 2 || len(offline.Authorities) != 2 {
+		t.Fatalf("%d verified and %d offline authorities, want 2", len(v.SecureBoot.Authorities), len(offline.Authorities))
+	}
 	var subjects []string
-	for _, a := range v.SecureBoot.Authorities {
+	for i, a := range offline.Authorities {
+		va := v.SecureBoot.Authorities[i]
+		if va.Cert != nil {
+			t.Error("Verify described a certificate")
+		}
+		if !bytes.Equal(va.SHA256, a.SHA256) || va.Variable != a.Variable || va.Owner != a.Owner {
+			t.Errorf("authority %d differs: %+v vs %+v", i, va, a)
+		}
+		// What Log.SecureBoot describes is what DescribeCert says.
+		if c := DescribeCert(va.Data); (c == nil) != (a.Cert == nil) || (c != nil && c.Subject != a.Cert.Subject) {
+			t.Errorf("authority %d: DescribeCert %+v, Log.SecureBoot %+v", i, c, a.Cert)
+		}
 		if a.Cert != nil {
 			subjects = append(subjects, a.Variable+":"+a.Cert.Subject)
 		}

@@ -140,6 +140,19 @@ type reader struct {
 	b   []byte
 	off int
 	seq int
+	// slab is where events' digest lists are cut from: one allocation per
+	// few thousand digests rather than one per event.
+	slab []Digest
+}
+
+// digests returns an empty list with room for n digests.
+func (r *reader) digests(n int) []Digest {
+	if n > cap(r.slab)-len(r.slab) {
+		r.slab = make([]Digest, 0, max(n, 4096))
+	}
+	start := len(r.slab)
+	r.slab = r.slab[:start+n]
+	return r.slab[start:start:start+n]
 }
 
 func (r *reader) remaining() int { return len(r.b) - r.off }
@@ -367,7 +380,7 @@ func (r *reader) agileEvent(t *algTable) (Event, error) {
 	if count > uint32(len(t.algs)) {
 		return Event{}, r.fail(ReasonBadDigestCount, countOff, "%d digests but the header lists %d algorithms", count, len(t.algs))
 	}
-	ds := make([]Digest, 0, count)
+	ds := r.digests(int(count))
 	var seen uint32 // bit i: the header's algorithm i was seen (MaxAlgorithms <= 32)
 	for i := uint32(0); i < count; i++ {
 		algOff := r.off
@@ -384,7 +397,7 @@ func (r *reader) agileEvent(t *algTable) (Event, error) {
 			return Event{}, r.fail(ReasonBadDigestCount, algOff, "two %s digests", alg)
 		}
 		seen |= 1 << idx
-		v, err := r.bytes(t.sizes[idx], alg.String()+" digest")
+		v, err := r.bytes(t.sizes[idx], "digest") // no per-digest formatting: this loop runs for every digest of the log
 		if err != nil {
 			return Event{}, err
 		}

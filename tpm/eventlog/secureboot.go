@@ -60,18 +60,19 @@ type Authority struct {
 	// Data is the entry (usually a DER certificate); SHA256 its SHA-256.
 	Data   []byte
 	SHA256 []byte
-	// Cert describes the certificate. It is nil when Data is not a
-	// certificate, is larger than 16 KiB, or is beyond the first 64
-	// distinct certificates of the log (a bound on hostile logs: real ones
-	// have a handful of authorities).
+	// Cert describes the certificate, for people. Log.SecureBoot sets it,
+	// except when Data is not a certificate, is larger than 8 KiB, or is
+	// beyond the first 16 distinct certificates of the log (real logs have
+	// a handful of authorities, of 1-2 KiB). Verify leaves it nil: decoding
+	// runs at about 50 MB/s, and far slower for hostile certificates, and
+	// no verification decision uses it; call DescribeCert(Data).
 	Cert *CertInfo
 }
 
-// Bounds on certificate decoding per derivation (DescribeCert reads about
-// 50 MB/s, too slow for a log's worth of hostile certificates).
+// Bounds on certificate decoding in Log.SecureBoot.
 const (
-	maxDescribedCerts    = 64
-	maxDescribedCertSize = 16 << 10
+	maxDescribedCerts    = 16
+	maxDescribedCertSize = 8 << 10
 )
 
 // Variable returns the named measured variable, or nil.
@@ -96,15 +97,32 @@ func (l *Log) SecureBoot() SecureBoot {
 	if l.CheckStructure() != nil {
 		return SecureBoot{}
 	}
-	return deriveSecureBoot(l.Events, func(ev *Event) bool { return ev.DataBound() })
+	return deriveSecureBoot(l.Events, func(ev *Event) bool { return ev.DataBound() }, true)
 }
 
+// maxVariableName is the longest name, in UTF-16 units, of the variables
+// addVariable keeps ("DeployedMode"), with room for trailing NULs.
+const maxVariableName = 32
+
 // deriveSecureBoot reads the Secure Boot state from events that passed
-// CheckStructure; bound says whether an event's data is evidence.
-func deriveSecureBoot(events []Event, bound func(*Event) bool) SecureBoot {
+// CheckStructure; bound says whether an event's data is evidence, describe
+// whether authority certificates are decoded (Authority.Cert).
+func deriveSecureBoot(events []Event, bound func(*Event) bool, describe bool) SecureBoot {
 	var sb SecureBoot
 	preOS := true
-	certs := map[[32]byte]*CertInfo{}
+	var certs map[[32]byte]*CertInfo
+	if describe {
+		certs = map[[32]byte]*CertInfo{}
+	}
+	n := 0
+	for i := range events {
+		if events[i].PCR == 7 && events[i].Type == EvEFIVariableAuthority {
+			n++
+		}
+	}
+	if n > 0 {
+		sb.Authorities = make([]Authority, 0, n)
+	}
 	for i := range events {
 		ev := &events[i]
 		if ev.PCR != 7 {
@@ -114,7 +132,11 @@ func deriveSecureBoot(events []Event, bound func(*Event) bool) SecureBoot {
 		case EvSeparator:
 			preOS = false
 		case EvEFIVariableDriverConfig:
-			if !preOS || !bound(ev) {
+			if !preOS {
+				continue
+			}
+			// Only a few short names are kept: skip decoding others.
+			if nl, _, err := variableLayout(ev.Data); err != nil || nl > maxVariableName || !bound(ev) {
 				continue
 			}
 			if v, err := ParseUEFIVariable(ev.Data); err == nil {
@@ -178,9 +200,10 @@ func (sb *SecureBoot) addVariable(v *UEFIVariable) {
 	sb.Variables = append(sb.Variables, sv)
 }
 
-// newAuthority decodes an authority entry; certs caches the certificates
-// described so far by SHA-256 (identical entries are described once, and at
-// most maxDescribedCerts distinct ones).
+// newAuthority decodes an authority entry. When certs is not nil, the
+// certificate is described, and certs caches the descriptions by SHA-256
+// (identical entries are described once, and at most maxDescribedCerts
+// distinct ones).
 func newAuthority(v *UEFIVariable, certs map[[32]byte]*CertInfo) Authority {
 	a := Authority{Variable: v.Name, VendorGUID: v.VendorGUID, Data: v.Data}
 	d := v.Data
@@ -193,7 +216,7 @@ func newAuthority(v *UEFIVariable, certs map[[32]byte]*CertInfo) Authority {
 	a.Data = d
 	sum := sha256.Sum256(d)
 	a.SHA256 = sum[:]
-	if len(d) == 0 || d[0] != 0x30 || len(d) > maxDescribedCertSize {
+	if certs == nil || len(d) == 0 || d[0] != 0x30 || len(d) > maxDescribedCertSize {
 		return a
 	}
 	if c, ok := certs[sum]; ok {

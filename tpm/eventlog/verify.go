@@ -91,6 +91,7 @@ func (l *Log) Verify(bank HashAlg, pcrs map[uint32][]byte) (*Verified, error) {
 	if err := l.CheckStructure(); err != nil {
 		return nil, err
 	}
+	v.Events = make([]Event, 0, len(l.Events))
 	for i := range l.Events {
 		ev := l.Events[i]
 		if _, ok := v.PCRs[ev.PCR]; !ok {
@@ -100,7 +101,7 @@ func (l *Log) Verify(bank HashAlg, pcrs map[uint32][]byte) (*Verified, error) {
 		v.Events = append(v.Events, ev)
 	}
 	if _, ok := v.PCRs[7]; ok {
-		v.SecureBoot = deriveSecureBoot(v.Events, func(ev *Event) bool { return ev.DataVerified })
+		v.SecureBoot = deriveSecureBoot(v.Events, func(ev *Event) bool { return ev.DataVerified }, false)
 	}
 	return v, nil
 }
