@@ -152,7 +152,7 @@ func (r *reader) digests(n int) []Digest {
 	}
 	start := len(r.slab)
 	r.slab = r.slab[:start+n]
-	return r.slab[start:start:start+n]
+	return r.slab[start : start : start+n]
 }
 
 func (r *reader) remaining() int { return len(r.b) - r.off }
