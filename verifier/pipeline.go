@@ -242,6 +242,9 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	if out != nil {
 		return out
 	}
+	if err := checkRuntimeHistory(fw.log, runtimePCR); err != nil {
+		return o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_MALFORMED, "firmware log: %v", err)
+	}
 	initial := make([]byte, bank.Hash().Size())
 	if fw.runtimeInitial != nil {
 		initial = fw.runtimeInitial
@@ -433,6 +436,7 @@ func quoteReason(err error) pulsev1.Reason {
 type firmwareResult struct {
 	verified       *verifiedLog
 	runtimeInitial []byte
+	log            *eventlog.Log
 }
 
 func (v *Verifier) verifyFirmware(ctx context.Context, o *Outcome, req *pulsev1.PulseRequest, p *pulsev1.PulsePayload,
@@ -513,7 +517,7 @@ func (v *Verifier) verifyFirmware(ctx context.Context, o *Outcome, req *pulsev1.
 		}
 	}
 	v.fw.add(e)
-	return &firmwareResult{verified: ver, runtimeInitial: replayed[runtimePCR]}, nil
+	return &firmwareResult{verified: ver, runtimeInitial: replayed[runtimePCR], log: e.log}, nil
 }
 
 // checkClaims compares what the payload claims with the replayed runtime
