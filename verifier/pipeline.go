@@ -465,6 +465,7 @@ func (v *Verifier) verifyFirmware(ctx context.Context, o *Outcome, req *pulsev1.
 	}
 	var err error
 	e := v.fw.lookup(key)
+	cached := e != nil
 	if e == nil {
 		if !sent {
 			raw, err = v.store.GetFirmwareLog(ctx, claimed)
@@ -500,10 +501,12 @@ func (v *Verifier) verifyFirmware(ctx context.Context, o *Outcome, req *pulsev1.
 	if err != nil {
 		return nil, o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_MALFORMED, "firmware log: %v", err)
 	}
-	// Verified: the log is recorded as the agent's when it sent it or did
-	// not boot with it at its last verified pulse (stored if no row holds
-	// it, within the per-agent quota). The steady state writes nothing.
-	if sent || !bytes.Equal(claimed, o.agent.FirmwareLogSHA256) {
+	// Verified: the log is recorded as the agent's (stored if no row holds
+	// it, within the per-agent quota) when the agent did not boot with it at
+	// its last verified pulse, or sent it to a replica that had no parse of
+	// it (the row may be missing: that is when the agent is asked for it).
+	// The steady state writes nothing.
+	if !bytes.Equal(claimed, o.agent.FirmwareLogSHA256) || (sent && !cached) {
 		_, err := v.store.ReferenceFirmwareLog(ctx, o.agent.ID, claimed, raw, v.now(), firmwareLogQuota(v.cfg))
 		switch {
 		case errors.Is(err, store.ErrQuota):
