@@ -21,7 +21,8 @@ import (
 const runtimePCR = verifiertest.RuntimePCR
 
 // policyTPM requires a TPM and Secure Boot; policyOptional accepts
-// mTLS-only agents in partition "lab".
+// mTLS-only agents in partition "lab" (agents lab-*, by the verifier's
+// configuration).
 const testPolicy = `
 policy "lab" {
   match {
@@ -78,6 +79,13 @@ func init() { verifier.PolicyPollInterval = 200 * time.Millisecond }
 
 func newEnv(t *testing.T, fixture string, extraTPMs ...*simulator.Swtpm) *env {
 	t.Helper()
+	return newEnvCfg(t, fixture, nil, extraTPMs...)
+}
+
+// newEnvCfg is newEnv with the verifier configuration changed by mut
+// before the verifier starts.
+func newEnvCfg(t *testing.T, fixture string, mut func(*config.Config), extraTPMs ...*simulator.Swtpm) *env {
+	t.Helper()
 	sw := simtest.Start(t, fixture)
 	if sw == nil {
 		return nil
@@ -110,15 +118,21 @@ func newEnv(t *testing.T, fixture string, extraTPMs ...*simulator.Swtpm) *env {
 		ekRoots = append(ekRoots, x.LocalCACert(), x.IssuerCert())
 	}
 	cfg := &config.Config{
-		Listen:       "127.0.0.1:0",
-		TLS:          config.TLS{Cert: filepath.Join(dir, "v.pem"), Key: filepath.Join(dir, "v-key.pem"), AgentCA: caFile},
-		Store:        config.Store{Engine: "sqlite", DSN: filepath.Join(dir, "state.db")},
-		Policy:       []string{filepath.Join(dir, "policy.hcl")},
-		Enrollment:   config.Enrollment{EKRoots: ekRoots, Timeout: time.Minute},
+		Listen: "127.0.0.1:0",
+		TLS:    config.TLS{Cert: filepath.Join(dir, "v.pem"), Key: filepath.Join(dir, "v-key.pem"), AgentCA: caFile},
+		Store:  config.Store{Engine: "sqlite", DSN: filepath.Join(dir, "state.db")},
+		Policy: []string{filepath.Join(dir, "policy.hcl")},
+		// The operator assigns partitions: lab-* to "lab", the rest to
+		// "fleet" (what verifiertest clients ask for by default).
+		Enrollment: config.Enrollment{EKRoots: ekRoots, Timeout: time.Minute, DefaultPartition: "fleet",
+			Partitions: []config.PartitionRule{{Name: "lab", Agents: []string{"lab-*"}}}},
 		NonceTTL:     time.Minute,
 		ClockSkew:    30 * time.Second,
 		AllowTPMless: true,
 		Alerts:       config.Alerts{AuditLog: filepath.Join(dir, "audit.log")},
+	}
+	if mut != nil {
+		mut(cfg)
 	}
 	clock := &fakeClock{}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -166,7 +166,8 @@ func TestBlinded(t *testing.T) {
 // TestIsolationReachesTrustedAgents: an UNTRUSTED agent under a policy that
 // isolates is quarantined, and a trusted agent's directive stream gets it.
 func TestIsolationReachesTrustedAgents(t *testing.T) {
-	e := newEnv(t, "rhel8-uefi")
+	// Two agent IDs on one TPM.
+	e := newEnvCfg(t, "rhel8-uefi", ekBacks(2))
 	if e == nil {
 		return
 	}

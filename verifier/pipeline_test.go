@@ -394,7 +394,8 @@ func TestHandshakeRefusals(t *testing.T) {
 // TestAgentKeyTypes: ECDSA, Ed25519 and RSA-PSS agent keys all sign pulses
 // the verifier accepts.
 func TestAgentKeyTypes(t *testing.T) {
-	e := newEnv(t, "rhel8-uefi")
+	// Three agent IDs on one TPM.
+	e := newEnvCfg(t, "rhel8-uefi", ekBacks(3))
 	if e == nil {
 		return
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
@@ -23,6 +24,7 @@ import (
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/tpm/credential"
 	"github.com/pulse-attest/pulse/tpm/quote"
+	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/ektrust"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
@@ -54,39 +56,64 @@ func peerOf(ctx context.Context) (Peer, error) {
 	return p, nil
 }
 
-// Enroll implements the first step of enrollment.
+// Enrollment alert kinds, beside those of ops.go (docs/alerts.md).
+const (
+	AlertPartitionMismatch = "partition_mismatch"
+	AlertAKChanged         = "ak_changed"
+)
+
+// Enroll implements the first step of enrollment. The verifier, not the
+// agent, decides the partition (enrollment.partition rules): a request
+// naming another one is refused and alerts. An EK backs at most
+// enrollment.ek_max_agents agent IDs. Calls are rate-limited per source
+// address, since nothing here needs a TPM: the EK public area and
+// certificate are public.
 func (v *Verifier) Enroll(ctx context.Context, req *pulsev1.EnrollRequest) (*pulsev1.EnrollResponse, error) {
 	p, err := peerOf(ctx)
 	if err != nil {
 		return nil, err
 	}
-	log := v.log.With("agent_id", p.AgentID)
+	log := v.log.With("agent_id", p.AgentID, "peer_addr", p.Addr)
 	now := v.now()
 	refuse := func(r pulsev1.Reason, format string, args ...any) (*pulsev1.EnrollResponse, error) {
 		msg := fmt.Sprintf(format, args...)
 		log.Warn("enrollment refused", "reason", r.String(), "detail", msg)
 		return &pulsev1.EnrollResponse{Result: &pulsev1.EnrollResult{Reason: r, Message: msg}}, nil
 	}
+	if !v.enroll.allow(p.Addr, now, v.cfg.Enrollment.RatePerMinute) {
+		return refuse(pulsev1.Reason_REASON_ENROLL_RATE_LIMITED, "too many enrollment attempts from this address; retry in a minute")
+	}
+	v.sweepEnrollments(ctx, now)
+	partition := v.cfg.Enrollment.PartitionOf(p.AgentID)
+	if asked := req.GetPartition(); asked != "" && asked != partition {
+		v.raisePartitionMismatch(p, asked, partition)
+		return refuse(pulsev1.Reason_REASON_PARTITION_MISMATCH, "agent %s is assigned to partition %q by the verifier's configuration; it asked for %s",
+			p.AgentID, partition, describePartition(asked))
+	}
 	if !req.GetTpm() {
 		if !v.cfg.AllowTPMless {
 			return refuse(pulsev1.Reason_REASON_TPM_REQUIRED, "this verifier does not enroll agents without a TPM (allow_tpmless)")
 		}
-		err := v.store.EnrollAgent(ctx, &store.Agent{ID: p.AgentID, Partition: req.GetPartition(), TPM: false, EnrolledAt: now})
+		_, err := v.store.EnrollAgentLimited(ctx, &store.Agent{ID: p.AgentID, Partition: partition, TPM: false, EnrolledAt: now,
+			RuntimePCR: v.cfg.RuntimePCR}, v.ekMaxAgents())
 		if errors.Is(err, store.ErrConflict) {
-			v.raiseTakeover(p, "agent enrolled with a TPM tried to enroll without one")
+			v.raiseTakeover(p, pulsev1.Reason_REASON_TPM_DOWNGRADE, "agent enrolled with a TPM tried to enroll without one")
 			return refuse(pulsev1.Reason_REASON_TPM_DOWNGRADE, "agent %s is enrolled with a TPM; an mTLS-only enrollment is a downgrade", p.AgentID)
 		}
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "enroll: %v", err)
 		}
-		v.startDeadline(ctx, p.AgentID, req.GetPartition())
-		log.Info("agent enrolled without TPM (mTLS-only)")
+		v.startDeadline(ctx, p.AgentID, partition)
+		log.Info("agent enrolled without TPM (mTLS-only)", "partition", partition)
 		return &pulsev1.EnrollResponse{Result: &pulsev1.EnrollResult{Enrolled: true, Reason: pulsev1.Reason_REASON_OK, Message: "enrolled mTLS-only"}}, nil
 	}
 	decision, err := v.ekTrust.Check(req.GetEkPublic(), req.GetEkCertificate(), req.GetEkIntermediates(), now,
 		ektrust.Options{AllowNonconforming: v.cfg.Enrollment.AllowNonconformingEK})
 	if err != nil {
 		return refuse(pulsev1.Reason_REASON_EK_UNTRUSTED, "endorsement key: %v", err)
+	}
+	if decision.Nonconformity != nil {
+		log.Warn("EK certificate accepted outside the TCG profile (allow_nonconforming_ek)", "detail", decision.Nonconformity.Error())
 	}
 	if err := checkAKAttributes(req.GetAkPublic()); err != nil {
 		return refuse(pulsev1.Reason_REASON_AK_UNKNOWN, "attestation key: %v", err)
@@ -96,14 +123,26 @@ func (v *Verifier) Enroll(ctx context.Context, req *pulsev1.EnrollRequest) (*pul
 		return refuse(pulsev1.Reason_REASON_AK_UNKNOWN, "attestation key name: %v", err)
 	}
 	// The same agent ID with another EK is an identity takeover attempt,
-	// refused before any challenge is issued.
-	if existing, err := v.store.GetAgent(ctx, p.AgentID); err == nil {
+	// refused before any challenge is issued; so is a new agent ID on an EK
+	// that backs as many agents as allowed. ActivateCredential decides
+	// both again atomically (store.EnrollAgentLimited).
+	existing, err := v.store.GetAgent(ctx, p.AgentID)
+	switch {
+	case err == nil:
 		if !existing.TPM || subtle.ConstantTimeCompare(existing.EKSHA256, decision.EKSHA256) != 1 {
-			v.raiseTakeover(p, "enrollment with a different endorsement key")
+			v.raiseTakeover(p, pulsev1.Reason_REASON_EK_MISMATCH, "enrollment with a different endorsement key")
 			return refuse(pulsev1.Reason_REASON_EK_MISMATCH, "agent %s is enrolled with another TPM (EK %s); refusing EK %s",
 				p.AgentID, hex.EncodeToString(short(existing.EKSHA256)), hex.EncodeToString(short(decision.EKSHA256)))
 		}
-	} else if !errors.Is(err, store.ErrNotFound) {
+	case errors.Is(err, store.ErrNotFound):
+		n, err := v.store.AgentsOnEK(ctx, decision.EKSHA256, p.AgentID)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "enroll: %v", err)
+		}
+		if n >= v.ekMaxAgents() {
+			return refuse(pulsev1.Reason_REASON_EK_IN_USE, "%s", v.ekInUse(p, decision.EKSHA256, n))
+		}
+	default:
 		return nil, status.Errorf(codes.Internal, "enroll: %v", err)
 	}
 	secret := make([]byte, 32)
@@ -119,24 +158,26 @@ func (v *Verifier) Enroll(ctx context.Context, req *pulsev1.EnrollRequest) (*pul
 		return nil, status.Errorf(codes.Internal, "enroll: %v", err)
 	}
 	sum := sha256.Sum256(secret)
-	e := &store.Enrollment{ID: hex.EncodeToString(idb), AgentID: p.AgentID, Partition: req.GetPartition(), SecretSHA256: sum[:],
+	e := &store.Enrollment{ID: hex.EncodeToString(idb), AgentID: p.AgentID, Partition: partition, SecretSHA256: sum[:],
 		EKPublic: req.GetEkPublic(), EKSHA256: decision.EKSHA256, EKCertificate: req.GetEkCertificate(),
 		AKPublic: req.GetAkPublic(), AKName: akName, Expires: now.Add(v.cfg.Enrollment.Timeout)}
 	if err := v.store.CreateEnrollment(ctx, e); err != nil {
 		return nil, status.Errorf(codes.Internal, "enroll: %v", err)
 	}
-	log.Info("enrollment challenge issued", "ek_accepted_by", decision.By, "ek_sha256", hex.EncodeToString(decision.EKSHA256))
+	log.Info("enrollment challenge issued", "partition", partition, "ek_accepted_by", decision.By, "ek_sha256", hex.EncodeToString(decision.EKSHA256))
 	return &pulsev1.EnrollResponse{EnrollmentId: e.ID, CredentialBlob: blob, EncryptedSecret: encSecret}, nil
 }
 
 // ActivateCredential finishes enrollment: only the TPM holding the EK and
-// the AK could have recovered the secret.
+// the AK could have recovered the secret. A new AK on the enrolled TPM is
+// accepted and alerts (REASON_AK_CHANGED): the store drops the evidence
+// baseline, so what follows is never taken for a reboot.
 func (v *Verifier) ActivateCredential(ctx context.Context, req *pulsev1.ActivateCredentialRequest) (*pulsev1.EnrollResult, error) {
 	p, err := peerOf(ctx)
 	if err != nil {
 		return nil, err
 	}
-	log := v.log.With("agent_id", p.AgentID)
+	log := v.log.With("agent_id", p.AgentID, "peer_addr", p.Addr)
 	e, err := v.store.TakeEnrollment(ctx, req.GetEnrollmentId(), p.AgentID)
 	if errors.Is(err, store.ErrNotFound) {
 		return &pulsev1.EnrollResult{Reason: pulsev1.Reason_REASON_ENROLLMENT_EXPIRED, Message: "no such pending enrollment for this agent"}, nil
@@ -144,7 +185,8 @@ func (v *Verifier) ActivateCredential(ctx context.Context, req *pulsev1.Activate
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "activate: %v", err)
 	}
-	if v.now().After(e.Expires) {
+	now := v.now()
+	if now.After(e.Expires) {
 		return &pulsev1.EnrollResult{Reason: pulsev1.Reason_REASON_ENROLLMENT_EXPIRED, Message: "enrollment challenge expired"}, nil
 	}
 	sum := sha256.Sum256(req.GetSecret())
@@ -152,26 +194,82 @@ func (v *Verifier) ActivateCredential(ctx context.Context, req *pulsev1.Activate
 		log.Warn("credential activation failed")
 		return &pulsev1.EnrollResult{Reason: pulsev1.Reason_REASON_CREDENTIAL_ACTIVATION_FAILED, Message: "secret does not match: the AK and EK are not in the same TPM"}, nil
 	}
-	err = v.store.EnrollAgent(ctx, &store.Agent{ID: p.AgentID, Partition: e.Partition, TPM: true, EKPublic: e.EKPublic, EKSHA256: e.EKSHA256,
-		EKCertificate: e.EKCertificate, AKPublic: e.AKPublic, AKName: e.AKName, EnrolledAt: v.now()})
-	if errors.Is(err, store.ErrConflict) {
-		v.raiseTakeover(p, "activation for a different endorsement key")
+	// The operator's assignment now, whatever it was at Enroll.
+	partition := v.cfg.Enrollment.PartitionOf(p.AgentID)
+	out, err := v.store.EnrollAgentLimited(ctx, &store.Agent{ID: p.AgentID, Partition: partition, TPM: true, EKPublic: e.EKPublic, EKSHA256: e.EKSHA256,
+		EKCertificate: e.EKCertificate, AKPublic: e.AKPublic, AKName: e.AKName, EnrolledAt: now, RuntimePCR: v.cfg.RuntimePCR}, v.ekMaxAgents())
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		v.raiseTakeover(p, pulsev1.Reason_REASON_EK_MISMATCH, "activation for a different endorsement key")
 		return &pulsev1.EnrollResult{Reason: pulsev1.Reason_REASON_EK_MISMATCH, Message: "agent is enrolled with another TPM"}, nil
-	}
-	if err != nil {
+	case errors.Is(err, store.ErrEKInUse):
+		// Another agent ID took the EK's last place since Enroll.
+		n, _ := v.store.AgentsOnEK(ctx, e.EKSHA256, p.AgentID)
+		msg := v.ekInUse(p, e.EKSHA256, n)
+		log.Warn("enrollment refused", "reason", pulsev1.Reason_REASON_EK_IN_USE.String(), "detail", msg)
+		return &pulsev1.EnrollResult{Reason: pulsev1.Reason_REASON_EK_IN_USE, Message: msg}, nil
+	case err != nil:
 		return nil, status.Errorf(codes.Internal, "activate: %v", err)
 	}
-	v.startDeadline(ctx, p.AgentID, e.Partition)
-	log.Info("agent enrolled", "ak_name", hex.EncodeToString(e.AKName))
+	v.startDeadline(ctx, p.AgentID, partition)
+	if out.PreviousPartition != "" && out.PreviousPartition != partition {
+		log.Info("agent moved to the partition the verifier assigns", "partition", partition, "previous_partition", out.PreviousPartition)
+	}
+	if out.AKChanged(e.AKName) {
+		v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("ak_changed:%s:%x", p.AgentID, e.AKName), AgentID: p.AgentID,
+			Kind: AlertAKChanged, Severity: 2, Reason: pulsev1.Reason_REASON_AK_CHANGED.String(),
+			Message: fmt.Sprintf("agent re-enrolled from %s on the same TPM with another attestation key (AK %s replaces %s); its reboot baseline starts again",
+				p.Addr, hex.EncodeToString(short(e.AKName)), hex.EncodeToString(short(out.PreviousAKName)))})
+		log.Warn("agent re-enrolled with a new attestation key", "ak_name", hex.EncodeToString(e.AKName),
+			"previous_ak_name", hex.EncodeToString(out.PreviousAKName))
+		return &pulsev1.EnrollResult{Enrolled: true, Reason: pulsev1.Reason_REASON_AK_CHANGED,
+			Message: "enrolled with a new attestation key; the verifier raised an alert"}, nil
+	}
+	log.Info("agent enrolled", "partition", partition, "ak_name", hex.EncodeToString(e.AKName))
 	return &pulsev1.EnrollResult{Enrolled: true, Reason: pulsev1.Reason_REASON_OK, Message: "enrolled"}, nil
 }
 
+func (v *Verifier) ekMaxAgents() int {
+	if n := v.cfg.Enrollment.EKMaxAgents; n > 0 {
+		return n
+	}
+	return config.DefaultEKMaxAgents
+}
+
+// ekInUse raises a new agent ID on an EK that backs as many agents as
+// allowed as an identity takeover (one TPM posing as several devices) and
+// returns the refusal's message.
+func (v *Verifier) ekInUse(p Peer, ekSHA256 []byte, n int) string {
+	ek := hex.EncodeToString(short(ekSHA256))
+	v.raiseTakeover(p, pulsev1.Reason_REASON_EK_IN_USE, fmt.Sprintf("a new agent ID on EK %s, which already backs %d agent(s)", ek, n))
+	return fmt.Sprintf("EK %s already backs %d other agent(s); at most %d allowed (enrollment.ek_max_agents)", ek, n, v.ekMaxAgents())
+}
+
 // raiseTakeover raises an identity takeover attempt: the same agent ID
-// from another TPM is never a re-enrollment.
-func (v *Verifier) raiseTakeover(p Peer, what string) {
+// from another TPM is never a re-enrollment, nor is one TPM a second agent.
+func (v *Verifier) raiseTakeover(p Peer, reason pulsev1.Reason, what string) {
 	v.raise(context.Background(), &store.Alert{DedupKey: fmt.Sprintf("takeover:%s:%d", p.AgentID, v.now().UnixNano()), AgentID: p.AgentID,
-		Kind: AlertIdentityTakeover, Severity: 1, Reason: pulsev1.Reason_REASON_EK_MISMATCH.String(),
+		Kind: AlertIdentityTakeover, Severity: 1, Reason: reason.String(),
 		Message: fmt.Sprintf("identity takeover attempt from %s: %s", p.Addr, what)})
+}
+
+// raisePartitionMismatch raises an agent asking for another partition than
+// the operator assigned (a compromised agent shopping for a laxer policy,
+// or a misconfigured one): once per agent, asked partition and hour.
+func (v *Verifier) raisePartitionMismatch(p Peer, asked, assigned string) {
+	v.raise(context.Background(), &store.Alert{
+		DedupKey: fmt.Sprintf("partition_mismatch:%s:%x:%d", p.AgentID, sha256.Sum256([]byte(asked)), v.now().Truncate(time.Hour).Unix()),
+		AgentID:  p.AgentID, Kind: AlertPartitionMismatch, Severity: 2, Reason: pulsev1.Reason_REASON_PARTITION_MISMATCH.String(),
+		Message: fmt.Sprintf("agent enrolling from %s asked for partition %s; the verifier assigns %q", p.Addr, describePartition(asked), assigned)})
+}
+
+// describePartition quotes a partition an agent sent, or only describes it
+// when it is not a well-formed name (it may be long or hold control bytes).
+func describePartition(p string) string {
+	if config.ValidPartition(p) {
+		return strconv.Quote(p)
+	}
+	return fmt.Sprintf("an invalid partition name (%d bytes; want 1-%d of [A-Za-z0-9._-])", len(p), config.MaxPartitionLen)
 }
 
 // Challenge issues a nonce bound to the calling agent.

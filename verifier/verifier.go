@@ -63,6 +63,9 @@ type Verifier struct {
 
 	// nonces issues and checks nonces with the key every replica shares.
 	nonces *nonce.Keyring
+
+	// enroll rate-limits Enroll and paces expired-enrollment deletion.
+	enroll enrollGuard
 }
 
 // nonceKeyName names the shared nonce key in the store.
