@@ -236,7 +236,7 @@ func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *poli
 	binChanged := lkg.BinarySHA256 != cur.BinarySHA256
 	if lkg.BPF != cur.BPF && !v.updateApproved(ctx, o.agent.ID, lkg.BinarySHA256, cur.BinarySHA256, binChanged, pol, now) {
 		o.Verdict, o.Reason = pulsev1.Verdict_VERDICT_UNTRUSTED, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED
-		o.Message = fmt.Sprintf("eBPF programs changed from {%s} to {%s} outside any approved update window", lkg.BPF, cur.BPF)
+		o.Message = fmt.Sprintf("eBPF programs changed from %q to %q outside any approved update window", lkg.BPF, cur.BPF)
 		o.lkgAlert = &store.Alert{DedupKey: fmt.Sprintf("bpf_changed:%s:%s", o.agent.ID, cur.BPF),
 			AgentID: o.agent.ID, Kind: AlertBPFChanged, Severity: 1, Reason: o.Reason.String(), Message: o.Message}
 		return

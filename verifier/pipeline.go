@@ -535,15 +535,15 @@ func checkClaims(o *Outcome, p *pulsev1.PulsePayload, rt *runtimeEvidence) *Outc
 			short(p.GetAgentBinarySha256()), short(rt.binary.SHA256))
 	}
 	if d := p.GetAgentBinaryDiskSha256(); len(d) > 0 && !bytes.Equal(d, p.GetAgentBinarySha256()) {
-		return o.untrusted(pulsev1.Reason_REASON_AGENT_BINARY_MISMATCH, "agent binary %s was replaced on disk (%x now, %x running)",
+		return o.untrusted(pulsev1.Reason_REASON_AGENT_BINARY_MISMATCH, "agent binary %q was replaced on disk (%x now, %x running)",
 			p.GetAgentBinaryPath(), short(d), short(p.GetAgentBinarySha256()))
 	}
 	for _, pin := range p.GetBpf().GetPinned() {
 		switch pin.GetProblemKind() {
 		case pulsev1.PinProblem_PIN_PROBLEM_MISSING, pulsev1.PinProblem_PIN_PROBLEM_DETACHED:
-			return o.untrusted(pulsev1.Reason_REASON_BPF_PROGRAM_MISSING, "eBPF program %q is no longer pinned: %s", pin.GetName(), pin.GetProblem())
+			return o.untrusted(pulsev1.Reason_REASON_BPF_PROGRAM_MISSING, "eBPF program %q is no longer pinned: %q", pin.GetName(), pin.GetProblem())
 		case pulsev1.PinProblem_PIN_PROBLEM_REPLACED, pulsev1.PinProblem_PIN_PROBLEM_UNEXPECTED:
-			return o.untrusted(pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED, "eBPF program %q was replaced: %s", pin.GetName(), pin.GetProblem())
+			return o.untrusted(pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED, "eBPF program %q was replaced: %q", pin.GetName(), pin.GetProblem())
 		}
 		m, ok := rt.bpf[pin.GetName()]
 		if !ok {
