@@ -83,9 +83,8 @@ type Measured struct {
 	SHA256 [sha256.Size]byte
 	Size   uint64
 	// Record is the runtime-log record number of the agent-binary
-	// measurement; ConfigRecord (the number Record-1 unless another
-	// process appended in between) holds the launcher's configuration
-	// record.
+	// measurement; ConfigRecord (always Record-1) holds the launcher's
+	// configuration record.
 	Record       uint64
 	ConfigRecord uint64
 	// Launch is what the configuration record measured: the arguments
@@ -209,17 +208,16 @@ func Measure(opts Options) (*Measured, error) {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
 	defer rl.Close()
-	// The configuration record first: the record right before an
+	// The configuration record first, adjacent to the binary's (no other
+	// process's record between them): the record right before an
 	// agent-binary record says how that binary was started (this one, or
 	// the agent's self-measured marker). A crash between the two leaves a
 	// configuration record no binary follows, which names nothing.
-	if m.ConfigRecord, err = rl.Append(content); err != nil {
-		return nil, fmt.Errorf("launch: measure agent configuration: %w", err)
-	}
-	m.Record, err = rl.Append(&cel.AgentBinary{Path: path, SHA256: m.SHA256, Size: m.Size})
+	nums, err := rl.AppendAdjacent(content, &cel.AgentBinary{Path: path, SHA256: m.SHA256, Size: m.Size})
 	if err != nil {
-		return nil, fmt.Errorf("launch: measure agent binary: %w", err)
+		return nil, fmt.Errorf("launch: measure agent configuration and binary: %w", err)
 	}
+	m.ConfigRecord, m.Record = nums[0], nums[1]
 	log.Info("measured agent binary and configuration before running them", "path", path, "sha256", fmt.Sprintf("%x", m.SHA256),
 		"size", m.Size, "record", m.Record, "config", opts.Config.Path, "config_sha256", fmt.Sprintf("%x", opts.Config.SHA256),
 		"config_record", m.ConfigRecord, "args", args, "env", envNames(env), "pcr", cfg.RuntimePCR, "tpm", t != nil)

@@ -466,68 +466,98 @@ func (l *Log) truncate(size int64) error {
 // then extends the PCR with the record's digests. It returns the record's
 // number.
 func (l *Log) Append(c cel.Content) (uint64, error) {
-	var recnum uint64
+	nums, err := l.AppendAdjacent(c)
+	if err != nil {
+		return 0, err
+	}
+	return nums[0], nil
+}
+
+// AppendAdjacent appends each content in turn, as Append does, holding the
+// lock across all of them: no other process's record can come between
+// them, so a record that describes the next one (the launcher's
+// configuration record, the self-measured marker) is always right before
+// it. A failure stops there: the contents before it stay appended (as a
+// crash at that point would leave them). It returns the record numbers.
+func (l *Log) AppendAdjacent(cs ...cel.Content) ([]uint64, error) {
+	var nums []uint64
 	err := l.locked(func() error {
-		s, err := l.load(false)
-		if err != nil {
-			return err
-		}
-		recnum = uint64(len(s.records))
-		rec, err := cel.NewRecord(recnum, l.pcr, c, l.banks...)
-		if err != nil {
-			return fmt.Errorf("runtime log: %w", err)
-		}
-		b, err := rec.Append(nil)
-		if err != nil {
-			return fmt.Errorf("runtime log: %w", err)
-		}
-		f, err := os.OpenFile(l.path, os.O_RDWR, 0)
-		if err != nil {
-			return fmt.Errorf("runtime log: %w", err)
-		}
-		defer f.Close()
-		if _, err := f.WriteAt(b, int64(len(s.raw))); err != nil {
-			return fmt.Errorf("runtime log: write record %d: %w", recnum, err)
-		}
-		if err := f.Sync(); err != nil {
-			return fmt.Errorf("runtime log: sync record %d: %w", recnum, err)
-		}
-		if l.hook != nil {
-			if err := l.hook(); err != nil {
+		for _, c := range cs {
+			n, err := l.appendLocked(c)
+			if err != nil {
 				return err
 			}
-		}
-		if l.tpm == nil {
-			return nil
-		}
-		digests := make(map[uint16][]byte, len(rec.Digests))
-		for _, d := range rec.Digests {
-			digests[uint16(d.Alg)] = d.Value
-		}
-		if err := l.tpm.Extend(l.pcr, digests); err != nil {
-			// Leave the log as the PCR is: without this record.
-			if terr := f.Truncate(int64(len(s.raw))); terr == nil {
-				_ = f.Sync()
-			}
-			return fmt.Errorf("runtime log: extend pcr %d with record %d: %w", l.pcr, recnum, err)
+			nums = append(nums, n)
 		}
 		return nil
 	})
 	if err != nil {
+		return nil, err
+	}
+	for i, c := range cs {
+		l.log.Debug("appended runtime log record", "record", nums[i], "kind", c.Kind().String(), "pcr", l.pcr)
+	}
+	return nums, nil
+}
+
+// appendLocked appends one record. Call with the lock.
+func (l *Log) appendLocked(c cel.Content) (uint64, error) {
+	s, err := l.load(false)
+	if err != nil {
 		return 0, err
 	}
-	l.log.Debug("appended runtime log record", "record", recnum, "kind", c.Kind().String(), "pcr", l.pcr)
+	recnum := uint64(len(s.records))
+	rec, err := cel.NewRecord(recnum, l.pcr, c, l.banks...)
+	if err != nil {
+		return 0, fmt.Errorf("runtime log: %w", err)
+	}
+	b, err := rec.Append(nil)
+	if err != nil {
+		return 0, fmt.Errorf("runtime log: %w", err)
+	}
+	f, err := os.OpenFile(l.path, os.O_RDWR, 0)
+	if err != nil {
+		return 0, fmt.Errorf("runtime log: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, int64(len(s.raw))); err != nil {
+		return 0, fmt.Errorf("runtime log: write record %d: %w", recnum, err)
+	}
+	if err := f.Sync(); err != nil {
+		return 0, fmt.Errorf("runtime log: sync record %d: %w", recnum, err)
+	}
+	if l.hook != nil {
+		if err := l.hook(); err != nil {
+			return 0, err
+		}
+	}
+	if l.tpm == nil {
+		return recnum, nil
+	}
+	digests := make(map[uint16][]byte, len(rec.Digests))
+	for _, d := range rec.Digests {
+		digests[uint16(d.Alg)] = d.Value
+	}
+	if err := l.tpm.Extend(l.pcr, digests); err != nil {
+		// Leave the log as the PCR is: without this record.
+		if terr := f.Truncate(int64(len(s.raw))); terr == nil {
+			_ = f.Sync()
+		}
+		return 0, fmt.Errorf("runtime log: extend pcr %d with record %d: %w", l.pcr, recnum, err)
+	}
 	return recnum, nil
 }
 
 // AppendSelfMeasured appends the self-measurement marker and then the
-// agent-binary record (marker first, so a crash between the two never
-// leaves a self-measured binary looking launcher-measured).
+// agent-binary record, adjacent (marker first, so a crash between the two
+// never leaves a self-measured binary looking launcher-measured). It
+// returns the agent-binary record's number.
 func (l *Log) AppendSelfMeasured(b *cel.AgentBinary) (uint64, error) {
-	if _, err := l.Append(&cel.Generic{Name: SelfMeasuredMarker, Data: bytes.Clone(b.SHA256[:])}); err != nil {
+	nums, err := l.AppendAdjacent(&cel.Generic{Name: SelfMeasuredMarker, Data: bytes.Clone(b.SHA256[:])}, b)
+	if err != nil {
 		return 0, err
 	}
-	return l.Append(b)
+	return nums[1], nil
 }
 
 // View is a consistent view of the log, valid inside the function given

@@ -463,3 +463,69 @@ func TestConcurrentWriters(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAppendAdjacentKeepsRecordsTogether: records appended together stay
+// adjacent while another handle (another process's lock descriptor)
+// appends at the same time; Append alone gives no such guarantee.
+func TestAppendAdjacentKeepsRecordsTogether(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "runtime.cel")
+	open := func() *Log {
+		l, err := Open(path, Options{PCR: 14, BootID: "b"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
+	}
+	pairs, noise := open(), open()
+	const n = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < n; i++ {
+			b := &cel.AgentBinary{Path: "/a", SHA256: sha256.Sum256([]byte{byte(i)}), Size: uint64(i)}
+			nums, err := pairs.AppendAdjacent(&cel.Generic{Name: "pair", Data: b.SHA256[:]}, b)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if len(nums) != 2 || nums[1] != nums[0]+1 {
+				errs <- fmt.Errorf("pair %d got records %v", i, nums)
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 2*n; i++ {
+			if _, err := noise.Append(&cel.Generic{Name: "noise", Data: []byte{byte(i)}}); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	var recs []cel.Record
+	if err := pairs.View(func(v *View) error { recs = v.Decoded(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 4*n {
+		t.Fatalf("%d records, want %d", len(recs), 4*n)
+	}
+	for i, r := range recs {
+		b, ok := r.Content.(*cel.AgentBinary)
+		if !ok {
+			continue
+		}
+		g, ok := recs[i-1].Content.(*cel.Generic)
+		if !ok || g.Name != "pair" || !bytes.Equal(g.Data, b.SHA256[:]) {
+			t.Fatalf("record %d (binary) follows %+v, not its pair record", i, recs[i-1].Content)
+		}
+	}
+}
