@@ -1,7 +1,8 @@
 # A production fleet: payment terminals held to the strictest rules, a lab
-# where new builds are tried in warn mode, and a catch-all for everything
-# else. The verifier selects the FIRST policy whose match covers an agent, so
-# the most specific policies come first and the catch-all comes last.
+# where new builds are tried in warn mode (Secure Boot excepted), and a
+# catch-all for everything else. The verifier selects the FIRST policy whose
+# match covers an agent, so the most specific policies come first and the
+# catch-all comes last.
 #
 # Check it with:  pulsectl policy check policy/examples/production.hcl
 
@@ -67,9 +68,10 @@ policy "payment-terminals" {
 
     # PCR 7 holds the Secure Boot policy (PK, KEK, db, dbx). Pinning it
     # catches a changed key database; list the new value here before a dbx
-    # update reaches the fleet. This one is only reported (warn), not denied.
+    # update reaches the fleet. Secure Boot rules are always enforced (the
+    # default mode): a warn-mode Secure Boot or PCR 7 rule is one an attacker
+    # who turned Secure Boot off can ignore.
     pcr "7" {
-      mode   = "warn"
       values = ["5fd54361d580eb7592adb8deb236ff35444ceeac7148f24b3de63c041f12b3da"]
     }
   }
@@ -126,11 +128,16 @@ policy "lab" {
   # DEGRADED (weaker trust) on the dashboard.
   tpm = "optional"
 
-  # Everything is reported and nothing is denied: mode set on a section
-  # applies to every rule inside it.
+  # Boot findings are reported, not denied: mode set on a section applies to
+  # every rule inside it, unless a rule sets its own. Secure Boot is the
+  # exception and is enforced even here: a lab device that booted with it
+  # off is denied (a device without a TPM has no boot evidence, and the rule
+  # is skipped).
   measured_boot {
     mode = "warn"
-    secure_boot {}
+    secure_boot {
+      mode = "enforce"
+    }
   }
 
   ebpf {
