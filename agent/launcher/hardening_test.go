@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,7 +61,7 @@ func TestLaunchEnvironmentAllowList(t *testing.T) {
 		t.Errorf("%s = %q, want the measured digest", ConfigSHA256Env, got[ConfigSHA256Env])
 	}
 	if len(r.Env) != len(want)+2 { // + the config descriptor and digest
-		t.Errorf("environment %q", r.Env)
+		t.Errorf("environment names %q", envNames(r.Env))
 	}
 
 	// The record measures the passed environment, launcher variables aside.
@@ -87,6 +88,12 @@ type agentReport struct {
 	Partition string
 	File      string
 	Env       []string
+}
+
+// String leaves the environment out of failure messages (it can hold the
+// test runner's secrets).
+func (r agentReport) String() string {
+	return fmt.Sprintf("{error %q partition %q file %q, %d variables}", r.Error, r.Partition, r.File, len(r.Env))
 }
 
 // TestHelperAgent is not a test: the launcher execs the test binary with
@@ -127,7 +134,7 @@ func TestLaunchConfigEditedAfterMeasurement(t *testing.T) {
 		"PULSE_TEST_LAUNCH_ARGS="+strings.Join([]string{"-test.run=^TestHelperAgent$", "--", "run", "--config", e.cfgPath}, "\x1f"),
 		"PULSE_TEST_LAUNCH_EDIT_CONFIG=partition = \"evil\"\n")
 	if r.Error != "" || r.Partition != "default" || r.File != e.cfgPath {
-		t.Fatalf("agent loaded %+v; want the measured configuration (partition default)", r)
+		t.Fatalf("agent loaded %v; want the measured configuration (partition default)", r)
 	}
 	now, _ := os.ReadFile(e.cfgPath)
 	if !bytes.Contains(now, []byte(`"evil"`)) {
@@ -203,9 +210,9 @@ func TestAgentRefusesUnboundConfig(t *testing.T) {
 			}
 			switch {
 			case tc.wantErr == "" && (r.Error != "" || r.Partition != "default"):
-				t.Fatalf("refused the measured configuration: %+v", r)
+				t.Fatalf("refused the measured configuration: %v", r)
 			case tc.wantErr != "" && !strings.Contains(r.Error, tc.wantErr):
-				t.Fatalf("loaded %+v; want an error with %q", r, tc.wantErr)
+				t.Fatalf("loaded %v; want an error with %q", r, tc.wantErr)
 			}
 		})
 	}
