@@ -190,6 +190,13 @@ store {
 }
 enrollment {
   ek_roots = %s
+  # The operator assigns partitions; agents ask for what they are given.
+  default_partition = "fleet"
+  partition "lab" {
+    agents = ["lab-*"]
+  }
+  # simtest TPMs started from the shared set-up state share one EK.
+  ek_max_agents = 8
 }
 alerts {
   audit_log = "audit.log"
