@@ -17,7 +17,7 @@
 // the PCRs whose replayed value equals the quoted value, and nothing of the
 // PCRs that did not replay or were not supplied. Within a replayed event, the
 // digest is evidence; the event data is evidence only when the digest is the
-// hash of the data (Event.DataVerified). By event type:
+// hash of the data (Event.DataVerified, Event.DataBound). By event type:
 //
 //   - Bound (the digest is defined as the hash of the data; a mismatch is
 //     ErrDataDigestMismatch): EV_SEPARATOR, EV_ACTION, EV_EFI_ACTION,
@@ -44,6 +44,33 @@
 //     — none of it is evidence, only the digest of the PE image is),
 //     EV_EFI_PLATFORM_FIRMWARE_BLOB(2), EV_EFI_HANDOFF_TABLES(2), EV_EFI_SPDM_*.
 //     Policies must match such events by digest, never by their data.
+//
+// # Order: the pre-OS record
+//
+// A PCR's hash chain fixes the order of that PCR's events, and nothing else:
+// how a log interleaves PCRs is not authenticated. Root on a running device
+// can extend any of PCRs 0-15 and append a matching event to the log it
+// sends, and the log still replays; but the extension lands after
+// everything the firmware measured, so after the PCR's EV_SEPARATOR, which
+// the firmware measures into PCRs 0-7 before it runs the boot loader.
+// Verify therefore applies CheckStructure: exactly one separator, of the
+// normal value, in each of PCRs 0-7; in PCR 7, the Secure Boot configuration
+// (every EV_EFI_VARIABLE_DRIVER_CONFIG) before the separator and only
+// authorities (EV_EFI_VARIABLE_AUTHORITY, EV_EFI_SPDM_DEVICE_AUTHORITY)
+// after it; each Secure Boot mode variable measured once. A violation is a
+// *StructureError matching ErrMalformed and its own sentinel
+// (ErrSecureBootAfterSeparator, ErrSeparatorMissing, ...). The Secure Boot
+// state is read from the configuration before PCR 7's separator only.
+//
+// # Cost
+//
+// Logs come from devices, so every step is linear in the log's size: at most
+// MaxAlgorithms banks, MaxEvents records and MaxEventDataSize bytes of data
+// per event; no bytes after the last record (zero padding is
+// ErrTrailingBytes, so one log has one digest). Parse hashes no event data;
+// Verify reads each bound event's data at most twice, in its bank only, and
+// decodes no certificate. The worst 4 MiB log found is in
+// BenchmarkWorstCaseLog (docs/performance.md, "Worst-case firmware log").
 //
 // # Firmware quirks seen in the fixtures
 //
