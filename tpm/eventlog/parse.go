@@ -335,8 +335,8 @@ func (r *reader) legacyEvent() (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
-	return Event{Seq: r.seq, Offset: off, PCR: pcr, Type: typ,
-		Digests: []Digest{{Alg: AlgSHA1, Value: d}}, Data: data}, nil
+	ds := append(r.digests(1), Digest{Alg: AlgSHA1, Value: d})
+	return Event{Seq: r.seq, Offset: off, PCR: pcr, Type: typ, Digests: ds, Data: data}, nil
 }
 
 // algTable is the Spec ID header's algorithm list, indexed for the digest

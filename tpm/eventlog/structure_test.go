@@ -3,6 +3,7 @@ package eventlog
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/pulse-attest/pulse/internal/testutil"
@@ -309,6 +310,58 @@ func TestStructureErrorMessages(t *testing.T) {
 		}
 		if !errors.Is(c.err, ErrMalformed) || !errors.Is(c.err, c.err.Err) {
 			t.Errorf("%v does not match its sentinels", c.err)
+		}
+	}
+}
+
+// TestConcurrentVerify: the verifier shares one parsed log between pulses
+// (verifier/fwcache.go); Verify, Replay and SecureBoot must not write to it.
+// Run with -race.
+func TestConcurrentVerify(t *testing.T) {
+	f := testutil.LoadFixture(t, "rhel8-uefi")
+	l, err := Parse(f.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := appendTo(l, f.Log).event(7, EvEFIVariableDriverConfig, secureBootOn).bytes()
+	spoofed, err := Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type input struct {
+		alg             HashAlg
+		honest, spoofed map[uint32][]byte
+	}
+	var inputs []input
+	for _, bank := range []string{"sha1", "sha256"} {
+		inputs = append(inputs, input{bankOf(t, bank), quoted(f, bank), pcrsOf(t, f, bank, raw)})
+	}
+	done := make(chan error, 16)
+	for i := 0; i < cap(done); i++ {
+		in := inputs[i%len(inputs)]
+		go func() {
+			if _, err := l.Verify(in.alg, in.honest); err != nil {
+				done <- err
+				return
+			}
+			if _, err := l.Replay(in.alg); err != nil {
+				done <- err
+				return
+			}
+			if sb := l.SecureBoot(); !sb.Enabled {
+				done <- errors.New("secure boot not enabled")
+				return
+			}
+			if _, err := spoofed.Verify(in.alg, in.spoofed); !errors.Is(err, ErrSecureBootAfterSeparator) {
+				done <- fmt.Errorf("spoofed log: %v", err)
+				return
+			}
+			done <- nil
+		}()
+	}
+	for i := 0; i < cap(done); i++ {
+		if err := <-done; err != nil {
+			t.Error(err)
 		}
 	}
 }
