@@ -79,12 +79,25 @@ func (s *Store) ReferenceFirmwareLog(ctx context.Context, agentID string, sha256
 	if q.PerAgent < 1 {
 		return nil, fmt.Errorf("store: reference firmware log: quota of %d logs per agent", q.PerAgent)
 	}
+	lockAgent := qLockAgent
+	if s.dialect.name == EnginePostgres {
+		// One agent's references change one transaction at a time (SQLite
+		// has a single writer).
+		lockAgent += ` FOR UPDATE`
+	}
+	// Prepared once, outside the transaction (a transaction uses the cached
+	// statements; on SQLite it holds the only connection).
+	for _, query := range []string{lockAgent, qAgentRefs, qEvictRef, qTouchLog, qStoreLog, qPutRef} {
+		if _, err := s.prepared(ctx, query); err != nil {
+			return nil, fmt.Errorf("store: reference firmware log for %s: %w", agentID, err)
+		}
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("store: reference firmware log for %s: %w", agentID, err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	use, err := s.referenceFirmwareLog(ctx, tx, agentID, sha256, log, nanos(at), q)
+	use, err := s.referenceFirmwareLog(ctx, runner{s: s, tx: tx}, lockAgent, agentID, sha256, log, nanos(at), q)
 	if err != nil {
 		return nil, fmt.Errorf("store: reference firmware log for %s: %w", agentID, err)
 	}
@@ -94,73 +107,110 @@ func (s *Store) ReferenceFirmwareLog(ctx context.Context, agentID string, sha256
 	return use, nil
 }
 
-func (s *Store) referenceFirmwareLog(ctx context.Context, tx *sql.Tx, agentID string, sha256, log []byte, at int64, q FirmwareLogQuota) (*FirmwareLogUse, error) {
-	// One agent's references change one transaction at a time: the agent's
-	// row is locked on PostgreSQL (SQLite has a single writer).
-	lock := ""
-	if s.dialect.name == EnginePostgres {
-		lock = " FOR UPDATE"
-	}
+// The statements of ReferenceFirmwareLog.
+const (
+	qLockAgent = `SELECT id FROM agents WHERE id = ?`
+	qAgentRefs = `SELECT sha256, used_at FROM agent_firmware_logs WHERE agent_id = ? ORDER BY used_at, sha256`
+	qEvictRef  = `DELETE FROM agent_firmware_logs WHERE agent_id = ? AND sha256 = ?`
+	qTouchLog  = `UPDATE firmware_logs SET stored_at = ? WHERE sha256 = ?`
+	qStoreLog  = `INSERT INTO firmware_logs (sha256, log, size, stored_at) VALUES (?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING`
+	qPutRef    = `INSERT INTO agent_firmware_logs (agent_id, sha256, used_at) VALUES (?, ?, ?) ON CONFLICT (agent_id, sha256) DO UPDATE SET used_at = excluded.used_at`
+)
+
+func (s *Store) referenceFirmwareLog(ctx context.Context, r runner, lockAgent, agentID string, sha256, log []byte, at int64, q FirmwareLogQuota) (*FirmwareLogUse, error) {
 	var id string
-	err := tx.QueryRowContext(ctx, s.q(`SELECT id FROM agents WHERE id = ?`+lock), agentID).Scan(&id)
+	err := r.queryRow(ctx, lockAgent, agentID).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("agent: %w", ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("lock agent: %w", err)
 	}
-	refs, err := listFirmwareLogRefs(ctx, tx, s.q(`SELECT sha256, used_at FROM agent_firmware_logs WHERE agent_id = ? ORDER BY used_at, sha256`), agentID)
+	st, err := r.stmt(ctx, qAgentRefs)
+	if err != nil {
+		return nil, fmt.Errorf("list references: %w", err)
+	}
+	refs, err := listFirmwareLogRefs(ctx, stmtQuerier{st}, "", agentID)
 	if err != nil {
 		return nil, err
 	}
 	use := &FirmwareLogUse{New: true}
-	for _, r := range refs {
-		if bytes.Equal(r.SHA256, sha256) {
+	for _, ref := range refs {
+		if bytes.Equal(ref.SHA256, sha256) {
 			use.New = false
 		}
 	}
 	if use.New && len(refs) >= q.PerAgent {
 		victims := refs[:len(refs)-q.PerAgent+1]
 		cut := at - q.Window.Nanoseconds()
-		for _, r := range victims {
-			if nanos(r.UsedAt) > cut {
+		for _, ref := range victims {
+			if nanos(ref.UsedAt) > cut {
 				return nil, fmt.Errorf("agent references %d firmware logs, the least recently used since %s (within %s): %w",
-					len(refs), r.UsedAt.Format(time.RFC3339), q.Window, ErrQuota)
+					len(refs), ref.UsedAt.Format(time.RFC3339), q.Window, ErrQuota)
 			}
 		}
-		for _, r := range victims {
-			if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM agent_firmware_logs WHERE agent_id = ? AND sha256 = ?`), agentID, r.SHA256); err != nil {
+		for _, ref := range victims {
+			if _, err := r.exec(ctx, qEvictRef, agentID, ref.SHA256); err != nil {
 				return nil, fmt.Errorf("evict reference: %w", err)
 			}
-			use.Evicted = append(use.Evicted, r.SHA256)
+			use.Evicted = append(use.Evicted, ref.SHA256)
 		}
 	}
-	// Touch the log (so a concurrent collection spares it), or store it.
-	res, err := tx.ExecContext(ctx, s.q(`UPDATE firmware_logs SET stored_at = ? WHERE sha256 = ?`), at, sha256)
+	use.Stored, err = s.storeOrTouchLog(ctx, r, sha256, log, at)
 	if err != nil {
-		return nil, fmt.Errorf("touch log: %w", err)
+		return nil, err
 	}
-	if n, err := res.RowsAffected(); err != nil {
-		return nil, fmt.Errorf("touch log: %w", err)
-	} else if n == 0 {
-		if log == nil {
-			return nil, fmt.Errorf("log %x: %w", sha256[:8], ErrNotFound)
-		}
-		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO firmware_logs (sha256, log, size, stored_at) VALUES (?, ?, ?, ?)
-			ON CONFLICT (sha256) DO UPDATE SET stored_at = excluded.stored_at`), sha256, log, int64(len(log)), at); err != nil {
-			return nil, fmt.Errorf("store log: %w", err)
-		}
-		use.Stored = true
-	}
-	if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO agent_firmware_logs (agent_id, sha256, used_at) VALUES (?, ?, ?)
-		ON CONFLICT (agent_id, sha256) DO UPDATE SET used_at = excluded.used_at`), agentID, sha256, at); err != nil {
+	if _, err := r.exec(ctx, qPutRef, agentID, sha256, at); err != nil {
 		return nil, fmt.Errorf("record reference: %w", err)
 	}
 	return use, nil
 }
 
+// storeOrTouchLog stores the log when no row holds it (one statement for a
+// new log) and otherwise sets its stored_at, so a concurrent collection
+// spares it (the collection re-checks stored_at on the row it waited for).
+// It reports whether it stored the bytes; a touch that finds no row when the
+// caller has no bytes is ErrNotFound.
+func (s *Store) storeOrTouchLog(ctx context.Context, r runner, sha256, log []byte, at int64) (bool, error) {
+	if log != nil {
+		res, err := r.exec(ctx, qStoreLog, sha256, log, int64(len(log)), at)
+		if err != nil {
+			return false, fmt.Errorf("store log: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return false, fmt.Errorf("store log: %w", err)
+		} else if n > 0 {
+			return true, nil
+		}
+	}
+	res, err := r.exec(ctx, qTouchLog, at, sha256)
+	if err != nil {
+		return false, fmt.Errorf("touch log: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return false, fmt.Errorf("touch log: %w", err)
+	} else if n > 0 {
+		return false, nil
+	}
+	if log == nil {
+		return false, fmt.Errorf("log %x: %w", sha256[:8], ErrNotFound)
+	}
+	// Collected between the two statements: store it again.
+	if _, err := r.exec(ctx, qStoreLog, sha256, log, int64(len(log)), at); err != nil {
+		return false, fmt.Errorf("store log: %w", err)
+	}
+	return true, nil
+}
+
 type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// stmtQuerier runs its prepared statement whatever the query text.
+type stmtQuerier struct{ st *sql.Stmt }
+
+func (q stmtQuerier) QueryContext(ctx context.Context, _ string, args ...any) (*sql.Rows, error) {
+	return q.st.QueryContext(ctx, args...)
 }
 
 func listFirmwareLogRefs(ctx context.Context, db querier, query string, agentID string) ([]FirmwareLogRef, error) {
