@@ -30,7 +30,6 @@ const (
 	// long as the PCR it explains, which a reboot resets.
 	DefaultRuntimeLog = "/run/pulse-agent/runtime.cel"
 	DefaultInterval   = 30 * time.Second
-	DefaultPartition  = "default"
 	DefaultBPFPinDir  = "/sys/fs/bpf/pulse"
 	DefaultAKHandle   = tpm.DefaultAKHandle
 	DefaultLogLevel   = "info"
@@ -66,7 +65,10 @@ type Config struct {
 	StateDir string
 	// Interval is the heartbeat interval until the verifier sets another.
 	Interval time.Duration
-	// Partition groups agents for policy selection.
+	// Partition is the partition the agent expects to be in (empty: none).
+	// The verifier's operator assigns partitions; an agent that names
+	// another one than its assignment is refused enrollment. It never
+	// selects a policy by itself.
 	Partition string
 	BPF       BPF
 	// LogLevel is trace, debug, info, warn or error.
@@ -170,7 +172,7 @@ func decode(f *hclconf.File) (*Config, error) {
 		RuntimeLog:  f.Path(str(raw.RuntimeLog, DefaultRuntimeLog)),
 		FirmwareLog: f.Path(str(raw.FirmwareLog, DefaultFirmwareLog)),
 		StateDir:    f.Path(str(raw.StateDir, DefaultStateDir)),
-		Partition:   str(raw.Partition, DefaultPartition),
+		Partition:   str(raw.Partition, ""),
 		LogLevel:    str(raw.LogLevel, DefaultLogLevel),
 		LogJSON:     raw.LogJSON != nil && *raw.LogJSON,
 		TLS: TLS{
@@ -205,7 +207,9 @@ func decode(f *hclconf.File) (*Config, error) {
 		}
 	}
 	c.Interval = f.Duration(str(raw.Interval, ""), DefaultInterval, MinInterval, MaxInterval, "interval")
-	checkPartition(f, c.Partition)
+	if raw.Partition != nil {
+		checkPartition(f, c.Partition)
+	}
 	if _, ok := logLevels[strings.ToLower(c.LogLevel)]; !ok {
 		f.Errorf([]string{"log_level"}, "invalid log level", "%q: use trace, debug, info, warn or error", c.LogLevel)
 	}

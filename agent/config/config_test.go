@@ -52,7 +52,7 @@ func TestDefaults(t *testing.T) {
 		FirmwareLog: "/sys/kernel/security/tpm0/binary_bios_measurements",
 		StateDir:    "/var/lib/pulse-agent",
 		Interval:    30 * time.Second,
-		Partition:   "default",
+		Partition:   "",
 		BPF:         BPF{Enabled: false, PinDir: "/sys/fs/bpf/pulse"},
 		LogLevel:    "info",
 	}
