@@ -15,7 +15,7 @@ var ErrRuntimeHistory = errors.New("runtime PCR history")
 // before the OS starts, each an EV_IPL event whose data is the variable's
 // name (shim's mok.c; the PC Client profile leaves PCR 14 to the boot
 // loader and OS). Nothing else of the pre-OS boot extends a PCR Pulse
-// accepts as its runtime PCR (10-15).
+// accepts as its runtime PCR (11-15).
 var mokVariables = map[string]bool{
 	"MokList\x00":        true,
 	"MokListX\x00":       true,

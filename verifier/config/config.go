@@ -222,8 +222,8 @@ const (
 	DefaultStartupGrace = 2 * time.Minute
 	DefaultEnrollTTL    = 5 * time.Minute
 	// DefaultRuntimePCR is the runtime log's PCR unless runtime_pcr says
-	// otherwise; only 10-15 (not resettable, left to the OS by the PC Client
-	// profile, and not IMA's 10 unless chosen) are accepted.
+	// otherwise; only 11-15 (not resettable, left to the OS by the PC Client
+	// profile; 10 is IMA's) are accepted.
 	DefaultRuntimePCR = 14
 	// DefaultPartition takes every agent no partition rule names.
 	DefaultPartition = "default"
@@ -352,8 +352,8 @@ func decode(f *hclconf.File) (*Config, error) {
 
 	c.RuntimePCR = DefaultRuntimePCR
 	if raw.RuntimePCR != nil {
-		if *raw.RuntimePCR < 10 || *raw.RuntimePCR > 15 {
-			f.Errorf([]string{"runtime_pcr"}, "invalid runtime PCR", "%d: use one of 10-15 (16 and 23 are resettable by any root process, 0-9 and 17-22 belong to firmware and the dynamic root of trust)", *raw.RuntimePCR)
+		if *raw.RuntimePCR < 11 || *raw.RuntimePCR > 15 {
+			f.Errorf([]string{"runtime_pcr"}, "invalid runtime PCR", "%d: use one of 11-15 (16 and 23 are resettable by any root process, 0-9 and 17-22 belong to firmware and the dynamic root of trust, 10 to IMA)", *raw.RuntimePCR)
 		}
 		c.RuntimePCR = uint32(*raw.RuntimePCR)
 	}

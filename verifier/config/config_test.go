@@ -137,7 +137,7 @@ func TestEnrollmentDefaults(t *testing.T) {
 
 // TestEnrollmentSettings: good values are taken as written.
 func TestEnrollmentSettings(t *testing.T) {
-	c, err := load(t, "runtime_pcr = 10\n"+withEnrollment(`  ek_roots = ["ek-root.pem"]
+	c, err := load(t, "runtime_pcr = 11\n"+withEnrollment(`  ek_roots = ["ek-root.pem"]
   default_partition = "fleet"
   partition "lab" {
     agents = ["lab-*", "bench-?"]
@@ -153,7 +153,7 @@ func TestEnrollmentSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := c.Enrollment
-	if c.RuntimePCR != 10 || !e.AllowNonconformingEK || e.EKMaxAgents != 4 || e.RatePerMinute != 600 || len(e.Partitions) != 2 {
+	if c.RuntimePCR != 11 || !e.AllowNonconformingEK || e.EKMaxAgents != 4 || e.RatePerMinute != 600 || len(e.Partitions) != 2 {
 		t.Fatalf("settings: runtime_pcr=%d %+v", c.RuntimePCR, e)
 	}
 	cases := []struct{ agent, want string }{
@@ -181,6 +181,7 @@ func TestEnrollmentErrors(t *testing.T) {
 	}{
 		{"runtime PCR resettable", good + "runtime_pcr = 16\n", "verifier.hcl:18:15: invalid runtime PCR"},
 		{"runtime PCR of the firmware", good + "runtime_pcr = 7\n", "verifier.hcl:18:15: invalid runtime PCR"},
+		{"runtime PCR of IMA", good + "runtime_pcr = 10\n", "verifier.hcl:18:15: invalid runtime PCR"},
 		{"runtime PCR not a number", good + "runtime_pcr = \"fourteen\"\n", "verifier.hcl:18:16: Unsuitable value type"},
 		{"default partition with a space", withEnrollment("  default_partition = \"my fleet\"\n"), "verifier.hcl:13:23: invalid partition"},
 		{"default partition too long", withEnrollment("  default_partition = \"" + long + "\"\n"), "verifier.hcl:13:23: invalid partition"},
