@@ -3,6 +3,7 @@ package verifier
 import (
 	"container/list"
 	"context"
+	"crypto/sha256"
 	"sync"
 	"time"
 	"unsafe"
@@ -257,39 +258,49 @@ func (c *fwCache) verify(e *fwEntry, bank eventlog.HashAlg, pcrs map[uint32][]by
 // event structs and their digest headers, and the replay and verified
 // results with their maps. Map overhead is an estimate per entry.
 const (
-	eventBytes     = int64(unsafe.Sizeof(eventlog.Event{}))
-	digestBytes    = int64(unsafe.Sizeof(eventlog.Digest{}))
-	bootEventBytes = int64(unsafe.Sizeof(policy.BootEvent{}))
-	// per digest: the parse's cached data match (an int).
-	matchBytes = 8
+	eventBytes      = int64(unsafe.Sizeof(eventlog.Event{}))
+	digestBytes     = int64(unsafe.Sizeof(eventlog.Digest{}))
+	bootEventBytes  = int64(unsafe.Sizeof(policy.BootEvent{}))
+	sbVariableBytes = int64(unsafe.Sizeof(eventlog.SecureBootVariable{}))
+	sigEntryBytes   = int64(unsafe.Sizeof(eventlog.SignatureEntry{}))
+	authorityBytes  = int64(unsafe.Sizeof(eventlog.Authority{}))
 	// mapEntryBytes approximates a map entry's share of buckets, hash and
 	// overflow.
 	mapEntryBytes = 48
 	sliceBytes    = int64(unsafe.Sizeof([]byte(nil)))
-	entryBytes    = int64(unsafe.Sizeof(fwEntry{}) + unsafe.Sizeof(eventlog.Log{}) + unsafe.Sizeof(list.Element{}))
+	// parseDigestChunk is how many digest headers eventlog.Parse allocates
+	// at a time (one slab shared by the log's events): a parsed log holds
+	// whole chunks, 128 KiB each, however few events it has.
+	parseDigestChunk = 4096
+	entryBytes       = int64(unsafe.Sizeof(fwEntry{}) + unsafe.Sizeof(eventlog.Log{}) + unsafe.Sizeof(list.Element{}))
 )
 
-// logBytes estimates a parsed log of rawLen bytes.
+// logBytes estimates a parsed log of rawLen bytes: its copy of the bytes
+// (digests and data alias it), the event structs and the digest headers.
 func logBytes(rawLen int, l *eventlog.Log) int64 {
-	n := entryBytes + int64(rawLen)
+	var events, digests int64
 	for _, evs := range [][]eventlog.Event{l.Events, l.NoAction} {
-		n += eventsBytes(evs)
+		events += int64(len(evs))
 		for i := range evs {
-			n += int64(len(evs[i].Digests)) * matchBytes
+			digests += int64(len(evs[i].Digests))
 		}
 	}
-	return n
+	chunks := (digests + parseDigestChunk - 1) / parseDigestChunk
+	return entryBytes + allocBytes(int64(rawLen)) + grownBytes(events*eventBytes) + max(chunks*parseDigestChunk, digests)*digestBytes
 }
 
-// eventsBytes is the structs of events and their digest headers (their
-// bytes alias the parsed log's copy).
-func eventsBytes(evs []eventlog.Event) int64 {
-	n := int64(len(evs)) * eventBytes
-	for i := range evs {
-		n += int64(len(evs[i].Digests)) * digestBytes
+// allocBytes is n rounded up as the allocator does: to whole 8 KiB pages
+// above 32 KiB, by up to an eighth below.
+func allocBytes(n int64) int64 {
+	if n > 32<<10 {
+		return (n + 8<<10 - 1) &^ (8<<10 - 1)
 	}
-	return n
+	return n + n/8
 }
+
+// grownBytes is a slice of n bytes' worth built by append: its capacity
+// averages half as much again.
+func grownBytes(n int64) int64 { return n + n/2 }
 
 func pcrMapBytes(m map[uint32][]byte) int64 {
 	var n int64
@@ -302,10 +313,17 @@ func pcrMapBytes(m map[uint32][]byte) int64 {
 // verifiedBytes estimates a verified result and the policy's view of it.
 func verifiedBytes(v *eventlog.Verified, b *policy.BootEvidence) int64 {
 	n := int64(unsafe.Sizeof(eventlog.Verified{})+unsafe.Sizeof(policy.BootEvidence{})) +
-		int64(len(v.Events))*eventBytes + pcrMapBytes(v.PCRs) + int64(len(v.Unverified))*4
+		grownBytes(int64(len(v.Events))*eventBytes) + pcrMapBytes(v.PCRs) + int64(len(v.Unverified))*4 +
+		grownBytes(int64(len(b.Events))*bootEventBytes)
 	for _, ev := range b.Events {
-		n += bootEventBytes + int64(len(ev.Type)+len(ev.Digest)+len(ev.Note))
+		n += allocBytes(int64(len(ev.Type) + len(ev.Digest) + len(ev.Note)))
 	}
+	// The Secure Boot record: decoded signature lists (their data aliases
+	// the log) and digests.
+	for _, sv := range v.SecureBoot.Variables {
+		n += sbVariableBytes + int64(len(sv.SHA256)) + grownBytes(int64(len(sv.Entries))*sigEntryBytes)
+	}
+	n += int64(len(v.SecureBoot.Authorities)) * (authorityBytes + sha256.Size)
 	for _, p := range b.PCRs {
 		n += mapEntryBytes + int64(len(p))
 	}

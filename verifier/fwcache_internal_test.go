@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"crypto/sha256"
+	"runtime"
 	"testing"
 
 	"github.com/pulse-attest/pulse/internal/testutil"
@@ -37,6 +38,14 @@ func consistent(t *testing.T, c *fwCache) {
 	}
 }
 
+// holds reports whether the cache holds e, without touching its recency.
+func holds(c *fwCache, e *fwEntry) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.items[e.key]
+	return ok && el.Value.(*fwEntry) == e
+}
+
 // TestFWEntrySize: an entry never counts less than the log's bytes, and
 // counts the parsed events on top.
 func TestFWEntrySize(t *testing.T) {
@@ -48,9 +57,56 @@ func TestFWEntrySize(t *testing.T) {
 			if min := int64(len(raw)) + events*eventBytes; e.size < min {
 				t.Fatalf("%d-byte log of %d records estimated at %d bytes, want at least %d", len(raw), events, e.size, min)
 			}
-			if e.size > 4*int64(len(raw))+events*512 {
+			if e.size > 4*int64(len(raw))+events*512+parseDigestChunk*digestBytes {
 				t.Fatalf("%d-byte log of %d records estimated at %d bytes: too high", len(raw), events, e.size)
 			}
+		})
+	}
+}
+
+// TestFWEntrySizeCoversHeap: what an entry is estimated to hold — parsed,
+// replayed, verified, with the policy's view — is at least what the heap
+// says it holds (the bound is only as good as the estimate).
+func TestFWEntrySizeCoversHeap(t *testing.T) {
+	for _, fixture := range []string{"rhel8-uefi", "ubuntu-2104-no-secure-boot", "glinux-alex"} {
+		t.Run(fixture, func(t *testing.T) {
+			raw := testutil.LoadFixture(t, fixture).Log
+			const n = 64
+			keep := make([]*fwEntry, n)
+			var est int64
+			runtime.GC()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			for i := range keep {
+				e, err := parseFirmwareLog([32]byte{byte(i)}, raw)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := newFWCache(1 << 30)
+				c.add(e)
+				replayed, err := c.replay(e, eventlog.AlgSHA256)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pcrs := map[uint32][]byte{}
+				for _, i := range firmwarePCRs {
+					if v, ok := replayed[i]; ok {
+						pcrs[i] = v
+					}
+				}
+				if _, err := c.verify(e, eventlog.AlgSHA256, pcrs, firmwarePCRs); err != nil {
+					t.Fatal(err)
+				}
+				keep[i], est = e, est+e.size
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			runtime.KeepAlive(keep)
+			measured := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / n
+			if est/n < measured*9/10 {
+				t.Fatalf("entry estimated at %d bytes; the heap holds %d per entry", est/n, measured)
+			}
+			t.Logf("estimated %d bytes per entry, heap %d", est/n, measured)
 		})
 	}
 }
@@ -136,7 +192,7 @@ func TestFWCacheBoundedByBytes(t *testing.T) {
 		// Distinct sets of quoted values (PCR 9 never extended by this log
 		// is ignored by Verify but keys the result) grow the entry until
 		// the older one goes.
-		for i := 0; c.lookup(older.key) != nil; i++ {
+		for i := 0; holds(c, older); i++ {
 			if i > maxVerifiedPerLog {
 				t.Fatalf("%d verified results did not evict the older entry (%d bytes of %d)", i, c.bytes, c.max)
 			}
@@ -150,7 +206,7 @@ func TestFWCacheBoundedByBytes(t *testing.T) {
 			}
 			consistent(t, c)
 		}
-		if c.lookup(e.key) == nil {
+		if !holds(c, e) {
 			t.Fatal("the entry in use was evicted before the older one")
 		}
 	})
