@@ -71,6 +71,10 @@ func severityOf(o *Outcome) (string, int) {
 	case pulsev1.Reason_REASON_RUNTIME_LOG_GAP:
 		// Records beyond what the verifier acknowledged: never honest.
 		return AlertUntrusted, 2
+	case pulsev1.Reason_REASON_FIRMWARE_LOG_QUOTA:
+		// Too many new firmware logs in a day: abuse or a broken device,
+		// not evidence of compromise (it does not isolate).
+		return AlertUntrusted, 2
 	case pulsev1.Reason_REASON_NONCE_REPLAYED, pulsev1.Reason_REASON_NONCE_UNKNOWN, pulsev1.Reason_REASON_NONCE_WRONG_AGENT:
 		return AlertUntrusted, 2
 	case pulsev1.Reason_REASON_POLICY_DENIED:
@@ -194,6 +198,9 @@ func (v *Verifier) shouldIsolate(o *Outcome, pol *policy.Policy) bool {
 	}
 	if o.Reason == pulsev1.Reason_REASON_POLICY_DENIED {
 		return o.Isolate
+	}
+	if o.Reason == pulsev1.Reason_REASON_FIRMWARE_LOG_QUOTA {
+		return false
 	}
 	kind, _ := severityOf(o)
 	return kind != "" && pol != nil && pol.OnFailure.Isolate

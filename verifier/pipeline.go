@@ -71,8 +71,6 @@ type Outcome struct {
 	clockMsg string
 	// resetCount is the quoted TPM reset count (evidence pulses only).
 	resetCount uint32
-	// binaries are every agent-binary record of the boot (runtime log).
-	binaries []binaryMeasurement
 	// lkgAlert is the last-known-good alert to raise after the commit;
 	// streakAlert the transient-streak one.
 	lkgAlert    *store.Alert
@@ -108,10 +106,6 @@ func (o *Outcome) Err() error {
 // quotedPCRs are the PCRs every pulse must quote: the firmware's 0-9 plus
 // the runtime PCR.
 var firmwarePCRs = []uint32{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
-
-// resettablePCRs can be reset by any root process (PC Client profile):
-// never acceptable as the runtime PCR.
-func resettablePCR(i uint32) bool { return i == 16 || i == 23 }
 
 // verify runs the pipeline of DESIGN.md section 4 in order; the first
 // failure decides.
