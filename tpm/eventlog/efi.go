@@ -108,22 +108,14 @@ func variableDataOffset(b []byte) (int, bool) {
 	return off, err == nil
 }
 
-// variableNameIs reports whether a UEFI_VARIABLE_DATA names the variable
-// name of vendor guid, without allocating. The name may carry trailing NULs
-// (as ParseUEFIVariable accepts).
-func variableNameIs(b []byte, guid GUID, name string) bool {
-	nameLen, _, err := variableLayout(b)
-	if err != nil || GUID(b[:16]) != guid || nameLen < len(name) {
+// ucs2Is reports whether little-endian UTF-16 raw spells the ASCII string
+// name exactly.
+func ucs2Is(raw []byte, name string) bool {
+	if len(raw) != 2*len(name) {
 		return false
 	}
-	for i := 0; i < nameLen; i++ {
-		c := binary.LittleEndian.Uint16(b[32+2*i:])
-		switch {
-		case i < len(name):
-			if c != uint16(name[i]) {
-				return false
-			}
-		case c != 0:
+	for i := 0; i < len(name); i++ {
+		if binary.LittleEndian.Uint16(raw[2*i:]) != uint16(name[i]) {
 			return false
 		}
 	}

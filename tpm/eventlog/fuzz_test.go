@@ -76,7 +76,8 @@ func FuzzParse(f *testing.F) {
 }
 
 // FuzzParseUEFIVariable checks the one-pass name decoder against
-// unicode/utf16 and the layout helpers against ParseUEFIVariable.
+// unicode/utf16, and the layout and mode-variable helpers against
+// ParseUEFIVariable.
 func FuzzParseUEFIVariable(f *testing.F) {
 	f.Add(uefiVariable(GUIDGlobalVariable, "SecureBoot", []byte{1}))
 	f.Add(uefiVariable(GUIDGlobalVariable, "SecureBoot\x00\x00", nil))
@@ -104,10 +105,14 @@ func FuzzParseUEFIVariable(f *testing.F) {
 		if want := string(utf16.Decode(u)); v.Name != want {
 			t.Fatalf("name %q, want %q", v.Name, want)
 		}
-		for _, name := range modeVariables {
-			if got, want := variableNameIs(b, GUIDGlobalVariable, name), v.VendorGUID == GUIDGlobalVariable && v.Name == name; got != want {
-				t.Fatalf("variableNameIs(%q) = %v for %q", name, got, v.Name)
+		want := -1
+		for i, name := range modeVariables {
+			if v.VendorGUID == GUIDGlobalVariable && v.Name == name {
+				want = i
 			}
+		}
+		if got := modeVariable(b); got != want {
+			t.Fatalf("modeVariable = %d for %s %q, want %d", got, v.VendorGUID, v.Name, want)
 		}
 	})
 }

@@ -199,8 +199,9 @@ func (l *Log) Replay(alg HashAlg) (map[uint32][]byte, error) {
 	if !containsAlg(l.Algs, alg) {
 		return nil, fmt.Errorf("eventlog: replay %s (log has %v): %w", alg, l.Algs, ErrBankNotInLog)
 	}
-	out := map[uint32][]byte{}
+	var vals [maxPCR + 1][]byte
 	h := alg.Hash().New()
+	buf := make([]byte, 0, 2*alg.Size())
 	for i := range l.Events {
 		ev := &l.Events[i]
 		d := ev.Digest(alg)
@@ -208,14 +209,20 @@ func (l *Log) Replay(alg HashAlg) (map[uint32][]byte, error) {
 			return nil, fmt.Errorf("eventlog: replay %s: event %d (%s, pcr %d) has no %s digest: %w",
 				alg, ev.Seq, ev.Type, ev.PCR, alg, ErrBankNotInLog)
 		}
-		cur, ok := out[ev.PCR]
-		if !ok {
+		cur := vals[ev.PCR]
+		if cur == nil {
 			cur = l.InitialPCR(alg, ev.PCR)
 		}
+		buf = append(append(buf[:0], cur...), d...)
 		h.Reset()
-		h.Write(cur)
-		h.Write(d)
-		out[ev.PCR] = h.Sum(cur[:0])
+		h.Write(buf)
+		vals[ev.PCR] = h.Sum(cur[:0])
+	}
+	out := map[uint32][]byte{}
+	for pcr, v := range vals {
+		if v != nil {
+			out[uint32(pcr)] = v
+		}
 	}
 	return out, nil
 }

@@ -100,28 +100,31 @@ func (l *Log) SecureBoot() SecureBoot {
 	return deriveSecureBoot(l.Events, func(ev *Event) bool { return ev.DataBound() }, true)
 }
 
-// maxVariableName is the longest name, in UTF-16 units, of the variables
-// addVariable keeps ("DeployedMode"), with room for trailing NULs.
+// maxVariableName bounds the names, in UTF-16 units without trailing NULs,
+// worth decoding: addVariable keeps none longer than "DeployedMode".
 const maxVariableName = 32
 
 // deriveSecureBoot reads the Secure Boot state from events that passed
 // CheckStructure; bound says whether an event's data is evidence, describe
-// whether authority certificates are decoded (Authority.Cert).
+// whether authority certificates are decoded (Authority.Cert). Its cost per
+// event is a few small allocations at most: hostile logs have MaxEvents
+// authorities.
 func deriveSecureBoot(events []Event, bound func(*Event) bool, describe bool) SecureBoot {
 	var sb SecureBoot
 	preOS := true
-	var certs map[[32]byte]*CertInfo
-	if describe {
-		certs = map[[32]byte]*CertInfo{}
-	}
 	n := 0
 	for i := range events {
 		if events[i].PCR == 7 && events[i].Type == EvEFIVariableAuthority {
 			n++
 		}
 	}
+	ad := authorityDecoder{names: map[string]string{}}
+	if describe {
+		ad.certs = map[[32]byte]*CertInfo{}
+	}
 	if n > 0 {
 		sb.Authorities = make([]Authority, 0, n)
+		ad.sums = make([]byte, 0, n*sha256.Size)
 	}
 	for i := range events {
 		ev := &events[i]
@@ -136,7 +139,7 @@ func deriveSecureBoot(events []Event, bound func(*Event) bool, describe bool) Se
 				continue
 			}
 			// Only a few short names are kept: skip decoding others.
-			if nl, _, err := variableLayout(ev.Data); err != nil || nl > maxVariableName || !bound(ev) {
+			if nl, ok := variableNameLen(ev.Data); !ok || nl > maxVariableName || !bound(ev) {
 				continue
 			}
 			if v, err := ParseUEFIVariable(ev.Data); err == nil {
@@ -146,8 +149,8 @@ func deriveSecureBoot(events []Event, bound func(*Event) bool, describe bool) Se
 			if !bound(ev) {
 				continue
 			}
-			if v, err := ParseUEFIVariable(ev.Data); err == nil {
-				sb.Authorities = append(sb.Authorities, newAuthority(v, certs))
+			if a, ok := ad.decode(ev.Data); ok {
+				sb.Authorities = append(sb.Authorities, a)
 			}
 		}
 	}
@@ -200,13 +203,35 @@ func (sb *SecureBoot) addVariable(v *UEFIVariable) {
 	sb.Variables = append(sb.Variables, sv)
 }
 
-// newAuthority decodes an authority entry. When certs is not nil, the
-// certificate is described, and certs caches the descriptions by SHA-256
-// (identical entries are described once, and at most maxDescribedCerts
-// distinct ones).
-func newAuthority(v *UEFIVariable, certs map[[32]byte]*CertInfo) Authority {
-	a := Authority{Variable: v.Name, VendorGUID: v.VendorGUID, Data: v.Data}
-	d := v.Data
+// authorityDecoder decodes EV_EFI_VARIABLE_AUTHORITY data with amortised
+// allocations: variable names are decoded once each (up to maxNames
+// distinct), digests are cut from one slab, and certificates are described
+// once each (when certs is not nil; at most maxDescribedCerts distinct).
+type authorityDecoder struct {
+	names map[string]string
+	sums  []byte
+	certs map[[32]byte]*CertInfo
+}
+
+const maxNames = 64
+
+func (ad *authorityDecoder) decode(b []byte) (Authority, bool) {
+	_, off, err := variableLayout(b)
+	if err != nil {
+		return Authority{}, false
+	}
+	var a Authority
+	copy(a.VendorGUID[:], b[:16])
+	raw := b[32:off]
+	if name, ok := ad.names[string(raw)]; ok {
+		a.Variable = name
+	} else {
+		a.Variable = decodeUCS2(raw)
+		if len(ad.names) < maxNames {
+			ad.names[string(raw)] = a.Variable
+		}
+	}
+	d := b[off:]
 	// EFI_SIGNATURE_DATA: owner GUID then the entry. Some firmware logs the
 	// bare certificate instead.
 	if len(d) > 16 && d[16] == 0x30 {
@@ -215,15 +240,19 @@ func newAuthority(v *UEFIVariable, certs map[[32]byte]*CertInfo) Authority {
 	}
 	a.Data = d
 	sum := sha256.Sum256(d)
-	a.SHA256 = sum[:]
-	if certs == nil || len(d) == 0 || d[0] != 0x30 || len(d) > maxDescribedCertSize {
-		return a
+	if cap(ad.sums)-len(ad.sums) < len(sum) {
+		ad.sums = make([]byte, 0, 64*len(sum))
 	}
-	if c, ok := certs[sum]; ok {
+	ad.sums = append(ad.sums, sum[:]...)
+	a.SHA256 = ad.sums[len(ad.sums)-len(sum) : len(ad.sums) : len(ad.sums)]
+	if ad.certs == nil || len(d) == 0 || d[0] != 0x30 || len(d) > maxDescribedCertSize {
+		return a, true
+	}
+	if c, ok := ad.certs[sum]; ok {
 		a.Cert = c
-	} else if len(certs) < maxDescribedCerts {
+	} else if len(ad.certs) < maxDescribedCerts {
 		a.Cert = DescribeCert(d)
-		certs[sum] = a.Cert
+		ad.certs[sum] = a.Cert
 	}
-	return a
+	return a, true
 }

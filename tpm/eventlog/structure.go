@@ -7,14 +7,33 @@ import "encoding/binary"
 var modeVariables = [...]string{"SecureBoot", "SetupMode", "DeployedMode", "AuditMode"}
 
 // modeVariable returns the index in modeVariables of the variable a
-// UEFI_VARIABLE_DATA names, or -1.
+// UEFI_VARIABLE_DATA names (trailing NULs ignored, as ParseUEFIVariable
+// does), or -1. It allocates nothing.
 func modeVariable(data []byte) int {
+	n, ok := variableNameLen(data)
+	if !ok || GUID(data[:16]) != GUIDGlobalVariable {
+		return -1
+	}
 	for i, name := range modeVariables {
-		if variableNameIs(data, GUIDGlobalVariable, name) {
+		if n == len(name) && ucs2Is(data[32:32+2*n], name) {
 			return i
 		}
 	}
 	return -1
+}
+
+// variableNameLen returns the length in UTF-16 units of a
+// UEFI_VARIABLE_DATA's name without its trailing NULs. It reads the name
+// from its end, once.
+func variableNameLen(data []byte) (int, bool) {
+	n, _, err := variableLayout(data)
+	if err != nil {
+		return 0, false
+	}
+	for n > 0 && binary.LittleEndian.Uint16(data[32+2*(n-1):]) == 0 {
+		n--
+	}
+	return n, true
 }
 
 // allowedAfterSeparator reports whether the PC Client Platform Firmware
