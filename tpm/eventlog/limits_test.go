@@ -133,3 +133,58 @@ func TestDigestListErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestDataMatch covers every accepted relation between digest and data, for
+// small data (prefixes hashed separately) and large (one pass).
+func TestDataMatch(t *testing.T) {
+	for _, size := range []int{40, smallData, smallData + 1, 5000} {
+		str := make([]byte, size)
+		for i := range str {
+			str[i] = 'a' + byte(i%26)
+		}
+		nul1 := append(str[:size-1:size-1], 0)
+		nul2 := append(append([]byte(nil), str[:size-2]...), 0, 0)
+		v := variableOfSize(GUIDGlobalVariable, "Boot0001", 7, size)
+		off, _ := variableDataOffset(v)
+		of := func(b []byte) digester {
+			return func(alg HashAlg, n int, _ []byte) []byte { return hashOf(alg, n, b) }
+		}
+		cases := []struct {
+			name string
+			typ  EventType
+			data []byte
+			dig  digester
+			want dataMatch
+		}{
+			{"strict whole", EvEFIAction, str, hashOf, matchFull},
+			{"strict prefix", EvEFIAction, nul1, of(nul1[:size-1]), matchNone},
+			{"string whole", EvIPL, str, hashOf, matchFull},
+			{"string without NUL", EvIPL, nul1, of(nul1[:size-1]), matchFull},
+			{"string without two NULs", EvIPL, nul2, of(nul2[:size-2]), matchFull},
+			{"string without one of two NULs", EvIPL, nul2, of(nul2[:size-1]), matchFull},
+			{"string prefix not NUL", EvIPL, str, of(str[:size-1]), matchNone},
+			{"authority whole", EvEFIVariableAuthority, v, hashOf, matchFull},
+			{"authority one byte short (shim)", EvEFIVariableAuthority, v, of(v[:len(v)-1]), matchPartial},
+			{"authority variable data", EvEFIVariableAuthority, v, of(v[off:]), matchPartial},
+			{"boot variable data (EDK2)", EvEFIVariableBoot, v, of(v[off:]), matchPartial},
+			{"boot variable one byte short", EvEFIVariableBoot, v, of(v[:len(v)-1]), matchNone},
+			{"image", EvEFIBootServicesApplication, str, hashOf, matchNone},
+		}
+		for _, c := range cases {
+			b := newAgileLog(bank4...)
+			l, err := Parse(b.eventWith(8, c.typ, c.data, c.dig).bytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev := &l.Events[0]
+			for _, a := range bank4 {
+				if got := newMatcher(a.Alg).match(ev); got != c.want {
+					t.Errorf("%d bytes, %s, %s: match %d, want %d", size, c.name, a.Alg, got, c.want)
+				}
+			}
+			if got := ev.DataBound(); got != (c.want == matchFull) {
+				t.Errorf("%d bytes, %s: DataBound %v", size, c.name, got)
+			}
+		}
+	}
+}

@@ -33,6 +33,10 @@ func newMatcher(alg HashAlg) *matcher {
 	return m
 }
 
+// smallData is the data size up to which match hashes a prefix candidate
+// separately rather than in the same pass as the whole data.
+const smallData = 1024
+
 func (m *matcher) sumIs(d []byte) bool {
 	m.sum = m.h.Sum(m.sum[:0])
 	return bytes.Equal(m.sum, d)
@@ -41,10 +45,11 @@ func (m *matcher) sumIs(d []byte) bool {
 // match says how the event's digest in the matcher's bank relates to its
 // data. The accepted variants that are prefixes of the data (a string
 // without its terminating NUL, shim's authority events one byte longer than
-// what it hashed) are summed in the same pass as the whole data, since Sum
-// does not change a hash's state; only the variable-data suffix of an EFI
-// variable event needs a second pass. So an event costs at most two reads
-// of its data per bank, whatever its type.
+// what it hashed) are summed in the same pass as the whole data when the
+// data is large, since Sum does not change a hash's state; only the
+// variable-data suffix of an EFI variable event needs a second pass. So an
+// event costs at most two reads of its data per bank beyond smallData
+// bytes, whatever its type.
 func (m *matcher) match(e *Event) dataMatch {
 	bind := e.Type.binding()
 	if bind == bindNone || m.h == nil {
@@ -69,17 +74,33 @@ func (m *matcher) match(e *Event) dataMatch {
 		// than what it hashes (go-attestation issue 157).
 		cut = 1
 	}
-	m.h.Reset()
-	m.h.Write(data[:n-cut])
 	prefix := false
-	for k := cut; k > 0; k-- {
+	if cut > 0 && n <= smallData {
+		// Small data: the whole first, the prefixes only if it fails (one
+		// block each, cheaper than summing every candidate).
+		m.h.Reset()
+		m.h.Write(data)
 		if m.sumIs(d) {
-			prefix = true
+			return matchFull
 		}
-		m.h.Write(data[n-k : n-k+1])
-	}
-	if m.sumIs(d) {
-		return matchFull
+		m.h.Reset()
+		m.h.Write(data[:n-cut])
+		for k := cut; k > 0 && !prefix; k-- {
+			prefix = m.sumIs(d)
+			m.h.Write(data[n-k : n-k+1])
+		}
+	} else {
+		m.h.Reset()
+		m.h.Write(data[:n-cut])
+		for k := cut; k > 0; k-- {
+			if m.sumIs(d) {
+				prefix = true
+			}
+			m.h.Write(data[n-k : n-k+1])
+		}
+		if m.sumIs(d) {
+			return matchFull
+		}
 	}
 	switch bind {
 	case bindOpportunistic:
