@@ -2,8 +2,11 @@ package verifier
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -208,37 +211,45 @@ func (v *Verifier) shouldIsolate(o *Outcome, pol *policy.Policy) bool {
 
 // checkLastKnownGood compares the verified binaries and eBPF programs with
 // the last-known-good. The first trusted pulse sets it. Every agent-binary
-// record of the boot is judged (none can be taken back out of the runtime
-// PCR): each must be the last-known-good build, one accepted earlier in the
-// same boot, or a change an open update window (store or policy) approves.
-// Otherwise the verdict turns UNTRUSTED with a severity 1 alert (raised
-// after the commit) and the last-known-good stays as it was. The new
-// last-known-good is written by the pulse's commit.
+// record of the boot is judged, in order (none can be taken back out of
+// the runtime PCR): the records already accepted are the log's accepted
+// prefix (LKG.Boot: how many, and a digest of their digests); each record
+// after it must be the build before it (a restart of the same build) or a
+// change an open update window (store or policy) approves. So an approved
+// update does not turn its predecessor's record into a finding once the
+// window closes, and re-launching an older build, in the same boot or
+// after any kind of TPM restart, is a change like any other. Otherwise the
+// verdict turns UNTRUSTED with a severity 1 alert (raised after the
+// commit) and the last-known-good stays as it was. The new last-known-good
+// is written by the pulse's commit.
 func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *policy.Policy, now time.Time) {
 	rt := o.evidence.Runtime
 	lkg := o.agent.LKG
-	boot := bootBinaries(lkg.Boot, o.resetCount)
 	seen := make([]string, 0, len(rt.AgentBinaries))
 	for _, b := range rt.AgentBinaries {
 		seen = append(seen, strings.ToLower(b.SHA256))
 	}
-	cur := store.LKG{BinarySHA256: rt.AgentBinarySHA256, BPF: bpfString(rt.BPFPrograms), At: now, Boot: formatBootBinaries(o.resetCount, boot, seen)}
+	cur := store.LKG{BinarySHA256: rt.AgentBinarySHA256, BPF: bpfString(rt.BPFPrograms), At: now, Boot: acceptedPrefix(seen)}
 	if lkg.BinarySHA256 == "" {
 		o.update.LKG = &cur
 		return
 	}
-	for _, d := range seen {
-		if strings.EqualFold(d, lkg.BinarySHA256) || boot[d] || v.updateApproved(ctx, o.agent.ID, lkg.BinarySHA256, d, true, pol, now) {
+	prev := strings.ToLower(lkg.BinarySHA256)
+	for _, d := range seen[acceptedCount(lkg.Boot, seen):] {
+		if d == prev {
 			continue
 		}
-		o.Verdict, o.Reason = pulsev1.Verdict_VERDICT_UNTRUSTED, pulsev1.Reason_REASON_BINARY_CHANGED
-		o.Message = fmt.Sprintf("agent binary changed from %s to %s outside any approved update window", shortHex(lkg.BinarySHA256), shortHex(d))
-		if d != strings.ToLower(cur.BinarySHA256) {
-			o.Message += fmt.Sprintf(" (measured earlier in this boot; the running build is %s)", shortHex(cur.BinarySHA256))
+		if !v.updateApproved(ctx, o.agent.ID, prev, d, true, pol, now) {
+			o.Verdict, o.Reason = pulsev1.Verdict_VERDICT_UNTRUSTED, pulsev1.Reason_REASON_BINARY_CHANGED
+			o.Message = fmt.Sprintf("agent binary changed from %s to %s outside any approved update window", shortHex(prev), shortHex(d))
+			if d != strings.ToLower(cur.BinarySHA256) {
+				o.Message += fmt.Sprintf(" (measured earlier in this boot; the running build is %s)", shortHex(cur.BinarySHA256))
+			}
+			o.lkgAlert = &store.Alert{DedupKey: fmt.Sprintf("binary_changed:%s:%s:%s", o.agent.ID, prev, d),
+				AgentID: o.agent.ID, Kind: AlertBinaryChanged, Severity: 1, Reason: o.Reason.String(), Message: o.Message}
+			return
 		}
-		o.lkgAlert = &store.Alert{DedupKey: fmt.Sprintf("binary_changed:%s:%s:%s", o.agent.ID, lkg.BinarySHA256, d),
-			AgentID: o.agent.ID, Kind: AlertBinaryChanged, Severity: 1, Reason: o.Reason.String(), Message: o.Message}
-		return
+		prev = d
 	}
 	binChanged := lkg.BinarySHA256 != cur.BinarySHA256
 	if lkg.BPF != cur.BPF && !v.updateApproved(ctx, o.agent.ID, lkg.BinarySHA256, cur.BinarySHA256, binChanged, pol, now) {
@@ -256,36 +267,27 @@ func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *poli
 	}
 }
 
-// bootBinaries parses the binaries accepted during the boot with the given
-// reset count ("<reset>:<sha256>,..."); another boot's list is empty.
-func bootBinaries(s string, reset uint32) map[string]bool {
-	out := map[string]bool{}
-	tag, list, ok := strings.Cut(s, ":")
-	if !ok || tag != fmt.Sprint(reset) {
-		return out
-	}
-	for _, d := range strings.Split(list, ",") {
-		if d != "" {
-			out[strings.ToLower(d)] = true
-		}
-	}
-	return out
+// acceptedPrefix records a list of accepted agent-binary digests as
+// "<count>:<SHA-256 of the digests joined by commas>".
+func acceptedPrefix(digests []string) string {
+	h := sha256.Sum256([]byte(strings.Join(digests, ",")))
+	return fmt.Sprintf("%d:%s", len(digests), hex.EncodeToString(h[:]))
 }
 
-func formatBootBinaries(reset uint32, boot map[string]bool, seen []string) string {
-	all := make([]string, 0, len(boot)+len(seen))
-	for d := range boot {
-		all = append(all, d)
+// acceptedCount is how many of the log's agent-binary records (seen, in
+// order) were accepted before: the length of the recorded accepted prefix
+// when seen starts with it, else 0 (another boot: every record is judged
+// again).
+func acceptedCount(recorded string, seen []string) int {
+	n, _, ok := strings.Cut(recorded, ":")
+	if !ok {
+		return 0
 	}
-	added := map[string]bool{}
-	for _, d := range seen {
-		if !boot[d] && !added[d] {
-			all = append(all, d)
-			added[d] = true
-		}
+	k, err := strconv.Atoi(n)
+	if err != nil || k <= 0 || k > len(seen) || acceptedPrefix(seen[:k]) != recorded {
+		return 0
 	}
-	sort.Strings(all)
-	return fmt.Sprintf("%d:%s", reset, strings.Join(all, ","))
+	return k
 }
 
 // updateApproved reports whether an open window approves the agent's new
@@ -541,15 +543,17 @@ func (v *Verifier) sweepOnce(ctx context.Context) {
 }
 
 // startDeadline gives a newly enrolled agent its first deadline, so one that
-// enrolls and never pulses is BLINDED too. The policy is the one the
-// operator's partition assignment selects; the partition argument is the
-// one stored at enrollment and is not used for selection.
+// enrolls and never pulses is BLINDED too. A re-enrollment keeps the
+// deadline it had: only an accepted pulse moves it, or re-enrolling in a
+// loop would keep a silent device from ever being BLINDED. The policy is
+// the one the operator's partition assignment selects; the partition
+// argument is the one stored at enrollment and is not used for selection.
 func (v *Verifier) startDeadline(ctx context.Context, agentID, _ string) {
 	hb := policy.Heartbeat{Interval: policy.DefaultHeartbeatInterval, Missed: policy.DefaultMissedPulses}
 	if pol := v.selectPolicy(agentID); pol != nil {
 		hb = pol.Heartbeat
 	}
-	if err := v.store.SetDeadline(ctx, agentID, hb.Interval, v.now().Add(hb.Deadline())); err != nil {
+	if err := v.store.SetFirstDeadline(ctx, agentID, hb.Interval, v.now().Add(hb.Deadline())); err != nil {
 		v.log.Error("setting first deadline failed", "agent_id", agentID, "error", err)
 	}
 }

@@ -69,8 +69,6 @@ type Outcome struct {
 	// verdict becomes CLOCK_DESYNC only if everything else is accepted.
 	clockOff bool
 	clockMsg string
-	// resetCount is the quoted TPM reset count (evidence pulses only).
-	resetCount uint32
 	// lkgAlert is the last-known-good alert to raise after the commit;
 	// streakAlert the transient-streak one.
 	lkgAlert    *store.Alert
@@ -264,7 +262,6 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	o.update.RuntimeRecords = rt.records
 	o.update.RuntimeCount = rt.count
 	o.update.RuntimeUnchanged = rt.count == storedCount && len(p.GetRuntimeRecords()) == 0 && len(stored) > 0 && p.GetRuntimeFirstRecord() == storedCount
-	o.resetCount = res.Clock.ResetCount
 
 	// 7-8. Policy over the verified evidence, then state.
 	return v.evaluate(o, pol, p, fw.verified.boot, rt, now)

@@ -13,8 +13,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
-	"github.com/pulse-attest/pulse/tpm/cel"
 	"github.com/pulse-attest/pulse/simulator/simtest"
+	"github.com/pulse-attest/pulse/tpm/cel"
 	"github.com/pulse-attest/pulse/tpm/eventlog"
 	"github.com/pulse-attest/pulse/verifier/verifiertest"
 )

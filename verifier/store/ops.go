@@ -194,11 +194,11 @@ type LKG struct {
 	// BPF is "name=digest" pairs joined by ",", sorted by name.
 	BPF string
 	At  time.Time
-	// Boot is the agent binaries accepted during one boot:
-	// "<reset count>:<sha256>,<sha256>...". Every agent-binary record of a
-	// boot stays in the runtime PCR, so each pulse judges all of them; one
-	// accepted earlier in the same boot (an approved update, since
-	// superseded) is not a change.
+	// Boot is the accepted prefix of the agent-binary records of the
+	// runtime log: "<count>:<SHA-256 of their digests, comma-joined>".
+	// Every record stays in the runtime PCR, so each pulse judges all of
+	// them; those of the accepted prefix (an approved update, since
+	// superseded) are not judged again.
 	Boot string
 }
 
@@ -225,6 +225,19 @@ func (s *Store) SetLKG(ctx context.Context, agentID string, l LKG) error {
 		l.BinarySHA256, l.BPF, nanos(l.At), l.Boot, agentID)
 	if err != nil {
 		return fmt.Errorf("store: set lkg: %w", err)
+	}
+	return nil
+}
+
+// SetFirstDeadline gives an agent its first deadline. It writes nothing
+// when the agent already has one: re-enrolling is not being heard from, so
+// it never moves a deadline nor clears a BLINDED mark (only an accepted
+// pulse does).
+func (s *Store) SetFirstDeadline(ctx context.Context, agentID string, interval time.Duration, deadline time.Time) error {
+	_, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET interval_ms = ?, deadline_at = ? WHERE id = ? AND deadline_at = 0`),
+		interval.Milliseconds(), nanos(deadline), agentID)
+	if err != nil {
+		return fmt.Errorf("store: set first deadline: %w", err)
 	}
 	return nil
 }

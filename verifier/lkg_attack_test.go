@@ -1,0 +1,164 @@
+package verifier_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/verifier/store"
+)
+
+// Regression tests for holes a white-box review found in the last-known-good
+// and deadline handling, each next to the honest behaviour it must keep.
+
+// shutdownState sends TPM2_Shutdown(TPM_SU_STATE) to the swtpm: what any
+// root process can do through the TPM right before it reboots. The
+// firmware's TPM2_Startup(CLEAR) at the next boot is then a TPM Restart:
+// PCRs are reset, restartCount moves, resetCount does not.
+func shutdownState(t *testing.T, e *env) {
+	t.Helper()
+	conn, err := net.DialTimeout("unix", e.sw.ServerSocket(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cmd := []byte{0x80, 0x01, 0, 0, 0, 0x0c, 0, 0, 0x01, 0x45, 0, 0x01} // TPM2_Shutdown(TPM_SU_STATE)
+	if _, err := conn.Write(cmd); err != nil {
+		t.Fatal(err)
+	}
+	hdr := make([]byte, 10)
+	if _, err := io.ReadFull(conn, hdr); err != nil {
+		t.Fatal(err)
+	}
+	if rc := binary.BigEndian.Uint32(hdr[6:10]); rc != 0 {
+		t.Fatalf("TPM2_Shutdown(STATE): rc 0x%x", rc)
+	}
+}
+
+// approveUpgrade opens a short update window for build and moves the agent
+// to it (honest: TRUSTED, new last-known-good).
+func approveUpgrade(t *testing.T, e *env, st *store.Store, a interface{ MeasureBinary() }, id string, set func([32]byte), build [32]byte) {
+	t.Helper()
+	now := e.clock.Now()
+	if err := st.AddUpdateWindow(context.Background(), &store.UpdateWindow{Digest: hexOf(build[:]), Agents: []string{id},
+		Start: now.Add(-time.Minute), End: now.Add(5 * time.Minute), CreatedBy: "operator:test"}); err != nil {
+		t.Fatal(err)
+	}
+	set(build)
+	a.MeasureBinary()
+}
+
+// TestOlderBuildAfterUpgradeIsAChange: an approved upgrade A -> B leaves
+// A's record in the boot, which stays accepted once the window closes; but
+// launching A again later — in the same boot, or after a reboot that keeps
+// the TPM reset count (TPM Restart) — is a downgrade outside any window.
+func TestOlderBuildAfterUpgradeIsAChange(t *testing.T) {
+	e := newEnv(t, "rhel8-uefi")
+	if e == nil {
+		return
+	}
+	st := openStore(t, e)
+	a := e.enrolled("edge-downgrade")
+	oldBuild := a.Binary
+	newBuild := sha256.Sum256([]byte("pulse-agent 2.0"))
+	approveUpgrade(t, e, st, a, "edge-downgrade", func(b [32]byte) { a.Binary = b }, newBuild)
+	wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	e.clock.Advance(time.Hour) // the window closes
+	a.Challenge()
+	// Honest: the boot's log still holds A then B; nothing new is judged.
+	wantVerdict(t, a.Pulse(func(p *parts) { p.Payload.Time = timestampNow(e) }), trusted, pulsev1.Reason_REASON_OK)
+	// Honest: B restarted through the launcher.
+	a.MeasureBinary()
+	wantVerdict(t, a.Pulse(func(p *parts) { p.Payload.Time = timestampNow(e) }), trusted, pulsev1.Reason_REASON_OK)
+
+	// Attack 1: A launched again in the same boot.
+	a.Binary = oldBuild
+	a.MeasureBinary()
+	wantVerdict(t, a.Pulse(func(p *parts) { p.Payload.Time = timestampNow(e) }), untrusted, pulsev1.Reason_REASON_BINARY_CHANGED)
+
+	// Attack 2: a reboot that keeps the reset count, then A.
+	shutdownState(t, e)
+	if _, err := e.sw.Boot(e.fwLog); err != nil {
+		t.Fatal(err)
+	}
+	a.Records, a.SentUpTo = nil, 0
+	a.MeasureBinary()
+	resp := a.Pulse(func(p *parts) { p.Payload.Time = timestampNow(e) })
+	wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_BINARY_CHANGED)
+	lkg, err := st.GetLKG(context.Background(), "edge-downgrade")
+	if err != nil || lkg.BinarySHA256 != hexOf(newBuild[:]) {
+		t.Fatalf("last-known-good %+v %v, want the approved build", lkg, err)
+	}
+	if n := len(alertsOf(t, st, "edge-downgrade", "binary_changed")); n != 1 {
+		t.Fatalf("%d binary_changed alerts, want 1 (one per change)", n)
+	}
+	// Honest: after that restart, B again is TRUSTED.
+	if _, err := e.sw.Boot(e.fwLog); err != nil {
+		t.Fatal(err)
+	}
+	a.Records, a.SentUpTo, a.Binary = nil, 0, newBuild
+	a.MeasureBinary()
+	wantVerdict(t, a.Pulse(func(p *parts) { p.Payload.Time = timestampNow(e) }), trusted, pulsev1.Reason_REASON_OK)
+}
+
+// TestReenrollDoesNotMoveDeadline: root stops the agent and re-enrolls the
+// device (same TPM, same AK) again and again. Re-enrolling is not being
+// heard from: the device is BLINDED like any silent one.
+func TestReenrollDoesNotMoveDeadline(t *testing.T) {
+	e := newEnv(t, "rhel8-uefi")
+	if e == nil {
+		return
+	}
+	st := openStore(t, e)
+	a := e.enrolled("edge-silent")
+	before, err := st.GetAgentOps(context.Background(), "edge-silent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Minute)
+	if res := a.Enroll(); !res.GetEnrolled() || res.GetReason() != pulsev1.Reason_REASON_OK {
+		t.Fatalf("re-enrollment: %s %s", res.GetReason(), res.GetMessage())
+	}
+	after, err := st.GetAgentOps(context.Background(), "edge-silent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.Deadline.Equal(before.Deadline) {
+		t.Fatalf("re-enrollment moved the deadline from %s to %s", before.Deadline, after.Deadline)
+	}
+	// Past the deadline and the start-up grace, re-enrolling every minute.
+	for i := 0; i < 7; i++ {
+		e.clock.Advance(time.Minute)
+		if res := a.Enroll(); !res.GetEnrolled() {
+			t.Fatalf("re-enrollment %d: %s", i, res.GetMessage())
+		}
+	}
+	waitFor(t, "the silent device BLINDED", func() bool {
+		ag, err := st.GetAgent(context.Background(), "edge-silent")
+		return err == nil && pulsev1.Verdict(ag.LastVerdict) == pulsev1.Verdict_VERDICT_BLINDED
+	})
+	if _, err := a.Cl.Challenge(ctx(t), &pulsev1.ChallengeRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Minute)
+	if res := a.Enroll(); !res.GetEnrolled() {
+		t.Fatal(res.GetMessage())
+	}
+	if ops, _ := st.GetAgentOps(context.Background(), "edge-silent"); ops.BlindedAt.IsZero() {
+		t.Fatal("a re-enrollment cleared the BLINDED mark")
+	}
+	if n := len(alertsOf(t, st, "edge-silent", "compromised")); n != 1 {
+		t.Fatalf("%d compromised alerts, want 1", n)
+	}
+	// Honest: an accepted pulse ends it (re-enrolling dropped the stored
+	// runtime log: the agent resends it from record 0, as the state in the
+	// challenge's answer tells it).
+	a.Challenge()
+	a.SentUpTo = 0
+	wantVerdict(t, a.Pulse(func(p *parts) { p.Payload.Time = timestampNow(e) }), trusted, pulsev1.Reason_REASON_OK)
+}
