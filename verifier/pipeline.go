@@ -628,6 +628,9 @@ func buildEvidence(a *store.Agent, partition string, quoted bool, p *pulsev1.Pul
 		for _, b := range rt.binaries {
 			r.AgentBinaries = append(r.AgentBinaries, policy.AgentBinaryRecord{SHA256: hex.EncodeToString(b.SHA256), SelfMeasured: b.SelfMeasured})
 		}
+		// The last-known-good build, so agent_binary's update windows judge
+		// a switch (the verifier's records: operator-approved history).
+		r.PreviousAgentBinarySHA256 = a.LKG.BinarySHA256
 		for _, pin := range p.GetBpf().GetPinned() {
 			if m, ok := rt.bpf[pin.GetName()]; ok {
 				r.BPFPrograms[pin.GetName()] = hex.EncodeToString(m.insnSHA256)
