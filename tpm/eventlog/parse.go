@@ -141,14 +141,20 @@ type reader struct {
 	off int
 	seq int
 	// slab is where events' digest lists are cut from: one allocation per
-	// few thousand digests rather than one per event.
+	// many digests rather than one per event. Slabs grow from 64 digests
+	// to maxSlab, so a short log holds little unused room.
 	slab []Digest
 }
+
+const (
+	minSlab = 64
+	maxSlab = 4096
+)
 
 // digests returns an empty list with room for n digests.
 func (r *reader) digests(n int) []Digest {
 	if n > cap(r.slab)-len(r.slab) {
-		r.slab = make([]Digest, 0, max(n, 4096))
+		r.slab = make([]Digest, 0, max(n, min(maxSlab, max(minSlab, 2*cap(r.slab)))))
 	}
 	start := len(r.slab)
 	r.slab = r.slab[:start+n]
