@@ -16,7 +16,7 @@ type DeriveOptions struct {
 }
 
 // Derive writes a starting policy from a known-good device's evidence: its
-// Secure Boot state, the UEFI images and (when PCR 9 was verified) the
+// Secure Boot state, its runtime PCR's pre-OS history, the UEFI images and (when PCR 9 was verified) the
 // files GRUB loaded, its agent binary, its eBPF programs and Fortress. The
 // result passes that evidence and pins exactly what the device ran; it is
 // meant for a human to review, widen and commit. The output always loads
@@ -122,6 +122,21 @@ func deriveBoot(w *hclWriter, b *BootEvidence) {
 		w.line("# Turn it on in the firmware and add: secure_boot {}")
 	default:
 		w.line("# The Secure Boot state was not in the verified evidence (PCR 7).")
+	}
+
+	w.line("")
+	if h := b.RuntimePCRHistory; h != nil {
+		w.line("# What the boot measured into the runtime PCR before the OS: shim's MOK")
+		w.line("# variables, nothing without shim. Any other history fails: it could be")
+		w.line("# runtime records passed off as pre-OS measurements.")
+		quoted := make([]string, len(h))
+		for i, n := range h {
+			quoted[i] = fmt.Sprintf("%q", n)
+		}
+		w.line("runtime_pcr_history = [%s]", strings.Join(quoted, ", "))
+	} else {
+		w.line("# The evidence does not say what the boot measured into the runtime PCR, so")
+		w.line("# no runtime_pcr_history rule was derived.")
 	}
 
 	var firmware []int

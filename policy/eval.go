@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -102,6 +103,9 @@ func (mb *MeasuredBoot) rules() []Rule {
 	if mb.SecureBoot != nil {
 		rs = append(rs, *mb.SecureBoot)
 	}
+	if mb.RuntimePCRHistory != nil {
+		rs = append(rs, mb.RuntimePCRHistory.Rule)
+	}
 	for _, r := range mb.PCRs {
 		rs = append(rs, r.Rule)
 	}
@@ -179,6 +183,19 @@ func (e *evaluator) boot(ev Evidence) {
 			e.fail(*r, "Secure Boot is disabled (the SecureBoot variable measured into PCR 7 is 0)")
 		}
 	}
+	if h := mb.RuntimePCRHistory; h != nil {
+		// Names are not digests, but the section's evidence is the log
+		// verified in its bank, as for secure_boot.
+		switch {
+		case !bankOK:
+			e.fail(h.Rule, "%s", bankMsg())
+		case b.RuntimePCRHistory == nil:
+			e.fail(h.Rule, "the runtime PCR's pre-OS history is unknown: the evidence does not say which firmware log events are in the runtime PCR, so runtime records passed off as MOK measurements cannot be ruled out")
+		case !slices.Equal(b.RuntimePCRHistory, h.Names):
+			e.fail(h.Rule, "the firmware log measured %s into the runtime PCR before the OS, but this policy allows exactly %s (%s)",
+				historyText(b.RuntimePCRHistory), historyText(h.Names), historyDiff(b.RuntimePCRHistory, h.Names))
+		}
+	}
 	for _, r := range mb.PCRs {
 		if !bankOK {
 			e.fail(r.Rule, "%s", bankMsg())
@@ -235,6 +252,41 @@ func (e *evaluator) boot(ev Evidence) {
 			}
 		}
 	}
+}
+
+// historyText writes a runtime PCR history for a finding: "nothing" or
+// "[MokList, MokListX]".
+func historyText(names []string) string {
+	if len(names) == 0 {
+		return "nothing"
+	}
+	return "[" + strings.Join(names, ", ") + "]"
+}
+
+// historyDiff says how a measured history differs from the allowed one.
+func historyDiff(got, want []string) string {
+	var extra, missing []string
+	for _, n := range got {
+		if !contains(want, n) {
+			extra = append(extra, n)
+		}
+	}
+	for _, n := range want {
+		if !contains(got, n) {
+			missing = append(missing, n)
+		}
+	}
+	var parts []string
+	if len(extra) > 0 {
+		parts = append(parts, "not allowed: "+strings.Join(extra, ", "))
+	}
+	if len(missing) > 0 {
+		parts = append(parts, "missing: "+strings.Join(missing, ", "))
+	}
+	if len(parts) == 0 {
+		return "same names in another order"
+	}
+	return strings.Join(parts, "; ")
 }
 
 func describeEvents(evs []BootEvent) string {

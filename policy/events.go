@@ -63,3 +63,26 @@ func isEventType(name string) bool {
 	}
 	return false
 }
+
+// MOKVariables are the names (without the trailing NUL) of the MOK state
+// variables shim measures into PCR 14 before the OS starts, each as an
+// EV_IPL event whose data is the NUL-terminated name. They are the only
+// pre-OS measurements a runtime PCR may hold, and the names
+// runtime_pcr_history and BootEvidence.RuntimePCRHistory accept.
+var MOKVariables = []string{
+	"MokList",
+	"MokListX",
+	"MokListTrusted",
+	"MokSBState",
+	"MokPolicy",
+}
+
+// IsMOKVariable reports whether name is one of MOKVariables.
+func IsMOKVariable(name string) bool {
+	for _, v := range MOKVariables {
+		if v == name {
+			return true
+		}
+	}
+	return false
+}

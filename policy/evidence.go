@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -58,6 +59,13 @@ type BootEvidence struct {
 	// Events are the replayed events of the verified PCRs, in log order.
 	// Events of PCRs that did not replay are not evidence and are absent.
 	Events []BootEvent `json:"events"`
+	// RuntimePCRHistory names the firmware log's events in the runtime PCR
+	// (shim's MOK measurements, MOKVariables without the trailing NUL), in
+	// log order: the value the runtime log's replay starts from. The
+	// verifier binds them by replaying the runtime log onto them. Empty
+	// (not nil) when the pre-OS boot measured nothing there; nil when
+	// unknown (older evidence files), which fails runtime_pcr_history.
+	RuntimePCRHistory []string `json:"runtime_pcr_history,omitzero"`
 }
 
 // BootEvent is one replayed firmware event.
@@ -199,6 +207,17 @@ func (ev *Evidence) Validate() error {
 			if err := checkHex(e.Digest, n); err != nil {
 				return &EvidenceError{Field: field + ".digest", Reason: err.Error()}
 			}
+		}
+		seen := map[string]bool{}
+		for k, name := range b.RuntimePCRHistory {
+			field := fmt.Sprintf("boot.runtime_pcr_history[%d]", k)
+			if !IsMOKVariable(name) {
+				return &EvidenceError{Field: field, Reason: fmt.Sprintf("%q is not a MOK variable shim measures (%s)", name, strings.Join(MOKVariables, ", "))}
+			}
+			if seen[name] {
+				return &EvidenceError{Field: field, Reason: fmt.Sprintf("%q is listed twice (shim measures each MOK variable once)", name)}
+			}
+			seen[name] = true
 		}
 	}
 	if r := ev.Runtime; r != nil {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -544,7 +545,7 @@ func (d *decoder) ebpf(blk *hclsyntax.Block, base settings) *EBPF {
 
 func (d *decoder) measuredBoot(blk *hclsyntax.Block, base settings) *MeasuredBoot {
 	file := blk.TypeRange.Filename
-	b := d.content(blk.Body, "measured_boot", with(ruleAttrs, "bank"), []blockKind{
+	b := d.content(blk.Body, "measured_boot", with(ruleAttrs, "bank", "runtime_pcr_history"), []blockKind{
 		{name: "secure_boot"},
 		{name: "pcr", label: "PCR index", multi: true, example: "7"},
 		{name: "allow", label: "name", multi: true, example: "boot-chain"},
@@ -561,6 +562,9 @@ func (d *decoder) measuredBoot(blk *hclsyntax.Block, base settings) *MeasuredBoo
 					maybe(v, []string{"sha1", "sha256", "sha384", "sha512"}))
 			}
 		}
+	}
+	if a := b.attrs["runtime_pcr_history"]; a != nil {
+		mb.RuntimePCRHistory = d.runtimePCRHistory(a, s)
 	}
 	seen := map[string]int{}
 	for _, rb := range b.blocks {
@@ -644,11 +648,42 @@ func (d *decoder) measuredBoot(blk *hclsyntax.Block, base settings) *MeasuredBoo
 			}
 		}
 	}
-	if len(blk.Body.Blocks) == 0 {
+	if len(blk.Body.Blocks) == 0 && blk.Body.Attributes["runtime_pcr_history"] == nil {
 		d.errorf(blk.TypeRange, "measured_boot has no rules",
-			"add secure_boot {}, pcr \"N\" { ... }, allow \"NAME\" { ... } or forbid \"NAME\" { ... }, or remove the block")
+			"add secure_boot {}, pcr \"N\" { ... }, allow \"NAME\" { ... }, forbid \"NAME\" { ... } or runtime_pcr_history = [...], or remove the block")
 	}
 	return mb
+}
+
+// runtimePCRHistory reads runtime_pcr_history: a list of shim's MOK variable
+// names, each at most once, in the order shim measures them; [] means none.
+func (d *decoder) runtimePCRHistory(a *hclsyntax.Attribute, s settings) *RuntimePCRHistoryRule {
+	r := &RuntimePCRHistoryRule{
+		Rule:  s.rule("measured_boot.runtime_pcr_history", a.NameRange.Start, a.NameRange.Filename),
+		Names: []string{},
+	}
+	items, _ := d.strList(a)
+	first := map[string]hcl.Range{}
+	for _, it := range items {
+		if !IsMOKVariable(it.s) {
+			hint := didYouMean(it.s, MOKVariables)
+			if trimmed := strings.TrimRight(it.s, "\x00"); IsMOKVariable(trimmed) {
+				hint = fmt.Sprintf("write the name without the event data's trailing NUL: %q", trimmed)
+			}
+			d.errorf(it.rng, fmt.Sprintf("unknown MOK variable %q in runtime_pcr_history", it.s),
+				"the runtime PCR's pre-OS measurements are shim's MOK variables; %s", hint)
+			continue
+		}
+		if rng, dup := first[it.s]; dup {
+			d.errorf(it.rng, fmt.Sprintf("duplicate %q in runtime_pcr_history", it.s),
+				"the first is at line %d, column %d; shim measures each MOK variable once, and the verifier refuses a log that measures one twice",
+				rng.Start.Line, rng.Start.Column)
+			continue
+		}
+		first[it.s] = it.rng
+		r.Names = append(r.Names, it.s)
+	}
+	return r
 }
 
 func (d *decoder) pcrList(a *hclsyntax.Attribute) []int {

@@ -190,9 +190,25 @@ type MeasuredBoot struct {
 	// Bank is the PCR bank the digests are written in ("sha256" or "sha1").
 	Bank       string
 	SecureBoot *Rule
-	PCRs       []PCRRule
-	Allow      []Components
-	Forbid     []Components
+	// RuntimePCRHistory is nil when the section has no runtime_pcr_history.
+	RuntimePCRHistory *RuntimePCRHistoryRule
+	PCRs              []PCRRule
+	Allow             []Components
+	Forbid            []Components
+}
+
+// RuntimePCRHistoryRule is the runtime_pcr_history attribute: exactly which
+// pre-OS measurements the runtime PCR may hold. The verifier replays the
+// runtime log from the value those measurements left, and nothing but that
+// replay binds their digests, so root could pass off runtime records as
+// extra MOK measurements; naming the boot chain's real ones closes that.
+type RuntimePCRHistoryRule struct {
+	// Rule is named "measured_boot.runtime_pcr_history" and takes the
+	// section's mode, severity and isolate.
+	Rule
+	// Names are MOKVariables in log order; empty means no pre-OS
+	// measurement (a device booted without shim).
+	Names []string
 }
 
 // Components is an allow or forbid block: boot events selected by type and

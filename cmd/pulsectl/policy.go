@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -291,6 +292,7 @@ func runPolicyEvidence(args []string, stdout, stderr io.Writer) int {
 	logPath := fs.String("log", "", "firmware event log (binary_bios_measurements format)")
 	pcrsPath := fs.String("pcrs", "", "JSON with the PCR values the TPM reported ({\"pcrs\": {\"sha256\": {\"0\": \"hex\", ...}}}); default: the log's own replay")
 	bank := fs.String("bank", "auto", "PCR bank to replay: sha256, sha1, sha384, sha512 or auto (sha256 when the log has it)")
+	runtimePCR := fs.Int("runtime-pcr", 14, "the device's runtime PCR (11-15): its pre-OS events in the log are recorded as runtime_pcr_history")
 	agentID := fs.String("agent-id", "", "agent ID to record")
 	partition := fs.String("partition", "", "partition to record")
 	noTPM := fs.Bool("no-tpm", false, "record mTLS-only evidence (no quote)")
@@ -302,13 +304,17 @@ func runPolicyEvidence(args []string, stdout, stderr io.Writer) int {
 	bpf := bpfFlag{}
 	fs.Var(bpf, "bpf", "pinned eBPF program NAME=SHA256HEX (repeatable)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: pulsectl policy evidence [--log FILE [--pcrs JSON] [--bank B]] [--agent-binary HEX] [--bpf NAME=HEX]... [--fortress] [-o OUT.json]")
+		fmt.Fprintln(stderr, "usage: pulsectl policy evidence [--log FILE [--pcrs JSON] [--bank B] [--runtime-pcr N]] [--agent-binary HEX] [--bpf NAME=HEX]... [--fortress] [-o OUT.json]")
 		fmt.Fprintln(stderr, "Without --pcrs the log is verified against its own replay: the result is only as")
 		fmt.Fprintln(stderr, "trustworthy as the log file, so use it for test suites and derive, not as proof.")
 		fs.PrintDefaults()
 	}
 	if code, ok := parseFlagsNoArgs(fs, args); !ok {
 		return code
+	}
+	if *runtimePCR < 11 || *runtimePCR > 15 {
+		fmt.Fprintf(stderr, "pulsectl policy evidence: --runtime-pcr %d: use one of 11-15, as the verifier does\n", *runtimePCR)
+		return 2
 	}
 	ev := policy.Evidence{AgentID: *agentID, Partition: *partition, TPM: !*noTPM}
 	if *recorded != "" {
@@ -336,7 +342,7 @@ func runPolicyEvidence(args []string, stdout, stderr io.Writer) int {
 		} else {
 			ev.Source = fmt.Sprintf("%s verified against its own replay (not a quote)", filepath.Base(*logPath))
 		}
-		boot, err := bootEvidenceFromLog(raw, *bank, reported)
+		boot, err := bootEvidenceFromLog(raw, *bank, reported, uint32(*runtimePCR))
 		if err != nil {
 			fmt.Fprintf(stderr, "pulsectl policy evidence: %s: %v\n", *logPath, err)
 			return 1
@@ -399,8 +405,9 @@ func readReportedPCRs(path string) (map[string]map[int][]byte, error) {
 
 // bootEvidenceFromLog verifies a firmware log with eventlog.Verify (against
 // the reported PCR values, or the log's own replay when reported is nil) and
-// converts the replayed events into policy evidence.
-func bootEvidenceFromLog(raw []byte, bankName string, reported map[string]map[int][]byte) (*policy.BootEvidence, error) {
+// converts the replayed events into policy evidence, with the log's pre-OS
+// history of the runtime PCR.
+func bootEvidenceFromLog(raw []byte, bankName string, reported map[string]map[int][]byte, runtimePCR uint32) (*policy.BootEvidence, error) {
 	l, err := eventlog.Parse(raw)
 	if err != nil {
 		return nil, err
@@ -441,7 +448,11 @@ func bootEvidenceFromLog(raw []byte, bankName string, reported map[string]map[in
 	if err != nil {
 		return nil, err
 	}
-	be := &policy.BootEvidence{Bank: alg.String(), PCRs: map[int]string{}, Events: []policy.BootEvent{}}
+	history, err := runtimePCRHistory(l, runtimePCR)
+	if err != nil {
+		return nil, err
+	}
+	be := &policy.BootEvidence{Bank: alg.String(), PCRs: map[int]string{}, Events: []policy.BootEvent{}, RuntimePCRHistory: history}
 	for i, d := range v.PCRs {
 		be.PCRs[int(i)] = hex.EncodeToString(d)
 	}
@@ -459,6 +470,30 @@ func bootEvidenceFromLog(raw []byte, bankName string, reported map[string]map[in
 		})
 	}
 	return be, nil
+}
+
+// runtimePCRHistory names the log's events in the runtime PCR: shim's MOK
+// measurements (EV_IPL, data the NUL-terminated variable name), in log order;
+// empty when there are none. Like the verifier, it refuses any other event
+// there and a variable measured twice. The verifier binds these events by
+// replaying the runtime log onto them; this command has no runtime log, so
+// they are the log's word unless the runtime PCR was among the --pcrs.
+func runtimePCRHistory(l *eventlog.Log, pcr uint32) ([]string, error) {
+	names := []string{}
+	for _, e := range l.Events {
+		if e.PCR != pcr {
+			continue
+		}
+		name, nul := strings.CutSuffix(string(e.Data), "\x00")
+		if e.Type != eventlog.EvIPL || !nul || !policy.IsMOKVariable(name) {
+			return nil, fmt.Errorf("event %d (%s) in runtime PCR %d is not a measurement of shim's MOK state, so the verifier would refuse this log", e.Seq, e.Type, pcr)
+		}
+		if slices.Contains(names, name) {
+			return nil, fmt.Errorf("event %d measures %s into runtime PCR %d a second time, so the verifier would refuse this log", e.Seq, name, pcr)
+		}
+		names = append(names, name)
+	}
+	return names, nil
 }
 
 func hasAlg(algs []eventlog.HashAlg, a eventlog.HashAlg) bool {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -379,5 +380,61 @@ func TestPolicyDeriveCLI(t *testing.T) {
 	}
 	if code, _, errOut := runPolicyCmd(t, "policy", "derive", "--evidence", filepath.Join(dir, "nope.json")); code != 1 || errOut == "" {
 		t.Errorf("derive missing file: exit %d", code)
+	}
+}
+
+// TestPolicyEvidenceRuntimePCRHistory: policy evidence records the log's
+// MOK measurements in the runtime PCR (14 unless --runtime-pcr says
+// otherwise), refuses a log the verifier would refuse, and a runtime PCR
+// the verifier would not accept.
+func TestPolicyEvidenceRuntimePCRHistory(t *testing.T) {
+	logDir := testutil.EventLogDir(t)
+	rhel8 := filepath.Join(logDir, "rhel8-uefi.bin")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "ev.json")
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{nil, []string{"MokList", "MokListX"}},
+		{[]string{"--runtime-pcr", "14"}, []string{"MokList", "MokListX"}},
+		{[]string{"--runtime-pcr", "15"}, []string{}},
+	} {
+		args := append([]string{"policy", "evidence", "--log", rhel8, "-o", out}, tc.args...)
+		if code, _, errOut := runPolicyCmd(t, args...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", tc.args, code, errOut)
+		}
+		ev, err := policy.LoadEvidence(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ev.Boot.RuntimePCRHistory; got == nil || !slices.Equal(got, tc.want) {
+			t.Errorf("%v: runtime_pcr_history %#v, want %#v", tc.args, got, tc.want)
+		}
+	}
+	for _, pcr := range []string{"10", "16", "9"} {
+		if code, _, errOut := runPolicyCmd(t, "policy", "evidence", "--log", rhel8, "--runtime-pcr", pcr); code != 2 || !strings.Contains(errOut, "11-15") {
+			t.Errorf("--runtime-pcr %s: exit %d, stderr %q", pcr, code, errOut)
+		}
+	}
+	// An EV_IPL event in PCR 14 that names no MOK variable. Its data is not
+	// covered by its digest, so the log still replays.
+	raw, err := os.ReadFile(rhel8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(raw, []byte("MokListX\x00"))
+	if i < 0 {
+		t.Fatal("no MokListX event in the rhel8 log")
+	}
+	tampered := bytes.Clone(raw)
+	copy(tampered[i:], "MokListY")
+	tp := filepath.Join(dir, "tampered.bin")
+	if err := os.WriteFile(tp, tampered, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runPolicyCmd(t, "policy", "evidence", "--log", tp, "--pcrs", filepath.Join(logDir, "rhel8-uefi.json"))
+	if code != 1 || !strings.Contains(errOut, "in runtime PCR 14 is not a measurement of shim's MOK state") {
+		t.Errorf("log with a non-MOK event in PCR 14: exit %d, stderr %q", code, errOut)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/pulse-attest/pulse/policy"
 )
@@ -55,5 +56,42 @@ func TestSecureBootRulesEnforced(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatal("no Secure Boot or PCR 7 rule in the examples")
+	}
+}
+
+// TestRuntimePCRHistoryMatchesFixtures: the examples pinned to a boot chain
+// state the runtime PCR history of the real log they were written from
+// (policy/testdata/evidence): payment-terminals the shim boot of rhel8-uefi,
+// legacy-sha1 the Debian 10 scanners' boot, which measures nothing into PCR 14.
+func TestRuntimePCRHistoryMatchesFixtures(t *testing.T) {
+	const rule = "measured_boot.runtime_pcr_history"
+	for _, tc := range []struct {
+		file, policy string
+		pass, fail   string // evidence under ../testdata/evidence
+	}{
+		{"production.hcl", "payment-terminals", "sha256/rhel8-uefi", "sha256/arch-linux-workstation"},
+		{"legacy-and-no-tpm.hcl", "legacy-sha1", "sha1/debian-10", "sha1/rhel8-uefi"},
+	} {
+		set, diags := policy.LoadFiles(tc.file)
+		if set == nil {
+			t.Fatalf("%s: %v", tc.file, diags)
+		}
+		p := set.Policy(tc.policy)
+		if p == nil || p.MeasuredBoot == nil || p.MeasuredBoot.RuntimePCRHistory == nil {
+			t.Fatalf("%s: policy %q has no runtime_pcr_history", tc.file, tc.policy)
+		}
+		for _, ev := range []string{tc.pass, tc.fail} {
+			e, err := policy.LoadEvidence(filepath.Join("..", "testdata", "evidence", ev+".json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			failed := false
+			for _, f := range p.Evaluate(*e, time.Now()).Findings {
+				failed = failed || f.Rule == rule
+			}
+			if failed != (ev == tc.fail) {
+				t.Errorf("%s: policy %q on %s: %s failed = %v", tc.file, tc.policy, ev, rule, failed)
+			}
+		}
 	}
 }

@@ -47,6 +47,13 @@ policy "payment-terminals" {
     # Secure Boot must be on (the SecureBoot variable measured into PCR 7).
     secure_boot {}
 
+    # The terminals boot through shim, which measures its MOK lists into
+    # PCR 14 (the runtime PCR) before the OS starts. Exactly these, in this
+    # order: anything else in PCR 14's pre-OS history could be the agent's
+    # runtime records passed off as MOK measurements by root. A device class
+    # booted without shim says runtime_pcr_history = [].
+    runtime_pcr_history = ["MokList", "MokListX"]
+
     # The only UEFI applications the firmware may load: our shim and GRUB
     # builds. Any other boot application or driver fails this rule. Two
     # versions may be listed at once while a rollout is under way.

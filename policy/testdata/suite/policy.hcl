@@ -15,6 +15,9 @@ policy "cloud-vms" {
   measured_boot {
     secure_boot {}
 
+    # Both images boot through shim, which measures its MOK lists into PCR 14.
+    runtime_pcr_history = ["MokList", "MokListX"]
+
     # The GRUB of the Ubuntu 21.04 image, revoked for this suite's sake.
     forbid "revoked-grub" {
       digests = ["b0a836fec2faf4a9bea0e1a5f1945bc86ddc03ac98ce0ae172ed9b1e536d7595"]
@@ -47,6 +50,7 @@ policy "legacy-scanners" {
   measured_boot {
     bank = "sha1"
     secure_boot {}
+    runtime_pcr_history = []
     allow "debian-boot" {
       types = ["EV_EFI_BOOT_SERVICES_APPLICATION"]
       pcrs  = [4]
