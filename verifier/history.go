@@ -33,19 +33,25 @@ var mokVariables = map[string]bool{
 // anything else makes the log malformed. What remains: root can disguise
 // one record as a MOK variable the real boot did not measure (see
 // docs/threat-model.md, "The runtime PCR").
-func checkRuntimeHistory(l *eventlog.Log, pcr uint32) error {
+//
+// It returns the names of the accepted events, in order (empty, not nil,
+// when there are none): policy's measured_boot.runtime_pcr_history pins
+// them exactly per device class, which closes that last gap.
+func checkRuntimeHistory(l *eventlog.Log, pcr uint32) ([]string, error) {
 	seen := map[string]bool{}
+	names := []string{}
 	for _, e := range l.Events {
 		if e.PCR != pcr {
 			continue
 		}
 		if e.Type != eventlog.EvIPL || !mokVariables[string(e.Data)] {
-			return fmt.Errorf("%w: event %d (%s) in runtime PCR %d is not a measurement of shim's MOK state", ErrRuntimeHistory, e.Seq, e.Type, pcr)
+			return nil, fmt.Errorf("%w: event %d (%s) in runtime PCR %d is not a measurement of shim's MOK state", ErrRuntimeHistory, e.Seq, e.Type, pcr)
 		}
 		if seen[string(e.Data)] {
-			return fmt.Errorf("%w: event %d measures %q into PCR %d a second time", ErrRuntimeHistory, e.Seq, string(e.Data[:len(e.Data)-1]), pcr)
+			return nil, fmt.Errorf("%w: event %d measures %q into PCR %d a second time", ErrRuntimeHistory, e.Seq, string(e.Data[:len(e.Data)-1]), pcr)
 		}
 		seen[string(e.Data)] = true
+		names = append(names, string(e.Data[:len(e.Data)-1]))
 	}
-	return nil
+	return names, nil
 }

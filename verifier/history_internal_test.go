@@ -8,6 +8,23 @@ import (
 	"github.com/pulse-attest/pulse/tpm/eventlog"
 )
 
+func TestCheckRuntimeHistoryNames(t *testing.T) {
+	raw, err := os.ReadFile("../testdata/eventlogs/rhel8-uefi.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := eventlog.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names, err := checkRuntimeHistory(l, 14); err != nil || len(names) != 2 || names[0] != "MokList" || names[1] != "MokListX" {
+		t.Fatalf("names %q, %v", names, err)
+	}
+	if names, err := checkRuntimeHistory(l, 15); err != nil || names == nil || len(names) != 0 {
+		t.Fatalf("names %q (nil %t), %v; want an empty list", names, names == nil, err)
+	}
+}
+
 func TestCheckRuntimeHistory(t *testing.T) {
 	raw, err := os.ReadFile("../testdata/eventlogs/rhel8-uefi.bin")
 	if err != nil {
@@ -41,7 +58,7 @@ func TestCheckRuntimeHistory(t *testing.T) {
 		{"a kernel command line in PCR 12", with(ipl(12, "console=ttyS0")), 12, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			err := checkRuntimeHistory(c.log, c.pcr)
+			_, err := checkRuntimeHistory(c.log, c.pcr)
 			if c.ok && err != nil {
 				t.Fatalf("refused: %v", err)
 			}

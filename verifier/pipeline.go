@@ -234,7 +234,8 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	if out != nil {
 		return out
 	}
-	if err := checkRuntimeHistory(fw.log, runtimePCR); err != nil {
+	history, err := checkRuntimeHistory(fw.log, runtimePCR)
+	if err != nil {
 		return o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_MALFORMED, "firmware log: %v", err)
 	}
 	initial := make([]byte, bank.Hash().Size())
@@ -264,7 +265,11 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	o.update.RuntimeUnchanged = rt.count == storedCount && len(p.GetRuntimeRecords()) == 0 && len(stored) > 0 && p.GetRuntimeFirstRecord() == storedCount
 
 	// 7-8. Policy over the verified evidence, then state.
-	return v.evaluate(o, pol, p, fw.verified.boot, rt, now)
+	// The boot evidence is shared by every agent booted this way; this
+	// pulse's copy adds the runtime PCR's pre-OS history (its runtime PCR).
+	boot := *fw.verified.boot
+	boot.RuntimePCRHistory = history
+	return v.evaluate(o, pol, p, &boot, rt, now)
 }
 
 // requiredBank is the PCR bank a pulse must quote: the policy's
