@@ -2,7 +2,6 @@ package verifier_test
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,30 +12,11 @@ import (
 	"github.com/pulse-attest/pulse/tpm/eventlog"
 )
 
-// appendIPL appends an EV_IPL event with the given SHA-256 digest to a
-// crypto-agile log (other banks: the hash of the data).
+// appendIPL appends an EV_IPL event whose SHA-256 digest is the given one.
 func appendIPL(t *testing.T, raw []byte, pcr uint32, data, sha256Digest []byte) []byte {
 	t.Helper()
-	l, err := eventlog.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := append([]byte(nil), raw...)
-	out = binary.LittleEndian.AppendUint32(out, pcr)
-	out = binary.LittleEndian.AppendUint32(out, uint32(eventlog.EvIPL))
-	out = binary.LittleEndian.AppendUint32(out, uint32(len(l.Algs)))
-	for _, a := range l.Algs {
-		d := sha256Digest
-		if a != eventlog.AlgSHA256 {
-			h := a.Hash().New()
-			h.Write(data)
-			d = h.Sum(nil)
-		}
-		out = binary.LittleEndian.AppendUint16(out, uint16(a))
-		out = append(out, d...)
-	}
-	out = binary.LittleEndian.AppendUint32(out, uint32(len(data)))
-	return append(out, data...)
+	out, _ := appendEvent(t, raw, pcr, eventlog.EvIPL, data, map[uint16][]byte{uint16(eventlog.AlgSHA256): sha256Digest})
+	return out
 }
 
 // TestRuntimePCRHistoryPinned: the launcher starts a backdoored build

@@ -10,9 +10,10 @@ import (
 )
 
 // appendEvent appends one TCG_PCR_EVENT2 record to a crypto-agile log,
-// with a digest of data in every bank the log carries, and extends the
-// same digests into the TPM's PCR: what root can do after boot.
-func appendEvent(t *testing.T, raw []byte, pcr uint32, typ eventlog.EventType, data []byte, extend func(map[uint16][]byte)) []byte {
+// with a digest of data in every bank the log carries unless digests names
+// another, and returns the log and the digests (what root extends into the
+// PCR after boot).
+func appendEvent(t *testing.T, raw []byte, pcr uint32, typ eventlog.EventType, data []byte, digests map[uint16][]byte) ([]byte, map[uint16][]byte) {
 	t.Helper()
 	l, err := eventlog.Parse(raw)
 	if err != nil {
@@ -22,19 +23,20 @@ func appendEvent(t *testing.T, raw []byte, pcr uint32, typ eventlog.EventType, d
 	out = binary.LittleEndian.AppendUint32(out, pcr)
 	out = binary.LittleEndian.AppendUint32(out, uint32(typ))
 	out = binary.LittleEndian.AppendUint32(out, uint32(len(l.Algs)))
-	digests := map[uint16][]byte{}
+	used := map[uint16][]byte{}
 	for _, a := range l.Algs {
-		h := a.Hash().New()
-		h.Write(data)
-		d := h.Sum(nil)
-		digests[uint16(a)] = d
+		d, ok := digests[uint16(a)]
+		if !ok {
+			h := a.Hash().New()
+			h.Write(data)
+			d = h.Sum(nil)
+		}
+		used[uint16(a)] = d
 		out = binary.LittleEndian.AppendUint16(out, uint16(a))
 		out = append(out, d...)
 	}
 	out = binary.LittleEndian.AppendUint32(out, uint32(len(data)))
-	out = append(out, data...)
-	extend(digests)
-	return out
+	return append(out, data...), used
 }
 
 // uefiVariable encodes a UEFI_VARIABLE_DATA.
@@ -59,12 +61,7 @@ func TestSecureBootSpoofedAfterBoot(t *testing.T) {
 	if e == nil {
 		return
 	}
-	a := e.agent("edge-sb", e.openTPM(e.sw))
-	if res := a.Enroll(); !res.GetEnrolled() {
-		t.Fatal(res.GetMessage())
-	}
-	a.MeasureBinary()
-	a.Challenge()
+	a := e.enroll("edge-sb")
 	// Honest: Secure Boot is off, the fleet policy requires it.
 	resp := a.Pulse(nil)
 	wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_POLICY_DENIED)
@@ -72,13 +69,11 @@ func TestSecureBootSpoofedAfterBoot(t *testing.T) {
 		t.Fatalf("findings %v", resp.GetFindings())
 	}
 	// Attack.
-	spoofed := appendEvent(t, e.fwLog, 7, eventlog.EvEFIVariableDriverConfig,
-		uefiVariable(eventlog.GUIDGlobalVariable, "SecureBoot", []byte{1}),
-		func(d map[uint16][]byte) {
-			if err := a.Dev.Extend(7, d); err != nil {
-				t.Fatal(err)
-			}
-		})
+	spoofed, d := appendEvent(t, e.fwLog, 7, eventlog.EvEFIVariableDriverConfig,
+		uefiVariable(eventlog.GUIDGlobalVariable, "SecureBoot", []byte{1}), nil)
+	if err := a.Dev.Extend(7, d); err != nil {
+		t.Fatal(err)
+	}
 	a.FwLog = spoofed
 	resp = a.Pulse(nil)
 	wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_FIRMWARE_LOG_MALFORMED)

@@ -24,8 +24,9 @@ import (
 // pulse of the same device. The honest pulse is TRUSTED; the attack is
 // refused with its own reason.
 
-// enrolled returns an enrolled agent with its binary measured, TRUSTED once.
-func (e *env) enrolled(id string) *verifiertest.Client {
+// enroll returns an agent on the env's TPM, enrolled, with its binary
+// measured and a nonce in hand.
+func (e *env) enroll(id string) *verifiertest.Client {
 	e.t.Helper()
 	a := e.agent(id, e.openTPM(e.sw))
 	if res := a.Enroll(); !res.GetEnrolled() {
@@ -33,6 +34,13 @@ func (e *env) enrolled(id string) *verifiertest.Client {
 	}
 	a.MeasureBinary()
 	a.Challenge()
+	return a
+}
+
+// enrolled is enroll, TRUSTED once.
+func (e *env) enrolled(id string) *verifiertest.Client {
+	e.t.Helper()
+	a := e.enroll(id)
 	wantVerdict(e.t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
 	return a
 }
@@ -260,12 +268,7 @@ func TestClockDesyncHidesNothing(t *testing.T) {
 	if e == nil {
 		return
 	}
-	a := e.agent("edge-clock", e.openTPM(e.sw))
-	if res := a.Enroll(); !res.GetEnrolled() {
-		t.Fatal(res.GetMessage())
-	}
-	a.MeasureBinary()
-	a.Challenge()
+	a := e.enroll("edge-clock")
 	wantVerdict(t, a.Pulse(nil), untrusted, pulsev1.Reason_REASON_POLICY_DENIED)
 	for i := 0; i < 3; i++ {
 		resp := a.Pulse(func(p *parts) { p.Payload.Time = timestamppb.New(time.Now().Add(time.Hour)) })
