@@ -3,7 +3,9 @@ package verifier_test
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"github.com/pulse-attest/pulse/simulator/simtest"
 	"github.com/pulse-attest/pulse/tpm/cel"
 	"github.com/pulse-attest/pulse/tpm/eventlog"
+	"github.com/pulse-attest/pulse/verifier/store"
 	"github.com/pulse-attest/pulse/verifier/verifiertest"
 )
 
@@ -351,4 +354,53 @@ func TestQuarantinedListValidated(t *testing.T) {
 	if got, _ := st.GetAgent(context.Background(), "edge-q"); got.Quarantined != "192.0.2.7,2001:db8::1" {
 		t.Fatalf("a refused pulse changed the stored list to %q", got.Quarantined)
 	}
+}
+
+// specIDLog is a firmware log whose Spec ID header lists n algorithms, then
+// padded with filler to size bytes: the shape that cost the verifier ~24 s
+// of CPU per 4 MiB log before the parser's limits.
+func specIDLog(n, size int) []byte {
+	var ev []byte
+	ev = append(ev, "Spec ID Event03\x00"...)
+	ev = binary.LittleEndian.AppendUint32(ev, 0)         // platform class
+	ev = append(ev, 0, 2, 0, 2)                          // spec version 2.0, errata 0, uintn 8 bytes
+	ev = binary.LittleEndian.AppendUint32(ev, uint32(n)) // number of algorithms
+	for i := 0; i < n; i++ {
+		ev = binary.LittleEndian.AppendUint16(ev, uint16(0x1000+i))
+		ev = binary.LittleEndian.AppendUint16(ev, 32)
+	}
+	ev = append(ev, 0) // vendor info size
+	var out []byte
+	out = binary.LittleEndian.AppendUint32(out, 0) // PCR 0
+	out = binary.LittleEndian.AppendUint32(out, 3) // EV_NO_ACTION
+	out = append(out, make([]byte, 20)...)
+	out = binary.LittleEndian.AppendUint32(out, uint32(len(ev)))
+	out = append(out, ev...)
+	for len(out) < size {
+		out = append(out, 0xA5)
+	}
+	return out
+}
+
+// TestHostileFirmwareLogRefusedCheaply: an enrolled device sends a 4 MiB
+// firmware log whose Spec ID header lists 65,000 algorithms (signed, with a
+// valid quote). It is refused as malformed, nothing is stored, and the
+// device's next honest pulse is TRUSTED.
+func TestHostileFirmwareLogRefusedCheaply(t *testing.T) {
+	e := newEnv(t, "rhel8-uefi")
+	if e == nil {
+		return
+	}
+	st := openStore(t, e)
+	a := e.enrolled("edge-hostile")
+	hostile := specIDLog(65000, 4<<20-1024)
+	sum := sha256.Sum256(hostile)
+	start := time.Now()
+	resp := a.Pulse(func(p *parts) { p.FwLog = hostile; p.Payload.FirmwareLogSha256 = sum[:] })
+	wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_FIRMWARE_LOG_MALFORMED)
+	t.Logf("refused in %s: %s", time.Since(start).Round(time.Millisecond), resp.GetMessage())
+	if _, err := st.GetFirmwareLog(context.Background(), sum[:]); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("hostile log stored: %v", err)
+	}
+	wantVerdict(t, a.Pulse(func(p *parts) { p.SendLog = false }), trusted, pulsev1.Reason_REASON_OK)
 }
