@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fails when committed generated code (protobuf, bpf2go) differs from what the
+# Fails when committed generated code (protobuf *.pb.go, bpf2go) differs from what the
 # generators produce now. Generates into a temporary tree and diffs.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -8,7 +8,7 @@ trap 'rm -rf "$tmp"' EXIT
 status=0
 
 "$root/scripts/gen-proto.sh" "$tmp"
-for f in "$root"/proto/pulse/v1/*.go; do
+for f in "$root"/proto/pulse/v1/*.pb.go; do
   rel=${f#"$root"/}
   if ! diff -u "$f" "$tmp/$rel" >"$tmp/diff" 2>&1; then
     echo "generate-check: $rel is stale (run 'make generate'):" >&2
@@ -17,7 +17,7 @@ for f in "$root"/proto/pulse/v1/*.go; do
   fi
 done
 # Generated files that no longer have a source.
-for f in "$tmp"/proto/pulse/v1/*.go; do
+for f in "$tmp"/proto/pulse/v1/*.pb.go; do
   rel=${f#"$tmp"/}
   [ -f "$root/$rel" ] || { echo "generate-check: $rel is missing (run 'make generate')" >&2; status=1; }
 done
