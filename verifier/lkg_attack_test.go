@@ -4,12 +4,17 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/tpm/cel"
+	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
@@ -97,13 +102,89 @@ func TestOlderBuildAfterUpgradeIsAChange(t *testing.T) {
 	if n := len(alertsOf(t, st, "edge-downgrade", "binary_changed")); n != 1 {
 		t.Fatalf("%d binary_changed alerts, want 1 (one per change)", n)
 	}
-	// Honest: after that restart, B again is TRUSTED.
+	// Attack 3: a reboot, then A launched first and B's record appended: the
+	// log replays the accepted prefix [A, B] of an earlier boot, which is
+	// not this boot's.
+	if _, err := e.sw.Boot(e.fwLog); err != nil {
+		t.Fatal(err)
+	}
+	a.Records, a.SentUpTo = nil, 0
+	a.MeasureBinary()
+	a.Binary = newBuild
+	a.MeasureBinary()
+	wantVerdict(t, a.Pulse(func(p *parts) { p.Payload.Time = timestampNow(e) }), untrusted, pulsev1.Reason_REASON_BINARY_CHANGED)
+
+	// Honest: after a reboot, B again is TRUSTED.
 	if _, err := e.sw.Boot(e.fwLog); err != nil {
 		t.Fatal(err)
 	}
 	a.Records, a.SentUpTo, a.Binary = nil, 0, newBuild
 	a.MeasureBinary()
 	wantVerdict(t, a.Pulse(func(p *parts) { p.Payload.Time = timestampNow(e) }), trusted, pulsev1.Reason_REASON_OK)
+}
+
+// TestBPFChangeNeedsOpenWindow: with two builds on the policy's allow
+// list, root swaps a pinned eBPF program and relaunches the other build.
+// A build on the allow list approves no eBPF change: only an open window
+// does.
+func TestBPFChangeNeedsOpenWindow(t *testing.T) {
+	buildA := sha256.Sum256([]byte("pulse-agent build for edge-bpf-flip")) // the client's default
+	buildB := sha256.Sum256([]byte("pulse-agent 2.0"))
+	e := newEnvCfg(t, "rhel8-uefi", func(c *config.Config) {
+		polFile := filepath.Join(t.TempDir(), "flip.hcl")
+		pol := fmt.Sprintf(`
+policy "fleet" {
+  match {
+    agents = ["*"]
+  }
+  tpm = "required"
+  agent_binary {
+    allow = [%q, %q]
+  }
+}
+`, hexOf(buildA[:]), hexOf(buildB[:]))
+		if err := os.WriteFile(polFile, []byte(pol), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c.Policy = []string{polFile}
+	})
+	if e == nil {
+		return
+	}
+	const id = "edge-bpf-flip"
+	a := e.agent(id, e.openTPM(e.sw))
+	if a.Binary != buildA {
+		t.Fatal("the client's default build changed")
+	}
+	if res := a.Enroll(); !res.GetEnrolled() {
+		t.Fatal(res.GetMessage())
+	}
+	prog := func(tag string) *cel.EBPFProgram {
+		p := &cel.EBPFProgram{Name: "shield_xdp", ProgramType: "xdp", AttachPoint: "eth0", KernelRelease: "6.1.0"}
+		p.InsnSHA256 = sha256.Sum256([]byte("instructions " + tag))
+		copy(p.Tag[:], p.InsnSHA256[:8])
+		return p
+	}
+	pinned := prog("v1")
+	pin := func(p *parts) {
+		p.Payload.Time = timestampNow(e)
+		p.Payload.Bpf = &pulsev1.BPFSnapshot{Pinned: []*pulsev1.PinnedProgram{{Name: pinned.Name, Id: 7, Tag: pinned.Tag[:], InsnSha256: pinned.InsnSHA256[:]}}}
+	}
+	a.MeasureBinary()
+	a.Measure(pinned)
+	a.Challenge()
+	wantVerdict(t, a.Pulse(pin), trusted, pulsev1.Reason_REASON_OK)
+	// Honest: the other allowed build, same programs.
+	a.Binary = buildB
+	a.MeasureBinary()
+	wantVerdict(t, a.Pulse(pin), trusted, pulsev1.Reason_REASON_OK)
+
+	pinned = prog("evil")
+	a.Measure(pinned)
+	wantVerdict(t, a.Pulse(pin), untrusted, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED)
+	a.Binary = buildA
+	a.MeasureBinary()
+	wantVerdict(t, a.Pulse(pin), untrusted, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED)
 }
 
 // TestReenrollDoesNotMoveDeadline: root stops the agent and re-enrolls the

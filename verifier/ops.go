@@ -212,16 +212,18 @@ func (v *Verifier) shouldIsolate(o *Outcome, pol *policy.Policy) bool {
 // checkLastKnownGood compares the verified binaries and eBPF programs with
 // the last-known-good. The first trusted pulse sets it. Every agent-binary
 // record of the boot is judged, in order (none can be taken back out of
-// the runtime PCR): the records already accepted are the log's accepted
-// prefix (LKG.Boot: how many, and a digest of their digests); each record
-// after it must be the build before it (a restart of the same build) or a
-// change an open update window (store or policy) approves. So an approved
-// update does not turn its predecessor's record into a finding once the
-// window closes, and re-launching an older build, in the same boot or
-// after any kind of TPM restart, is a change like any other. Otherwise the
-// verdict turns UNTRUSTED with a severity 1 alert (raised after the
-// commit) and the last-known-good stays as it was. The new last-known-good
-// is written by the pulse's commit.
+// the runtime PCR): the records already accepted in this boot are the
+// log's accepted prefix (LKG.Boot: the boot, as the quote's reset and
+// restart counts, how many records, and a digest of their digests); each
+// record after it must be the build before it (a restart of the same
+// build) or a change an open update window (store or policy) approves. So
+// an approved update does not turn its predecessor's record into a
+// finding once the window closes, while re-launching an older build — in
+// the same boot, or in any later boot, even one whose log replays the old
+// records first — is a change like any other. Otherwise the verdict turns
+// UNTRUSTED with a severity 1 alert (raised after the commit) and the
+// last-known-good stays as it was. The new last-known-good is written by
+// the pulse's commit.
 func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *policy.Policy, now time.Time) {
 	rt := o.evidence.Runtime
 	lkg := o.agent.LKG
@@ -229,17 +231,17 @@ func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *poli
 	for _, b := range rt.AgentBinaries {
 		seen = append(seen, strings.ToLower(b.SHA256))
 	}
-	cur := store.LKG{BinarySHA256: rt.AgentBinarySHA256, BPF: bpfString(rt.BPFPrograms), At: now, Boot: acceptedPrefix(seen)}
+	cur := store.LKG{BinarySHA256: rt.AgentBinarySHA256, BPF: bpfString(rt.BPFPrograms), At: now, Boot: acceptedPrefix(o.boot, seen)}
 	if lkg.BinarySHA256 == "" {
 		o.update.LKG = &cur
 		return
 	}
 	prev := strings.ToLower(lkg.BinarySHA256)
-	for _, d := range seen[acceptedCount(lkg.Boot, seen):] {
+	for _, d := range seen[acceptedCount(lkg.Boot, o.boot, seen):] {
 		if d == prev {
 			continue
 		}
-		if !v.updateApproved(ctx, o.agent.ID, prev, d, true, pol, now) {
+		if !v.updateApproved(ctx, o.agent.ID, prev, d, pol, now) {
 			o.Verdict, o.Reason = pulsev1.Verdict_VERDICT_UNTRUSTED, pulsev1.Reason_REASON_BINARY_CHANGED
 			o.Message = fmt.Sprintf("agent binary changed from %s to %s outside any approved update window", shortHex(prev), shortHex(d))
 			if d != strings.ToLower(cur.BinarySHA256) {
@@ -252,7 +254,7 @@ func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *poli
 		prev = d
 	}
 	binChanged := lkg.BinarySHA256 != cur.BinarySHA256
-	if lkg.BPF != cur.BPF && !v.updateApproved(ctx, o.agent.ID, lkg.BinarySHA256, cur.BinarySHA256, binChanged, pol, now) {
+	if lkg.BPF != cur.BPF && !v.bpfChangeApproved(ctx, o.agent.ID, lkg.BinarySHA256, cur.BinarySHA256, binChanged, pol, now) {
 		o.Verdict, o.Reason = pulsev1.Verdict_VERDICT_UNTRUSTED, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED
 		o.Message = fmt.Sprintf("eBPF programs changed from %q to %q outside any approved update window", lkg.BPF, cur.BPF)
 		o.lkgAlert = &store.Alert{DedupKey: fmt.Sprintf("bpf_changed:%s:%s", o.agent.ID, cur.BPF),
@@ -267,51 +269,79 @@ func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *poli
 	}
 }
 
-// acceptedPrefix records a list of accepted agent-binary digests as
-// "<count>:<SHA-256 of the digests joined by commas>".
-func acceptedPrefix(digests []string) string {
+// acceptedPrefix records the agent-binary digests accepted in one boot as
+// "<boot>:<count>:<SHA-256 of the digests joined by commas>".
+func acceptedPrefix(boot string, digests []string) string {
 	h := sha256.Sum256([]byte(strings.Join(digests, ",")))
-	return fmt.Sprintf("%d:%s", len(digests), hex.EncodeToString(h[:]))
+	return fmt.Sprintf("%s:%d:%s", boot, len(digests), hex.EncodeToString(h[:]))
 }
 
 // acceptedCount is how many of the log's agent-binary records (seen, in
-// order) were accepted before: the length of the recorded accepted prefix
-// when seen starts with it, else 0 (another boot: every record is judged
-// again).
-func acceptedCount(recorded string, seen []string) int {
-	n, _, ok := strings.Cut(recorded, ":")
+// order) were accepted before in this boot: the length of the recorded
+// accepted prefix when it was recorded in this boot and seen starts with
+// it, else 0 (every record is judged again).
+func acceptedCount(recorded, boot string, seen []string) int {
+	rest, ok := strings.CutPrefix(recorded, boot+":")
+	if !ok || boot == "" {
+		return 0
+	}
+	n, _, ok := strings.Cut(rest, ":")
 	if !ok {
 		return 0
 	}
 	k, err := strconv.Atoi(n)
-	if err != nil || k <= 0 || k > len(seen) || acceptedPrefix(seen[:k]) != recorded {
+	if err != nil || k <= 0 || k > len(seen) || acceptedPrefix(boot, seen[:k]) != recorded {
 		return 0
 	}
 	return k
 }
 
-// updateApproved reports whether an open window approves the agent's new
-// binary: one opened with pulsectl agents approve-update, or a policy
-// update_window.
-func (v *Verifier) updateApproved(ctx context.Context, agentID, from, to string, binChanged bool, pol *policy.Policy, now time.Time) bool {
+// bpfChangeApproved reports whether a change of the eBPF program set is
+// approved: only an open window does it — one opened for this agent's
+// build in the store, or a policy update_window open now that lists it.
+// A build merely on the policy's allow list approves no eBPF change, or
+// switching between two allowed builds would carry any program swap.
+func (v *Verifier) bpfChangeApproved(ctx context.Context, agentID, from, to string, binChanged bool, pol *policy.Policy, now time.Time) bool {
 	if !binChanged {
-		// eBPF programs change with the agent: accepted within any window
-		// open for this agent's current binary.
 		to = from
 	}
-	// A policy without an agent_binary section restricts nothing, but a
-	// change is still a change: only a window (or a policy listing the new
-	// build) approves it.
-	if pol != nil && binChanged && pol.AgentBinary != nil && pol.BinaryChangeApproved(from, to, now) {
+	if pol != nil && pol.AgentBinary != nil {
+		for _, w := range pol.AgentBinary.Windows {
+			if w.Contains(now) {
+				for _, d := range w.Allow {
+					if strings.EqualFold(d, to) {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return v.storeWindowOpen(ctx, agentID, to, now)
+}
+
+// updateApproved reports whether an agent switching from one build to
+// another now is approved: a policy whose agent_binary lists the new build
+// (allow, or an update_window open now), or a window opened with
+// pulsectl agents approve-update. A policy without an agent_binary section
+// restricts nothing, but a change is still a change: only a window
+// approves it then.
+func (v *Verifier) updateApproved(ctx context.Context, agentID, from, to string, pol *policy.Policy, now time.Time) bool {
+	if pol != nil && pol.AgentBinary != nil && pol.BinaryChangeApproved(from, to, now) {
 		return true
 	}
+	return v.storeWindowOpen(ctx, agentID, to, now)
+}
+
+// storeWindowOpen reports whether an update window opened with the admin
+// API (pulsectl agents approve-update) covers the agent and the build now.
+func (v *Verifier) storeWindowOpen(ctx context.Context, agentID, digest string, now time.Time) bool {
 	ws, err := v.store.UpdateWindows(ctx, now)
 	if err != nil {
 		v.log.Error("reading update windows failed", "error", err)
 		return false
 	}
 	for _, w := range ws {
-		if !strings.EqualFold(w.Digest, to) {
+		if !strings.EqualFold(w.Digest, digest) {
 			continue
 		}
 		for _, pat := range w.Agents {

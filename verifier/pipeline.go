@@ -69,6 +69,9 @@ type Outcome struct {
 	// verdict becomes CLOCK_DESYNC only if everything else is accepted.
 	clockOff bool
 	clockMsg string
+	// boot names the boot the quote was made in ("<reset>.<restart>"
+	// counts); the last-known-good's accepted prefix belongs to one boot.
+	boot string
 	// lkgAlert is the last-known-good alert to raise after the commit;
 	// streakAlert the transient-streak one.
 	lkgAlert    *store.Alert
@@ -262,6 +265,10 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	o.update.FirmwareLogSHA256 = p.GetFirmwareLogSha256()
 	o.update.RuntimeRecords = rt.records
 	o.update.RuntimeCount = rt.count
+	// A TPM Restart (Shutdown(STATE) before a reboot) keeps the reset
+	// count but resets the PCRs: the restart count tells it apart. An S3
+	// resume moves it too, and cannot be told from a Restart.
+	o.boot = fmt.Sprintf("%d.%d", res.Clock.ResetCount, res.Clock.RestartCount)
 	o.update.RuntimeUnchanged = rt.count == storedCount && len(p.GetRuntimeRecords()) == 0 && len(stored) > 0 && p.GetRuntimeFirstRecord() == storedCount
 
 	// 7-8. Policy over the verified evidence, then state.
