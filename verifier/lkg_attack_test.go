@@ -3,16 +3,14 @@ package verifier_test
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/tpm"
 	"github.com/pulse-attest/pulse/tpm/cel"
 	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/store"
@@ -20,30 +18,6 @@ import (
 
 // Regression tests for holes a white-box review found in the last-known-good
 // and deadline handling, each next to the honest behaviour it must keep.
-
-// shutdownState sends TPM2_Shutdown(TPM_SU_STATE) to the swtpm: what any
-// root process can do through the TPM right before it reboots. The
-// firmware's TPM2_Startup(CLEAR) at the next boot is then a TPM Restart:
-// PCRs are reset, restartCount moves, resetCount does not.
-func shutdownState(t *testing.T, e *env) {
-	t.Helper()
-	conn, err := net.DialTimeout("unix", e.sw.ServerSocket(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	cmd := []byte{0x80, 0x01, 0, 0, 0, 0x0c, 0, 0, 0x01, 0x45, 0, 0x01} // TPM2_Shutdown(TPM_SU_STATE)
-	if _, err := conn.Write(cmd); err != nil {
-		t.Fatal(err)
-	}
-	hdr := make([]byte, 10)
-	if _, err := io.ReadFull(conn, hdr); err != nil {
-		t.Fatal(err)
-	}
-	if rc := binary.BigEndian.Uint32(hdr[6:10]); rc != 0 {
-		t.Fatalf("TPM2_Shutdown(STATE): rc 0x%x", rc)
-	}
-}
 
 // approveUpgrade opens a short update window for build and moves the agent
 // to it (honest: TRUSTED, new last-known-good).
@@ -182,9 +156,51 @@ policy "fleet" {
 	pinned = prog("evil")
 	a.Measure(pinned)
 	wantVerdict(t, a.Pulse(pin), untrusted, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED)
+	// A fleet-wide rollout window for the build the device already runs
+	// approves no program swap.
+	st := openStore(t, e)
+	now := e.clock.Now()
+	if err := st.AddUpdateWindow(context.Background(), &store.UpdateWindow{Digest: hexOf(buildB[:]), Agents: []string{"*"},
+		Start: now.Add(-time.Minute), End: now.Add(time.Hour), CreatedBy: "operator:test"}); err != nil {
+		t.Fatal(err)
+	}
+	wantVerdict(t, a.Pulse(pin), untrusted, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED)
+	// Nor does relaunching the other build on the allow list.
 	a.Binary = buildA
 	a.MeasureBinary()
 	wantVerdict(t, a.Pulse(pin), untrusted, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED)
+}
+
+// TestBPFChangeWithApprovedBuild: a new build that ships new programs,
+// under a window open for it, is an approved update of both.
+func TestBPFChangeWithApprovedBuild(t *testing.T) {
+	e := newEnv(t, "rhel8-uefi")
+	if e == nil {
+		return
+	}
+	st := openStore(t, e)
+	const id = "edge-bpf-update"
+	a := e.agent(id, e.openTPM(e.sw))
+	if res := a.Enroll(); !res.GetEnrolled() {
+		t.Fatal(res.GetMessage())
+	}
+	prog := &cel.EBPFProgram{Name: "shield_xdp", ProgramType: "xdp", AttachPoint: "eth0", KernelRelease: "6.1.0"}
+	prog.InsnSHA256 = sha256.Sum256([]byte("instructions v1"))
+	pin := func(p *parts) {
+		p.Payload.Time = timestampNow(e)
+		p.Payload.Bpf = &pulsev1.BPFSnapshot{Pinned: []*pulsev1.PinnedProgram{{Name: prog.Name, Id: 7, Tag: prog.Tag[:], InsnSha256: prog.InsnSHA256[:]}}}
+	}
+	a.MeasureBinary()
+	a.Measure(prog)
+	a.Challenge()
+	wantVerdict(t, a.Pulse(pin), trusted, pulsev1.Reason_REASON_OK)
+	next := sha256.Sum256([]byte("pulse-agent 2.0 with shield v2"))
+	approveUpgrade(t, e, st, a, id, func(b [32]byte) { a.Binary = b }, next)
+	updated := *prog
+	updated.InsnSHA256 = sha256.Sum256([]byte("instructions v2"))
+	prog = &updated
+	a.Measure(prog)
+	wantVerdict(t, a.Pulse(pin), trusted, pulsev1.Reason_REASON_OK)
 }
 
 // TestReenrollDoesNotMoveDeadline: root stops the agent and re-enrolls the
@@ -242,4 +258,38 @@ func TestReenrollDoesNotMoveDeadline(t *testing.T) {
 	a.Challenge()
 	a.SentUpTo = 0
 	wantVerdict(t, a.Pulse(func(p *parts) { p.Payload.Time = timestampNow(e) }), trusted, pulsev1.Reason_REASON_OK)
+}
+
+// TestAKMustBeOwnerPrimary: root re-enrolls the device with Pulse's AK
+// template created in the endorsement hierarchy. Its quotes carry the
+// TPM's real reset and restart counts, which TPM2_Clear sets back to 0
+// without changing the key, so two boots could name themselves alike. Only
+// an owner-hierarchy primary is accepted as the signer.
+func TestAKMustBeOwnerPrimary(t *testing.T) {
+	e := newEnv(t, "rhel8-uefi")
+	if e == nil {
+		return
+	}
+	a := e.enrolled("edge-ak-hierarchy")
+	owner := a.AK
+	persistEndorsementAK(t, e)
+	ak, err := a.Dev.AK(tpm.AKOptions{Handle: endorsementAKHandle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.AK = ak
+	if res := a.Enroll(); !res.GetEnrolled() || res.GetReason() != pulsev1.Reason_REASON_AK_CHANGED {
+		t.Fatalf("re-enroll: %s %s", res.GetReason(), res.GetMessage())
+	}
+	a.Challenge()
+	a.SentUpTo = 0
+	wantVerdict(t, a.Pulse(nil), untrusted, pulsev1.Reason_REASON_AK_NOT_OWNER_PRIMARY)
+	// Honest: back to the owner-hierarchy AK.
+	a.AK = owner
+	if res := a.Enroll(); !res.GetEnrolled() {
+		t.Fatalf("re-enroll: %s %s", res.GetReason(), res.GetMessage())
+	}
+	a.Challenge()
+	a.SentUpTo = 0
+	wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
 }

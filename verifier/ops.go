@@ -254,7 +254,7 @@ func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *poli
 		prev = d
 	}
 	binChanged := lkg.BinarySHA256 != cur.BinarySHA256
-	if lkg.BPF != cur.BPF && !v.bpfChangeApproved(ctx, o.agent.ID, lkg.BinarySHA256, cur.BinarySHA256, binChanged, pol, now) {
+	if lkg.BPF != cur.BPF && !v.bpfChangeApproved(ctx, o.agent.ID, cur.BinarySHA256, binChanged, pol, now) {
 		o.Verdict, o.Reason = pulsev1.Verdict_VERDICT_UNTRUSTED, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED
 		o.Message = fmt.Sprintf("eBPF programs changed from %q to %q outside any approved update window", lkg.BPF, cur.BPF)
 		o.lkgAlert = &store.Alert{DedupKey: fmt.Sprintf("bpf_changed:%s:%s", o.agent.ID, cur.BPF),
@@ -297,13 +297,16 @@ func acceptedCount(recorded, boot string, seen []string) int {
 }
 
 // bpfChangeApproved reports whether a change of the eBPF program set is
-// approved: only an open window does it — one opened for this agent's
-// build in the store, or a policy update_window open now that lists it.
-// A build merely on the policy's allow list approves no eBPF change, or
-// switching between two allowed builds would carry any program swap.
-func (v *Verifier) bpfChangeApproved(ctx context.Context, agentID, from, to string, binChanged bool, pol *policy.Policy, now time.Time) bool {
+// approved. Only an update of the agent build approves one, and only
+// through a window open now for the new build (a store window, or a policy
+// update_window that lists it): programs change with the build that ships
+// them. A window never approves a change of programs on its own (a device
+// already on the build would otherwise load any code while a fleet-wide
+// rollout window is open), nor does a build merely on the allow list
+// (switching between two allowed builds would carry any program swap).
+func (v *Verifier) bpfChangeApproved(ctx context.Context, agentID, to string, binChanged bool, pol *policy.Policy, now time.Time) bool {
 	if !binChanged {
-		to = from
+		return false
 	}
 	if pol != nil && pol.AgentBinary != nil {
 		for _, w := range pol.AgentBinary.Windows {

@@ -201,6 +201,14 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	if err != nil {
 		return o.untrusted(quoteReason(err), "quote: %v", err)
 	}
+	// The signer must be an owner-hierarchy primary (Pulse's AK): only
+	// then are the reset and restart counts obfuscated per key and the key
+	// replaced by TPM2_Clear, so the counts name a boot that cannot be
+	// made to repeat (an endorsement-hierarchy key reports real counts,
+	// which TPM2_Clear sets back to 0).
+	if qn, err := quote.OwnerPrimaryQualifiedName(agent.AKName); err != nil || !bytes.Equal(res.QualifiedSigner, qn) {
+		return o.untrusted(pulsev1.Reason_REASON_AK_NOT_OWNER_PRIMARY, "the quote's signer is not a primary key of the owner hierarchy (qualified name %x)", short(res.QualifiedSigner))
+	}
 	if len(res.Selection) != 1 || eventlog.HashAlg(res.Selection[0].Alg) != bank {
 		return o.untrusted(pulsev1.Reason_REASON_PCR_BANK_NOT_ALLOWED, "the quote's PCR selection is not exactly the %s bank the pulse names", bank)
 	}

@@ -500,8 +500,8 @@ func TestSignQuoteRoundTrip(t *testing.T) {
 			t.Errorf("result %+v", res)
 		}
 		name, _ := AKName(ak)
-		if !bytes.Equal(res.QualifiedSigner, name) {
-			t.Error("qualified signer is not the AK name")
+		if qn, err := OwnerPrimaryQualifiedName(name); err != nil || !bytes.Equal(res.QualifiedSigner, qn) {
+			t.Errorf("qualified signer is not the AK's as an owner primary: %v", err)
 		}
 		pcrs[16][0] ^= 1
 		_, err = Verify(ak, attest, sig, nonce, pcrs)

@@ -125,6 +125,11 @@ func SignQuote(key *ecdsa.PrivateKey, pcrs map[uint32][]byte, sel PCRSelection, 
 	if err != nil {
 		return nil, nil, err
 	}
+	// The signer as a TPM reports an owner-hierarchy primary.
+	qn, err := OwnerPrimaryQualifiedName(name)
+	if err != nil {
+		return nil, nil, err
+	}
 	digest, err := PCRDigest(h, pcrs, sel)
 	if err != nil {
 		return nil, nil, err
@@ -136,7 +141,7 @@ func SignQuote(key *ecdsa.PrivateKey, pcrs map[uint32][]byte, sel PCRSelection, 
 	at := tpm2.TPMSAttest{
 		Magic:           tpm2.TPMGeneratedValue,
 		Type:            tpm2.TPMSTAttestQuote,
-		QualifiedSigner: tpm2.TPM2BName{Buffer: name},
+		QualifiedSigner: tpm2.TPM2BName{Buffer: qn},
 		ExtraData:       tpm2.TPM2BData{Buffer: extraData},
 		ClockInfo: tpm2.TPMSClockInfo{Clock: clock.Clock, ResetCount: clock.ResetCount,
 			RestartCount: clock.RestartCount, Safe: clock.Safe},

@@ -102,7 +102,8 @@ func (s *Store) enrollAgent(ctx context.Context, a *Agent, ekMaxAgents int) (*En
 		ON CONFLICT (id) DO UPDATE SET partition = excluded.partition, ak_public = excluded.ak_public,
 			ak_name = excluded.ak_name, ek_certificate = excluded.ek_certificate, enrolled_at = excluded.enrolled_at,
 			runtime_pcr = excluded.runtime_pcr, runtime_records = NULL, runtime_count = 0,
-			firmware_log_sha256 = CASE WHEN agents.ak_name = excluded.ak_name THEN agents.firmware_log_sha256 ELSE NULL END
+			firmware_log_sha256 = CASE WHEN agents.ak_name = excluded.ak_name THEN agents.firmware_log_sha256 ELSE NULL END,
+			lkg_boot = CASE WHEN agents.ak_name = excluded.ak_name THEN agents.lkg_boot ELSE '' END
 		WHERE agents.tpm = excluded.tpm AND (agents.ek_sha256 = excluded.ek_sha256 OR (agents.ek_sha256 IS NULL AND excluded.ek_sha256 IS NULL))`),
 		a.ID, a.Partition, a.TPM, a.EKPublic, ek, a.EKCertificate, a.AKPublic, a.AKName, nanos(a.EnrolledAt), int64(pcr))
 	if err != nil {

@@ -191,6 +191,10 @@ const (
 	Reason_REASON_RUNTIME_PCR_MISMATCH Reason = 62
 	// The quoted PCR bank is not the one the policy (or the verifier) requires.
 	Reason_REASON_PCR_BANK_NOT_ALLOWED Reason = 63
+	// The quote's signer is not a primary key of the owner hierarchy: only
+	// there does the TPM obfuscate reset and restart counts per key and does
+	// TPM2_Clear destroy the key, which the verifier's boot identity needs.
+	Reason_REASON_AK_NOT_OWNER_PRIMARY Reason = 64
 	// 6. logs
 	Reason_REASON_FIRMWARE_LOG_MISSING   Reason = 70
 	Reason_REASON_FIRMWARE_LOG_MALFORMED Reason = 71
@@ -257,6 +261,7 @@ var (
 		61:  "REASON_TPM_CLOCK_ROLLBACK",
 		62:  "REASON_RUNTIME_PCR_MISMATCH",
 		63:  "REASON_PCR_BANK_NOT_ALLOWED",
+		64:  "REASON_AK_NOT_OWNER_PRIMARY",
 		70:  "REASON_FIRMWARE_LOG_MISSING",
 		71:  "REASON_FIRMWARE_LOG_MALFORMED",
 		72:  "REASON_FIRMWARE_LOG_REPLAY",
@@ -311,6 +316,7 @@ var (
 		"REASON_TPM_CLOCK_ROLLBACK":           61,
 		"REASON_RUNTIME_PCR_MISMATCH":         62,
 		"REASON_PCR_BANK_NOT_ALLOWED":         63,
+		"REASON_AK_NOT_OWNER_PRIMARY":         64,
 		"REASON_FIRMWARE_LOG_MISSING":         70,
 		"REASON_FIRMWARE_LOG_MALFORMED":       71,
 		"REASON_FIRMWARE_LOG_REPLAY":          72,
@@ -2653,7 +2659,7 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\x10VERDICT_DEGRADED\x10\x02\x12\x15\n" +
 	"\x11VERDICT_UNTRUSTED\x10\x03\x12\x18\n" +
 	"\x14VERDICT_CLOCK_DESYNC\x10\x04\x12\x13\n" +
-	"\x0fVERDICT_BLINDED\x10\x05*\xc2\v\n" +
+	"\x0fVERDICT_BLINDED\x10\x05*\xe3\v\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tREASON_OK\x10\x01\x12\x1c\n" +
@@ -2683,6 +2689,7 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\x19REASON_TPM_CLOCK_ROLLBACK\x10=\x12\x1f\n" +
 	"\x1bREASON_RUNTIME_PCR_MISMATCH\x10>\x12\x1f\n" +
 	"\x1bREASON_PCR_BANK_NOT_ALLOWED\x10?\x12\x1f\n" +
+	"\x1bREASON_AK_NOT_OWNER_PRIMARY\x10@\x12\x1f\n" +
 	"\x1bREASON_FIRMWARE_LOG_MISSING\x10F\x12!\n" +
 	"\x1dREASON_FIRMWARE_LOG_MALFORMED\x10G\x12\x1e\n" +
 	"\x1aREASON_FIRMWARE_LOG_REPLAY\x10H\x12 \n" +
