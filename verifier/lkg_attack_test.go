@@ -14,6 +14,7 @@ import (
 	"github.com/pulse-attest/pulse/tpm/cel"
 	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/store"
+	"github.com/pulse-attest/pulse/verifier/verifiertest"
 )
 
 // Regression tests for holes a white-box review found in the last-known-good
@@ -97,12 +98,17 @@ func TestOlderBuildAfterUpgradeIsAChange(t *testing.T) {
 	wantVerdict(t, a.Pulse(func(p *parts) { p.Payload.Time = timestampNow(e) }), trusted, pulsev1.Reason_REASON_OK)
 }
 
-// TestBPFChangeNeedsOpenWindow: with two builds on the policy's allow
-// list, root swaps a pinned eBPF program and relaunches the other build.
-// A build on the allow list approves no eBPF change: only an open window
-// does.
-func TestBPFChangeNeedsOpenWindow(t *testing.T) {
-	buildA := sha256.Sum256([]byte("pulse-agent build for edge-bpf-flip")) // the client's default
+// bpfAgent is an agent whose runtime log measures one pinned eBPF program,
+// under a policy that allows builds A and B.
+type bpfAgent struct {
+	*verifiertest.Client
+	e              *env
+	buildA, buildB [32]byte
+	prog           *cel.EBPFProgram
+}
+
+func newBPFAgent(t *testing.T, id string) *bpfAgent {
+	buildA := sha256.Sum256([]byte("pulse-agent build for " + id)) // the client's default
 	buildB := sha256.Sum256([]byte("pulse-agent 2.0"))
 	e := newEnvCfg(t, "rhel8-uefi", func(c *config.Config) {
 		polFile := filepath.Join(t.TempDir(), "flip.hcl")
@@ -123,52 +129,91 @@ policy "fleet" {
 		c.Policy = []string{polFile}
 	})
 	if e == nil {
-		return
+		return nil
 	}
-	const id = "edge-bpf-flip"
-	a := e.agent(id, e.openTPM(e.sw))
+	a := &bpfAgent{Client: e.agent(id, e.openTPM(e.sw)), e: e, buildA: buildA, buildB: buildB}
 	if a.Binary != buildA {
 		t.Fatal("the client's default build changed")
 	}
 	if res := a.Enroll(); !res.GetEnrolled() {
 		t.Fatal(res.GetMessage())
 	}
-	prog := func(tag string) *cel.EBPFProgram {
-		p := &cel.EBPFProgram{Name: "shield_xdp", ProgramType: "xdp", AttachPoint: "eth0", KernelRelease: "6.1.0"}
-		p.InsnSHA256 = sha256.Sum256([]byte("instructions " + tag))
-		copy(p.Tag[:], p.InsnSHA256[:8])
-		return p
-	}
-	pinned := prog("v1")
-	pin := func(p *parts) {
-		p.Payload.Time = timestampNow(e)
-		p.Payload.Bpf = &pulsev1.BPFSnapshot{Pinned: []*pulsev1.PinnedProgram{{Name: pinned.Name, Id: 7, Tag: pinned.Tag[:], InsnSha256: pinned.InsnSHA256[:]}}}
-	}
 	a.MeasureBinary()
-	a.Measure(pinned)
+	a.setProg("v1")
 	a.Challenge()
-	wantVerdict(t, a.Pulse(pin), trusted, pulsev1.Reason_REASON_OK)
-	// Honest: the other allowed build, same programs.
-	a.Binary = buildB
-	a.MeasureBinary()
-	wantVerdict(t, a.Pulse(pin), trusted, pulsev1.Reason_REASON_OK)
+	wantVerdict(t, a.Pulse(a.pin), trusted, pulsev1.Reason_REASON_OK)
+	return a
+}
 
-	pinned = prog("evil")
-	a.Measure(pinned)
-	wantVerdict(t, a.Pulse(pin), untrusted, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED)
-	// A fleet-wide rollout window for the build the device already runs
-	// approves no program swap.
-	st := openStore(t, e)
-	now := e.clock.Now()
-	if err := st.AddUpdateWindow(context.Background(), &store.UpdateWindow{Digest: hexOf(buildB[:]), Agents: []string{"*"},
+// setProg measures a new build of the pinned program.
+func (a *bpfAgent) setProg(tag string) {
+	p := &cel.EBPFProgram{Name: "shield_xdp", ProgramType: "xdp", AttachPoint: "eth0", KernelRelease: "6.1.0"}
+	p.InsnSHA256 = sha256.Sum256([]byte("instructions " + tag))
+	copy(p.Tag[:], p.InsnSHA256[:8])
+	a.prog = p
+	a.Measure(p)
+}
+
+// launch measures build b, as the launcher does.
+func (a *bpfAgent) launch(b [32]byte) {
+	a.Binary = b
+	a.MeasureBinary()
+}
+
+func (a *bpfAgent) pin(p *parts) {
+	p.Payload.Time = timestampNow(a.e)
+	p.Payload.Bpf = &pulsev1.BPFSnapshot{Pinned: []*pulsev1.PinnedProgram{{Name: a.prog.Name, Id: 7, Tag: a.prog.Tag[:], InsnSha256: a.prog.InsnSHA256[:]}}}
+}
+
+// openWindow opens a fleet-wide update window for build b in the store.
+func (a *bpfAgent) openWindow(t *testing.T, b [32]byte) {
+	t.Helper()
+	st := openStore(t, a.e)
+	now := a.e.clock.Now()
+	if err := st.AddUpdateWindow(context.Background(), &store.UpdateWindow{Digest: hexOf(b[:]), Agents: []string{"*"},
 		Start: now.Add(-time.Minute), End: now.Add(time.Hour), CreatedBy: "operator:test"}); err != nil {
 		t.Fatal(err)
 	}
-	wantVerdict(t, a.Pulse(pin), untrusted, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED)
-	// Nor does relaunching the other build on the allow list.
-	a.Binary = buildA
-	a.MeasureBinary()
-	wantVerdict(t, a.Pulse(pin), untrusted, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED)
+}
+
+// TestBPFChangeNeedsOpenWindow: with two builds on the policy's allow
+// list, root swaps a pinned eBPF program and relaunches the other build.
+// A build on the allow list approves no eBPF change, nor does a window
+// for the build the device already runs.
+func TestBPFChangeNeedsOpenWindow(t *testing.T) {
+	a := newBPFAgent(t, "edge-bpf-flip")
+	if a == nil {
+		return
+	}
+	// Honest: the other allowed build, same programs.
+	a.launch(a.buildB)
+	wantVerdict(t, a.Pulse(a.pin), trusted, pulsev1.Reason_REASON_OK)
+
+	a.setProg("evil")
+	wantVerdict(t, a.Pulse(a.pin), untrusted, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED)
+	a.openWindow(t, a.buildB)
+	wantVerdict(t, a.Pulse(a.pin), untrusted, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED)
+	a.launch(a.buildA)
+	wantVerdict(t, a.Pulse(a.pin), untrusted, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED)
+}
+
+// TestBPFSwapByBuildBounce: with a rollout window open for build B, a
+// device on B moves to A (allowed, programs unchanged), then back to B
+// with a swapped program. B was accepted with the original programs: it
+// must bring them again.
+func TestBPFSwapByBuildBounce(t *testing.T) {
+	a := newBPFAgent(t, "edge-bpf-bounce")
+	if a == nil {
+		return
+	}
+	a.launch(a.buildB)
+	wantVerdict(t, a.Pulse(a.pin), trusted, pulsev1.Reason_REASON_OK)
+	a.openWindow(t, a.buildB)
+	a.launch(a.buildA)
+	wantVerdict(t, a.Pulse(a.pin), trusted, pulsev1.Reason_REASON_OK)
+	a.launch(a.buildB)
+	a.setProg("evil")
+	wantVerdict(t, a.Pulse(a.pin), untrusted, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED)
 }
 
 // TestBPFChangeWithApprovedBuild: a new build that ships new programs,

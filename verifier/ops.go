@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strconv"
@@ -233,6 +234,7 @@ func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *poli
 	}
 	cur := store.LKG{BinarySHA256: rt.AgentBinarySHA256, BPF: bpfString(rt.BPFPrograms), At: now, Boot: acceptedPrefix(o.boot, seen)}
 	if lkg.BinarySHA256 == "" {
+		cur.BPFBuilds = bpfBuilds(nil).with(cur.BinarySHA256, cur.BPF).String()
 		o.update.LKG = &cur
 		return
 	}
@@ -253,20 +255,90 @@ func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *poli
 		}
 		prev = d
 	}
+	// eBPF programs: each build keeps the program set it was first
+	// accepted with (the verifier's learned manifest). A build seen before
+	// must bring the same programs, whatever window is open; a build not
+	// seen before may bring a new set only as an update approved by a
+	// window open now for it.
 	binChanged := lkg.BinarySHA256 != cur.BinarySHA256
-	if lkg.BPF != cur.BPF && !v.bpfChangeApproved(ctx, o.agent.ID, cur.BinarySHA256, binChanged, pol, now) {
+	learned := parseBPFBuilds(lkg.BPFBuilds)
+	bpfOK := true
+	if want, seenBuild := learned.get(cur.BinarySHA256); seenBuild {
+		bpfOK = want == cur.BPF
+	} else if lkg.BPF != cur.BPF {
+		bpfOK = v.bpfChangeApproved(ctx, o.agent.ID, cur.BinarySHA256, binChanged, pol, now)
+	}
+	if !bpfOK {
 		o.Verdict, o.Reason = pulsev1.Verdict_VERDICT_UNTRUSTED, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED
-		o.Message = fmt.Sprintf("eBPF programs changed from %q to %q outside any approved update window", lkg.BPF, cur.BPF)
+		o.Message = fmt.Sprintf("eBPF programs changed from %q to %q outside any approved update of the agent build", lkg.BPF, cur.BPF)
 		o.lkgAlert = &store.Alert{DedupKey: fmt.Sprintf("bpf_changed:%s:%s", o.agent.ID, cur.BPF),
 			AgentID: o.agent.ID, Kind: AlertBPFChanged, Severity: 1, Reason: o.Reason.String(), Message: o.Message}
 		return
 	}
-	if lkg.BinarySHA256 != cur.BinarySHA256 || lkg.BPF != cur.BPF || lkg.Boot != cur.Boot {
+	cur.BPFBuilds = learned.with(cur.BinarySHA256, cur.BPF).String()
+	if lkg.BinarySHA256 != cur.BinarySHA256 || lkg.BPF != cur.BPF || lkg.Boot != cur.Boot || lkg.BPFBuilds != cur.BPFBuilds {
 		if binChanged || lkg.BPF != cur.BPF {
 			v.log.Info("approved update: new last-known-good", "agent_id", o.agent.ID, "agent_binary_sha256", cur.BinarySHA256)
 		}
 		o.update.LKG = &cur
 	}
+}
+
+// maxBPFBuilds bounds the builds whose program sets an agent's
+// last-known-good remembers (the oldest is forgotten first).
+const maxBPFBuilds = 16
+
+// bpfBuild is one build and the eBPF program set it was accepted with.
+type bpfBuild struct {
+	Build string `json:"build"`
+	BPF   string `json:"bpf"`
+}
+
+// bpfBuilds is the learned manifest: builds in the order they were
+// accepted, most recent last.
+type bpfBuilds []bpfBuild
+
+func parseBPFBuilds(s string) bpfBuilds {
+	var b bpfBuilds
+	if s != "" {
+		// Written only by the verifier; an unreadable value is treated as
+		// empty, which makes every build new (and programs changes need a
+		// window).
+		_ = json.Unmarshal([]byte(s), &b)
+	}
+	return b
+}
+
+func (b bpfBuilds) get(build string) (string, bool) {
+	for _, x := range b {
+		if strings.EqualFold(x.Build, build) {
+			return x.BPF, true
+		}
+	}
+	return "", false
+}
+
+// with returns the list with build's program set recorded (moved last).
+func (b bpfBuilds) with(build, bpf string) bpfBuilds {
+	out := make(bpfBuilds, 0, len(b)+1)
+	for _, x := range b {
+		if !strings.EqualFold(x.Build, build) {
+			out = append(out, x)
+		}
+	}
+	out = append(out, bpfBuild{Build: strings.ToLower(build), BPF: bpf})
+	if len(out) > maxBPFBuilds {
+		out = out[len(out)-maxBPFBuilds:]
+	}
+	return out
+}
+
+func (b bpfBuilds) String() string {
+	raw, err := json.Marshal(b)
+	if err != nil {
+		return ""
+	}
+	return string(raw)
 }
 
 // acceptedPrefix records the agent-binary digests accepted in one boot as

@@ -140,6 +140,7 @@ var migrations = []string{
 	ALTER TABLE agents ADD COLUMN transient_streak {{bigint}} NOT NULL DEFAULT 0;
 	ALTER TABLE agents ADD COLUMN desync_streak {{bigint}} NOT NULL DEFAULT 0;
 	ALTER TABLE agents ADD COLUMN lkg_boot TEXT NOT NULL DEFAULT '';
+	ALTER TABLE agents ADD COLUMN lkg_bpf_builds TEXT NOT NULL DEFAULT '';
 	CREATE INDEX agents_ek ON agents (ek_sha256);
 	CREATE INDEX enrollments_expires ON enrollments (expires_at);
 	ALTER TABLE firmware_logs ADD COLUMN size {{bigint}} NOT NULL DEFAULT 0;

@@ -200,6 +200,10 @@ type LKG struct {
 	// them; those of the accepted prefix (an approved update, since
 	// superseded) are not judged again.
 	Boot string
+	// BPFBuilds is the eBPF program set each agent build was accepted with
+	// (JSON; the verifier's learned manifest): a build that comes back must
+	// bring the same programs.
+	BPFBuilds string
 }
 
 // GetLKG returns the agent's last-known-good (zero when none).
@@ -208,7 +212,7 @@ func (s *Store) GetLKG(ctx context.Context, agentID string) (LKG, error) {
 		l  LKG
 		at int64
 	)
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT lkg_binary_sha256, lkg_bpf, lkg_at, lkg_boot FROM agents WHERE id = ?`), agentID).Scan(&l.BinarySHA256, &l.BPF, &at, &l.Boot)
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT lkg_binary_sha256, lkg_bpf, lkg_at, lkg_boot, lkg_bpf_builds FROM agents WHERE id = ?`), agentID).Scan(&l.BinarySHA256, &l.BPF, &at, &l.Boot, &l.BPFBuilds)
 	if errors.Is(err, sql.ErrNoRows) {
 		return LKG{}, ErrNotFound
 	}
@@ -221,8 +225,8 @@ func (s *Store) GetLKG(ctx context.Context, agentID string) (LKG, error) {
 
 // SetLKG records new last-known-good measurements.
 func (s *Store) SetLKG(ctx context.Context, agentID string, l LKG) error {
-	_, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET lkg_binary_sha256 = ?, lkg_bpf = ?, lkg_at = ?, lkg_boot = ? WHERE id = ?`),
-		l.BinarySHA256, l.BPF, nanos(l.At), l.Boot, agentID)
+	_, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET lkg_binary_sha256 = ?, lkg_bpf = ?, lkg_at = ?, lkg_boot = ?, lkg_bpf_builds = ? WHERE id = ?`),
+		l.BinarySHA256, l.BPF, nanos(l.At), l.Boot, l.BPFBuilds, agentID)
 	if err != nil {
 		return fmt.Errorf("store: set lkg: %w", err)
 	}

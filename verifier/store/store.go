@@ -295,7 +295,7 @@ func fromNanos(n int64) time.Time {
 const agentColumns = `id, partition, tpm, ek_public, ek_sha256, ek_certificate, ak_public, ak_name, enrolled_at,
 	last_seq, reset_count, restart_count, tpm_clock, firmware_log_sha256, runtime_records, runtime_count,
 	last_pulse_at, last_verdict, last_reason, last_message, policy_digest, address, quarantined,
-	lkg_binary_sha256, lkg_bpf, lkg_at, stream_replica, nonce_epoch, runtime_pcr, transient_streak, desync_streak, lkg_boot`
+	lkg_binary_sha256, lkg_bpf, lkg_at, stream_replica, nonce_epoch, runtime_pcr, transient_streak, desync_streak, lkg_boot, lkg_bpf_builds`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -315,7 +315,7 @@ func scanAgent(row scanner) (*Agent, error) {
 	err := row.Scan(&a.ID, &a.Partition, &tpm, &ekPub, &ekSHA, &ekCert, &akPub, &akName, &enrolled,
 		&seq, &reset, &restart, &clock, &fwSHA, &rtR, &runtimeCount,
 		&lastPulse, &verdict, &reason, &a.LastMessage, &a.PolicyDigest, &a.Address, &a.Quarantined,
-		&a.LKG.BinarySHA256, &a.LKG.BPF, &lkgAt, &a.StreamReplica, &epoch, &rtPCR, &tStreak, &dStreak, &a.LKG.Boot)
+		&a.LKG.BinarySHA256, &a.LKG.BPF, &lkgAt, &a.StreamReplica, &epoch, &rtPCR, &tStreak, &dStreak, &a.LKG.Boot, &a.LKG.BPFBuilds)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -534,14 +534,15 @@ func (s *Store) recordPulse(ctx context.Context, r runner, agentID string, epoch
 		lkg_binary_sha256 = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE lkg_binary_sha256 END,
 		lkg_bpf = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE lkg_bpf END,
 		lkg_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN CAST(? AS BIGINT) ELSE lkg_at END,
-		lkg_boot = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE lkg_boot END`
+		lkg_boot = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE lkg_boot END,
+		lkg_bpf_builds = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE lkg_bpf_builds END`
 	var setLKG int64
 	var lkg LKG
 	if u.LKG != nil {
 		setLKG, lkg = 1, *u.LKG
 	}
 	dlArgs = append(dlArgs, int64(u.TransientStreak), int64(u.DesyncStreak), setLKG, lkg.BinarySHA256, setLKG, lkg.BPF,
-		setLKG, nanos(lkg.At), setLKG, lkg.Boot)
+		setLKG, nanos(lkg.At), setLKG, lkg.Boot, setLKG, lkg.BPFBuilds)
 	if u.Evidence && u.RuntimeUnchanged {
 		res, err = r.exec(ctx, `UPDATE agents SET nonce_epoch = nonce_epoch + 1, last_pulse_at = ?, last_verdict = ?, last_reason = ?,
 			last_message = ?, policy_digest = ?, address = ?, quarantined = ?, last_seq = ?, reset_count = ?, restart_count = ?,
