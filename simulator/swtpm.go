@@ -582,8 +582,30 @@ func (s *Swtpm) ioctl(args ...string) error {
 	return nil
 }
 
+// Shutdown sends TPM2_Shutdown(CLEAR), what the kernel does before an
+// orderly reboot. A reset without it (Reboot alone) is a power loss: an
+// unorderly shutdown, which counts against the TPM's dictionary-attack
+// protection for every DA-protected object used since.
+func (s *Swtpm) Shutdown() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rc, err := s.rawCommand(shutdownClear)
+	if err != nil {
+		return fmt.Errorf("simulator: tpm2 shutdown: %w", err)
+	}
+	if rc != rcSuccess {
+		return fmt.Errorf("simulator: tpm2 shutdown: response code 0x%x", rc)
+	}
+	return nil
+}
+
+// shutdownClear is TPM2_Shutdown(TPM_SU_CLEAR).
+var shutdownClear = []byte{0x80, 0x01, 0, 0, 0, 0x0c, 0, 0, 0x01, 0x45, 0, 0}
+
 // Reboot resets the TPM as a machine reboot does: CMD_INIT on the control
-// channel, then TPM2_Startup(CLEAR) from locality 0. PCRs 0-15 are zero
+// channel, then TPM2_Startup(CLEAR) from locality 0. It sends no
+// TPM2_Shutdown first (a power loss); call Shutdown before it for an
+// orderly reboot. PCRs 0-15 are zero
 // afterwards, transient objects and sessions are gone, persistent objects
 // and NV stay. The booted log is removed (nothing is measured yet).
 func (s *Swtpm) Reboot() error {

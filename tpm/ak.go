@@ -30,10 +30,23 @@ var akUnique = sha256.Sum256([]byte("pulse attestation key v1"))
 
 // AKTemplate returns the template of Pulse's attestation key: an ECC P-256
 // restricted signing key (ECDSA-SHA256, name algorithm SHA-256), fixedTPM,
-// fixedParent, sensitiveDataOrigin, userWithAuth, with an empty auth value.
-// It is created as a primary key of the owner hierarchy, so the same TPM
-// always derives the same key from it.
+// fixedParent, sensitiveDataOrigin, userWithAuth, noDA, with an empty auth
+// value. It is created as a primary key of the owner hierarchy, so the same
+// TPM always derives the same key from it.
+//
+// noDA: using the key is not subject to dictionary-attack protection. Its
+// auth value is empty (nothing to guess), and without noDA every unorderly
+// shutdown after the key was used counts as a failure: a few power cuts
+// lock the TPM out (TPM_RC_LOCKOUT) and the device can no longer attest.
 func AKTemplate() tpm2.TPMTPublic {
+	t := legacyAKTemplate()
+	t.ObjectAttributes.NoDA = true
+	return t
+}
+
+// legacyAKTemplate is the AK template before noDA: an agent that finds such
+// a key persisted replaces it (see TPM.AK).
+func legacyAKTemplate() tpm2.TPMTPublic {
 	return tpm2.TPMTPublic{
 		Type:    tpm2.TPMAlgECC,
 		NameAlg: tpm2.TPMAlgSHA256,
@@ -79,6 +92,9 @@ type AK struct {
 	key    crypto.PublicKey
 	// Created is true when this call created and persisted the key.
 	Created bool
+	// Replaced is true when it replaced Pulse's earlier AK, which lacked
+	// noDA (Created is true too).
+	Replaced bool
 }
 
 // Handle is the AK's persistent handle.
@@ -112,7 +128,19 @@ func (t *TPM) AK(opts AKOptions) (*AK, error) {
 		switch {
 		case err == nil:
 			if err := checkTemplate(pub, AKTemplate()); err != nil {
-				return fmt.Errorf("%w: handle 0x%08x: %v", ErrAKTemplateMismatch, h, err)
+				if checkTemplate(pub, legacyAKTemplate()) != nil {
+					return fmt.Errorf("%w: handle 0x%08x: %v", ErrAKTemplateMismatch, h, err)
+				}
+				// Pulse's own earlier AK, without noDA: replace it once (the
+				// agent re-enrolls the new key through credential activation).
+				if err := evictPersistent(tr, h, name, opts.OwnerAuth); err != nil {
+					return fmt.Errorf("replace attestation key without noDA at 0x%08x: %w", h, err)
+				}
+				if ak, err = t.createAK(tr, h, opts.OwnerAuth); err != nil {
+					return err
+				}
+				ak.Replaced = true
+				return nil
 			}
 			ak, err = newAK(h, pub, name)
 			return err
@@ -125,7 +153,10 @@ func (t *TPM) AK(opts AKOptions) (*AK, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ak: %w", err)
 	}
-	if ak.Created {
+	if ak.Replaced {
+		t.log.Warn("replaced an attestation key without noDA (power cuts would lock the TPM out); the new key must be enrolled again",
+			"handle", fmt.Sprintf("0x%08x", h))
+	} else if ak.Created {
 		t.log.Info("attestation key created and persisted", "handle", fmt.Sprintf("0x%08x", h))
 	} else {
 		t.log.Debug("attestation key loaded", "handle", fmt.Sprintf("0x%08x", h))
@@ -162,6 +193,16 @@ func (t *TPM) createAK(tr transport.TPM, h uint32, ownerAuth []byte) (*AK, error
 	}
 	ak.Created = true
 	return ak, nil
+}
+
+// evictPersistent removes the persistent object at h.
+func evictPersistent(tr transport.TPM, h uint32, name, ownerAuth []byte) error {
+	_, err := (tpm2.EvictControl{
+		Auth:             tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(ownerAuth)},
+		ObjectHandle:     tpm2.NamedHandle{Handle: tpm2.TPMHandle(h), Name: tpm2.TPM2BName{Buffer: name}},
+		PersistentHandle: tpm2.TPMIDHPersistent(h),
+	}).Execute(tr)
+	return err
 }
 
 // readPersistent reads a persistent object's public area and name.

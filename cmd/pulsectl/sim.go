@@ -25,7 +25,7 @@ func init() {
 	})
 	commands.Register(cli.Command{
 		Name:    "sim reboot",
-		Summary: "reboot the swtpm simulator, optionally booting a firmware log (--state DIR [--boot-log FILE])",
+		Summary: "reboot the swtpm simulator (orderly, or --unclean for a power loss), optionally booting a firmware log (--state DIR [--boot-log FILE] [--unclean])",
 		Run:     runSimReboot,
 	})
 }
@@ -125,6 +125,7 @@ func runSimStop(args []string, stdout, stderr io.Writer) int {
 
 func runSimReboot(args []string, stdout, stderr io.Writer) int {
 	f := newSimFlags("sim reboot", true, stderr)
+	unclean := f.fs.Bool("unclean", false, "power loss: reset without TPM2_Shutdown first (the default is an orderly reboot)")
 	if code := f.parse(args); code != 0 {
 		return code
 	}
@@ -140,6 +141,12 @@ func runSimReboot(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "pulsectl sim reboot: %v\n", err)
 		return 1
+	}
+	if !*unclean {
+		if err := sw.Shutdown(); err != nil {
+			fmt.Fprintf(stderr, "pulsectl sim reboot: %v\n", err)
+			return 1
+		}
 	}
 	if raw != nil {
 		_, err = sw.Boot(raw)
