@@ -2,6 +2,7 @@ package pki
 
 import (
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"net/url"
@@ -111,10 +112,47 @@ func printableID(id string) string {
 	return id
 }
 
-// ParseIdentityURI parses one pulse:// URI. It must be exactly
-// pulse://<role>/<id> with nothing else (no user info, port, query, fragment,
-// extra path segments or percent-encoding).
+// ParseIdentity parses the text of one pulse:// URI. It must be exactly the
+// canonical form pulse://<role>/<id>, byte for byte: lowercase scheme and
+// role, the ID in [A-Za-z0-9._-], and nothing else (no user info, port,
+// query, fragment, empty query or fragment marker, trailing slash, extra
+// path segment or percent-encoding). Non-canonical text is refused, never
+// normalised, so two relying parties cannot read one certificate differently.
+func ParseIdentity(s string) (Identity, error) {
+	scheme, _, ok := strings.Cut(s, ":")
+	if !ok || !strings.EqualFold(scheme, URIScheme) {
+		return Identity{}, fmt.Errorf("not a %s:// uri: %w", URIScheme, ErrNoIdentity)
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return Identity{}, fmt.Errorf("uri %q does not parse: %w", printableID(s), ErrBadID)
+	}
+	ident, err := parseIdentityURL(u)
+	if err != nil {
+		return Identity{}, err
+	}
+	// url.Parse lowercases the scheme and drops an empty fragment ("#"), so
+	// the parsed URL alone cannot tell those apart: compare the text.
+	if s != ident.String() {
+		return Identity{}, fmt.Errorf("uri %q is not in canonical form %q: %w", printableID(s), ident.String(), ErrBadID)
+	}
+	return ident, nil
+}
+
+// ParseIdentityURI parses one already-parsed pulse:// URI. It must be
+// exactly pulse://<role>/<id> with nothing else (no user info, port, query,
+// fragment, extra path segments or percent-encoding). A parsed URL has lost
+// some of its spelling (an uppercase scheme, an empty fragment): parse the
+// original text with ParseIdentity when you have it, as IdentityFromCert
+// does.
 func ParseIdentityURI(u *url.URL) (Identity, error) {
+	if u == nil {
+		return Identity{}, fmt.Errorf("not a %s:// uri: %w", URIScheme, ErrNoIdentity)
+	}
+	return ParseIdentity(u.String())
+}
+
+func parseIdentityURL(u *url.URL) (Identity, error) {
 	if u == nil || !strings.EqualFold(u.Scheme, URIScheme) {
 		return Identity{}, fmt.Errorf("not a %s:// uri: %w", URIScheme, ErrNoIdentity)
 	}
@@ -126,25 +164,66 @@ func ParseIdentityURI(u *url.URL) (Identity, error) {
 	if err := ValidateID(id); err != nil {
 		return Identity{}, fmt.Errorf("uri %q: %w", u.Redacted(), err)
 	}
-	ident := Identity{Role: role, ID: id}
-	// Anything beyond the canonical form (query, fragment, port, user info,
-	// escaped characters, opaque form) makes the URI ambiguous: refuse it.
-	if u.String() != ident.String() {
-		return Identity{}, fmt.Errorf("uri %q is not in canonical form %q: %w", u.Redacted(), ident.String(), ErrBadID)
+	return Identity{Role: role, ID: id}, nil
+}
+
+// oidSubjectAltName is the subjectAltName extension.
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+
+// rawURIs returns the uniformResourceIdentifier names of cert's
+// subjectAltName extension exactly as the certificate spells them. ok is
+// false when cert has no parsed extensions (a template, not a certificate
+// read from DER); the caller then falls back to cert.URIs.
+func rawURIs(cert *x509.Certificate) (uris []string, ok bool, err error) {
+	for _, ext := range cert.Extensions {
+		if !ext.Id.Equal(oidSubjectAltName) {
+			continue
+		}
+		var seq asn1.RawValue
+		rest, err := asn1.Unmarshal(ext.Value, &seq)
+		if err != nil || len(rest) != 0 || !seq.IsCompound || seq.Tag != asn1.TagSequence || seq.Class != asn1.ClassUniversal {
+			return nil, true, fmt.Errorf("subject alternative name extension is malformed: %w", ErrNoIdentity)
+		}
+		for b := seq.Bytes; len(b) > 0; {
+			var v asn1.RawValue
+			if b, err = asn1.Unmarshal(b, &v); err != nil {
+				return nil, true, fmt.Errorf("subject alternative name extension is malformed: %w", ErrNoIdentity)
+			}
+			if v.Class == asn1.ClassContextSpecific && v.Tag == 6 { // uniformResourceIdentifier [6] IA5String
+				uris = append(uris, string(v.Bytes))
+			}
+		}
+		return uris, true, nil
 	}
-	return ident, nil
+	if len(cert.Extensions) > 0 || len(cert.Raw) > 0 {
+		return nil, true, nil // a real certificate without a SAN extension
+	}
+	return nil, false, nil
 }
 
 // IdentityFromCert extracts the single pulse:// URI SAN of cert. URIs with
 // other schemes (e.g. spiffe://) are ignored; the Subject CN is never read.
+// The URI is read as the certificate spells it (not as url.Parse
+// re-spells it), so PULSE://agent/x or pulse://agent/x# is refused.
 func IdentityFromCert(cert *x509.Certificate) (Identity, error) {
 	if cert == nil {
 		return Identity{}, fmt.Errorf("nil certificate: %w", ErrNoIdentity)
 	}
-	var found []*url.URL
-	for _, u := range cert.URIs {
-		if u != nil && strings.EqualFold(u.Scheme, URIScheme) {
-			found = append(found, u)
+	raw, ok, err := rawURIs(cert)
+	if err != nil {
+		return Identity{}, fmt.Errorf("certificate serial %s: %w", cert.SerialNumber, err)
+	}
+	if !ok {
+		for _, u := range cert.URIs {
+			if u != nil {
+				raw = append(raw, u.String())
+			}
+		}
+	}
+	var found []string
+	for _, s := range raw {
+		if scheme, _, ok := strings.Cut(s, ":"); ok && strings.EqualFold(scheme, URIScheme) {
+			found = append(found, s)
 		}
 	}
 	switch len(found) {
@@ -154,7 +233,7 @@ func IdentityFromCert(cert *x509.Certificate) (Identity, error) {
 	default:
 		return Identity{}, fmt.Errorf("certificate serial %s has %d pulse uris: %w", cert.SerialNumber, len(found), ErrMultipleIdentities)
 	}
-	ident, err := ParseIdentityURI(found[0])
+	ident, err := ParseIdentity(found[0])
 	if err != nil {
 		return Identity{}, fmt.Errorf("certificate serial %s: %w", cert.SerialNumber, err)
 	}

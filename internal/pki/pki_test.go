@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/asn1"
 	"crypto/x509/pkix"
 	"errors"
 	"math/big"
@@ -238,17 +239,10 @@ func TestParseRole(t *testing.T) {
 }
 
 // certWith issues a certificate with arbitrary SANs and subject, bypassing
-// Issue's validation, to test IdentityFromCert on hostile input.
+// Issue's validation, to test IdentityFromCert on hostile input. The URIs
+// are written byte for byte as given (not as url.Parse re-spells them).
 func certWith(t *testing.T, ca *CA, cn string, uris ...string) *x509.Certificate {
 	t.Helper()
-	var parsed []*url.URL
-	for _, s := range uris {
-		u, err := url.Parse(s)
-		if err != nil {
-			t.Fatalf("url.Parse(%q): %v", s, err)
-		}
-		parsed = append(parsed, u)
-	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -258,8 +252,18 @@ func certWith(t *testing.T, ca *CA, cn string, uris ...string) *x509.Certificate
 		Subject:      pkix.Name{CommonName: cn},
 		NotBefore:    time.Now().Add(-time.Minute),
 		NotAfter:     time.Now().Add(time.Hour),
-		URIs:         parsed,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if len(uris) > 0 {
+		var names []asn1.RawValue
+		for _, s := range uris {
+			names = append(names, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(s)})
+		}
+		val, err := asn1.Marshal(names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: val}}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
@@ -267,7 +271,7 @@ func certWith(t *testing.T, ca *CA, cn string, uris ...string) *x509.Certificate
 	}
 	c, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("ParseCertificate(%q): %v", uris, err)
 	}
 	return c
 }
@@ -285,7 +289,15 @@ func TestIdentityFromCert(t *testing.T) {
 		{"verifier", "", []string{"pulse://verifier/v.1"}, Identity{RoleVerifier, "v.1"}, nil},
 		{"operator", "", []string{"pulse://operator/alice"}, Identity{RoleOperator, "alice"}, nil},
 		{"other schemes ignored", "", []string{"spiffe://example.org/x", "pulse://agent/a", "https://example.org/"}, Identity{RoleAgent, "a"}, nil},
-		{"uppercase scheme normalised by url parsing", "", []string{"PULSE://agent/a"}, Identity{RoleAgent, "a"}, nil},
+		{"uppercase scheme", "", []string{"PULSE://agent/a"}, Identity{}, ErrBadID},
+		{"mixed-case scheme", "", []string{"Pulse://agent/a"}, Identity{}, ErrBadID},
+		{"empty fragment", "", []string{"pulse://agent/a#"}, Identity{}, ErrBadID},
+		{"empty query", "", []string{"pulse://agent/a?"}, Identity{}, ErrBadID},
+		{"trailing slash", "", []string{"pulse://agent/a/"}, Identity{}, ErrBadID},
+		{"percent-encoded letter", "", []string{"pulse://agent/%78"}, Identity{}, ErrBadID},
+		{"uppercase role host", "", []string{"pulse://AGENT/a"}, Identity{}, ErrBadRole},
+		{"empty port", "", []string{"pulse://agent:/a"}, Identity{}, ErrBadRole},
+		{"uppercase non-canonical beside a spiffe id", "", []string{"spiffe://example.org/x", "PULSE://agent/a"}, Identity{}, ErrBadID},
 		{"no uris", "pulse://agent/edge-1", nil, Identity{}, ErrNoIdentity},
 		{"cn is not identity", "edge-1", []string{"spiffe://example.org/agent/edge-1"}, Identity{}, ErrNoIdentity},
 		{"two identities", "", []string{"pulse://agent/a", "pulse://operator/b"}, Identity{}, ErrMultipleIdentities},
@@ -470,6 +482,29 @@ func FuzzParseIdentityURI(f *testing.F) {
 		id2, err := ParseIdentityURI(u2)
 		if err != nil || id2 != id {
 			t.Fatalf("round trip of %q: %+v, %v", id.String(), id2, err)
+		}
+	})
+}
+
+// FuzzParseIdentity: whatever text is accepted is exactly the canonical
+// spelling of the identity it names.
+func FuzzParseIdentity(f *testing.F) {
+	for _, s := range []string{"pulse://agent/a", "PULSE://agent/a", "pulse://agent/a#", "pulse://agent/a?", "pulse://agent/%78", "pulse://agent/a/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		id, err := ParseIdentity(s)
+		if err != nil {
+			if id != (Identity{}) {
+				t.Fatalf("identity %+v with error %v", id, err)
+			}
+			return
+		}
+		if id.String() != s {
+			t.Fatalf("accepted %q as %s", s, id)
+		}
+		if err := id.Validate(); err != nil {
+			t.Fatalf("accepted %q as %+v which does not validate: %v", s, id, err)
 		}
 	})
 }
