@@ -27,7 +27,8 @@ func watchComponents(m *metrics.Metrics, w *policy.Watcher, d *alert.Dispatcher)
 		s := d.Stats()
 		out := metrics.DispatchCounts{Rejected: s.Rejected, AuditFailed: s.AuditFailed, Webhooks: map[string]metrics.WebhookCounts{}}
 		for name, h := range s.Webhooks {
-			out.Webhooks[name] = metrics.WebhookCounts{Delivered: h.Delivered, Failed: h.Failed, Dropped: h.Dropped, Retried: h.Retried, Queued: h.Queued}
+			out.Webhooks[name] = metrics.WebhookCounts{Delivered: h.Delivered, Failed: h.Failed, Dropped: h.Dropped, Retried: h.Retried, Queued: h.Queued,
+				DroppedBySeverity: h.DroppedBySeverity}
 		}
 		return out
 	})

@@ -54,8 +54,12 @@ type WebhookStats struct {
 	// Failed: alerts given up on (permanent error, attempts or age
 	// exhausted, or abandoned at Close).
 	Failed uint64
-	// Dropped: alerts not queued because the queue was full.
+	// Dropped: alerts shed because the queue was full (the least severe
+	// one queued, or the new one).
 	Dropped uint64
+	// DroppedBySeverity splits Dropped by the dropped alert's severity
+	// (keys 1 to 4 are always present).
+	DroppedBySeverity map[int]uint64
 	// Retried: retries scheduled (attempts after the first).
 	Retried uint64
 	// Abandoned: the part of Failed cut short by Close's deadline.
@@ -119,7 +123,7 @@ func NewDispatcher(cfg Config) (*Dispatcher, error) {
 func (d *Dispatcher) stopWorkers() {
 	for _, h := range d.webhooks {
 		h.cancel()
-		close(h.queue)
+		h.queue.close()
 		<-h.done
 	}
 }
@@ -166,7 +170,7 @@ func (d *Dispatcher) Dispatch(ctx context.Context, a Alert) (Alert, error) {
 		if err != nil { // cannot happen for this struct; never silently skip
 			return a, errors.Join(auditErr, fmt.Errorf("dispatch alert %s: encode: %w", a.ID, err))
 		}
-		j := job{id: a.ID, kind: a.Kind, alert: body, queued: d.now()}
+		j := job{id: a.ID, kind: a.Kind, severity: a.Severity, alert: body, queued: d.now()}
 		for _, h := range d.webhooks {
 			h.enqueue(j)
 		}
@@ -243,7 +247,7 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 	}
 	d.closed = true
 	for _, h := range d.webhooks {
-		close(h.queue)
+		h.queue.close()
 	}
 	d.mu.Unlock()
 

@@ -40,8 +40,11 @@ type WebhookConfig struct {
 	URL string
 	// Secret is the HMAC-SHA256 key for X-Pulse-Signature.
 	Secret Secret
-	// QueueSize bounds the alerts waiting for this webhook; when full, new
-	// alerts are dropped for this webhook (counted and logged).
+	// QueueSize bounds the alerts waiting for this webhook. When it is
+	// full, the least severe alert is dropped for this webhook (counted
+	// per severity and logged): a queued one less severe than the new
+	// alert, else the new alert itself. A backlog is delivered most severe
+	// first.
 	QueueSize int
 	// MaxAttempts bounds the POSTs per alert, the first included.
 	MaxAttempts int
@@ -116,10 +119,11 @@ type deliveryWire struct {
 }
 
 type job struct {
-	id     string
-	kind   Kind
-	alert  json.RawMessage
-	queued time.Time
+	id       string
+	kind     Kind
+	severity int
+	alert    json.RawMessage
+	queued   time.Time
 }
 
 // webhook is one receiver with its queue and worker.
@@ -129,12 +133,14 @@ type webhook struct {
 	log    hclog.Logger
 	client *http.Client
 	now    func() time.Time
-	queue  chan job
+	queue  *queue
 	ctx    context.Context // cancelled when Close gives up draining
 	cancel context.CancelFunc
 	done   chan struct{}
 
 	delivered, failed, dropped, retried, abandoned atomic.Uint64
+	// droppedBySev splits dropped by the dropped alert's severity (1..4).
+	droppedBySev [SeverityLow + 1]atomic.Uint64
 }
 
 func newWebhook(cfg WebhookConfig, log hclog.Logger, now func() time.Time) (*webhook, error) {
@@ -163,7 +169,7 @@ func newWebhook(cfg WebhookConfig, log hclog.Logger, now func() time.Time) (*web
 		log:    log.With("webhook", cfg.Name, "target", target),
 		client: client,
 		now:    now,
-		queue:  make(chan job, cfg.QueueSize),
+		queue:  newQueue(cfg.QueueSize),
 		ctx:    ctx,
 		cancel: cancel,
 		done:   make(chan struct{}),
@@ -172,20 +178,29 @@ func newWebhook(cfg WebhookConfig, log hclog.Logger, now func() time.Time) (*web
 	return h, nil
 }
 
-// enqueue never blocks: a full queue drops the alert for this webhook.
+// enqueue never blocks: a full queue sheds its least severe alert (which
+// may be j) for this webhook.
 func (h *webhook) enqueue(j job) {
-	select {
-	case h.queue <- j:
-	default:
-		h.dropped.Add(1)
-		h.log.Error("webhook queue full; alert dropped for this webhook",
-			"alert_id", j.id, "kind", j.kind, "queue_size", h.cfg.QueueSize)
+	shed, dropped, _ := h.queue.push(j)
+	if !dropped {
+		return
 	}
+	h.dropped.Add(1)
+	h.droppedBySev[sevIndex(shed.severity)].Add(1)
+	args := []any{"alert_id", shed.id, "kind", shed.kind, "severity", shed.severity, "queue_size", h.cfg.QueueSize}
+	if shed.id != j.id {
+		args = append(args, "displaced_by", j.id, "displaced_by_severity", j.severity)
+	}
+	h.log.Error("webhook queue full; least severe alert dropped for this webhook", args...)
 }
 
 func (h *webhook) run() {
 	defer close(h.done)
-	for j := range h.queue {
+	for {
+		j, ok := h.queue.pop()
+		if !ok {
+			return
+		}
 		h.deliver(j)
 	}
 }
@@ -329,12 +344,17 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 }
 
 func (h *webhook) stats() WebhookStats {
+	bySev := make(map[int]uint64, SeverityLow)
+	for sev := SeverityCritical; sev <= SeverityLow; sev++ {
+		bySev[sev] = h.droppedBySev[sev].Load()
+	}
 	return WebhookStats{
-		Delivered: h.delivered.Load(),
-		Failed:    h.failed.Load(),
-		Dropped:   h.dropped.Load(),
-		Retried:   h.retried.Load(),
-		Abandoned: h.abandoned.Load(),
-		Queued:    len(h.queue),
+		Delivered:         h.delivered.Load(),
+		Failed:            h.failed.Load(),
+		Dropped:           h.dropped.Load(),
+		DroppedBySeverity: bySev,
+		Retried:           h.retried.Load(),
+		Abandoned:         h.abandoned.Load(),
+		Queued:            h.queue.len(),
 	}
 }

@@ -286,6 +286,9 @@ func (c *policyCollector) Collect(ch chan<- prometheus.Metric) {
 type WebhookCounts struct {
 	Delivered, Failed, Dropped, Retried uint64
 	Queued                              int
+	// DroppedBySeverity splits Dropped by the dropped alert's severity
+	// (1 to 4; a missing severity reads as zero).
+	DroppedBySeverity map[int]uint64
 }
 
 // DispatchCounts are the alert dispatcher's cumulative counters.
@@ -304,6 +307,7 @@ type DispatchCounts struct {
 //
 //	pulse_webhook_deliveries_total{webhook,result="delivered|failed|dropped"}
 //	pulse_webhook_retries_total{webhook}
+//	pulse_webhook_dropped_total{webhook,severity="1|2|3|4"}
 //	pulse_webhook_queue_length{webhook}
 //	pulse_alerts_rejected_total
 //	pulse_audit_failures_total
@@ -320,6 +324,8 @@ func (m *Metrics) WatchAlertDispatch(stats func() DispatchCounts) error {
 		stats: stats,
 		deliveries: prometheus.NewDesc(Namespace+"_webhook_deliveries_total",
 			"Alerts per webhook by final result: delivered (2xx), failed (given up), dropped (queue full).", []string{"webhook", "result"}, nil),
+		dropped: prometheus.NewDesc(Namespace+"_webhook_dropped_total",
+			"Alerts a full webhook queue shed, by the shed alert's severity (1 is the most severe).", []string{"webhook", "severity"}, nil),
 		retries: prometheus.NewDesc(Namespace+"_webhook_retries_total",
 			"Webhook delivery retries scheduled (attempts after the first).", []string{"webhook"}, nil),
 		queue: prometheus.NewDesc(Namespace+"_webhook_queue_length",
@@ -336,12 +342,12 @@ func (m *Metrics) WatchAlertDispatch(stats func() DispatchCounts) error {
 }
 
 type dispatchCollector struct {
-	stats                                       func() DispatchCounts
-	deliveries, retries, queue, rejected, audit *prometheus.Desc
+	stats                                                func() DispatchCounts
+	deliveries, dropped, retries, queue, rejected, audit *prometheus.Desc
 }
 
 func (c *dispatchCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.deliveries, c.retries, c.queue, c.rejected, c.audit} {
+	for _, d := range []*prometheus.Desc{c.deliveries, c.dropped, c.retries, c.queue, c.rejected, c.audit} {
 		ch <- d
 	}
 }
@@ -354,6 +360,9 @@ func (c *dispatchCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.deliveries, prometheus.CounterValue, float64(w.Delivered), name, "delivered")
 		ch <- prometheus.MustNewConstMetric(c.deliveries, prometheus.CounterValue, float64(w.Failed), name, "failed")
 		ch <- prometheus.MustNewConstMetric(c.deliveries, prometheus.CounterValue, float64(w.Dropped), name, "dropped")
+		for sev := 1; sev <= 4; sev++ {
+			ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(w.DroppedBySeverity[sev]), name, strconv.Itoa(sev))
+		}
 		ch <- prometheus.MustNewConstMetric(c.retries, prometheus.CounterValue, float64(w.Retried), name)
 		ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(w.Queued), name)
 	}
