@@ -500,9 +500,11 @@ func (v *Verifier) publish(ctx context.Context, target, kind string, d *pulsev1.
 
 // deliverDirectives polls the shared outbox and hands each directive to the
 // agents whose stream this replica holds. Quarantine directives go to
-// trusted agents only, never to the offender.
+// trusted agents only, never to the offender. The store's cursor returns
+// every directive committed after it was made exactly once, whatever order
+// replicas commit them in (store/directives.go).
 func (v *Verifier) deliverDirectives(ctx context.Context, every time.Duration) {
-	last, err := v.store.LastDirectiveSeq(ctx)
+	cur, err := v.store.NewDirectiveCursor(ctx)
 	if err != nil {
 		v.log.Error("reading directive outbox failed", "error", err)
 	}
@@ -514,13 +516,18 @@ func (v *Verifier) deliverDirectives(ctx context.Context, every time.Duration) {
 			return
 		case <-t.C:
 		}
-		ds, err := v.store.DirectivesAfter(ctx, last, 256)
+		if cur == nil {
+			if cur, err = v.store.NewDirectiveCursor(ctx); err != nil {
+				v.log.Warn("reading directive outbox failed", "error", err)
+				continue
+			}
+		}
+		ds, err := v.store.NextDirectives(ctx, cur, 256)
 		if err != nil {
 			v.log.Warn("reading directive outbox failed", "error", err)
 			continue
 		}
 		for _, sd := range ds {
-			last = sd.Seq
 			d := &pulsev1.Directive{}
 			if err := proto.Unmarshal(sd.Body, d); err != nil {
 				v.log.Error("bad directive in outbox", "seq", sd.Seq, "error", err)

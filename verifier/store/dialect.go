@@ -16,13 +16,18 @@ type dialect struct {
 	blob   string
 	bigint string
 	serial string
+	// txid is the directive outbox's writer-transaction column: on
+	// PostgreSQL the inserting transaction's 64-bit ID (directives.go).
+	txid string
 	// numbered placeholders ($1, $2, ...) instead of '?'.
 	numbered bool
 }
 
 var (
-	sqliteDialect   = dialect{name: EngineSQLite, blob: "BLOB", bigint: "INTEGER", serial: "INTEGER PRIMARY KEY AUTOINCREMENT"}
-	postgresDialect = dialect{name: EnginePostgres, blob: "BYTEA", bigint: "BIGINT", serial: "BIGSERIAL PRIMARY KEY", numbered: true}
+	sqliteDialect = dialect{name: EngineSQLite, blob: "BLOB", bigint: "INTEGER", serial: "INTEGER PRIMARY KEY AUTOINCREMENT",
+		txid: "INTEGER NOT NULL DEFAULT 0"}
+	postgresDialect = dialect{name: EnginePostgres, blob: "BYTEA", bigint: "BIGINT", serial: "BIGSERIAL PRIMARY KEY", numbered: true,
+		txid: "BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint)"}
 )
 
 // rebind turns '?' placeholders into the engine's form. Queries never hold a
@@ -46,7 +51,8 @@ func (d dialect) rebind(q string) string {
 	return b.String()
 }
 
-// ddl expands {{blob}}, {{bigint}} and {{serial}} in a schema statement.
+// ddl expands {{blob}}, {{bigint}}, {{serial}} and {{txid}} in a schema
+// statement.
 func (d dialect) ddl(s string) string {
-	return strings.NewReplacer("{{blob}}", d.blob, "{{bigint}}", d.bigint, "{{serial}}", d.serial).Replace(s)
+	return strings.NewReplacer("{{blob}}", d.blob, "{{bigint}}", d.bigint, "{{serial}}", d.serial, "{{txid}}", d.txid).Replace(s)
 }
