@@ -162,6 +162,11 @@ var migrations = []string{
 			AND EXISTS (SELECT 1 FROM firmware_logs f WHERE f.sha256 = a.firmware_log_sha256)
 		ON CONFLICT (agent_id, sha256) DO NOTHING;
 	UPDATE firmware_logs SET size = length(log) WHERE size = 0`,
+	// directive outbox: each row names the transaction that wrote it
+	// (PostgreSQL), so pollers read it completely whatever the commit order
+	// (directives.go).
+	`ALTER TABLE directives ADD COLUMN tx_id {{txid}};
+	CREATE INDEX directives_tx ON directives (tx_id)`,
 	// revocations: operator-revoked agent certificates (by serial or SPKI
 	// SHA-256) and agent IDs, shared by every replica (revocations.go).
 	`CREATE TABLE revocations (
