@@ -2,12 +2,16 @@ package policy
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
 )
 
 // DefaultPollInterval is how often Run looks at the policy files.
@@ -15,9 +19,17 @@ const DefaultPollInterval = 2 * time.Second
 
 // Watcher keeps the verifier's policy current: it polls the policy files
 // and swaps in a new Set only when the edited files validate. An invalid
-// edit (or a deleted, unreadable or emptied file) keeps the policy in force,
-// logs the diagnostics and counts a rejection; fixing the files swaps the
-// new policy in without a restart.
+// edit (or a deleted, renamed, unreadable or emptied file) keeps the policy
+// in force, logs the diagnostics and counts a rejection; fixing the files
+// swaps the new policy in without a restart.
+//
+// A file of the policy in force that is gone from its directory (deleted or
+// renamed) fails the reload like an invalid edit: the set must not shrink
+// silently, letting agents fall through to a laxer policy. To remove a file
+// on purpose, put a marker NAME.hcl.removed (any content) beside it in the
+// same directory: the next poll loads the set without NAME.hcl (see
+// RemovedMarker and docs/policy.md). A restart loads whatever the files
+// hold, so restarting is also a way to drop a file.
 //
 // Write policy files atomically (write a temporary file and rename it, as
 // git and most editors do): a poll that reads a half-written file rejects it,
@@ -35,6 +47,51 @@ type Watcher struct {
 	stats        WatcherStats
 	lastErr      error
 	lastRejected string
+	onReject     func(*LoadError)
+}
+
+// RemovedMarker is the suffix of the marker file that says a policy file
+// was removed from its directory on purpose: NAME.hcl.removed.
+const RemovedMarker = ".removed"
+
+// OnReject sets a function called (outside the watcher's locks, once per
+// distinct rejected state of the files) whenever a reload is refused, e.g.
+// to raise an alert. It replaces any earlier one; nil removes it.
+func (w *Watcher) OnReject(f func(*LoadError)) {
+	w.mu.Lock()
+	w.onReject = f
+	w.mu.Unlock()
+}
+
+// vanished compares the files of the set in force with the sources just
+// read. A file of the set that is gone from its directory is an error,
+// unless its RemovedMarker exists; the marked ones are returned in removed.
+// Files named directly in the watched paths are skipped: ReadSources already
+// reports them missing.
+func (w *Watcher) vanished(cur *Set, srcs []Source) (diags hcl.Diagnostics, removed []string) {
+	present := make(map[string]bool, len(srcs))
+	for _, s := range srcs {
+		present[s.Name] = true
+	}
+	named := make(map[string]bool, len(w.paths))
+	for _, p := range w.paths {
+		named[p] = true
+	}
+	for _, f := range cur.Files() {
+		if present[f] || named[f] {
+			continue
+		}
+		if _, err := os.Stat(f + RemovedMarker); err == nil {
+			removed = append(removed, f)
+			continue
+		}
+		diags = append(diags, fileDiag(f, "policy file disappeared",
+			fmt.Sprintf("%s is part of the policy in force and is gone from its directory (deleted or renamed); "+
+				"the policy in force keeps it, so no agent falls through to another policy. "+
+				"To remove it on purpose, create %s (see docs/policy.md); to rename it, create the marker too",
+				filepath.Base(f), filepath.Base(f)+RemovedMarker)))
+	}
+	return diags, removed
 }
 
 // WatcherStats are the counters and state a verifier exports as metrics.
@@ -113,13 +170,19 @@ func (w *Watcher) Check() (bool, error) {
 	defer w.checkMu.Unlock()
 
 	srcs, diags := ReadSources(w.paths...)
+	cur := w.current.Load()
+	gone, removed := w.vanished(cur, srcs)
+	diags = append(diags, gone...)
 	var key string
 	if diags.HasErrors() {
 		key = "unreadable:" + DiagnosticsText(diags, nil)
 	} else {
 		key = digestSources(srcs)
+		if len(removed) > 0 {
+			// A marker appearing changes the outcome, not the sources.
+			key += "\x00removed:" + strings.Join(removed, "\x00")
+		}
 	}
-	cur := w.current.Load()
 
 	w.mu.Lock()
 	if key == cur.Digest() {
@@ -154,9 +217,13 @@ func (w *Watcher) Check() (bool, error) {
 		w.stats.LastError = err.Text
 		w.lastErr = err
 		w.lastRejected = key
+		onReject := w.onReject
 		w.mu.Unlock()
 		w.logger.Error("policy edit rejected; the previous policy stays in force",
 			"policy_digest", cur.Digest(), "diagnostics", err.Text)
+		if onReject != nil {
+			onReject(err)
+		}
 		return false, err
 	}
 	if len(diags) > 0 {
@@ -171,6 +238,9 @@ func (w *Watcher) Check() (bool, error) {
 	w.lastErr = nil
 	w.lastRejected = ""
 	w.mu.Unlock()
+	for _, f := range removed {
+		w.logger.Warn("policy file removed by its marker; delete the marker now", "file", f, "marker", f+RemovedMarker)
+	}
 	w.logger.Info("policy reloaded", "policy_digest", set.Digest(), "previous_digest", cur.Digest(),
 		"files", strings.Join(set.Files(), ","), "policies", len(set.policies))
 	if w.onChange != nil {

@@ -71,7 +71,8 @@ func runPolicyCheck(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: pulsectl policy check FILE_OR_DIR...")
 		fmt.Fprintln(stderr, "Validates the files as one policy set (as the verifier loads them) and prints")
-		fmt.Fprintln(stderr, "diagnostics as file:line:col. Exit status 1 when there is an error.")
+		fmt.Fprintln(stderr, "diagnostics as file:line:col. Exit status 1 when there is an error. Policies of")
+		fmt.Fprintln(stderr, "different files whose matches partly overlap are reported as warnings.")
 	}
 	files, code, ok := policyParse(fs, args)
 	if !ok {
@@ -85,6 +86,9 @@ func runPolicyCheck(args []string, stdout, stderr io.Writer) int {
 	if failed {
 		return 1
 	}
+	// Policies of different files that partly overlap: which one wins
+	// depends only on the file names. Warnings, not errors.
+	policy.FormatDiagnostics(stderr, set.Overlaps(), srcs)
 	fmt.Fprintf(stdout, "ok: %s in %s, digest %s\n", countOf(len(set.Policies()), "policy", "policies"),
 		countOf(len(srcs), "file", "files"), set.Digest())
 	for _, p := range set.Policies() {

@@ -438,3 +438,35 @@ func TestPolicyEvidenceRuntimePCRHistory(t *testing.T) {
 		t.Errorf("log with a non-MOK event in PCR 14: exit %d, stderr %q", code, errOut)
 	}
 }
+
+// TestPolicyCheckOverlaps: policy check prints the partial overlaps of each
+// policy/testdata/overlap set as its golden says, as warnings (exit 0), and
+// nothing for a set without any.
+func TestPolicyCheckOverlaps(t *testing.T) {
+	root := filepath.Join(testutil.RepoRoot(t), "policy")
+	tests := []struct {
+		set      string
+		warnings int
+	}{
+		{"partial", 1},
+		{"partitions", 1},
+		{"disjoint", 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.set, func(t *testing.T) {
+			dir := filepath.Join(root, "testdata", "overlap", tc.set)
+			golden, err := os.ReadFile(dir + ".golden")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := strings.ReplaceAll(string(golden), "testdata/overlap/", filepath.Join(root, "testdata", "overlap")+"/")
+			code, out, errOut := runPolicyCmd(t, "policy", "check", dir)
+			if code != 0 || !strings.HasPrefix(out, "ok: ") {
+				t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+			}
+			if errOut != want || strings.Count(errOut, ": warning: ") != tc.warnings {
+				t.Errorf("stderr:\n%s\nwant:\n%s", errOut, want)
+			}
+		})
+	}
+}

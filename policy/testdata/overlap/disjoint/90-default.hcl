@@ -1,0 +1,9 @@
+policy "default" {
+  match {
+    agents = ["*"]
+  }
+  tpm = "optional"
+  measured_boot {
+    secure_boot {}
+  }
+}

@@ -1,0 +1,9 @@
+policy "kiosk" {
+  match {
+    agents = ["kiosk-*"]
+  }
+  tpm = "required"
+  measured_boot {
+    secure_boot {}
+  }
+}

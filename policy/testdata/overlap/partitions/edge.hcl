@@ -1,0 +1,10 @@
+policy "edge" {
+  match {
+    partitions = ["edge-*"]
+    agents     = ["gw-*"]
+  }
+  tpm = "required"
+  measured_boot {
+    secure_boot {}
+  }
+}
