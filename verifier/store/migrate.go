@@ -177,6 +177,14 @@ var migrations = []string{
 		created_at {{bigint}} NOT NULL,
 		PRIMARY KEY (kind, value)
 	)`,
+	// alert outbox: an alert is dispatched (audit log, webhooks) by the
+	// replica holding its claim; one stored but never marked dispatched is
+	// claimed again once the claim is stale (alerts.go). Alerts stored
+	// before the outbox count as dispatched.
+	`ALTER TABLE alerts ADD COLUMN dispatched_at {{bigint}} NOT NULL DEFAULT 0;
+	ALTER TABLE alerts ADD COLUMN claimed_at {{bigint}} NOT NULL DEFAULT 0;
+	UPDATE alerts SET dispatched_at = CASE WHEN created_at > 0 THEN created_at ELSE 1 END, claimed_at = created_at;
+	CREATE INDEX alerts_undispatched ON alerts (dispatched_at, claimed_at)`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

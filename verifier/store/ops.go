@@ -26,6 +26,9 @@ type Alert struct {
 	CreatedAt time.Time
 	AckedAt   time.Time
 	AckedBy   string
+	// DispatchedAt is when a replica handed the alert to its alerter
+	// (audit log, webhooks); zero while it waits in the outbox.
+	DispatchedAt time.Time
 }
 
 // AlertFilter selects alerts.
@@ -42,7 +45,10 @@ func newID() string {
 }
 
 // RaiseAlert stores an alert unless one with the same DedupKey exists. It
-// reports whether this call raised it.
+// reports whether this call raised it. A stored alert is undispatched and
+// claimed by its raiser as of CreatedAt: the raiser dispatches it and marks
+// it (MarkAlertDispatched); otherwise another replica claims it once the
+// claim is stale (ClaimAlert).
 func (s *Store) RaiseAlert(ctx context.Context, a *Alert) (bool, error) {
 	if a.ID == "" {
 		a.ID = newID()
@@ -53,9 +59,9 @@ func (s *Store) RaiseAlert(ctx context.Context, a *Alert) (bool, error) {
 	if a.CreatedAt.IsZero() {
 		a.CreatedAt = time.Now().UTC()
 	}
-	res, err := s.db.ExecContext(ctx, s.q(`INSERT INTO alerts (id, dedup_key, agent_id, kind, severity, reason, message, replica, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING`),
-		a.ID, a.DedupKey, a.AgentID, a.Kind, a.Severity, a.Reason, a.Message, a.Replica, nanos(a.CreatedAt))
+	res, err := s.db.ExecContext(ctx, s.q(`INSERT INTO alerts (id, dedup_key, agent_id, kind, severity, reason, message, replica, created_at, claimed_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING`),
+		a.ID, a.DedupKey, a.AgentID, a.Kind, a.Severity, a.Reason, a.Message, a.Replica, nanos(a.CreatedAt), nanos(a.CreatedAt))
 	if err != nil {
 		return false, fmt.Errorf("store: raise alert: %w", err)
 	}
@@ -68,7 +74,7 @@ func (s *Store) RaiseAlert(ctx context.Context, a *Alert) (bool, error) {
 
 // ListAlerts returns alerts, newest first.
 func (s *Store) ListAlerts(ctx context.Context, f AlertFilter) ([]*Alert, error) {
-	q := `SELECT id, dedup_key, agent_id, kind, severity, reason, message, replica, created_at, acked_at, acked_by FROM alerts WHERE 1=1`
+	q := `SELECT ` + alertColumns + ` FROM alerts WHERE 1=1`
 	var args []any
 	if f.AgentID != "" {
 		q += ` AND agent_id = ?`
@@ -86,20 +92,11 @@ func (s *Store) ListAlerts(ctx context.Context, f AlertFilter) ([]*Alert, error)
 		return nil, fmt.Errorf("store: list alerts: %w", err)
 	}
 	defer rows.Close()
-	var out []*Alert
-	for rows.Next() {
-		var (
-			a              Alert
-			created, acked int64
-			sev            int64
-		)
-		if err := rows.Scan(&a.ID, &a.DedupKey, &a.AgentID, &a.Kind, &sev, &a.Reason, &a.Message, &a.Replica, &created, &acked, &a.AckedBy); err != nil {
-			return nil, fmt.Errorf("store: list alerts: %w", err)
-		}
-		a.Severity, a.CreatedAt, a.AckedAt = int(sev), fromNanos(created), fromNanos(acked)
-		out = append(out, &a)
+	out, err := scanAlerts(rows)
+	if err != nil {
+		return nil, fmt.Errorf("store: list alerts: %w", err)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // CountOpenAlerts returns open alerts per agent.
