@@ -185,6 +185,14 @@ var migrations = []string{
 	ALTER TABLE alerts ADD COLUMN claimed_at {{bigint}} NOT NULL DEFAULT 0;
 	UPDATE alerts SET dispatched_at = CASE WHEN created_at > 0 THEN created_at ELSE 1 END, claimed_at = created_at;
 	CREATE INDEX alerts_undispatched ON alerts (dispatched_at, claimed_at)`,
+	// replicas: the digest of the policy set each verifier replica enforces,
+	// recorded from a loop, so replicas judging with different policies are
+	// seen (replicas.go).
+	`CREATE TABLE replicas (
+		replica_id TEXT PRIMARY KEY,
+		policy_digest TEXT NOT NULL,
+		seen_at {{bigint}} NOT NULL
+	)`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {
