@@ -61,6 +61,7 @@ type Reloader struct {
 	cur atomic.Pointer[keyPair]
 
 	mu          sync.Mutex // serialises loads and guards the fields below
+	cas         []*CAPool  // CA pools of the configs built on this Reloader
 	changed     chan struct{}
 	lastRefused string // fingerprint + reason of the last logged refusal
 	expiryNoted fingerprint
@@ -131,18 +132,45 @@ func (r *Reloader) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certi
 	return r.cur.Load().cert, nil
 }
 
-// Reload re-reads both files now. It returns nil if the files hold the pair
-// already in use or a new valid pair (now in use), and the reason otherwise,
-// in which case the previous pair stays in use.
+// Reload re-reads both files now, and the CA files of the configs built on
+// this Reloader (see WatchCA). It returns nil if the files hold the pair
+// already in use or a new valid pair (now in use), and the reasons
+// otherwise, in which case the previous pair (or pool) stays in use.
 func (r *Reloader) Reload() error {
 	_, err := r.reload(true)
-	return err
+	errs := []error{err}
+	for _, p := range r.caPools() {
+		_, err := p.reload(true)
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// WatchCA makes Run and Reload re-read p too. ServerConfig calls it for the
+// client CA pool of every config it builds on this Reloader, so starting
+// the Reloader's loop keeps the certificate and the trusted CAs current.
+func (r *Reloader) WatchCA(p *CAPool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, q := range r.cas {
+		if q == p {
+			return
+		}
+	}
+	r.cas = append(r.cas, p)
+}
+
+func (r *Reloader) caPools() []*CAPool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*CAPool(nil), r.cas...)
 }
 
 // Run polls the files every interval (DefaultPollInterval if <= 0) until
-// ctx is done, reloading when their content changes. Each poll reads and
-// hashes both files (they are small), so a rewrite that keeps size and
-// mtime is still seen and a touch without a content change is a no-op.
+// ctx is done, reloading when their content changes; it polls the CA files
+// of WatchCA the same way. Each poll reads and hashes the files (they are
+// small), so a rewrite that keeps size and mtime is still seen and a touch
+// without a content change is a no-op.
 func (r *Reloader) Run(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		interval = DefaultPollInterval
@@ -156,6 +184,9 @@ func (r *Reloader) Run(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 			_, _ = r.reload(false)
 			r.noteExpiry()
+			for _, p := range r.caPools() {
+				_, _ = p.reload(false)
+			}
 		}
 	}
 }
@@ -238,12 +269,8 @@ func (r *Reloader) parse(certPEM, keyPEM []byte, fp fingerprint) (*keyPair, erro
 	if !pki.PublicKeysEqual(leaf.PublicKey, signer.Public()) {
 		return nil, fmt.Errorf("leaf serial %s: %w", leaf.SerialNumber, pki.ErrKeyMismatch)
 	}
-	now := r.now()
-	if now.Before(leaf.NotBefore) {
-		return nil, fmt.Errorf("leaf serial %s valid from %s: %w", leaf.SerialNumber, leaf.NotBefore.UTC().Format(time.RFC3339), ErrCertNotYetValid)
-	}
-	if now.After(leaf.NotAfter) {
-		return nil, fmt.Errorf("leaf serial %s expired at %s: %w", leaf.SerialNumber, leaf.NotAfter.UTC().Format(time.RFC3339), ErrCertExpired)
+	if err := CheckValidity(leaf, r.now()); err != nil {
+		return nil, fmt.Errorf("leaf: %w", err)
 	}
 	if r.check != nil {
 		if err := r.check(leaf); err != nil {

@@ -9,8 +9,10 @@ package tlsconfig
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -62,12 +64,15 @@ func PeerIdentity(cs tls.ConnectionState) (pki.Identity, error) {
 }
 
 // checkPeer returns a VerifyConnection function requiring a valid identity
-// and, if want is set, that role.
-func checkPeer(want pki.Role, log hclog.Logger, side string) func(tls.ConnectionState) error {
+// and, if want is set, that role, then extra (when set).
+func checkPeer(want pki.Role, log hclog.Logger, side string, extra func(*x509.Certificate, pki.Identity) error) func(tls.ConnectionState) error {
 	return func(cs tls.ConnectionState) error {
 		id, err := PeerIdentity(cs)
 		if err == nil && want != "" && id.Role != want {
 			err = &RoleError{Want: want, Got: id}
+		}
+		if err == nil && extra != nil {
+			err = extra(cs.PeerCertificates[0], id)
 		}
 		if err != nil {
 			args := []any{"peer", side, "error", err.Error()}
@@ -92,8 +97,23 @@ type ServerOptions struct {
 	// Reloader supplies the server's certificate instead of CertFile/KeyFile.
 	Reloader *Reloader
 	// ClientCAFile holds the CA certificates client certificates must chain
-	// to. Required. Read once; restart to change trust roots.
+	// to. Required unless ClientCAs is set. It is re-read by the Reloader's
+	// Run loop (and Reload) when its content changes; every handshake uses
+	// the pool current at that moment.
 	ClientCAFile string
+	// ClientCAs supplies the client CA pool instead of ClientCAFile (to
+	// share one pool between configs). It is watched by the Reloader too.
+	ClientCAs *CAPool
+	// Now is the clock certificates are checked against at the handshake
+	// (tls.Config.Time); time.Now when nil.
+	Now func() time.Time
+	// CheckPeer, when set, runs after the identity and role checks at every
+	// handshake with the verified leaf and its identity; an error refuses
+	// the connection (e.g. the leaf is revoked: *RevokedError).
+	CheckPeer func(leaf *x509.Certificate, id pki.Identity) error
+	// NextProtos are the ALPN protocols offered; default h2 and http/1.1
+	// (gRPC and the admin HTTPS server both accept this default).
+	NextProtos []string
 	// RequireRole is the role every client must have. Empty accepts any role
 	// but still requires exactly one valid pulse:// identity.
 	RequireRole pki.Role
@@ -112,32 +132,53 @@ func ServerConfig(opts ServerOptions) (*tls.Config, *Reloader, error) {
 	if opts.RequireRole != "" && !opts.RequireRole.Valid() {
 		return nil, nil, fmt.Errorf("tlsconfig: require role %q: %w", opts.RequireRole, pki.ErrBadRole)
 	}
-	if opts.ClientCAFile == "" {
-		return nil, nil, errors.New("tlsconfig: client ca file is required")
-	}
-	pool, err := pki.ReadCertPool(opts.ClientCAFile)
-	if err != nil {
-		return nil, nil, fmt.Errorf("tlsconfig: client ca: %w", err)
+	pool := opts.ClientCAs
+	if pool == nil {
+		if opts.ClientCAFile == "" {
+			return nil, nil, errors.New("tlsconfig: client ca file is required")
+		}
+		var err error
+		if pool, err = NewCAPool(opts.ClientCAFile, log); err != nil {
+			return nil, nil, fmt.Errorf("tlsconfig: client ca: %w", err)
+		}
 	}
 	r := opts.Reloader
 	if r == nil {
-		r, err = NewReloader(opts.CertFile, opts.KeyFile, ReloaderOptions{Logger: log})
+		var err error
+		r, err = NewReloader(opts.CertFile, opts.KeyFile, ReloaderOptions{Logger: log, Now: opts.Now})
 		if err != nil {
 			return nil, nil, err
 		}
+	}
+	r.WatchCA(pool)
+	protos := opts.NextProtos
+	if len(protos) == 0 {
+		protos = []string{"h2", "http/1.1"}
 	}
 	cfg := &tls.Config{
 		MinVersion:       tls.VersionTLS13,
 		MaxVersion:       tls.VersionTLS13,
 		GetCertificate:   r.GetCertificate,
 		ClientAuth:       tls.RequireAndVerifyClientCert,
-		ClientCAs:        pool,
-		VerifyConnection: checkPeer(opts.RequireRole, log, "client"),
+		ClientCAs:        pool.Pool(),
+		VerifyConnection: checkPeer(opts.RequireRole, log, "client", opts.CheckPeer),
+		Time:             opts.Now,
+		NextProtos:       append([]string(nil), protos...),
 		// No resumption: every connection is a full handshake in which the
 		// client proves possession of the key of the certificate it presents
 		// now, so the peer certificate always names the key pulses are signed
 		// with and is checked against the current time and CA pool.
 		SessionTicketsDisabled: true,
+	}
+	// Every handshake runs on a copy of cfg (as the caller left it, e.g.
+	// with ClientAuth relaxed) holding the client CA pool current at that
+	// moment. Servers that copy cfg (gRPC, net/http) keep this hook, and
+	// NextProtos is set here so the copy negotiates what they expect.
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		c := cfg.Clone()
+		c.GetConfigForClient = nil
+		c.ClientCAs = pool.Pool()
+		return c, nil
 	}
 	return cfg, r, nil
 }
@@ -197,7 +238,7 @@ func ClientConfig(opts ClientOptions) (*tls.Config, *Reloader, error) {
 		// ClientSessionCache stays nil: no resumption (see ServerConfig).
 	}
 	if opts.RequireServerRole != "" {
-		cfg.VerifyConnection = checkPeer(opts.RequireServerRole, log, "server")
+		cfg.VerifyConnection = checkPeer(opts.RequireServerRole, log, "server", nil)
 	}
 	return cfg, r, nil
 }
