@@ -56,6 +56,13 @@ const (
 	// KindAKChanged: an agent re-enrolled on its TPM with another
 	// attestation key; its reboot baseline starts again.
 	KindAKChanged Kind = "ak_changed"
+	// KindUpdateApproved: an operator approved an agent binary update
+	// window (informational; the operator's audit record holds who and
+	// what). Not tied to one agent: it may cover the whole fleet.
+	KindUpdateApproved Kind = "update_approved"
+	// KindPolicyDivergence: this replica enforces another policy set
+	// (digest) than other live replicas, for longer than a reload interval.
+	KindPolicyDivergence Kind = "policy_divergence"
 )
 
 // Severities: 1 is the most severe; the same scale as a policy rule's
@@ -83,15 +90,17 @@ var defaultSeverity = map[Kind]int{
 	KindTransientStreak:    SeverityHigh,
 	KindPartitionMismatch:  SeverityHigh,
 	KindAKChanged:          SeverityHigh,
+	KindUpdateApproved:     SeverityLow,
+	KindPolicyDivergence:   SeverityHigh,
 }
 
 // Kinds returns every kind, most severe default first.
 func Kinds() []Kind {
 	return []Kind{
 		KindCompromised, KindIdentityTakeover, KindTPMDowngrade, KindBinaryChanged,
-		KindUntrusted, KindBPFProgramMissing, KindBPFProgramChanged, KindPartitionMismatch, KindAKChanged,
+		KindUntrusted, KindBPFProgramMissing, KindBPFProgramChanged, KindPartitionMismatch, KindAKChanged, KindPolicyDivergence,
 		KindFortressInactive, KindClockDesync, KindPolicyReloadFailed,
-		KindIsolated, KindReleased, KindTransientStreak,
+		KindIsolated, KindReleased, KindTransientStreak, KindUpdateApproved,
 	}
 }
 
@@ -146,7 +155,8 @@ type Alert struct {
 	// Severity runs from 1 (most severe) to 4. Zero means
 	// Kind.DefaultSeverity().
 	Severity int `json:"severity"`
-	// AgentID is required except for KindPolicyReloadFailed.
+	// AgentID is required except for KindPolicyReloadFailed and
+	// KindPolicyDivergence (about a replica, not an agent).
 	AgentID string `json:"agent_id,omitempty"`
 	// Reason is the proto reason name (e.g. "REASON_BINARY_CHANGED"), or
 	// empty when the alert does not come from a verdict.
@@ -182,7 +192,7 @@ func (a *Alert) Validate() error {
 	if a.Severity < SeverityCritical || a.Severity > SeverityLow {
 		return fmt.Errorf("%w: severity %d (want %d, the most severe, to %d)", ErrInvalidAlert, a.Severity, SeverityCritical, SeverityLow)
 	}
-	if a.AgentID == "" && a.Kind != KindPolicyReloadFailed {
+	if a.AgentID == "" && a.Kind != KindPolicyReloadFailed && a.Kind != KindUpdateApproved && a.Kind != KindPolicyDivergence {
 		return fmt.Errorf("%w: %s alert without agent_id", ErrInvalidAlert, a.Kind)
 	}
 	if a.Reason != "" {
