@@ -377,6 +377,7 @@ func decode(f *hclconf.File) (*Config, error) {
 			}
 			sf := f.Path(w.SecretFile)
 			f.RequireFile(sf, "alerts")
+			checkSecretFile(f, sf, "alerts", "webhook="+w.Name, "secret_file")
 			c.Alerts.Webhooks = append(c.Alerts.Webhooks, Webhook{Name: w.Name, URL: w.URL, SecretFile: sf})
 		}
 	}
@@ -483,6 +484,27 @@ func intIn(f *hclconf.File, v *int, def, lo, hi int, path ...string) int {
 		f.Errorf(path, "value out of range", "%d: use %d-%d", *v, lo, hi)
 	}
 	return *v
+}
+
+// checkSecretFile holds a webhook secret file to what the admin token file
+// must be: a regular file readable by the verifier only (mode 0600 or
+// stricter) and owned by the user the verifier runs as. A missing file is
+// left to RequireFile.
+func checkSecretFile(f *hclconf.File, p string, path ...string) {
+	st, err := os.Stat(p)
+	if err != nil {
+		return
+	}
+	if !st.Mode().IsRegular() {
+		f.Errorf(path, "webhook secret file is not a regular file", "%s: point secret_file at a file holding the secret", p)
+		return
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		f.Errorf(path, "webhook secret file is readable by others", "%s has mode %04o: make it 0600 (readable by the verifier only), e.g. chmod 600 %s", p, perm, p)
+	}
+	if uid, ok := fileOwner(st); ok && uid != os.Geteuid() {
+		f.Errorf(path, "webhook secret file belongs to another user", "%s is owned by uid %d and the verifier runs as uid %d: chown it to the verifier's user", p, uid, os.Geteuid())
+	}
 }
 
 func checkAddr(f *hclconf.File, addr, key string) {
