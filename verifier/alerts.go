@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -54,6 +55,19 @@ func newDispatchAlerter(cfg config.Alerts, log hclog.Logger) (*dispatchAlerter, 
 
 // Alert implements Alerter.
 func (a *dispatchAlerter) Alert(s *store.Alert) {
+	if err := a.DispatchAlert(s); err != nil {
+		a.log.Error("alert dispatch failed", "alert_id", s.ID, "error", err)
+	}
+}
+
+// DispatchAlert implements CheckedAlerter. It fails, leaving the alert in
+// the outbox for a replica that is not shutting down, only when the
+// dispatcher is closed. An alert the audit log could not record still
+// counts as dispatched (logged and queued for the webhooks; the dispatcher
+// logs and counts the audit failure): dispatching it again would repeat
+// it to the webhooks. So does one the dispatcher refused as invalid
+// (logged and counted): trying again cannot help.
+func (a *dispatchAlerter) DispatchAlert(s *store.Alert) error {
 	kind := alert.Kind(s.Kind)
 	if !kind.Valid() {
 		kind = alert.KindUntrusted
@@ -64,9 +78,16 @@ func (a *dispatchAlerter) Alert(s *store.Alert) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := a.d.Dispatch(ctx, alert.Alert{ID: s.ID, Kind: kind, Severity: sev, AgentID: s.AgentID, Reason: s.Reason,
-		Message: s.Message, Time: s.CreatedAt, Data: map[string]string{"replica": s.Replica}}); err != nil {
-		a.log.Error("alert dispatch failed", "alert_id", s.ID, "error", err)
+	_, err := a.d.Dispatch(ctx, alert.Alert{ID: s.ID, Kind: kind, Severity: sev, AgentID: s.AgentID, Reason: s.Reason,
+		Message: s.Message, Time: s.CreatedAt, Data: map[string]string{"replica": s.Replica}})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, alert.ErrClosed):
+		return fmt.Errorf("verifier: dispatch alert %s: %w", s.ID, err)
+	default:
+		a.log.Error("alert dispatch incomplete", "alert_id", s.ID, "error", err)
+		return nil
 	}
 }
 

@@ -39,8 +39,10 @@ type Alerter interface {
 	Alert(a *store.Alert)
 }
 
-// raise stores an alert (deduplicated across replicas by its key) and hands
-// it to the alerter when this replica raised it.
+// raise stores an alert (deduplicated across replicas by its key) and,
+// when this replica raised it, hands it to the alerter and marks it
+// dispatched. One stored but not dispatched (a crash in between, or the
+// alerter refused it) is dispatched by the outbox (outbox.go).
 func (v *Verifier) raise(ctx context.Context, a *store.Alert) {
 	a.Replica = v.replica
 	if a.CreatedAt.IsZero() {
@@ -56,9 +58,7 @@ func (v *Verifier) raise(ctx context.Context, a *store.Alert) {
 	}
 	v.metrics.AlertRaised(a.Kind, a.Severity)
 	v.log.Warn("alert raised", "alert_id", a.ID, "agent_id", a.AgentID, "kind", a.Kind, "severity", a.Severity, "reason", a.Reason, "detail", a.Message)
-	if v.alerter != nil {
-		v.alerter.Alert(a)
-	}
+	v.dispatchStored(ctx, a)
 }
 
 // severityOf maps a failure to an alert kind and severity (1 most severe).

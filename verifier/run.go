@@ -129,6 +129,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 	go w.Run(ctx, PolicyPollInterval)
 	go v.sweep(ctx, SweepInterval)
 	go v.deliverDirectives(ctx, DirectivePollInterval)
+	go v.redispatchAlerts(ctx, AlertOutboxInterval)
 	go func() {
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			log.Error("grpc server stopped", "error", err)

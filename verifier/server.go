@@ -97,7 +97,7 @@ func (v *Verifier) Enroll(ctx context.Context, req *pulsev1.EnrollRequest) (*pul
 		_, err := v.store.EnrollAgentLimited(ctx, &store.Agent{ID: p.AgentID, Partition: partition, TPM: false, EnrolledAt: now,
 			RuntimePCR: v.cfg.RuntimePCR}, v.ekMaxAgents())
 		if errors.Is(err, store.ErrConflict) {
-			v.raiseTakeover(p, pulsev1.Reason_REASON_TPM_DOWNGRADE, "agent enrolled with a TPM tried to enroll without one")
+			v.raiseTakeover(p, nil, pulsev1.Reason_REASON_TPM_DOWNGRADE, "agent enrolled with a TPM tried to enroll without one")
 			return refuse(pulsev1.Reason_REASON_TPM_DOWNGRADE, "agent %s is enrolled with a TPM; an mTLS-only enrollment is a downgrade", p.AgentID)
 		}
 		if err != nil {
@@ -130,7 +130,7 @@ func (v *Verifier) Enroll(ctx context.Context, req *pulsev1.EnrollRequest) (*pul
 	switch {
 	case err == nil:
 		if !existing.TPM || subtle.ConstantTimeCompare(existing.EKSHA256, decision.EKSHA256) != 1 {
-			v.raiseTakeover(p, pulsev1.Reason_REASON_EK_MISMATCH, "enrollment with a different endorsement key")
+			v.raiseTakeover(p, decision.EKSHA256, pulsev1.Reason_REASON_EK_MISMATCH, "enrollment with a different endorsement key")
 			return refuse(pulsev1.Reason_REASON_EK_MISMATCH, "agent %s is enrolled with another TPM (EK %s); refusing EK %s",
 				p.AgentID, hex.EncodeToString(short(existing.EKSHA256)), hex.EncodeToString(short(decision.EKSHA256)))
 		}
@@ -200,7 +200,7 @@ func (v *Verifier) ActivateCredential(ctx context.Context, req *pulsev1.Activate
 		EKCertificate: e.EKCertificate, AKPublic: e.AKPublic, AKName: e.AKName, EnrolledAt: now, RuntimePCR: v.cfg.RuntimePCR}, v.ekMaxAgents())
 	switch {
 	case errors.Is(err, store.ErrConflict):
-		v.raiseTakeover(p, pulsev1.Reason_REASON_EK_MISMATCH, "activation for a different endorsement key")
+		v.raiseTakeover(p, e.EKSHA256, pulsev1.Reason_REASON_EK_MISMATCH, "activation for a different endorsement key")
 		return &pulsev1.EnrollResult{Reason: pulsev1.Reason_REASON_EK_MISMATCH, Message: "agent is enrolled with another TPM"}, nil
 	case errors.Is(err, store.ErrEKInUse):
 		// Another agent ID took the EK's last place since Enroll.
@@ -241,24 +241,33 @@ func (v *Verifier) ekMaxAgents() int {
 // returns the refusal's message.
 func (v *Verifier) ekInUse(p Peer, ekSHA256 []byte, n int) string {
 	ek := hex.EncodeToString(short(ekSHA256))
-	v.raiseTakeover(p, pulsev1.Reason_REASON_EK_IN_USE, fmt.Sprintf("a new agent ID on EK %s, which already backs %d agent(s)", ek, n))
+	v.raiseTakeover(p, ekSHA256, pulsev1.Reason_REASON_EK_IN_USE, fmt.Sprintf("a new agent ID on EK %s, which already backs %d agent(s)", ek, n))
 	return fmt.Sprintf("EK %s already backs %d other agent(s); at most %d allowed (enrollment.ek_max_agents)", ek, n, v.ekMaxAgents())
 }
 
 // raiseTakeover raises an identity takeover attempt: the same agent ID
 // from another TPM is never a re-enrollment, nor is one TPM a second agent.
-func (v *Verifier) raiseTakeover(p Peer, reason pulsev1.Reason, what string) {
-	v.raise(context.Background(), &store.Alert{DedupKey: fmt.Sprintf("takeover:%s:%d", p.AgentID, v.now().UnixNano()), AgentID: p.AgentID,
+// ekSHA256 is the EK the attempt came with (nil: none, an mTLS-only
+// attempt). One alert per agent, EK and AlertDedupWindow: an attacker
+// repeating the attempt raises nothing new (each refusal is still logged).
+func (v *Verifier) raiseTakeover(p Peer, ekSHA256 []byte, reason pulsev1.Reason, what string) {
+	ek := "no-tpm"
+	if ekSHA256 != nil {
+		ek = hex.EncodeToString(ekSHA256)
+	}
+	v.raise(context.Background(), &store.Alert{DedupKey: fmt.Sprintf("takeover:%s:%s:%d", p.AgentID, ek, dedupBucket(v.now())), AgentID: p.AgentID,
 		Kind: AlertIdentityTakeover, Severity: 1, Reason: reason.String(),
 		Message: fmt.Sprintf("identity takeover attempt from %s: %s", p.Addr, what)})
 }
 
 // raisePartitionMismatch raises an agent asking for another partition than
 // the operator assigned (a compromised agent shopping for a laxer policy,
-// or a misconfigured one): once per agent, asked partition and hour.
+// or a misconfigured one): once per agent and AlertDedupWindow.
 func (v *Verifier) raisePartitionMismatch(p Peer, asked, assigned string) {
 	v.raise(context.Background(), &store.Alert{
-		DedupKey: fmt.Sprintf("partition_mismatch:%s:%x:%d", p.AgentID, sha256.Sum256([]byte(asked)), v.now().Truncate(time.Hour).Unix()),
+		// One per agent and AlertDedupWindow, whatever partition it asks
+		// for: the name is the agent's to vary (each refusal is logged).
+		DedupKey: fmt.Sprintf("partition_mismatch:%s:%d", p.AgentID, dedupBucket(v.now())),
 		AgentID:  p.AgentID, Kind: AlertPartitionMismatch, Severity: 2, Reason: pulsev1.Reason_REASON_PARTITION_MISMATCH.String(),
 		Message: fmt.Sprintf("agent enrolling from %s asked for partition %s; the verifier assigns %q", p.Addr, describePartition(asked), assigned)})
 }
