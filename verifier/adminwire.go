@@ -6,6 +6,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pulse-attest/pulse/internal/tlsconfig"
 	"github.com/pulse-attest/pulse/policy"
 	"github.com/pulse-attest/pulse/verifier/admin"
 	"github.com/pulse-attest/pulse/verifier/alert"
@@ -36,8 +37,9 @@ func watchComponents(m *metrics.Metrics, w *policy.Watcher, d *alert.Dispatcher)
 
 // startAdmin starts the operator listener on cfg.AdminListen (skip the call
 // when it is empty). tokenFile is the new config key admin_token_file
-// (empty: operator certificates only).
-func startAdmin(cfg *config.Config, tokenFile string, v *Verifier, reg *prometheus.Registry, log hclog.Logger) (*admin.Server, error) {
+// (empty: operator certificates only). certs serves the certificate and
+// re-reads the operator CA file (the daemon runs its loop).
+func startAdmin(cfg *config.Config, tokenFile string, v *Verifier, reg *prometheus.Registry, log hclog.Logger, certs *tlsconfig.Reloader) (*admin.Server, error) {
 	var token string
 	if tokenFile != "" {
 		var err error
@@ -49,7 +51,7 @@ func startAdmin(cfg *config.Config, tokenFile string, v *Verifier, reg *promethe
 	if err != nil {
 		return nil, err
 	}
-	tlsCfg, _, err := admin.TLSConfig(admin.TLSOptions{CertFile: cfg.TLS.Cert, KeyFile: cfg.TLS.Key,
+	tlsCfg, _, err := admin.TLSConfig(admin.TLSOptions{Reloader: certs,
 		OperatorCAFile: cfg.TLS.OperatorCA, AllowNoClientCert: token != "", Logger: log.Named("admin_tls")})
 	if err != nil {
 		return nil, err

@@ -44,7 +44,12 @@ type Daemon struct {
 	cancel   context.CancelFunc
 	alerter  *dispatchAlerter
 	admin    *admin.Server
+	certs    *certGuard
 }
+
+// RefreshRevocations re-reads the revocation list now (it is re-read every
+// tls.revocation_refresh anyway); open streams of newly revoked agents end.
+func (d *Daemon) RefreshRevocations(ctx context.Context) error { return d.certs.refresh(ctx) }
 
 // AdminAddr is the admin listener's address ("" when disabled).
 func (d *Daemon) AdminAddr() string {
@@ -100,8 +105,17 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 	if err != nil {
 		return fail(err)
 	}
-	tlsCfg, _, err := tlsconfig.ServerConfig(tlsconfig.ServerOptions{CertFile: cfg.TLS.Cert, KeyFile: cfg.TLS.Key,
-		ClientCAFile: cfg.TLS.AgentCA, RequireRole: pki.RoleAgent, Logger: log.Named("tls")})
+	tcfg := tlsDefaults(cfg.TLS)
+	certs, err := newCertGuard(ctx, st, v.now, tcfg.RevocationRefresh, log.Named("certs"))
+	if err != nil {
+		return fail(err)
+	}
+	// One Reloader serves the verifier's certificate to agents and
+	// operators and re-reads the agent and operator CA files; its loop is
+	// started below.
+	tlsCfg, certReloader, err := tlsconfig.ServerConfig(tlsconfig.ServerOptions{CertFile: cfg.TLS.Cert, KeyFile: cfg.TLS.Key,
+		ClientCAFile: cfg.TLS.AgentCA, RequireRole: pki.RoleAgent, Logger: log.Named("tls"),
+		Now: v.now, CheckPeer: certs.revoked, NextProtos: []string{"h2"}})
 	if err != nil {
 		return fail(err)
 	}
@@ -112,13 +126,19 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 	srv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsCfg)),
 		grpc.MaxRecvMsgSize(MaxFirmwareLogBytes+MaxPayloadBytes+64<<10),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// Connections end after max_connection_age (plus grace for calls in
+		// flight), so agents handshake again against the current CA files
+		// and revocation list.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second,
+			MaxConnectionAge: tcfg.MaxConnectionAge, MaxConnectionAgeGrace: tcfg.MaxConnectionAgeGrace}),
+		grpc.ChainUnaryInterceptor(certs.unary),
+		grpc.ChainStreamInterceptor(certs.stream),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	pulsev1.RegisterAttestationServer(srv, v)
 	var adm *admin.Server
 	if cfg.AdminListen != "" {
-		if adm, err = startAdmin(cfg, cfg.AdminTokenFile, v, reg, log.Named("admin")); err != nil {
+		if adm, err = startAdmin(cfg, cfg.AdminTokenFile, v, reg, log.Named("admin"), certReloader); err != nil {
 			lis.Close()
 			return fail(err)
 		}
@@ -126,6 +146,9 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	d := &Daemon{Verifier: v, Store: st, Watcher: w, grpc: srv, lis: lis, log: log, cancel: cancel, alerter: alerter, admin: adm}
+	d.certs = certs
+	go certReloader.Run(ctx, tcfg.ReloadInterval)
+	go certs.run(ctx)
 	go w.Run(ctx, PolicyPollInterval)
 	go v.sweep(ctx, SweepInterval)
 	go v.deliverDirectives(ctx, DirectivePollInterval)
@@ -172,4 +195,22 @@ func Run(ctx context.Context, cfg *config.Config, log hclog.Logger) error {
 	log.Info("verifier stopping")
 	d.Stop()
 	return nil
+}
+
+// tlsDefaults fills the tls block's connection settings left zero (a
+// Config built in code rather than loaded).
+func tlsDefaults(t config.TLS) config.TLS {
+	if t.ReloadInterval <= 0 {
+		t.ReloadInterval = config.DefaultTLSReloadInterval
+	}
+	if t.MaxConnectionAge <= 0 {
+		t.MaxConnectionAge = config.DefaultMaxConnectionAge
+	}
+	if t.MaxConnectionAgeGrace <= 0 {
+		t.MaxConnectionAgeGrace = config.DefaultMaxConnectionAgeGrace
+	}
+	if t.RevocationRefresh <= 0 {
+		t.RevocationRefresh = config.DefaultRevocationRefresh
+	}
+	return t
 }
