@@ -8,6 +8,7 @@ import (
 
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/verifier/admin"
+	"github.com/pulse-attest/pulse/verifier/audit"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
@@ -108,7 +109,23 @@ func (b AdminBackend) AckAlert(ctx context.Context, id, by string) error {
 }
 
 func (b AdminBackend) ApproveUpdate(ctx context.Context, u admin.UpdateApproval) error {
-	return b.V.store.AddUpdateWindow(ctx, &store.UpdateWindow{Digest: u.Digest, Agents: u.Agents, Start: u.Start, End: u.End, CreatedBy: u.By})
+	return b.V.approveUpdate(ctx, &store.UpdateWindow{ID: u.ID, Digest: u.Digest, Agents: u.Agents, Start: u.Start, End: u.End, CreatedBy: u.By})
+}
+
+func (b AdminBackend) ListUpdates(ctx context.Context) ([]admin.UpdateApproval, error) {
+	ws, err := b.V.store.UpdateWindowsNotEnded(ctx, b.V.now())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]admin.UpdateApproval, 0, len(ws))
+	for _, w := range ws {
+		out = append(out, admin.UpdateApproval{ID: w.ID, Digest: w.Digest, Agents: w.Agents, Start: w.Start, End: w.End, By: w.CreatedBy})
+	}
+	return out, nil
+}
+
+func (b AdminBackend) RecordAction(ctx context.Context, rec audit.Record) error {
+	return b.V.RecordOperatorAction(ctx, rec)
 }
 
 func (b AdminBackend) Release(ctx context.Context, address, by string) error {

@@ -40,19 +40,22 @@ func watchComponents(m *metrics.Metrics, w *policy.Watcher, d *alert.Dispatcher)
 // (empty: operator certificates only). certs serves the certificate and
 // re-reads the operator CA file (the daemon runs its loop).
 func startAdmin(cfg *config.Config, tokenFile string, v *Verifier, reg *prometheus.Registry, log hclog.Logger, certs *tlsconfig.Reloader) (*admin.Server, error) {
-	var token string
+	var tokens map[string]string
 	if tokenFile != "" {
 		var err error
-		if token, err = admin.ReadTokenFile(tokenFile); err != nil {
+		if tokens, err = admin.ReadTokenFile(tokenFile); err != nil {
 			return nil, fmt.Errorf("verifier: %w", err)
 		}
+		if _, unnamed := tokens[""]; unnamed {
+			log.Warn("the admin token file holds one unnamed token: its actions are recorded as \"token\", not attributable to an operator; give each operator a name:token line (docs/operations.md)")
+		}
 	}
-	h, err := admin.New(admin.Options{Backend: AdminBackend{V: v}, Registry: reg, Logger: log, Token: token})
+	h, err := admin.New(admin.Options{Backend: AdminBackend{V: v}, Registry: reg, Logger: log, Tokens: tokens})
 	if err != nil {
 		return nil, err
 	}
 	tlsCfg, _, err := admin.TLSConfig(admin.TLSOptions{Reloader: certs,
-		OperatorCAFile: cfg.TLS.OperatorCA, AllowNoClientCert: token != "", Logger: log.Named("admin_tls")})
+		OperatorCAFile: cfg.TLS.OperatorCA, AllowNoClientCert: len(tokens) > 0, Logger: log.Named("admin_tls")})
 	if err != nil {
 		return nil, err
 	}

@@ -218,6 +218,10 @@ func runApproveUpdate(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "approved %s for %s from %s until %s (by %s)\n", termsafe.String(u.Digest), strings.Join(termsafe.Strings(u.Agents), ","),
 			u.Start.UTC().Format(time.RFC3339), u.End.UTC().Format(time.RFC3339), termsafe.String(u.By))
+		fmt.Fprintf(stdout, "window %s: %d enrolled agents match\n", termsafe.String(u.ID), u.MatchedAgents)
+		if u.Note != "" {
+			fmt.Fprintf(stderr, "pulsectl agents approve-update: note: %s\n", adminOneLine(u.Note))
+		}
 		return 0
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -24,8 +25,23 @@ import (
 const MinTokenLength = 16
 
 // TokenPrincipal is the operator name recorded for actions authorised by the
-// bearer token (directly or through a dashboard session made from it).
+// unnamed (legacy, single-line file) bearer token, directly or through a
+// dashboard session made from it. Named tokens record TokenPrincipalPrefix
+// followed by their name ("token:alice").
 const TokenPrincipal = "token"
+
+// TokenPrincipalPrefix starts the recorded name of a named token's actions.
+// Operator IDs never contain ':', so these never collide with certificates.
+const TokenPrincipalPrefix = TokenPrincipal + ":"
+
+// TokenPrincipalName is the name recorded for actions of the token named
+// name ("" is the unnamed token).
+func TokenPrincipalName(name string) string {
+	if name == "" {
+		return TokenPrincipal
+	}
+	return TokenPrincipalPrefix + name
+}
 
 // SessionCookie is the dashboard session cookie's name.
 const SessionCookie = "pulse_admin_session"
@@ -43,9 +59,13 @@ const (
 // Principal is an authenticated operator.
 type Principal struct {
 	// Name is recorded as "by" on actions: the operator certificate's ID,
-	// or TokenPrincipal.
+	// TokenPrincipalPrefix+name for a named token, or TokenPrincipal for
+	// the unnamed one.
 	Name   string `json:"principal"`
 	Method string `json:"method"`
+	// TokenName is the bearer token's name (tokens and sessions; empty
+	// for the unnamed token and certificates).
+	TokenName string `json:"token_name,omitempty"`
 }
 
 // authError is a refused request: status (401 or 403), a reason label for
@@ -67,74 +87,174 @@ func forbidden(reason, msg string) *authError {
 	return &authError{status: http.StatusForbidden, reason: reason, msg: msg}
 }
 
-// tokenAuth checks the bearer token and the session cookies derived from it.
-// Only the token's SHA-256 and an HMAC key derived from it are kept.
+// tokenAuth checks the bearer tokens and the session cookies derived from
+// them. Each token has a name, so actions are attributable to an operator;
+// the name "" is the unnamed token of a single-line token file. Only each
+// token's SHA-256 and an HMAC key derived from it are kept.
 type tokenAuth struct {
-	sum        [sha256.Size]byte
-	sessionKey []byte
-	ttl        time.Duration
-	now        func() time.Time
+	tokens []namedToken
+	ttl    time.Duration
+	now    func() time.Time
 }
 
-func newTokenAuth(token string, ttl time.Duration, now func() time.Time) (*tokenAuth, error) {
-	if token == "" {
-		return nil, nil
+type namedToken struct {
+	name       string
+	sum        [sha256.Size]byte
+	sessionKey []byte
+}
+
+// checkToken validates one token's form; the error never holds the token.
+func checkToken(name, token string) error {
+	label := "token"
+	if name != "" {
+		label = fmt.Sprintf("token %q", name)
 	}
 	if len(token) < MinTokenLength {
-		return nil, fmt.Errorf("admin: token is %d bytes, want at least %d", len(token), MinTokenLength)
+		return fmt.Errorf("admin: %s is %d bytes, want at least %d", label, len(token), MinTokenLength)
 	}
 	if strings.TrimSpace(token) != token || strings.ContainsAny(token, "\r\n\t ") {
-		return nil, errors.New("admin: token contains whitespace")
+		return fmt.Errorf("admin: %s contains whitespace", label)
+	}
+	return nil
+}
+
+// checkTokenName validates a token's name: an operator ID, never "token".
+func checkTokenName(name string) error {
+	if err := pki.ValidateID(name); err != nil {
+		return fmt.Errorf("admin: token name: %w", err)
+	}
+	if name == TokenPrincipal {
+		return fmt.Errorf("admin: token name %q is reserved for the unnamed token", name)
+	}
+	return nil
+}
+
+// newTokenAuth takes the unnamed token (may be empty) and the named ones
+// (name → token). No tokens at all: nil (token authentication disabled).
+func newTokenAuth(token string, named map[string]string, ttl time.Duration, now func() time.Time) (*tokenAuth, error) {
+	all := map[string]string{}
+	for name, tok := range named {
+		if name == "" {
+			if token != "" && tok != token {
+				return nil, errors.New("admin: two unnamed tokens")
+			}
+			token = tok
+			continue
+		}
+		if err := checkTokenName(name); err != nil {
+			return nil, err
+		}
+		all[name] = tok
+	}
+	if token != "" {
+		all[""] = token
+	}
+	if len(all) == 0 {
+		return nil, nil
 	}
 	if ttl <= 0 {
 		ttl = DefaultSessionTTL
 	}
-	mac := hmac.New(sha256.New, []byte(token))
-	mac.Write([]byte("pulse admin session key v1"))
-	return &tokenAuth{sum: sha256.Sum256([]byte(token)), sessionKey: mac.Sum(nil), ttl: ttl, now: now}, nil
+	a := &tokenAuth{ttl: ttl, now: now}
+	names := make([]string, 0, len(all))
+	for name := range all {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	bySum := map[[sha256.Size]byte]string{}
+	for _, name := range names {
+		tok := all[name]
+		if err := checkToken(name, tok); err != nil {
+			return nil, err
+		}
+		sum := sha256.Sum256([]byte(tok))
+		if other, dup := bySum[sum]; dup {
+			return nil, fmt.Errorf("admin: tokens %q and %q are the same: give each operator their own", TokenPrincipalName(other), TokenPrincipalName(name))
+		}
+		bySum[sum] = name
+		mac := hmac.New(sha256.New, []byte(tok))
+		mac.Write([]byte("pulse admin session key v1"))
+		a.tokens = append(a.tokens, namedToken{name: name, sum: sum, sessionKey: mac.Sum(nil)})
+	}
+	return a, nil
 }
 
-// check compares a presented token with the configured one in constant time
-// (over their SHA-256, so the length does not leak either).
-func (a *tokenAuth) check(presented string) bool {
+// check compares a presented token with every configured one in constant
+// time (over their SHA-256, so the length does not leak either; every
+// token is compared, so which one matched does not leak) and returns the
+// matching token's name.
+func (a *tokenAuth) check(presented string) (name string, ok bool) {
 	h := sha256.Sum256([]byte(presented))
-	return subtle.ConstantTimeCompare(h[:], a.sum[:]) == 1
+	for _, t := range a.tokens {
+		if subtle.ConstantTimeCompare(h[:], t.sum[:]) == 1 {
+			name, ok = t.name, true
+		}
+	}
+	return name, ok
 }
 
-// newSession returns a session cookie value "expiry.mac": the MAC binds the
-// expiry to the token, so changing the token ends every session and the
-// cookie never holds the token itself.
-func (a *tokenAuth) newSession() (value string, expires time.Time) {
+func (a *tokenAuth) token(name string) *namedToken {
+	for i := range a.tokens {
+		if a.tokens[i].name == name {
+			return &a.tokens[i]
+		}
+	}
+	return nil
+}
+
+// newSession returns a session cookie value for the token named name:
+// "expiry.mac" for the unnamed token, "name:expiry.mac" for a named one.
+// The MAC, keyed from the token, binds the expiry and the name to it, so
+// changing a token ends its sessions and the cookie never holds the token.
+func (a *tokenAuth) newSession(name string) (value string, expires time.Time) {
 	expires = a.now().Add(a.ttl).Truncate(time.Second)
 	exp := strconv.FormatInt(expires.Unix(), 10)
-	return exp + "." + a.sessionMAC(exp), expires
+	value = exp + "." + a.token(name).sessionMAC(exp)
+	if name != "" {
+		value = name + ":" + value
+	}
+	return value, expires
 }
 
-func (a *tokenAuth) sessionMAC(exp string) string {
-	mac := hmac.New(sha256.New, a.sessionKey)
+func (t *namedToken) sessionMAC(exp string) string {
+	mac := hmac.New(sha256.New, t.sessionKey)
 	mac.Write([]byte("session\x00"))
+	if t.name != "" {
+		mac.Write([]byte(t.name))
+		mac.Write([]byte{0})
+	}
 	mac.Write([]byte(exp))
 	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 }
 
-func (a *tokenAuth) checkSession(value string) bool {
-	exp, sig, ok := strings.Cut(value, ".")
+// checkSession returns the name of the token a valid session was made
+// from.
+func (a *tokenAuth) checkSession(value string) (string, bool) {
+	name, rest, named := strings.Cut(value, ":")
+	if !named {
+		name, rest = "", value
+	}
+	t := a.token(name)
+	if t == nil {
+		return "", false
+	}
+	exp, sig, ok := strings.Cut(rest, ".")
 	if !ok || len(exp) > 20 {
-		return false
+		return "", false
 	}
 	secs, err := strconv.ParseInt(exp, 10, 64)
 	if err != nil {
-		return false
+		return "", false
 	}
-	want := a.sessionMAC(exp)
+	want := t.sessionMAC(exp)
 	if subtle.ConstantTimeCompare([]byte(sig), []byte(want)) != 1 {
-		return false
+		return "", false
 	}
-	return a.now().Before(time.Unix(secs, 0))
+	return name, a.now().Before(time.Unix(secs, 0))
 }
 
-func (a *tokenAuth) sessionCookie() *http.Cookie {
-	v, exp := a.newSession()
+func (a *tokenAuth) sessionCookie(name string) *http.Cookie {
+	v, exp := a.newSession(name)
 	return &http.Cookie{Name: SessionCookie, Value: v, Path: "/", Expires: exp, MaxAge: int(a.ttl / time.Second),
 		HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode}
 }
@@ -174,41 +294,85 @@ func (h *handler) authenticate(r *http.Request) (Principal, *authError) {
 		if !ok || !strings.EqualFold(scheme, "Bearer") {
 			return Principal{}, unauthorized("bad_scheme", "authorization must be \"Bearer <token>\"")
 		}
-		if !h.tokens.check(strings.TrimSpace(tok)) {
+		name, ok := h.tokens.check(strings.TrimSpace(tok))
+		if !ok {
 			return Principal{}, unauthorized("bad_token", "invalid token")
 		}
-		return Principal{Name: TokenPrincipal, Method: MethodToken}, nil
+		return Principal{Name: TokenPrincipalName(name), Method: MethodToken, TokenName: name}, nil
 	}
-	if !h.tokens.checkSession(cookie.Value) {
+	name, ok := h.tokens.checkSession(cookie.Value)
+	if !ok {
 		return Principal{}, unauthorized("bad_session", "session expired or invalid; open the dashboard with ?token= again")
 	}
-	return Principal{Name: TokenPrincipal, Method: MethodSession}, nil
+	return Principal{Name: TokenPrincipalName(name), Method: MethodSession, TokenName: name}, nil
 }
 
-// ReadTokenFile reads the admin bearer token from a file (one line; a
-// trailing newline is ignored). Like ssh with private keys, it refuses a
-// file that group or others may read or write, and a token shorter than
-// MinTokenLength. Errors never include the file's content.
-func ReadTokenFile(path string) (string, error) {
+// ReadTokenFile reads the admin bearer tokens from a file. Like ssh with
+// private keys, it refuses a file that group or others may read or write.
+// Errors never include the file's content.
+//
+// The file holds either one line, the unnamed token (recorded as "token":
+// kept for existing deployments, not attributable to a person), or one
+// "name:token" line per operator (names are operator IDs; blank lines and
+// lines starting with '#' are skipped), recorded as "token:name". It
+// returns name → token, the unnamed token under "".
+func ReadTokenFile(path string) (map[string]string, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return "", fmt.Errorf("admin token file: %w", err)
+		return nil, fmt.Errorf("admin token file: %w", err)
 	}
 	if !st.Mode().IsRegular() {
-		return "", fmt.Errorf("admin token file %s is not a regular file", path)
+		return nil, fmt.Errorf("admin token file %s is not a regular file", path)
 	}
 	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return "", fmt.Errorf("admin token file %s has mode %04o: make it 0600 (readable by the verifier only)", path, perm)
+		return nil, fmt.Errorf("admin token file %s has mode %04o: make it 0600 (readable by the verifier only)", path, perm)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("admin token file: %w", err)
+		return nil, fmt.Errorf("admin token file: %w", err)
 	}
-	tok := strings.TrimRight(string(b), "\r\n")
-	if len(tok) < MinTokenLength || strings.ContainsAny(tok, "\r\n\t ") {
-		return "", fmt.Errorf("admin token file %s: want one line of at least %d bytes without whitespace (e.g. openssl rand -hex 32)", path, MinTokenLength)
+	return parseTokenFile(path, string(b))
+}
+
+func parseTokenFile(path, content string) (map[string]string, error) {
+	hint := fmt.Sprintf("admin token file %s: want one token, or name:token lines, each token at least %d bytes without whitespace (e.g. openssl rand -hex 32)", path, MinTokenLength)
+	var lines []string
+	lineNos := []int{}
+	for i, l := range strings.Split(content, "\n") {
+		l = strings.TrimRight(l, "\r")
+		if strings.TrimSpace(l) == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		lines = append(lines, l)
+		lineNos = append(lineNos, i+1)
 	}
-	return tok, nil
+	if len(lines) == 1 && !strings.Contains(lines[0], ":") {
+		if checkToken("", lines[0]) != nil {
+			return nil, errors.New(hint)
+		}
+		return map[string]string{"": lines[0]}, nil
+	}
+	if len(lines) == 0 {
+		return nil, errors.New(hint)
+	}
+	out := map[string]string{}
+	for i, l := range lines {
+		name, tok, ok := strings.Cut(l, ":")
+		if !ok {
+			return nil, fmt.Errorf("admin token file %s line %d: want name:token (a file of several tokens names each)", path, lineNos[i])
+		}
+		if err := checkTokenName(name); err != nil {
+			return nil, fmt.Errorf("admin token file %s line %d: %w", path, lineNos[i], err)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("admin token file %s line %d: token name %q given twice", path, lineNos[i], name)
+		}
+		if checkToken(name, tok) != nil {
+			return nil, fmt.Errorf("admin token file %s line %d (%s): token must be at least %d bytes without whitespace", path, lineNos[i], name, MinTokenLength)
+		}
+		out[name] = tok
+	}
+	return out, nil
 }
 
 // TLSOptions configures TLSConfig.

@@ -252,3 +252,12 @@ func (c *Client) Quarantined(ctx context.Context) (*QuarantineList, error) {
 	}
 	return &l, nil
 }
+
+// ListUpdates lists the update approval windows not yet ended.
+func (c *Client) ListUpdates(ctx context.Context) (*UpdateList, error) {
+	var l UpdateList
+	if err := c.do(ctx, http.MethodGet, "/api/v1/updates", nil, nil, &l); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}

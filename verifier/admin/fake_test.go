@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pulse-attest/pulse/internal/pki"
+	"github.com/pulse-attest/pulse/verifier/audit"
 )
 
 // fakeBackend is an in-memory Backend recording the calls it gets.
@@ -29,6 +30,11 @@ type fakeBackend struct {
 	// 1-based call number: tests change the fleet's state from it.
 	onList func(call int, f *fakeBackend)
 	fail   error
+	// auditLog, when set, receives RecordAction's records; recordFail
+	// makes RecordAction fail.
+	auditLog   *audit.Writer
+	records    []audit.Record
+	recordFail error
 }
 
 func (f *fakeBackend) ListAgents(context.Context) ([]AgentStatus, error) {
@@ -137,6 +143,31 @@ func (f *fakeBackend) Quarantined(context.Context) ([]Quarantine, error) {
 		return nil, f.fail
 	}
 	return append([]Quarantine(nil), f.quarantine...), nil
+}
+
+func (f *fakeBackend) ListUpdates(context.Context) ([]UpdateApproval, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	return append([]UpdateApproval(nil), f.approvals...), nil
+}
+
+func (f *fakeBackend) RecordAction(ctx context.Context, rec audit.Record) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.recordFail != nil {
+		return f.recordFail
+	}
+	if f.auditLog != nil {
+		var err error
+		if rec, err = f.auditLog.Append(ctx, rec); err != nil {
+			return err
+		}
+	}
+	f.records = append(f.records, rec)
+	return nil
 }
 
 // sampleBackend is a small fleet: a TPM agent, an mTLS-only agent and a

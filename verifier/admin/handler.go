@@ -6,6 +6,8 @@
 package admin
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pulse-attest/pulse/internal/pki"
+	"github.com/pulse-attest/pulse/verifier/audit"
 )
 
 // Limits on request content.
@@ -48,9 +51,13 @@ type Options struct {
 	// Logger; nil discards. The handler names it "admin".
 	Logger hclog.Logger
 	// Token enables bearer-token authentication (at least MinTokenLength
-	// bytes, no whitespace). Empty: operator certificates only. It is never
-	// logged; only its SHA-256 is kept.
+	// bytes, no whitespace) with the unnamed token, recorded as
+	// TokenPrincipal. It is never logged; only its SHA-256 is kept.
 	Token string
+	// Tokens are named bearer tokens (name → token, names are operator
+	// IDs), one per operator, recorded as "token:NAME"; the name "" is the
+	// unnamed token. No Token and no Tokens: operator certificates only.
+	Tokens map[string]string
 	// SessionTTL is the lifetime of dashboard sessions opened with
 	// ?token= (DefaultSessionTTL when zero).
 	SessionTTL time.Duration
@@ -83,7 +90,7 @@ func New(o Options) (http.Handler, error) {
 	if now == nil {
 		now = time.Now
 	}
-	tokens, err := newTokenAuth(o.Token, o.SessionTTL, now)
+	tokens, err := newTokenAuth(o.Token, o.Tokens, o.SessionTTL, now)
 	if err != nil {
 		return nil, err
 	}
@@ -125,6 +132,7 @@ func (h *handler) routes(reg *prometheus.Registry) {
 	m.HandleFunc("GET /api/v1/alerts", h.listAlerts)
 	m.HandleFunc("POST /api/v1/alerts/{id}/ack", h.ackAlert)
 	m.HandleFunc("POST /api/v1/updates", h.approveUpdate)
+	m.HandleFunc("GET /api/v1/updates", h.listUpdates)
 	m.HandleFunc("POST /api/v1/release", h.release)
 	m.HandleFunc("GET /api/v1/quarantine", h.quarantined)
 	if reg != nil {
@@ -220,14 +228,15 @@ func (h *handler) bootstrap(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	if !h.tokens.check(q.Get("token")) {
+	name, ok := h.tokens.check(q.Get("token"))
+	if !ok {
 		h.refuse(w, r, unauthorized("bad_token", "invalid token"))
 		return
 	}
-	http.SetCookie(w, h.tokens.sessionCookie())
+	http.SetCookie(w, h.tokens.sessionCookie(name))
 	q.Del("token")
 	target := url.URL{Path: "/", RawQuery: q.Encode()}
-	h.log.Info("dashboard session opened", "remote_addr", r.RemoteAddr)
+	h.log.Info("dashboard session opened", "by", TokenPrincipalName(name), "remote_addr", r.RemoteAddr)
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, target.String(), http.StatusSeeOther)
 }
@@ -508,6 +517,9 @@ func (h *handler) ackAlert(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Info("alert acknowledged", "alert_id", id, "by", p.Name, "auth_method", p.Method)
+	if !h.record(w, r, audit.KindAckAlert, "", map[string]string{"alert_id": id}) {
+		return
+	}
 	writeJSON(w, http.StatusOK, ActionResult{ID: id, By: p.Name, At: h.now().UTC()})
 }
 
@@ -569,13 +581,101 @@ func (h *handler) approveUpdate(w http.ResponseWriter, r *http.Request) {
 	}
 	p := principalFrom(r.Context())
 	u.By = p.Name
+	u.ID = newWindowID()
+	agents, err := h.backend.ListAgents(r.Context())
+	if err != nil {
+		h.backendError(w, r, err)
+		return
+	}
 	if err := h.backend.ApproveUpdate(r.Context(), u); err != nil {
 		h.backendError(w, r, err)
 		return
 	}
-	h.log.Info("agent update approved", "digest", u.Digest, "agents", strings.Join(u.Agents, ","),
-		"start", u.Start.Format(time.RFC3339), "end", u.End.Format(time.RFC3339), "by", p.Name, "auth_method", p.Method)
+	matched(&u, agents)
+	h.log.Info("agent update approved", "window_id", u.ID, "digest", u.Digest, "agents", strings.Join(u.Agents, ","),
+		"start", u.Start.Format(time.RFC3339), "end", u.End.Format(time.RFC3339), "matched_agents", u.MatchedAgents,
+		"by", p.Name, "auth_method", p.Method)
+	if !h.record(w, r, audit.KindApproveUpdate, "", map[string]string{
+		"window_id": u.ID, "digest": u.Digest, "agents": strings.Join(u.Agents, ","),
+		"start": u.Start.Format(time.RFC3339Nano), "end": u.End.Format(time.RFC3339Nano),
+		"matched_agents": strconv.Itoa(u.MatchedAgents),
+	}) {
+		return
+	}
 	writeJSON(w, http.StatusCreated, u)
+}
+
+// newWindowID names an approval window: 16 random bytes, hex.
+func newWindowID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// matched sets how many of agents u's globs match, and a note when none.
+func matched(u *UpdateApproval, agents []AgentStatus) {
+	n := 0
+	for _, a := range agents {
+		for _, g := range u.Agents {
+			if ok, _ := path.Match(g, a.ID); ok {
+				n++
+				break
+			}
+		}
+	}
+	u.MatchedAgents, u.Note = n, ""
+	if n == 0 {
+		u.Note = "no enrolled agent matches " + strings.Join(u.Agents, ",") + ": the window only applies to agents enrolled with a matching ID before it ends"
+	}
+}
+
+// UpdateList is the body of GET /api/v1/updates.
+type UpdateList struct {
+	Now     time.Time        `json:"now"`
+	Updates []UpdateApproval `json:"updates"`
+}
+
+func (h *handler) listUpdates(w http.ResponseWriter, r *http.Request) {
+	ws, err := h.backend.ListUpdates(r.Context())
+	if err != nil {
+		h.backendError(w, r, err)
+		return
+	}
+	agents, err := h.backend.ListAgents(r.Context())
+	if err != nil {
+		h.backendError(w, r, err)
+		return
+	}
+	now := h.now()
+	out := make([]UpdateApproval, 0, len(ws))
+	for _, u := range ws {
+		if !u.End.After(now) {
+			continue
+		}
+		matched(&u, agents)
+		out = append(out, u)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Start.Before(out[j].Start) })
+	writeJSON(w, http.StatusOK, UpdateList{Now: now.UTC(), Updates: out})
+}
+
+// record appends the action of the request's principal to the audit chain
+// (kind one of audit's operator kinds; params never credentials). Call it
+// once the action succeeded; when the record cannot be written it answers
+// 500 itself and returns false: the action took effect but is not on the
+// record, which the operator must know.
+func (h *handler) record(w http.ResponseWriter, r *http.Request, kind, agentID string, params map[string]string) bool {
+	p := principalFrom(r.Context())
+	rec, err := audit.OperatorRecord(kind, agentID, p.Name, p.Method, params, h.now())
+	if err == nil {
+		err = h.backend.RecordAction(r.Context(), rec)
+	}
+	if err != nil {
+		h.log.Error("operator action not recorded in the audit log", "kind", kind, "by", p.Name, "path", r.URL.Path, "error", err)
+		writeError(w, http.StatusInternalServerError, "the action took effect but could not be recorded in the audit log (see the verifier log)")
+		return false
+	}
+	return true
 }
 
 // ReleaseRequest is the body of POST /api/v1/release.
@@ -613,6 +713,9 @@ func (h *handler) release(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Info("quarantine released", "address", addr, "by", p.Name, "auth_method", p.Method)
+	if !h.record(w, r, audit.KindRelease, "", map[string]string{"address": addr}) {
+		return
+	}
 	writeJSON(w, http.StatusOK, ActionResult{Address: addr, By: p.Name, At: h.now().UTC()})
 }
 

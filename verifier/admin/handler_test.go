@@ -156,7 +156,7 @@ func TestAdminAuthentication(t *testing.T) {
 	agent := issueCert(t, pki.RoleAgent, "edge-1")
 	tokenNamed := issueCert(t, pki.RoleOperator, "token")
 
-	goodSession := f.h.(*handler).tokens.sessionCookie()
+	goodSession := f.h.(*handler).tokens.sessionCookie("")
 	tampered := *goodSession
 	tampered.Value = strings.Replace(goodSession.Value, ".", "9.", 1)
 	forged := *goodSession
@@ -430,7 +430,7 @@ func TestAdminAlertsAPI(t *testing.T) {
 
 func TestAdminUnsafeRequestsCrossSite(t *testing.T) {
 	f := newFixture(t, testToken)
-	c := f.h.(*handler).tokens.sessionCookie()
+	c := f.h.(*handler).tokens.sessionCookie("")
 	cases := []struct {
 		name string
 		opts []reqOpt
@@ -615,8 +615,8 @@ func TestAdminReadTokenFile(t *testing.T) {
 		}
 		return p
 	}
-	if tok, err := ReadTokenFile(write("good", testToken+"\n", 0o600)); err != nil || tok != testToken {
-		t.Errorf("good file: %q %v", tok, err)
+	if toks, err := ReadTokenFile(write("good", testToken+"\n", 0o600)); err != nil || len(toks) != 1 || toks[""] != testToken {
+		t.Errorf("good file: %d tokens, %v", len(toks), err)
 	}
 	for name, c := range map[string]struct {
 		content string

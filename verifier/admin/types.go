@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/pulse-attest/pulse/verifier/audit"
 )
 
 // Errors a Backend returns (wrapped or not) to choose the HTTP status.
@@ -42,6 +44,13 @@ type Backend interface {
 	Release(ctx context.Context, address, by string) error
 	// Quarantined lists the quarantined addresses.
 	Quarantined(ctx context.Context) ([]Quarantine, error)
+	// ListUpdates returns the update approval windows not yet ended
+	// (open or scheduled), by start.
+	ListUpdates(ctx context.Context) ([]UpdateApproval, error)
+	// RecordAction appends an operator action to the audit chain (a no-op
+	// when no audit log is configured). An error means the action is not
+	// on the record.
+	RecordAction(ctx context.Context, rec audit.Record) error
 }
 
 // Trust levels of AgentStatus.Trust.
@@ -122,11 +131,17 @@ const (
 // UpdateApproval allows an agent binary (by SHA-256) on the agents whose ID
 // matches one of the globs (path.Match syntax) during [Start, End).
 type UpdateApproval struct {
+	// ID names the window (set by the API).
+	ID     string    `json:"id,omitempty"`
 	Digest string    `json:"digest"`
 	Agents []string  `json:"agents"`
 	Start  time.Time `json:"start"`
 	End    time.Time `json:"end"`
 	By     string    `json:"by"`
+	// MatchedAgents is how many enrolled agents the globs match now (set
+	// by the API in answers); Note says so when it is none.
+	MatchedAgents int    `json:"matched_agents"`
+	Note          string `json:"note,omitempty"`
 }
 
 // Quarantine is one quarantined address.

@@ -56,6 +56,10 @@ const (
 	// KindAKChanged: an agent re-enrolled on its TPM with another
 	// attestation key; its reboot baseline starts again.
 	KindAKChanged Kind = "ak_changed"
+	// KindUpdateApproved: an operator approved an agent binary update
+	// window (informational; the operator's audit record holds who and
+	// what). Not tied to one agent: it may cover the whole fleet.
+	KindUpdateApproved Kind = "update_approved"
 	// KindPolicyDivergence: this replica enforces another policy set
 	// (digest) than other live replicas, for longer than a reload interval.
 	KindPolicyDivergence Kind = "policy_divergence"
@@ -86,6 +90,7 @@ var defaultSeverity = map[Kind]int{
 	KindTransientStreak:    SeverityHigh,
 	KindPartitionMismatch:  SeverityHigh,
 	KindAKChanged:          SeverityHigh,
+	KindUpdateApproved:     SeverityLow,
 	KindPolicyDivergence:   SeverityHigh,
 }
 
@@ -95,7 +100,7 @@ func Kinds() []Kind {
 		KindCompromised, KindIdentityTakeover, KindTPMDowngrade, KindBinaryChanged,
 		KindUntrusted, KindBPFProgramMissing, KindBPFProgramChanged, KindPartitionMismatch, KindAKChanged, KindPolicyDivergence,
 		KindFortressInactive, KindClockDesync, KindPolicyReloadFailed,
-		KindIsolated, KindReleased, KindTransientStreak,
+		KindIsolated, KindReleased, KindTransientStreak, KindUpdateApproved,
 	}
 }
 
@@ -187,7 +192,7 @@ func (a *Alert) Validate() error {
 	if a.Severity < SeverityCritical || a.Severity > SeverityLow {
 		return fmt.Errorf("%w: severity %d (want %d, the most severe, to %d)", ErrInvalidAlert, a.Severity, SeverityCritical, SeverityLow)
 	}
-	if a.AgentID == "" && a.Kind != KindPolicyReloadFailed && a.Kind != KindPolicyDivergence {
+	if a.AgentID == "" && a.Kind != KindPolicyReloadFailed && a.Kind != KindUpdateApproved && a.Kind != KindPolicyDivergence {
 		return fmt.Errorf("%w: %s alert without agent_id", ErrInvalidAlert, a.Kind)
 	}
 	if a.Reason != "" {
