@@ -150,6 +150,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 	go certReloader.Run(ctx, tcfg.ReloadInterval)
 	go certs.run(ctx)
 	go w.Run(ctx, PolicyPollInterval)
+	go v.policyFleet(ctx, w)
 	go v.sweep(ctx, SweepInterval)
 	go v.deliverDirectives(ctx, DirectivePollInterval)
 	go v.redispatchAlerts(ctx, AlertOutboxInterval)

@@ -127,6 +127,7 @@ func (h *handler) routes(reg *prometheus.Registry) {
 	m.HandleFunc("GET /{$}", h.dashboard)
 	m.HandleFunc("GET /static/{name}", serveStatic)
 	m.HandleFunc("GET /api/v1/session", h.session)
+	m.HandleFunc("GET /api/v1/replicas", h.listReplicas)
 	m.HandleFunc("GET /api/v1/agents", h.listAgents)
 	m.HandleFunc("GET /api/v1/agents/{id}", h.getAgent)
 	m.HandleFunc("GET /api/v1/alerts", h.listAlerts)

@@ -48,6 +48,7 @@ type Metrics struct {
 	alerts       *prometheus.CounterVec
 	agents       *prometheus.GaugeVec
 	policy       *policyCollector
+	divergent    prometheus.Gauge
 
 	reg prometheus.Registerer
 
@@ -80,11 +81,15 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: Namespace, Name: "agents",
 			Help: "Enrolled agents by current attestation status.",
 		}, []string{"status"}),
-		policy:     newPolicyCollector(),
+		policy: newPolicyCollector(),
+		divergent: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "policy_divergent",
+			Help: "1 while another live replica enforces a policy set with another digest than this one (pulse_policy_info names this one's).",
+		}),
 		seenStatus: map[string]bool{},
 		reg:        reg,
 	}
-	for _, c := range []prometheus.Collector{m.pulses, m.verification, m.alerts, m.agents, m.policy} {
+	for _, c := range []prometheus.Collector{m.pulses, m.verification, m.alerts, m.agents, m.policy, m.divergent} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: register: %w", err)
 		}
@@ -200,6 +205,19 @@ func (m *Metrics) SetPolicyFailing(failing bool) {
 	m.policy.mu.Lock()
 	m.policy.failingNow = failing
 	m.policy.mu.Unlock()
+}
+
+// SetPolicyDivergent says whether another live replica enforces a policy
+// set with another digest than this replica.
+func (m *Metrics) SetPolicyDivergent(divergent bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if divergent {
+		v = 1
+	}
+	m.divergent.Set(v)
 }
 
 // PolicyStatus is the policy watcher's state (policy.WatcherStats).
