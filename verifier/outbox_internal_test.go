@@ -267,3 +267,39 @@ func TestAlertOutboxNoAlerter(t *testing.T) {
 	}
 }
 
+// TestAlertTakeoverKeys: takeover and partition-mismatch alerts are one per
+// agent, EK (or none) and AlertDedupWindow, and never fewer.
+func TestAlertTakeoverKeys(t *testing.T) {
+	stores := outboxEngines(t)[store.EngineSQLite]
+	clock := &testClock{now: time.Unix(1_800_000_000, 0).Truncate(AlertDedupWindow)}
+	v := newOutboxVerifier(t, stores[0], "r1", clock, newRecorder())
+	ekA, ekB := []byte{0xaa, 1}, []byte{0xbb, 2}
+	steps := []struct {
+		name    string
+		advance time.Duration
+		raise   func()
+		total   int // takeover and mismatch alerts stored so far
+	}{
+		{"first attempt with EK A", 0, func() { v.raiseTakeover(Peer{AgentID: "edge-1"}, ekA, 0, "x") }, 1},
+		{"EK A again", time.Minute, func() { v.raiseTakeover(Peer{AgentID: "edge-1"}, ekA, 0, "y") }, 1},
+		{"EK B", 0, func() { v.raiseTakeover(Peer{AgentID: "edge-1"}, ekB, 0, "x") }, 2},
+		{"no TPM", 0, func() { v.raiseTakeover(Peer{AgentID: "edge-1"}, nil, 0, "x") }, 3},
+		{"no TPM again", 0, func() { v.raiseTakeover(Peer{AgentID: "edge-1"}, nil, 0, "x") }, 3},
+		{"EK A from another agent", 0, func() { v.raiseTakeover(Peer{AgentID: "edge-2"}, ekA, 0, "x") }, 4},
+		{"EK A in the next window", AlertDedupWindow, func() { v.raiseTakeover(Peer{AgentID: "edge-1"}, ekA, 0, "x") }, 5},
+		{"partition asked", 0, func() { v.raisePartitionMismatch(Peer{AgentID: "edge-1"}, "lab", "fleet") }, 6},
+		{"another partition asked", 0, func() { v.raisePartitionMismatch(Peer{AgentID: "edge-1"}, "dev", "fleet") }, 6},
+		{"partition in the next window", AlertDedupWindow, func() { v.raisePartitionMismatch(Peer{AgentID: "edge-1"}, "lab", "fleet") }, 7},
+	}
+	for _, st := range steps {
+		clock.Advance(st.advance)
+		st.raise()
+		all, err := stores[0].ListAlerts(context.Background(), store.AlertFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(all) != st.total {
+			t.Fatalf("%s: %d alerts stored, want %d", st.name, len(all), st.total)
+		}
+	}
+}
