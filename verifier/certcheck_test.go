@@ -17,6 +17,7 @@ import (
 	"github.com/pulse-attest/pulse/internal/tlsconfig"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/verifier"
+	"github.com/pulse-attest/pulse/verifier/admin"
 	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/store"
 	"github.com/pulse-attest/pulse/verifier/verifiertest"
@@ -344,5 +345,66 @@ func TestMaxConnectionAge(t *testing.T) {
 	// The agent reconnects and is served again.
 	if _, err := a.Cl.Challenge(context.Background(), &pulsev1.ChallengeRequest{}); err != nil {
 		t.Fatalf("call after reconnecting: %v", err)
+	}
+}
+
+// TestRevokeThroughAdminAPI: an operator revokes an agent through the
+// admin API (HTTPS, bearer token): its open stream ends and it is refused
+// at the handshake; the list shows who revoked it; removing the entry lets
+// the agent back.
+func TestRevokeThroughAdminAPI(t *testing.T) {
+	const token = "revoke-through-admin-0123456789abcdef"
+	e := newEnvCfg(t, "rhel8-uefi", func(c *config.Config) {
+		fastTLS(c)
+		c.AdminListen = "127.0.0.1:0"
+		c.AdminTokenFile = filepath.Join(filepath.Dir(c.TLS.AgentCA), "admin-token")
+		if err := os.WriteFile(c.AdminTokenFile, []byte(token+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if e == nil {
+		return
+	}
+	cl, err := admin.NewClient(admin.ClientOptions{URL: "https://" + e.daemon.AdminAddr(), CAFile: e.caFile, ServerName: "localhost", Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := e.agent("lab-admin-revoked", nil)
+	ended := openStream(t, e, a)
+
+	r, err := cl.Revoke(ctx(t), admin.RevocationRequest{Kind: tlsconfig.RevokeAgent, Value: a.ID, Reason: "decommissioned"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Value != a.ID || r.By == "" {
+		t.Fatalf("revocation %+v", r)
+	}
+	if _, err := cl.Revoke(ctx(t), admin.RevocationRequest{Kind: tlsconfig.RevokeAgent, Value: a.ID}); !errors.Is(err, admin.ErrConflict) {
+		t.Fatalf("revoking twice: %v", err)
+	}
+	select {
+	case err := <-ended:
+		wantCertRefused(t, "stream", err, "revoked")
+	case <-ctx(t).Done():
+		t.Fatal("the revoked agent's stream stayed open")
+	}
+	if _, err := e.handshakeErr(a.Cert); err == nil {
+		t.Fatal("the revoked agent completed a handshake")
+	}
+	l, err := cl.ListRevocations(ctx(t))
+	if err != nil || len(l.Revocations) != 1 || l.Revocations[0].Reason != "decommissioned" {
+		t.Fatalf("list: %+v, %v", l, err)
+	}
+	if _, err := cl.Unrevoke(ctx(t), tlsconfig.RevokeAgent, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Unrevoke(ctx(t), tlsconfig.RevokeAgent, a.ID); !errors.Is(err, admin.ErrNotFound) {
+		t.Fatalf("removing twice: %v", err)
+	}
+	if err := e.daemon.RefreshRevocations(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.handshakeErr(a.Cert); err != nil {
+		t.Fatalf("handshake after the revocation was lifted: %v", err)
 	}
 }

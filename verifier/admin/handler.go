@@ -136,6 +136,7 @@ func (h *handler) routes(reg *prometheus.Registry) {
 	m.HandleFunc("GET /api/v1/updates", h.listUpdates)
 	m.HandleFunc("POST /api/v1/release", h.release)
 	m.HandleFunc("GET /api/v1/quarantine", h.quarantined)
+	h.revocationRoutes()
 	if reg != nil {
 		m.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 			Registry:          reg,
