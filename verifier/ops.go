@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -32,6 +33,10 @@ const (
 	// AlertTransientStreak: transient failures in a row (configurable).
 	AlertTransientStreak = "transient_streak"
 )
+
+// AlertIsolationSuppressed: an operator's release hold kept an agent from
+// being isolated (once per hold and reason).
+const AlertIsolationSuppressed = "isolation_suppressed"
 
 // Alerter receives every alert this replica raised (after deduplication in
 // the store): webhooks, audit log, metrics.
@@ -143,7 +148,8 @@ func (v *Verifier) settle(ctx context.Context, o *Outcome) {
 	}
 	switch {
 	case accepted(o.Verdict):
-		o.update.Deadline, o.update.Interval = now.Add(hb.Deadline()), hb.Interval
+		// The deadline is counted on the database's clock (store.PulseUpdate).
+		o.update.DeadlineIn, o.update.Interval = hb.Deadline(), hb.Interval
 		o.update.TransientStreak, o.update.DesyncStreak = 0, 0
 	case transientReason(o.Reason):
 		o.update.TransientStreak = a.TransientStreak + 1
@@ -156,19 +162,14 @@ func (v *Verifier) settle(ctx context.Context, o *Outcome) {
 }
 
 // afterPulse applies the operations that follow a committed verdict:
-// release hold, history, alerts, isolation.
+// history, alerts, isolation. An accepted pulse's commit ended any release
+// hold (store.PulseUpdate.DeadlineIn).
 func (v *Verifier) afterPulse(ctx context.Context, p Peer, o *Outcome) {
 	if o.agent == nil {
 		return
 	}
 	now := v.now()
 	pol := o.pol
-	if o.Verdict == pulsev1.Verdict_VERDICT_TRUSTED && pulsev1.Verdict(o.agent.LastVerdict) != pulsev1.Verdict_VERDICT_TRUSTED {
-		// Trusted again: a release hold (if any) ends.
-		if err := v.store.ClearIsolationHold(ctx, o.agent.ID); err != nil {
-			v.log.Error("clearing isolation hold failed", "agent_id", o.agent.ID, "error", err)
-		}
-	}
 	if o.lkgAlert != nil {
 		// One alert per change (its dedup key names the change).
 		v.raise(ctx, o.lkgAlert)
@@ -450,14 +451,20 @@ func shortHex(s string) string {
 
 // isolate quarantines an address fleet-wide: recorded in the store and
 // published as a directive every replica delivers to its trusted agents.
+// An operator's release hold on the offender refuses it in the same
+// statement (store.AddQuarantine); the suppression raises an
+// isolation_suppressed alert, once per hold and reason.
 func (v *Verifier) isolate(ctx context.Context, offender, addr, reason string) {
-	if held, err := v.store.IsolationHeld(ctx, offender); err != nil {
-		v.log.Error("reading isolation hold failed", "agent_id", offender, "error", err)
-	} else if held {
-		v.log.Info("not isolating: an operator released this agent until it is trusted again", "agent_id", offender, "address", addr)
+	isNew, err := v.store.AddQuarantine(ctx, store.Quarantine{Address: addr, Offender: offender, Reason: reason, Since: v.now()})
+	var held *store.HoldError
+	if errors.As(err, &held) {
+		h := held.Hold
+		v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("isolation_suppressed:%s:%d:%s", offender, h.At.UnixNano(), reason), AgentID: offender,
+			Kind: AlertIsolationSuppressed, Severity: 2, Reason: reason,
+			Message: fmt.Sprintf("address %s not isolated: released by %s at %s; the hold lasts until an accepted pulse or %s",
+				addr, h.By, h.At.Format(time.RFC3339), h.Until.Format(time.RFC3339))})
 		return
 	}
-	isNew, err := v.store.AddQuarantine(ctx, store.Quarantine{Address: addr, Offender: offender, Reason: reason, Since: v.now()})
 	if err != nil {
 		v.log.Error("quarantine failed", "agent_id", offender, "error", err)
 		return
@@ -471,14 +478,17 @@ func (v *Verifier) isolate(ctx context.Context, offender, addr, reason string) {
 		Kind: AlertIsolated, Severity: 2, Reason: reason, Message: fmt.Sprintf("address %s isolated fleet-wide", addr)})
 }
 
-// Release lifts a quarantine and tells every agent.
+// Release lifts a quarantine and tells every agent. In the same
+// transaction it holds off isolating the offender again until an accepted
+// pulse of it is committed, or for the configured isolation_hold at most.
 func (v *Verifier) Release(ctx context.Context, addr, by string) error {
-	q, err := v.store.RemoveQuarantine(ctx, addr)
-	if err != nil {
-		return err
+	holdFor := v.cfg.IsolationHold
+	if holdFor <= 0 {
+		holdFor = config.DefaultIsolationHold
 	}
-	if err := v.store.HoldIsolation(ctx, q.Offender, by, v.now()); err != nil {
-		return err
+	q, err := v.store.ReleaseQuarantine(ctx, addr, by, holdFor)
+	if err != nil {
+		return fmt.Errorf("release %s: %w", addr, err)
 	}
 	d := &pulsev1.Directive{Kind: &pulsev1.Directive_Release{Release: &pulsev1.Release{Addresses: []string{addr}, Offender: q.Offender}}}
 	v.publish(ctx, "*", "release", d)
@@ -588,8 +598,9 @@ func directiveKind(d *pulsev1.Directive) string {
 	return "unknown"
 }
 
-// sweep marks silent agents BLINDED. The store's conditional update makes
-// exactly one replica raise each silence.
+// sweep marks silent agents BLINDED and confirms their silence. The
+// store's conditional updates make exactly one replica raise each silence
+// and exactly one confirm it.
 func (v *Verifier) sweep(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -603,6 +614,12 @@ func (v *Verifier) sweep(ctx context.Context, every time.Duration) {
 	}
 }
 
+// sweepOnce finds silent agents by the database's clock, never this
+// replica's (docs/operations.md, "One clock for deadlines"): a replica
+// whose clock runs ahead does not find healthy agents overdue. A silent
+// agent is marked BLINDED with a compromised alert at once; it is isolated
+// only when a later sweep, of any replica, at least SweepInterval after the
+// mark, confirms it is still overdue and unheard from.
 func (v *Verifier) sweepOnce(ctx context.Context) {
 	now := v.now()
 	if v.metrics != nil && now.Sub(v.lastStatus) >= 10*time.Second {
@@ -618,23 +635,29 @@ func (v *Verifier) sweepOnce(ctx context.Context) {
 		}
 	}
 	v.collectFirmwareLogs(ctx, now)
-	over, err := v.store.Overdue(ctx, now)
+	// A replica just (re)started gives every agent grace, counted on its
+	// own clock from its own start (a difference, whatever its offset).
+	inGrace := func(pol *policy.Policy) bool {
+		grace := v.cfg.StartupGrace
+		if pol != nil && pol.Heartbeat.Grace > 0 {
+			grace = pol.Heartbeat.Grace
+		}
+		return now.Before(v.started.Add(grace))
+	}
+	over, err := v.store.Overdue(ctx)
 	if err != nil {
 		v.log.Warn("sweep failed", "error", err)
 		return
 	}
 	for _, a := range over {
-		pol := v.selectPolicy(a.ID)
-		grace := v.cfg.StartupGrace
-		if pol != nil && pol.Heartbeat.Grace > 0 {
-			grace = pol.Heartbeat.Grace
+		if inGrace(v.selectPolicy(a.ID)) {
+			continue
 		}
-		if now.Before(v.started.Add(grace)) {
-			continue // after a verifier (re)start every agent gets grace
+		msg := "silent past its deadline"
+		if !a.LastPulseAt.IsZero() {
+			msg = fmt.Sprintf("silent past its deadline; last pulse at %s", a.LastPulseAt.Format(time.RFC3339))
 		}
-		silent := now.Sub(a.LastPulseAt).Round(time.Second)
-		msg := fmt.Sprintf("silent for %s, past its deadline", silent)
-		won, err := v.store.MarkBlinded(ctx, a.ID, now, int32(pulsev1.Verdict_VERDICT_BLINDED), int32(pulsev1.Reason_REASON_SILENT), msg)
+		won, err := v.store.MarkBlinded(ctx, a.ID, int32(pulsev1.Verdict_VERDICT_BLINDED), int32(pulsev1.Reason_REASON_SILENT), msg)
 		if err != nil {
 			v.log.Warn("marking blinded failed", "agent_id", a.ID, "error", err)
 			continue
@@ -648,6 +671,26 @@ func (v *Verifier) sweepOnce(ctx context.Context) {
 		ops, _ := v.store.GetAgentOps(ctx, a.ID)
 		v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("blinded:%s:%d", a.ID, ops.BlindedAt.UnixNano()), AgentID: a.ID, Kind: AlertCompromised,
 			Severity: 1, Reason: pulsev1.Reason_REASON_SILENT.String(), Message: "device compromised or cut off: " + msg})
+	}
+	pending, err := v.store.SilencesToConfirm(ctx, SweepInterval)
+	if err != nil {
+		v.log.Warn("sweep failed", "error", err)
+		return
+	}
+	for _, a := range pending {
+		pol := v.selectPolicy(a.ID)
+		if inGrace(pol) {
+			continue
+		}
+		won, err := v.store.ConfirmSilence(ctx, a.ID, SweepInterval)
+		if err != nil {
+			v.log.Warn("confirming silence failed", "agent_id", a.ID, "error", err)
+			continue
+		}
+		if !won {
+			continue
+		}
+		v.log.Info("silence confirmed", "agent_id", a.ID)
 		if pol != nil && pol.OnFailure.Isolate && a.Address != "" {
 			v.isolate(ctx, a.ID, a.Address, pulsev1.Reason_REASON_SILENT.String())
 		}
@@ -665,7 +708,7 @@ func (v *Verifier) startDeadline(ctx context.Context, agentID, _ string) {
 	if pol := v.selectPolicy(agentID); pol != nil {
 		hb = pol.Heartbeat
 	}
-	if err := v.store.SetFirstDeadline(ctx, agentID, hb.Interval, v.now().Add(hb.Deadline())); err != nil {
+	if err := v.store.SetFirstDeadline(ctx, agentID, hb.Interval, hb.Deadline()); err != nil {
 		v.log.Error("setting first deadline failed", "agent_id", agentID, "error", err)
 	}
 }

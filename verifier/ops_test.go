@@ -122,7 +122,9 @@ func TestLastKnownGood(t *testing.T) {
 // TestBlinded: an agent silent past its deadline becomes BLINDED with one
 // alert; during the startup grace it does not.
 func TestBlinded(t *testing.T) {
-	e := newEnv(t, "rhel8-uefi")
+	// Deadlines are on the database's clock: a 1s heartbeat, 2 missed.
+	// The startup grace is counted on the replica's (injected) clock.
+	e := newEnvCfg(t, "rhel8-uefi", fastHeartbeat("1s", 2, "1m"))
 	if e == nil {
 		return
 	}
@@ -140,13 +142,13 @@ func TestBlinded(t *testing.T) {
 		t.Fatal(res.GetMessage())
 	}
 
-	// Past the deadline (30s x 3) but inside the 5 minute startup grace.
-	e.clock.Advance(2 * time.Minute)
+	// Past the deadline but inside the startup grace.
+	waitPastDeadline(t, st, "edge-quiet", "edge-ghost")
 	time.Sleep(2500 * time.Millisecond)
 	if ag, _ := st.GetAgent(context.Background(), "edge-quiet"); pulsev1.Verdict(ag.LastVerdict) == pulsev1.Verdict_VERDICT_BLINDED {
 		t.Fatal("BLINDED during the startup grace")
 	}
-	e.clock.Advance(5 * time.Minute)
+	e.clock.Advance(2 * time.Minute)
 	waitFor(t, "BLINDED", func() bool {
 		ag, _ := st.GetAgent(context.Background(), "edge-quiet")
 		return pulsev1.Verdict(ag.LastVerdict) == pulsev1.Verdict_VERDICT_BLINDED

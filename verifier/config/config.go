@@ -51,6 +51,10 @@ type Config struct {
 	Pulses Pulses
 	// FirmwareLogs bounds what agents may make the verifier store.
 	FirmwareLogs FirmwareLogs
+
+	// IsolationHold is how long an operator's release holds off isolating
+	// the released agent again at most (an accepted pulse ends it sooner).
+	IsolationHold time.Duration
 }
 
 // Pulses configures how repeated non-compromise failures escalate.
@@ -228,6 +232,8 @@ type file struct {
 	RuntimePCR   *int              `hcl:"runtime_pcr,optional"`
 	Pulses       *filePulses       `hcl:"pulses,block"`
 	FirmwareLogs *fileFirmwareLogs `hcl:"firmware_logs,block"`
+
+	IsolationHold string `hcl:"isolation_hold,optional"`
 }
 
 type fileAlerts struct {
@@ -240,6 +246,9 @@ type fileWebhook struct {
 	URL        string `hcl:"url"`
 	SecretFile string `hcl:"secret_file"`
 }
+
+// DefaultIsolationHold bounds an operator's release hold (isolation_hold).
+const DefaultIsolationHold = 24 * time.Hour
 
 // Defaults.
 const (
@@ -322,6 +331,7 @@ func decode(f *hclconf.File) (*Config, error) {
 	c.NonceTTL = f.Duration(raw.NonceTTL, DefaultNonceTTL, 5*time.Second, time.Hour, "nonce_ttl")
 	c.ClockSkew = f.Duration(raw.ClockSkew, DefaultClockSkew, time.Second, time.Hour, "clock_skew")
 	c.StartupGrace = f.Duration(raw.StartupGrace, DefaultStartupGrace, 0, 24*time.Hour, "startup_grace")
+	c.IsolationHold = f.Duration(raw.IsolationHold, DefaultIsolationHold, time.Second, 30*24*time.Hour, "isolation_hold")
 
 	if raw.TLS == nil {
 		f.Errorf(nil, "missing tls block", "the verifier needs tls { cert, key, agent_ca }: agents are only ever accepted over mutual TLS")

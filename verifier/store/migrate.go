@@ -185,6 +185,22 @@ var migrations = []string{
 	ALTER TABLE alerts ADD COLUMN claimed_at {{bigint}} NOT NULL DEFAULT 0;
 	UPDATE alerts SET dispatched_at = CASE WHEN created_at > 0 THEN created_at ELSE 1 END, claimed_at = created_at;
 	CREATE INDEX alerts_undispatched ON alerts (dispatched_at, claimed_at)`,
+	// isolation holds live on the agent's row, with an expiry (the
+	// database's clock), so the pulse commit that accepts the agent ends
+	// the hold and isolate/release serialise on the row; a silence is
+	// confirmed before it isolates. Holds carried over expire a day after
+	// they were set; BLINDED marks from before count as confirmed.
+	`ALTER TABLE agents ADD COLUMN hold_until {{bigint}} NOT NULL DEFAULT 0;
+	ALTER TABLE agents ADD COLUMN hold_at {{bigint}} NOT NULL DEFAULT 0;
+	ALTER TABLE agents ADD COLUMN hold_by TEXT NOT NULL DEFAULT '';
+	ALTER TABLE agents ADD COLUMN silence_confirmed_at {{bigint}} NOT NULL DEFAULT 0;
+	UPDATE agents SET
+		hold_until = (SELECT h.held_at + 86400000000000 FROM isolation_holds h WHERE h.agent_id = agents.id),
+		hold_at = (SELECT h.held_at FROM isolation_holds h WHERE h.agent_id = agents.id),
+		hold_by = (SELECT h.held_by FROM isolation_holds h WHERE h.agent_id = agents.id)
+		WHERE id IN (SELECT agent_id FROM isolation_holds);
+	UPDATE agents SET silence_confirmed_at = blinded_at WHERE blinded_at > 0;
+	DROP TABLE isolation_holds`,
 	// replicas: the digest of the policy set each verifier replica enforces,
 	// recorded from a loop, so replicas judging with different policies are
 	// seen (replicas.go).

@@ -230,45 +230,77 @@ func (s *Store) SetLKG(ctx context.Context, agentID string, l LKG) error {
 	return nil
 }
 
-// SetFirstDeadline gives an agent its first deadline. It writes nothing
-// when the agent already has one: re-enrolling is not being heard from, so
-// it never moves a deadline nor clears a BLINDED mark (only an accepted
-// pulse does).
-func (s *Store) SetFirstDeadline(ctx context.Context, agentID string, interval time.Duration, deadline time.Time) error {
-	_, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET interval_ms = ?, deadline_at = ? WHERE id = ? AND deadline_at = 0`),
-		interval.Milliseconds(), nanos(deadline), agentID)
+// dbNow is the database's clock in Unix nanoseconds, as SQL. Deadlines,
+// BLINDED marks, silence confirmations and isolation holds are written and
+// compared with it, never with a replica's clock: replicas whose clocks
+// disagree then still agree on who is overdue (docs/operations.md, "One
+// clock for deadlines"). SQLite reads the host's clock once per statement;
+// PostgreSQL's statement_timestamp() is fixed for the statement too.
+func (s *Store) dbNow() string {
+	if s.dialect.name == EnginePostgres {
+		return `CAST(extract(epoch FROM statement_timestamp()) * 1000000000 AS BIGINT)`
+	}
+	return `CAST(unixepoch('subsec') * 1000000000 AS INTEGER)`
+}
+
+// Now returns the database's clock.
+func (s *Store) Now(ctx context.Context) (time.Time, error) {
+	var n int64
+	if err := s.db.QueryRowContext(ctx, `SELECT `+s.dbNow()).Scan(&n); err != nil {
+		return time.Time{}, fmt.Errorf("store: database clock: %w", err)
+	}
+	return fromNanos(n), nil
+}
+
+// SetFirstDeadline gives an agent its first deadline, in (by the
+// database's clock) from now. It writes nothing when the agent already has
+// one: re-enrolling is not being heard from, so it never moves a deadline
+// nor clears a BLINDED mark (only an accepted pulse does).
+func (s *Store) SetFirstDeadline(ctx context.Context, agentID string, interval, in time.Duration) error {
+	_, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET interval_ms = ?, deadline_at = `+s.dbNow()+` + CAST(? AS BIGINT) WHERE id = ? AND deadline_at = 0`),
+		interval.Milliseconds(), int64(in), agentID)
 	if err != nil {
 		return fmt.Errorf("store: set first deadline: %w", err)
 	}
 	return nil
 }
 
-// SetDeadline records when the agent must next be heard from, and clears a
-// BLINDED mark (the agent spoke).
-func (s *Store) SetDeadline(ctx context.Context, agentID string, interval time.Duration, deadline time.Time) error {
-	_, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET interval_ms = ?, deadline_at = ?, blinded_at = 0 WHERE id = ?`),
-		interval.Milliseconds(), nanos(deadline), agentID)
+// SetDeadline records that the agent must next be heard from in (by the
+// database's clock), and clears a BLINDED mark and its confirmation (the
+// agent spoke). An accepted pulse does the same in its commit
+// (PulseUpdate.DeadlineIn).
+func (s *Store) SetDeadline(ctx context.Context, agentID string, interval, in time.Duration) error {
+	_, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET interval_ms = ?, deadline_at = `+s.dbNow()+` + CAST(? AS BIGINT), blinded_at = 0, silence_confirmed_at = 0 WHERE id = ?`),
+		interval.Milliseconds(), int64(in), agentID)
 	if err != nil {
 		return fmt.Errorf("store: set deadline: %w", err)
 	}
 	return nil
 }
 
-// GraceAll pushes every deadline to at least until: after a verifier
-// (re)start or outage every agent gets grace before it can be BLINDED.
-func (s *Store) GraceAll(ctx context.Context, until time.Time) error {
-	_, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET deadline_at = ? WHERE deadline_at > 0 AND deadline_at < ? AND blinded_at = 0`), nanos(until), nanos(until))
+// GraceAll pushes every deadline to at least grace from now (the
+// database's clock): after a verifier (re)start or outage every agent gets
+// grace before it can be BLINDED.
+func (s *Store) GraceAll(ctx context.Context, grace time.Duration) error {
+	now := s.dbNow()
+	_, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET deadline_at = `+now+` + CAST(? AS BIGINT)
+		WHERE deadline_at > 0 AND deadline_at < `+now+` + CAST(? AS BIGINT) AND blinded_at = 0`), int64(grace), int64(grace))
 	if err != nil {
 		return fmt.Errorf("store: grace: %w", err)
 	}
 	return nil
 }
 
-// Overdue lists agents past their deadline and not yet BLINDED.
-func (s *Store) Overdue(ctx context.Context, now time.Time) ([]*Agent, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+agentColumns+` FROM agents WHERE deadline_at > 0 AND deadline_at < ? AND blinded_at = 0`), nanos(now))
+// Overdue lists agents past their deadline by the database's clock and not
+// yet BLINDED.
+func (s *Store) Overdue(ctx context.Context) ([]*Agent, error) {
+	return s.listAgentsWhere(ctx, "overdue", `deadline_at > 0 AND deadline_at < `+s.dbNow()+` AND blinded_at = 0`)
+}
+
+func (s *Store) listAgentsWhere(ctx context.Context, what, where string, args ...any) ([]*Agent, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+agentColumns+` FROM agents WHERE `+where), args...)
 	if err != nil {
-		return nil, fmt.Errorf("store: overdue: %w", err)
+		return nil, fmt.Errorf("store: %s: %w", what, err)
 	}
 	defer rows.Close()
 	var out []*Agent
@@ -279,19 +311,52 @@ func (s *Store) Overdue(ctx context.Context, now time.Time) ([]*Agent, error) {
 		}
 		out = append(out, a)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: %s: %w", what, err)
+	}
+	return out, nil
 }
 
-// MarkBlinded marks an overdue agent BLINDED. Exactly one caller across all
-// replicas gets true for a given silence.
-func (s *Store) MarkBlinded(ctx context.Context, agentID string, now time.Time, verdict, reason int32, msg string) (bool, error) {
-	res, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET blinded_at = ?, last_verdict = ?, last_reason = ?, last_message = ?
-		WHERE id = ? AND deadline_at > 0 AND deadline_at < ? AND blinded_at = 0`), nanos(now), verdict, reason, msg, agentID, nanos(now))
+// MarkBlinded marks an agent overdue by the database's clock BLINDED, at
+// the database's clock. Exactly one caller across all replicas gets true
+// for a given silence.
+func (s *Store) MarkBlinded(ctx context.Context, agentID string, verdict, reason int32, msg string) (bool, error) {
+	now := s.dbNow()
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET blinded_at = `+now+`, silence_confirmed_at = 0, last_verdict = ?, last_reason = ?, last_message = ?
+		WHERE id = ? AND deadline_at > 0 AND deadline_at < `+now+` AND blinded_at = 0`), verdict, reason, msg, agentID)
 	if err != nil {
 		return false, fmt.Errorf("store: mark blinded: %w", err)
 	}
 	n, err := res.RowsAffected()
-	return n == 1, err
+	if err != nil {
+		return false, fmt.Errorf("store: mark blinded: %w", err)
+	}
+	return n == 1, nil
+}
+
+// SilencesToConfirm lists BLINDED agents whose silence is not confirmed yet
+// and was marked at least after ago (the database's clock).
+func (s *Store) SilencesToConfirm(ctx context.Context, after time.Duration) ([]*Agent, error) {
+	return s.listAgentsWhere(ctx, "silences to confirm", `blinded_at > 0 AND silence_confirmed_at = 0 AND blinded_at <= `+s.dbNow()+` - CAST(? AS BIGINT)`, int64(after))
+}
+
+// ConfirmSilence confirms a BLINDED mark: the agent was marked at least
+// after ago and is still past its deadline, unheard from since (an accepted
+// pulse clears the mark). Exactly one caller across all replicas gets true
+// for a given silence; only that one may act on it (isolation).
+func (s *Store) ConfirmSilence(ctx context.Context, agentID string, after time.Duration) (bool, error) {
+	now := s.dbNow()
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET silence_confirmed_at = `+now+`
+		WHERE id = ? AND blinded_at > 0 AND silence_confirmed_at = 0 AND blinded_at <= `+now+` - CAST(? AS BIGINT)
+			AND deadline_at > 0 AND deadline_at < `+now), agentID, int64(after))
+	if err != nil {
+		return false, fmt.Errorf("store: confirm silence: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("store: confirm silence: %w", err)
+	}
+	return n == 1, nil
 }
 
 // UpdateWindow approves a new agent-binary digest for some agents.
@@ -349,18 +414,127 @@ type Quarantine struct {
 	Since    time.Time
 }
 
-// AddQuarantine isolates an address; it reports whether it was new.
+// ErrIsolationHeld: an operator's release holds off isolating the offender
+// (AddQuarantine returns it as a *HoldError).
+var ErrIsolationHeld = errors.New("isolation held by an operator's release")
+
+// Hold is an operator's release of an agent's isolation: the agent is not
+// isolated again until an accepted pulse is committed after it, or Until
+// passes (the database's clock).
+type Hold struct {
+	AgentID string
+	By      string
+	At      time.Time
+	Until   time.Time
+}
+
+// HoldError reports the hold that suppressed an isolation. It matches
+// ErrIsolationHeld.
+type HoldError struct{ Hold Hold }
+
+func (e *HoldError) Error() string {
+	return fmt.Sprintf("isolation of %s held by %s's release until %s", e.Hold.AgentID, e.Hold.By, e.Hold.Until.Format(time.RFC3339))
+}
+
+// Is makes errors.Is(err, ErrIsolationHeld) true.
+func (e *HoldError) Is(target error) bool { return target == ErrIsolationHeld }
+
+// AddQuarantine isolates an address unless an operator's release holds
+// off isolating the offender; it reports whether the address was newly
+// isolated. A hold returns a *HoldError (errors.Is ErrIsolationHeld) and
+// writes nothing. The hold is checked in the insert itself; on PostgreSQL
+// the offender's row is locked first, so a release committing meanwhile is
+// waited for and seen (ReleaseQuarantine locks the same row before it
+// removes the address): isolate and release serialise on the agent's row.
 func (s *Store) AddQuarantine(ctx context.Context, q Quarantine) (bool, error) {
-	res, err := s.db.ExecContext(ctx, s.q(`INSERT INTO quarantine (address, offender, reason, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (address) DO NOTHING`),
-		q.Address, q.Offender, q.Reason, nanos(q.Since))
+	now := s.dbNow()
+	query := `INSERT INTO quarantine (address, offender, reason, created_at)
+		SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM agents WHERE id = ? AND hold_until > ` + now + `)
+		ON CONFLICT (address) DO NOTHING`
+	args := []any{q.Address, q.Offender, q.Reason, nanos(q.Since), q.Offender}
+	if s.dialect.name == EnginePostgres {
+		query = `WITH locked AS (SELECT hold_until FROM agents WHERE id = ? FOR UPDATE)
+		INSERT INTO quarantine (address, offender, reason, created_at)
+		SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM locked WHERE hold_until > ` + now + `)
+		ON CONFLICT (address) DO NOTHING`
+		args = []any{q.Offender, q.Address, q.Offender, q.Reason, nanos(q.Since)}
+	}
+	res, err := s.db.ExecContext(ctx, s.q(query), args...)
 	if err != nil {
 		return false, fmt.Errorf("store: quarantine: %w", err)
 	}
 	n, err := res.RowsAffected()
-	return n == 1, err
+	if err != nil {
+		return false, fmt.Errorf("store: quarantine: %w", err)
+	}
+	if n == 1 {
+		return true, nil
+	}
+	// Nothing written: the address was isolated already, or a hold
+	// refused it. Which one is only reported; the insert decided.
+	h, held, err := s.IsolationHold(ctx, q.Offender)
+	if err != nil {
+		return false, err
+	}
+	if held {
+		return false, &HoldError{Hold: h}
+	}
+	return false, nil
 }
 
-// RemoveQuarantine lifts an isolation; ErrNotFound when the address was not isolated.
+// ReleaseQuarantine lifts an isolation and holds off isolating its
+// offender again for holdFor (the database's clock) or until an accepted
+// pulse of the offender is committed after it, in one transaction: no
+// isolation can slip between the two (see AddQuarantine). ErrNotFound when
+// the address is not isolated.
+func (s *Store) ReleaseQuarantine(ctx context.Context, address, by string, holdFor time.Duration) (*Quarantine, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("store: release: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	var offender string
+	err = tx.QueryRowContext(ctx, s.q(`SELECT offender FROM quarantine WHERE address = ?`), address).Scan(&offender)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: release: %w", err)
+	}
+	now := s.dbNow()
+	// The hold first: it locks the offender's row, which an isolation
+	// locks too, before the address goes.
+	if _, err := tx.ExecContext(ctx, s.q(`UPDATE agents SET hold_until = `+now+` + CAST(? AS BIGINT), hold_at = `+now+`, hold_by = ? WHERE id = ?`),
+		int64(holdFor), by, offender); err != nil {
+		return nil, fmt.Errorf("store: release: hold: %w", err)
+	}
+	var (
+		q  Quarantine
+		at int64
+	)
+	err = tx.QueryRowContext(ctx, s.q(`DELETE FROM quarantine WHERE address = ? RETURNING address, offender, reason, created_at`), address).
+		Scan(&q.Address, &q.Offender, &q.Reason, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound // released meanwhile by someone else
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: release: %w", err)
+	}
+	if q.Offender != offender {
+		// Released and isolated again for another offender meanwhile:
+		// start over so the hold names the right agent.
+		return nil, fmt.Errorf("store: release %s: %w", address, ErrConflict)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("store: release: commit: %w", err)
+	}
+	q.Since = fromNanos(at)
+	return &q, nil
+}
+
+// RemoveQuarantine lifts an isolation without holding off the next one;
+// ErrNotFound when the address was not isolated. Operators release with
+// ReleaseQuarantine.
 func (s *Store) RemoveQuarantine(ctx context.Context, address string) (*Quarantine, error) {
 	var (
 		q  Quarantine
@@ -490,30 +664,36 @@ func (s *Store) GetAgentOps(ctx context.Context, agentID string) (AgentOps, erro
 	return o, nil
 }
 
-// HoldIsolation records that an operator released the agent's isolation:
-// the verifier does not isolate it again until it has been trusted again.
-func (s *Store) HoldIsolation(ctx context.Context, agentID, by string, at time.Time) error {
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO isolation_holds (agent_id, held_by, held_at) VALUES (?, ?, ?)
-		ON CONFLICT (agent_id) DO UPDATE SET held_by = excluded.held_by, held_at = excluded.held_at`), agentID, by, nanos(at))
-	if err != nil {
-		return fmt.Errorf("store: hold isolation: %w", err)
+// IsolationHold returns the agent's active hold (the database's clock),
+// and whether there is one.
+func (s *Store) IsolationHold(ctx context.Context, agentID string) (Hold, bool, error) {
+	var (
+		h         Hold
+		at, until int64
+	)
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT hold_by, hold_at, hold_until FROM agents WHERE id = ? AND hold_until > `+s.dbNow()), agentID).
+		Scan(&h.By, &at, &until)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Hold{}, false, nil
 	}
-	return nil
+	if err != nil {
+		return Hold{}, false, fmt.Errorf("store: isolation hold: %w", err)
+	}
+	h.AgentID, h.At, h.Until = agentID, fromNanos(at), fromNanos(until)
+	return h, true, nil
 }
 
 // IsolationHeld reports whether an operator's release holds off isolating
-// the agent.
+// the agent now.
 func (s *Store) IsolationHeld(ctx context.Context, agentID string) (bool, error) {
-	var n int
-	if err := s.db.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM isolation_holds WHERE agent_id = ?`), agentID).Scan(&n); err != nil {
-		return false, fmt.Errorf("store: isolation held: %w", err)
-	}
-	return n > 0, nil
+	_, held, err := s.IsolationHold(ctx, agentID)
+	return held, err
 }
 
-// ClearIsolationHold ends a hold (the agent is trusted again).
+// ClearIsolationHold ends a hold. An accepted pulse ends one in its commit
+// (PulseUpdate.DeadlineIn).
 func (s *Store) ClearIsolationHold(ctx context.Context, agentID string) error {
-	if _, err := s.db.ExecContext(ctx, s.q(`DELETE FROM isolation_holds WHERE agent_id = ?`), agentID); err != nil {
+	if _, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET hold_until = 0 WHERE id = ?`), agentID); err != nil {
 		return fmt.Errorf("store: clear isolation hold: %w", err)
 	}
 	return nil

@@ -125,10 +125,13 @@ type PulseUpdate struct {
 	PolicyDigest string
 	Address      string
 	Quarantined  string
-	// Deadline is when the agent must next be heard from; zero leaves the
-	// stored deadline as it is. Setting it clears a BLINDED mark.
-	Deadline time.Time
-	Interval time.Duration
+	// DeadlineIn is how long from the commit (the database's clock, never
+	// a replica's) the agent has until it must next be heard from; zero
+	// leaves the stored deadline as it is. Only an accepted pulse sets it,
+	// and setting it clears a BLINDED mark and its confirmation and ends an
+	// operator's isolation hold (an accepted pulse committed after it).
+	DeadlineIn time.Duration
+	Interval   time.Duration
 	// Evidence fields are written only when Evidence is true (the pulse's
 	// quote and logs verified); a rejected pulse must not move them.
 	Evidence          bool
@@ -526,10 +529,14 @@ func (s *Store) recordPulse(ctx context.Context, r runner, agentID string, epoch
 		err error
 	)
 	// Casts keep PostgreSQL from inferring int4 for the parameters.
-	dl := `, deadline_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN CAST(? AS BIGINT) ELSE deadline_at END,
+	// The deadline is the database's clock plus DeadlineIn (ops.go dbNow).
+	dl := `, deadline_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN ` + s.dbNow() + ` + CAST(? AS BIGINT) ELSE deadline_at END,
 		interval_ms = CASE WHEN CAST(? AS BIGINT) > 0 THEN CAST(? AS BIGINT) ELSE interval_ms END,
-		blinded_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN 0 ELSE blinded_at END`
-	dlArgs := []any{nanos(u.Deadline), nanos(u.Deadline), u.Interval.Milliseconds(), u.Interval.Milliseconds(), nanos(u.Deadline)}
+		blinded_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN 0 ELSE blinded_at END,
+		silence_confirmed_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN 0 ELSE silence_confirmed_at END,
+		hold_until = CASE WHEN CAST(? AS BIGINT) > 0 THEN 0 ELSE hold_until END`
+	in := int64(u.DeadlineIn)
+	dlArgs := []any{in, in, u.Interval.Milliseconds(), u.Interval.Milliseconds(), in, in, in}
 	dl += `, transient_streak = ?, desync_streak = ?,
 		lkg_binary_sha256 = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE lkg_binary_sha256 END,
 		lkg_bpf = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE lkg_bpf END,

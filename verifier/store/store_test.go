@@ -243,11 +243,16 @@ func TestCommitPulseAndFirmwareLogs(t *testing.T) {
 			if a, err := s.GetAgent(ctx, "p1"); err != nil || a.LastSeq != 7 || a.LastVerdict != 3 {
 				t.Fatalf("agent after a replay: %+v, %v", a, err)
 			}
-			// A pulse carries the next deadline (nanoseconds need 64 bits).
-			deadline := at.Add(90 * time.Second)
-			commit(2, store.PulseUpdate{At: at, Verdict: 1, Deadline: deadline, Interval: 30 * time.Second})
-			if ops, err := s.GetAgentOps(ctx, "p1"); err != nil || !ops.Deadline.Equal(deadline) || ops.Interval != 30*time.Second {
-				t.Fatalf("ops after pulse: %+v %v", ops, err)
+			// A pulse carries the next deadline, counted on the database's
+			// clock (nanoseconds need 64 bits).
+			before, err := s.Now(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			commit(2, store.PulseUpdate{At: at, Verdict: 1, DeadlineIn: 90 * time.Second, Interval: 30 * time.Second})
+			after, _ := s.Now(ctx)
+			if ops, err := s.GetAgentOps(ctx, "p1"); err != nil || ops.Deadline.Before(before.Add(90*time.Second)) || ops.Deadline.After(after.Add(90*time.Second)) || ops.Interval != 30*time.Second {
+				t.Fatalf("ops after pulse: %+v %v (database clock %s to %s)", ops, err, before, after)
 			}
 			if _, err := s.CommitPulse(ctx, "ghost", 0, store.PulseUpdate{At: at}); !errors.Is(err, store.ErrNotFound) {
 				t.Fatalf("record for unknown agent: %v", err)
