@@ -47,6 +47,9 @@ const (
 	KindIsolated Kind = "isolated"
 	// KindReleased: an isolation was lifted.
 	KindReleased Kind = "released"
+	// KindIsolationSuppressed: an operator's release hold kept an agent
+	// from being isolated (once per hold and reason).
+	KindIsolationSuppressed Kind = "isolation_suppressed"
 	// KindTransientStreak: an agent failed with transient reasons (expired
 	// nonce, firmware log requested) too many times in a row.
 	KindTransientStreak Kind = "transient_streak"
@@ -75,23 +78,24 @@ const (
 )
 
 var defaultSeverity = map[Kind]int{
-	KindCompromised:        SeverityCritical,
-	KindIdentityTakeover:   SeverityCritical,
-	KindTPMDowngrade:       SeverityCritical,
-	KindBinaryChanged:      SeverityCritical,
-	KindUntrusted:          SeverityHigh,
-	KindBPFProgramMissing:  SeverityHigh,
-	KindBPFProgramChanged:  SeverityHigh,
-	KindFortressInactive:   SeverityMedium,
-	KindClockDesync:        SeverityMedium,
-	KindPolicyReloadFailed: SeverityMedium,
-	KindIsolated:           SeverityLow,
-	KindReleased:           SeverityLow,
-	KindTransientStreak:    SeverityHigh,
-	KindPartitionMismatch:  SeverityHigh,
-	KindAKChanged:          SeverityHigh,
-	KindUpdateApproved:     SeverityLow,
-	KindPolicyDivergence:   SeverityHigh,
+	KindCompromised:         SeverityCritical,
+	KindIdentityTakeover:    SeverityCritical,
+	KindTPMDowngrade:        SeverityCritical,
+	KindBinaryChanged:       SeverityCritical,
+	KindUntrusted:           SeverityHigh,
+	KindBPFProgramMissing:   SeverityHigh,
+	KindBPFProgramChanged:   SeverityHigh,
+	KindFortressInactive:    SeverityMedium,
+	KindClockDesync:         SeverityMedium,
+	KindPolicyReloadFailed:  SeverityMedium,
+	KindIsolated:            SeverityLow,
+	KindReleased:            SeverityLow,
+	KindIsolationSuppressed: SeverityHigh,
+	KindTransientStreak:     SeverityHigh,
+	KindPartitionMismatch:   SeverityHigh,
+	KindAKChanged:           SeverityHigh,
+	KindUpdateApproved:      SeverityLow,
+	KindPolicyDivergence:    SeverityHigh,
 }
 
 // Kinds returns every kind, most severe default first.
@@ -100,7 +104,7 @@ func Kinds() []Kind {
 		KindCompromised, KindIdentityTakeover, KindTPMDowngrade, KindBinaryChanged,
 		KindUntrusted, KindBPFProgramMissing, KindBPFProgramChanged, KindPartitionMismatch, KindAKChanged, KindPolicyDivergence,
 		KindFortressInactive, KindClockDesync, KindPolicyReloadFailed,
-		KindIsolated, KindReleased, KindTransientStreak, KindUpdateApproved,
+		KindIsolated, KindReleased, KindIsolationSuppressed, KindTransientStreak, KindUpdateApproved,
 	}
 }
 
