@@ -17,4 +17,6 @@ func (t *TPM) DoForTest(f func(tr transport.TPM) error) error { return t.do(f) }
 func (t *TPM) FlushForTest(tr transport.TPM, h tpm2.TPMHandle) { t.flush(tr, h) }
 
 // NewAKForTest wraps a persisted key as an AK.
-func NewAKForTest(h uint32, pub tpm2.TPMTPublic, name []byte) (*AK, error) { return newAK(h, pub, name) }
+func NewAKForTest(h uint32, pub tpm2.TPMTPublic, name []byte) (*AK, error) {
+	return newAK(h, pub, name)
+}

@@ -184,7 +184,7 @@ func (v *Verifier) afterPulse(ctx context.Context, p Peer, o *Outcome) {
 		}
 		if !accepted(o.Verdict) && o.lkgAlert == nil {
 			if kind, sev := severityOf(o); kind != "" {
-				v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("verdict:%s:%s:%d", o.agent.ID, o.Reason, now.UnixNano()),
+				v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("verdict:%s:%s:%d", o.agent.ID, o.Reason, dedupBucket(now)),
 					AgentID: o.agent.ID, Kind: kind, Severity: sev, Reason: o.Reason.String(), Message: o.Message})
 			}
 		}
