@@ -95,7 +95,7 @@ func newEnvCfg(t *testing.T, fixture string, mut func(*config.Config), extraTPMs
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	ca, err := pki.NewCA("pulse test CA", time.Hour)
+	ca, err := pki.NewCA("pulse test CA", 7*24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -154,7 +154,7 @@ func (v *Verifier) settle(ctx context.Context, o *Outcome) {
 	case transientReason(o.Reason):
 		o.update.TransientStreak = a.TransientStreak + 1
 		if n := orDefault(v.cfg.Pulses.TransientAlertAfter, config.DefaultTransientAlertAfter); int(o.update.TransientStreak) == n {
-			o.streakAlert = &store.Alert{DedupKey: fmt.Sprintf("transient_streak:%s:%d", a.ID, o.epoch), AgentID: a.ID,
+			o.streakAlert = &store.Alert{DedupKey: fmt.Sprintf("transient_streak:%s:%d", a.ID, dedupBucket(now)), AgentID: a.ID,
 				Kind: AlertTransientStreak, Severity: 2, Reason: o.Reason.String(),
 				Message: fmt.Sprintf("%d transient failures in a row; last: %s", o.update.TransientStreak, o.Message)}
 		}

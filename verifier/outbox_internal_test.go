@@ -155,7 +155,7 @@ func TestAlertOutboxRedispatch(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(name+"/"+tc.name, func(t *testing.T) {
 				ctx := context.Background()
-				clock := &testClock{now: time.Unix(1_800_000_000, 0)}
+				clock := &testClock{now: time.Unix(1_700_000_000, 0)}
 				rec := newRecorder()
 				v := newOutboxVerifier(t, stores[0], "r1", clock, rec)
 				tc.prepare(v, rec)
@@ -200,7 +200,7 @@ func TestAlertOutboxTwoReplicas(t *testing.T) {
 	for name, stores := range outboxEngines(t) {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			clock := &testClock{now: time.Unix(1_800_000_000, 0)}
+			clock := &testClock{now: time.Unix(1_700_000_000, 0)}
 			recs := [2]*recordingAlerter{newRecorder(), newRecorder()}
 			vs := [2]*Verifier{
 				newOutboxVerifier(t, stores[0], "r1", clock, recs[0]),
@@ -252,7 +252,7 @@ func TestAlertOutboxTwoReplicas(t *testing.T) {
 // TestAlertOutboxNoAlerter: a verifier without an alerter never claims.
 func TestAlertOutboxNoAlerter(t *testing.T) {
 	stores := outboxEngines(t)[store.EngineSQLite]
-	clock := &testClock{now: time.Unix(1_800_000_000, 0)}
+	clock := &testClock{now: time.Unix(1_700_000_000, 0)}
 	v := newOutboxVerifier(t, stores[0], "r1", clock, nil)
 	a := &store.Alert{DedupKey: "k", AgentID: "edge-1", Kind: AlertCompromised, Severity: 1, CreatedAt: clock.Now().Add(-time.Hour)}
 	if _, err := stores[0].RaiseAlert(context.Background(), a); err != nil {
@@ -271,7 +271,7 @@ func TestAlertOutboxNoAlerter(t *testing.T) {
 // agent, EK (or none) and AlertDedupWindow, and never fewer.
 func TestAlertTakeoverKeys(t *testing.T) {
 	stores := outboxEngines(t)[store.EngineSQLite]
-	clock := &testClock{now: time.Unix(1_800_000_000, 0).Truncate(AlertDedupWindow)}
+	clock := &testClock{now: time.Unix(1_700_000_000, 0).Truncate(AlertDedupWindow)}
 	v := newOutboxVerifier(t, stores[0], "r1", clock, newRecorder())
 	ekA, ekB := []byte{0xaa, 1}, []byte{0xbb, 2}
 	steps := []struct {

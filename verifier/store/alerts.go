@@ -60,7 +60,7 @@ func (s *Store) PendingAlerts(ctx context.Context, staleBefore time.Time, limit 
 // the alert is marked dispatched or the claim is older than the next
 // claimer's staleBefore.
 func (s *Store) ClaimAlert(ctx context.Context, id string, now, staleBefore time.Time) (bool, error) {
-	res, err := s.db.ExecContext(ctx, s.q(`UPDATE alerts SET claimed_at = ? WHERE id = ? AND dispatched_at = 0 AND claimed_at < ?`),
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE alerts SET claimed_at = `+s.notAfterNow("?")+` WHERE id = ? AND dispatched_at = 0 AND claimed_at < ?`),
 		nanos(now), id, nanos(staleBefore))
 	if err != nil {
 		return false, fmt.Errorf("store: claim alert %s: %w", id, err)

@@ -60,7 +60,7 @@ func (s *Store) RaiseAlert(ctx context.Context, a *Alert) (bool, error) {
 		a.CreatedAt = time.Now().UTC()
 	}
 	res, err := s.db.ExecContext(ctx, s.q(`INSERT INTO alerts (id, dedup_key, agent_id, kind, severity, reason, message, replica, created_at, claimed_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING`),
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, `+s.notAfterNow("?")+`) ON CONFLICT (dedup_key) DO NOTHING`),
 		a.ID, a.DedupKey, a.AgentID, a.Kind, a.Severity, a.Reason, a.Message, a.Replica, nanos(a.CreatedAt), nanos(a.CreatedAt))
 	if err != nil {
 		return false, fmt.Errorf("store: raise alert: %w", err)
@@ -243,6 +243,17 @@ func (s *Store) dbNow() string {
 	return `CAST(unixepoch('subsec') * 1000000000 AS INTEGER)`
 }
 
+// notAfterNow is the SQL for the smaller of the nanosecond value param
+// (a "?" placeholder) and the database's clock: a time a replica writes
+// that must never lie in the database's future (a replica with a fast
+// clock would otherwise date claims ahead and starve the others).
+func (s *Store) notAfterNow(param string) string {
+	if s.dialect.name == EnginePostgres {
+		return `LEAST(CAST(` + param + ` AS BIGINT), ` + s.dbNow() + `)`
+	}
+	return `min(CAST(` + param + ` AS INTEGER), ` + s.dbNow() + `)`
+}
+
 // Now returns the database's clock.
 func (s *Store) Now(ctx context.Context) (time.Time, error) {
 	var n int64
@@ -337,7 +348,8 @@ func (s *Store) MarkBlinded(ctx context.Context, agentID string, verdict, reason
 // SilencesToConfirm lists BLINDED agents whose silence is not confirmed yet
 // and was marked at least after ago (the database's clock).
 func (s *Store) SilencesToConfirm(ctx context.Context, after time.Duration) ([]*Agent, error) {
-	return s.listAgentsWhere(ctx, "silences to confirm", `blinded_at > 0 AND silence_confirmed_at = 0 AND blinded_at <= `+s.dbNow()+` - CAST(? AS BIGINT)`, int64(after))
+	return s.listAgentsWhere(ctx, "silences to confirm", `blinded_at > 0 AND silence_confirmed_at = 0 AND blinded_at <= `+s.dbNow()+` - CAST(? AS BIGINT)
+		AND hold_until <= `+s.dbNow(), int64(after))
 }
 
 // ConfirmSilence confirms a BLINDED mark: the agent was marked at least
@@ -348,7 +360,7 @@ func (s *Store) ConfirmSilence(ctx context.Context, agentID string, after time.D
 	now := s.dbNow()
 	res, err := s.db.ExecContext(ctx, s.q(`UPDATE agents SET silence_confirmed_at = `+now+`
 		WHERE id = ? AND blinded_at > 0 AND silence_confirmed_at = 0 AND blinded_at <= `+now+` - CAST(? AS BIGINT)
-			AND deadline_at > 0 AND deadline_at < `+now), agentID, int64(after))
+			AND deadline_at > 0 AND deadline_at < `+now+` AND hold_until <= `+now), agentID, int64(after))
 	if err != nil {
 		return false, fmt.Errorf("store: confirm silence: %w", err)
 	}
@@ -503,8 +515,11 @@ func (s *Store) ReleaseQuarantine(ctx context.Context, address, by string, holdF
 	}
 	now := s.dbNow()
 	// The hold first: it locks the offender's row, which an isolation
-	// locks too, before the address goes.
-	if _, err := tx.ExecContext(ctx, s.q(`UPDATE agents SET hold_until = `+now+` + CAST(? AS BIGINT), hold_at = `+now+`, hold_by = ? WHERE id = ?`),
+	// locks too, before the address goes. A silence confirmed before the
+	// release is forgotten: if the device is still silent when the hold
+	// ends, it is confirmed (and isolated) again.
+	if _, err := tx.ExecContext(ctx, s.q(`UPDATE agents SET hold_until = `+now+` + CAST(? AS BIGINT), hold_at = `+now+`, hold_by = ?,
+		silence_confirmed_at = 0 WHERE id = ?`),
 		int64(holdFor), by, offender); err != nil {
 		return nil, fmt.Errorf("store: release: hold: %w", err)
 	}
