@@ -87,11 +87,15 @@ func severityOf(o *Outcome) (string, int) {
 	case pulsev1.Reason_REASON_NONCE_REPLAYED, pulsev1.Reason_REASON_NONCE_UNKNOWN, pulsev1.Reason_REASON_NONCE_WRONG_AGENT:
 		return AlertUntrusted, 2
 	case pulsev1.Reason_REASON_POLICY_DENIED:
-		sev := policy.DefaultSeverity
+		// The most severe enforced finding's severity (1 most severe).
+		sev := 0
 		for _, f := range o.Findings {
-			if f.GetEnforce() && int(f.GetSeverity()) < sev {
+			if f.GetEnforce() && (sev == 0 || int(f.GetSeverity()) < sev) {
 				sev = int(f.GetSeverity())
 			}
+		}
+		if sev == 0 {
+			sev = policy.DefaultSeverity
 		}
 		return AlertUntrusted, sev
 	case pulsev1.Reason_REASON_BINARY_CHANGED:
@@ -100,6 +104,20 @@ func severityOf(o *Outcome) (string, int) {
 		return AlertBPFChanged, 1
 	}
 	return AlertUntrusted, 1
+}
+
+// findingsDigest names a set of enforced findings (rule and severity),
+// whatever their order.
+func findingsDigest(fs []*pulsev1.Finding) string {
+	var parts []string
+	for _, f := range fs {
+		if f.GetEnforce() {
+			parts = append(parts, fmt.Sprintf("%s@%d", f.GetRule(), f.GetSeverity()))
+		}
+	}
+	sort.Strings(parts)
+	h := sha256.Sum256([]byte(strings.Join(parts, "\n")))
+	return hex.EncodeToString(h[:8])
 }
 
 // orDefault is n, or def when n is unset (a Config built in code).
@@ -146,6 +164,11 @@ func (v *Verifier) settle(ctx context.Context, o *Outcome) {
 			o.untrusted(pulsev1.Reason_REASON_CLOCK_DESYNC_PERSISTENT, "%d pulses in a row with the clock off (%d tolerated); last: %s", o.update.DesyncStreak, n, o.clockMsg)
 		}
 	}
+	if !accepted(o.Verdict) {
+		// Only an accepted pulse records where the device is: silence
+		// isolates that address, not one a failing pulse came from.
+		o.update.Address = ""
+	}
 	switch {
 	case accepted(o.Verdict):
 		// The deadline is counted on the database's clock (store.PulseUpdate).
@@ -182,11 +205,21 @@ func (v *Verifier) afterPulse(ctx context.Context, p Peer, o *Outcome) {
 		if err := v.store.AppendHistory(ctx, o.agent.ID, store.HistoryEntry{At: now, Verdict: int32(o.Verdict), Reason: int32(o.Reason), Message: o.Message}); err != nil {
 			v.log.Error("recording history failed", "agent_id", o.agent.ID, "error", err)
 		}
-		if !accepted(o.Verdict) && o.lkgAlert == nil {
-			if kind, sev := severityOf(o); kind != "" {
-				v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("verdict:%s:%s:%d", o.agent.ID, o.Reason, dedupBucket(now)),
-					AgentID: o.agent.ID, Kind: kind, Severity: sev, Reason: o.Reason.String(), Message: o.Message})
+	}
+	// A policy denial alerts for each distinct set of enforced findings
+	// (one per set and hour, deduplicated in the store): every rule reports
+	// the same reason, so a mild denial must not mask a severe one that
+	// follows, within the hour or while the mild one persists. Other
+	// failures alert when the verdict or reason changes, once per reason
+	// and hour.
+	denial := o.Reason == pulsev1.Reason_REASON_POLICY_DENIED
+	if (changed || denial) && !accepted(o.Verdict) && o.lkgAlert == nil {
+		if kind, sev := severityOf(o); kind != "" {
+			key := fmt.Sprintf("verdict:%s:%s:%d", o.agent.ID, o.Reason, dedupBucket(now))
+			if denial {
+				key = fmt.Sprintf("verdict:%s:%s:%s:%d", o.agent.ID, o.Reason, findingsDigest(o.Findings), dedupBucket(now))
 			}
+			v.raise(ctx, &store.Alert{DedupKey: key, AgentID: o.agent.ID, Kind: kind, Severity: sev, Reason: o.Reason.String(), Message: o.Message})
 		}
 	}
 	if v.shouldIsolate(o, pol) && p.Addr != "" {

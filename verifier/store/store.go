@@ -123,8 +123,10 @@ type PulseUpdate struct {
 	Reason       int32
 	Message      string
 	PolicyDigest string
-	Address      string
-	Quarantined  string
+	// Address is the agent's address; empty keeps the stored one (only an
+	// accepted pulse records where the device is: silence isolates it).
+	Address     string
+	Quarantined string
 	// DeadlineIn is how long from the commit (the database's clock, never
 	// a replica's) the agent has until it must next be heard from; zero
 	// leaves the stored deadline as it is. Only an accepted pulse sets it,
@@ -552,21 +554,21 @@ func (s *Store) recordPulse(ctx context.Context, r runner, agentID string, epoch
 		setLKG, nanos(lkg.At), setLKG, lkg.Boot, setLKG, lkg.BPFBuilds)
 	if u.Evidence && u.RuntimeUnchanged {
 		res, err = r.exec(ctx, `UPDATE agents SET nonce_epoch = nonce_epoch + 1, last_pulse_at = ?, last_verdict = ?, last_reason = ?,
-			last_message = ?, policy_digest = ?, address = ?, quarantined = ?, last_seq = ?, reset_count = ?, restart_count = ?,
+			last_message = ?, policy_digest = ?, address = COALESCE(NULLIF(?, ''), address), quarantined = ?, last_seq = ?, reset_count = ?, restart_count = ?,
 			tpm_clock = ?, firmware_log_sha256 = ?`+dl+` WHERE id = ? AND nonce_epoch = ?`,
 			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined, int64(u.Seq), int64(u.ResetCount),
 				int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256)},
 				append(dlArgs, agentID, epoch)...)...)
 	} else if u.Evidence {
 		res, err = r.exec(ctx, `UPDATE agents SET nonce_epoch = nonce_epoch + 1, last_pulse_at = ?, last_verdict = ?, last_reason = ?,
-			last_message = ?, policy_digest = ?, address = ?, quarantined = ?, last_seq = ?, reset_count = ?, restart_count = ?,
+			last_message = ?, policy_digest = ?, address = COALESCE(NULLIF(?, ''), address), quarantined = ?, last_seq = ?, reset_count = ?, restart_count = ?,
 			tpm_clock = ?, firmware_log_sha256 = ?, runtime_records = ?, runtime_count = ?`+dl+` WHERE id = ? AND nonce_epoch = ?`,
 			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined, int64(u.Seq), int64(u.ResetCount),
 				int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256), nilIfEmpty(u.RuntimeRecords), int64(u.RuntimeCount)},
 				append(dlArgs, agentID, epoch)...)...)
 	} else {
 		res, err = r.exec(ctx, `UPDATE agents SET nonce_epoch = nonce_epoch + 1, last_pulse_at = ?, last_verdict = ?, last_reason = ?,
-			last_message = ?, policy_digest = ?, address = ?, quarantined = ?`+dl+` WHERE id = ? AND nonce_epoch = ?`,
+			last_message = ?, policy_digest = ?, address = COALESCE(NULLIF(?, ''), address), quarantined = ?`+dl+` WHERE id = ? AND nonce_epoch = ?`,
 			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined}, append(dlArgs, agentID, epoch)...)...)
 	}
 	return res, err
