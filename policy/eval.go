@@ -371,6 +371,18 @@ func (e *evaluator) agentBinary(ev Evidence, now time.Time) {
 		e.fail(ab.Rule, "the agent binary was not measured (no verified runtime evidence)")
 		return
 	}
+	if ab.RequireLauncher {
+		bs := ev.Runtime.AgentBinaries
+		switch {
+		case len(bs) == 0:
+			e.fail(ab.Rule, "the evidence does not say how the agent binary was measured, and this policy requires the launcher (require_launcher)")
+			return
+		case bs[len(bs)-1].SelfMeasured:
+			e.fail(ab.Rule, "agent binary %s measured itself: it was not started through pulse-agent launch, which this policy requires (require_launcher)",
+				strings.ToLower(bs[len(bs)-1].SHA256))
+			return
+		}
+	}
 	// Every build measured in this boot must be approved, not only the
 	// latest: a record cannot be taken back out of the runtime PCR, so a
 	// backdoored binary that later measures an approved digest is still

@@ -453,8 +453,11 @@ func (d *decoder) match(blk *hclsyntax.Block) Match {
 
 func (d *decoder) agentBinary(blk *hclsyntax.Block, base settings) *AgentBinary {
 	file := blk.TypeRange.Filename
-	b := d.content(blk.Body, "agent_binary", with(ruleAttrs, "allow"), []blockKind{{name: "update_window", label: "name", multi: true, example: "agent-1.5"}})
+	b := d.content(blk.Body, "agent_binary", with(ruleAttrs, "allow", "require_launcher"), []blockKind{{name: "update_window", label: "name", multi: true, example: "agent-1.5"}})
 	ab := &AgentBinary{Rule: d.settings(b, base).rule("agent_binary", blk.TypeRange.Start, file)}
+	if a := b.attrs["require_launcher"]; a != nil {
+		ab.RequireLauncher, _ = d.boolean(a)
+	}
 	if a := b.attrs["allow"]; a != nil {
 		ab.Allow, _ = d.digests(a, "sha256")
 	}

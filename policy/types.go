@@ -150,6 +150,9 @@ type AgentBinary struct {
 	// Windows are staged updates: each window's digests are accepted from
 	// its Start on, and an agent may switch to them only between Start and End.
 	Windows []UpdateWindow
+	// RequireLauncher refuses a running agent binary that measured itself
+	// instead of being measured by pulse-agent launch before it ran.
+	RequireLauncher bool
 }
 
 // UpdateWindow is an approved time range for an agent update.

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/pulse-attest/pulse/simulator/simtest"
 	"github.com/pulse-attest/pulse/tpm/cel"
 	"github.com/pulse-attest/pulse/tpm/eventlog"
+	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/store"
 	"github.com/pulse-attest/pulse/verifier/verifiertest"
 )
@@ -403,4 +405,52 @@ func TestHostileFirmwareLogRefusedCheaply(t *testing.T) {
 		t.Fatalf("hostile log stored: %v", err)
 	}
 	wantVerdict(t, a.Pulse(func(p *parts) { p.SendLog = false }), trusted, pulsev1.Reason_REASON_OK)
+}
+
+// TestRequireLauncher: under agent_binary { require_launcher = true } an
+// agent started through the launcher is TRUSTED and one that measured
+// itself is denied, with the launcher rule's finding.
+func TestRequireLauncher(t *testing.T) {
+	other := simtest.StartFresh(t, "rhel8-uefi")
+	var build [32]byte
+	e := newEnvCfg(t, "rhel8-uefi", func(c *config.Config) {
+		build = sha256.Sum256([]byte("pulse-agent build for edge-launched"))
+		self := sha256.Sum256([]byte("pulse-agent build for edge-self"))
+		polFile := filepath.Join(t.TempDir(), "launcher.hcl")
+		pol := fmt.Sprintf(`
+policy "fleet" {
+  match {
+    agents = ["*"]
+  }
+  tpm = "required"
+  agent_binary {
+    require_launcher = true
+    allow = [%q, %q]
+  }
+}
+`, hex.EncodeToString(build[:]), hex.EncodeToString(self[:]))
+		if err := os.WriteFile(polFile, []byte(pol), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c.Policy = []string{polFile}
+		c.Enrollment.EKRoots = append(c.Enrollment.EKRoots, other.LocalCACert(), other.IssuerCert())
+	})
+	if e == nil {
+		return
+	}
+	a := e.enroll("edge-launched")
+	wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+
+	b := e.agent("edge-self", e.openTPM(other))
+	if res := b.Enroll(); !res.GetEnrolled() {
+		t.Fatal(res.GetMessage())
+	}
+	b.Measure(&cel.Generic{Name: cel.SelfMeasuredMarker, Data: b.Binary[:]})
+	b.MeasureBinary()
+	b.Challenge()
+	resp := b.Pulse(nil)
+	wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_POLICY_DENIED)
+	if len(resp.GetFindings()) != 1 || resp.GetFindings()[0].GetRule() != "agent_binary" || !strings.Contains(resp.GetFindings()[0].GetMessage(), "measured itself") {
+		t.Fatalf("findings %v", resp.GetFindings())
+	}
 }
