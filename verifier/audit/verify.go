@@ -62,6 +62,10 @@ type Summary struct {
 	// LastLineHash is the SHA-256 of the last line: the prev the next
 	// record must carry (GenesisPrev for an empty log).
 	LastLineHash string
+	// Resumed is the segment's first record when it is a chain_resumed
+	// record that the scan took its starting seq and prev from (ScanSegment
+	// of a segment after the first); nil otherwise.
+	Resumed *Record
 }
 
 // Verify reads a whole audit log and re-derives every hash and link. It
@@ -77,6 +81,14 @@ func Verify(r io.Reader) (n int, err error) {
 // once that record and its link to the one before have verified. An error
 // from fn stops the scan and is returned as is.
 func Scan(r io.Reader, fn func(Record) error) (Summary, error) {
+	return scan(r, false, fn)
+}
+
+// scan is Scan; with resumed set, a first line that is a chain_resumed
+// record (KindChainResumed) starts the chain at its own seq and prev instead
+// of at seq 1 and GenesisPrev. Whether that start matches the previous
+// segment is VerifySegments' business.
+func scan(r io.Reader, resumed bool, fn func(Record) error) (Summary, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	s := Summary{LastLineHash: GenesisPrev}
 	buf := make([]byte, 0, 4096)
@@ -108,6 +120,11 @@ func Scan(r io.Reader, fn func(Record) error) (Summary, error) {
 		}
 		if canon := w.encode(nil, true); string(canon) != string(line) {
 			return broken(w.Seq, ReasonMalformed, "line is not in the canonical encoding")
+		}
+		if lineNo == 1 && resumed && w.Kind == KindChainResumed && w.Seq > 0 {
+			rec, _ := w.record()
+			s.Resumed = &rec
+			s.LastSeq, s.LastLineHash, want = w.Seq-1, w.Prev, w.Seq
 		}
 		if w.Seq != want {
 			return broken(w.Seq, ReasonSeqGap, "want seq %d after seq %d", want, s.LastSeq)

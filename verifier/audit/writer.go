@@ -3,11 +3,14 @@ package audit
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -17,15 +20,27 @@ import (
 // ErrClosed is returned by Append after Close.
 var ErrClosed = errors.New("audit log closed")
 
-// Writer appends records to one audit log file. It is safe for concurrent
-// use; records are written whole, one write each, in the order Append
-// acquires the writer, and each is fsynced before Append returns. The file is
-// held with an exclusive flock so a second writer (another verifier process
-// on the same path) is refused instead of forking the chain.
+// ErrLocked is returned (wrapped) by Open when another writer holds the log.
+var ErrLocked = errors.New("another writer holds the audit log")
+
+// Writer appends records to one audit log. It is safe for concurrent use;
+// records are written whole, one write each, in the order Append acquires
+// the writer, and each is fsynced before Append returns. The log's first
+// file (the configured path, segment 0) is held with an exclusive flock
+// for the writer's lifetime, whichever segment it appends to, so a second
+// writer (another verifier process on the same path) is refused instead of
+// forking the chain. Close releases the lock; so does the process's exit.
 type Writer struct {
 	log  hclog.Logger
 	path string
 	now  func() time.Time
+
+	// lock holds the flock; f is the segment appended to (lock itself
+	// while that is segment 0).
+	lock *os.File
+
+	// recovery is set when Open resumed the chain in a new segment.
+	recovery *Recovery
 
 	// sem serialises appends; a channel so a waiting Append can give up
 	// when its context ends.
@@ -33,6 +48,7 @@ type Writer struct {
 
 	// Guarded by sem.
 	f        *os.File
+	seg      int
 	size     int64
 	lastSeq  uint64
 	lastHash string
@@ -41,12 +57,19 @@ type Writer struct {
 	closed   bool
 }
 
-// Open opens or creates the audit log at path for appending. An existing
-// log is resumed after its last record, once the tail (the last record, its
-// link to the record before it, and the final newline) checks out; a broken
-// tail is refused with an error wrapping a *BrokenError, because appending
-// to it would bury the damage. Open does not re-verify the whole file: use
-// Verify (pulsectl audit verify) for that.
+// Open opens or creates the audit log at path for appending. It appends to
+// the log's last segment (see SegmentPath): path itself, or the highest
+// path.N of path.1, path.2, ... that exist without a gap.
+//
+// An intact segment is resumed after its last record once its tail (the
+// last record, its link to the record before it, and the final newline)
+// checks out; Open does not re-verify the whole file (VerifySegments and
+// pulsectl audit verify do). A segment whose tail fails that check is left
+// untouched: Open scans it for its last good record and starts the next
+// segment with a chain_resumed record anchored to that record (seq and
+// prev continue from it; the data names the damage), and Recovery reports
+// it. Open fails only when it cannot do that (or read, lock or create the
+// files).
 func Open(path string, logger hclog.Logger) (*Writer, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
@@ -61,23 +84,119 @@ func Open(path string, logger hclog.Logger) (*Writer, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("open audit log %s: another writer holds it", path)
+			return nil, fmt.Errorf("open audit log %s: %w", path, ErrLocked)
 		}
 		return nil, fmt.Errorf("lock audit log %s: %w", path, err)
 	}
-	w := &Writer{log: log, path: path, now: time.Now, sem: make(chan struct{}, 1), f: f, prevLine: GenesisPrev}
-	if err := w.resume(); err != nil {
-		f.Close()
+	w := &Writer{log: log, path: path, now: time.Now, sem: make(chan struct{}, 1), lock: f, f: f, prevLine: GenesisPrev}
+	fail := func(err error) (*Writer, error) {
+		w.closeFiles()
 		return nil, fmt.Errorf("open audit log %s: %w", path, err)
+	}
+	if w.seg, err = lastSegment(path); err != nil {
+		return fail(err)
+	}
+	for w.seg > 0 {
+		seg := SegmentPath(path, w.seg)
+		sf, err := os.OpenFile(seg, os.O_RDWR|os.O_APPEND, 0)
+		if err != nil {
+			return fail(err)
+		}
+		st, err := sf.Stat()
+		if err != nil || st.Size() > 0 || !st.Mode().IsRegular() {
+			w.f = sf
+			break
+		}
+		// An empty segment is what a crash while starting it leaves
+		// behind (before its chain_resumed record): nothing to keep.
+		// Remove it and look at the segment before again.
+		sf.Close()
+		if err := os.Remove(seg); err != nil {
+			return fail(fmt.Errorf("remove empty segment: %w", err))
+		}
+		log.Warn("removed an empty audit log segment", "path", seg)
+		w.seg--
+	}
+	var be *BrokenError
+	if err := w.resume(); errors.As(err, &be) {
+		if err := w.recoverChain(be); err != nil {
+			return fail(err)
+		}
+	} else if err != nil {
+		return fail(err)
 	}
 	if created {
 		if err := syncDir(filepath.Dir(path)); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("open audit log %s: %w", path, err)
+			return fail(err)
 		}
 	}
-	log.Info("audit log open", "path", path, "records", w.lastSeq, "last_hash", w.lastHash, "created", created)
+	log.Info("audit log open", "path", path, "segment", SegmentPath(path, w.seg), "last_seq", w.lastSeq, "last_hash", w.lastHash, "created", created)
 	return w, nil
+}
+
+// Recovery reports the damage Open found and the segment it resumed the
+// chain in; nil when the log was intact.
+func (w *Writer) Recovery() *Recovery { return w.recovery }
+
+// maxDetail bounds the damage detail copied into a chain_resumed record.
+const maxDetail = 512
+
+// recoverChain handles a tail that failed the check: it scans the active
+// segment whole for its last good record and, unless the scan finds the
+// segment intact after all (the tail check sees no further back than two
+// records, so it refuses a later segment's lone chain_resumed record),
+// starts the next segment anchored to that record.
+func (w *Writer) recoverChain(tailErr *BrokenError) error {
+	damaged := SegmentPath(w.path, w.seg)
+	sum, err := scan(io.NewSectionReader(w.f, 0, w.size), w.seg > 0, nil)
+	if err == nil {
+		w.lastSeq, w.lastHash, w.prevLine = sum.LastSeq, sum.LastHash, sum.LastLineHash
+		return nil
+	}
+	var be *BrokenError
+	if !errors.As(err, &be) {
+		return fmt.Errorf("scan damaged segment: %w", err)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(w.f, 0, w.size)); err != nil {
+		return fmt.Errorf("hash damaged segment: %w", err)
+	}
+	damagedSize := w.size
+	next := SegmentPath(w.path, w.seg+1)
+	nf, err := os.OpenFile(next, os.O_RDWR|os.O_APPEND|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("start new segment: %w", err)
+	}
+	if w.f != w.lock {
+		w.f.Close()
+	}
+	w.f, w.seg, w.size = nf, w.seg+1, 0
+	w.lastSeq, w.lastHash, w.prevLine = sum.LastSeq, sum.LastHash, sum.LastLineHash
+	detail := be.Detail
+	if len(detail) > maxDetail {
+		detail = detail[:maxDetail] + "..."
+	}
+	rec, err := w.Append(context.Background(), Record{Kind: KindChainResumed, Severity: 1, Data: map[string]string{
+		ResumedDataSegment:      filepath.Base(damaged),
+		ResumedDataSize:         strconv.FormatInt(damagedSize, 10),
+		ResumedDataSHA256:       hex.EncodeToString(h.Sum(nil)),
+		ResumedDataLastSeq:      strconv.FormatUint(sum.LastSeq, 10),
+		ResumedDataLastHash:     sum.LastHash,
+		ResumedDataBrokenLine:   strconv.Itoa(be.Line),
+		ResumedDataBrokenSeq:    strconv.FormatUint(be.Seq, 10),
+		ResumedDataBrokenReason: string(be.Reason),
+		ResumedDataBrokenDetail: detail,
+	}})
+	if err != nil {
+		return fmt.Errorf("start new segment %s: %w", next, err)
+	}
+	if err := syncDir(filepath.Dir(next)); err != nil {
+		return err
+	}
+	w.recovery = &Recovery{Damaged: damaged, Broken: be, LastGoodSeq: sum.LastSeq, LastGoodHash: sum.LastHash, Segment: next, Resumed: rec}
+	w.log.Error("audit log damaged: kept as it is, chain resumed in a new segment", "damaged", damaged, "tail", tailErr.Error(),
+		"first_broken", be.Error(), "last_good_seq", sum.LastSeq, "last_good_hash", sum.LastHash, "segment", next, "resumed_seq", rec.Seq, "resumed_hash", rec.Hash)
+	return nil
 }
 
 // resume reads the tail of the file and sets the chain state after it.
@@ -251,7 +370,8 @@ func (w *Writer) Head() (seq uint64, hash string) {
 	return w.lastSeq, w.lastHash
 }
 
-// Close syncs and closes the file and releases the lock. Further appends
+// Close syncs and closes the file and releases the lock, so another
+// writer (a restarted verifier) can open the log at once. Further appends
 // fail with ErrClosed. Close is idempotent.
 func (w *Writer) Close() error {
 	w.sem <- struct{}{}
@@ -261,7 +381,7 @@ func (w *Writer) Close() error {
 	}
 	w.closed = true
 	serr := w.f.Sync()
-	cerr := w.f.Close() // releases the flock
+	cerr := w.closeFiles()
 	if serr != nil {
 		return fmt.Errorf("close audit log: sync: %w", serr)
 	}
@@ -270,6 +390,16 @@ func (w *Writer) Close() error {
 	}
 	w.log.Debug("audit log closed", "path", w.path, "records", w.lastSeq)
 	return nil
+}
+
+// closeFiles closes the active segment and then the lock file, which
+// releases the flock.
+func (w *Writer) closeFiles() error {
+	var err error
+	if w.f != w.lock {
+		err = w.f.Close()
+	}
+	return errors.Join(err, w.lock.Close())
 }
 
 func syncDir(dir string) error {
