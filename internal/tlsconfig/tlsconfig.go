@@ -66,6 +66,9 @@ func PeerIdentity(cs tls.ConnectionState) (pki.Identity, error) {
 // checkPeer returns a VerifyConnection function requiring a valid identity
 // and, if want is set, that role, then extra (when set).
 func checkPeer(want pki.Role, log hclog.Logger, side string, extra func(*x509.Certificate, pki.Identity) error) func(tls.ConnectionState) error {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
 	return func(cs tls.ConnectionState) error {
 		id, err := PeerIdentity(cs)
 		if err == nil && want != "" && id.Role != want {
@@ -119,6 +122,10 @@ type ServerOptions struct {
 	RequireRole pki.Role
 	// Logger; nil discards.
 	Logger hclog.Logger
+	// QuietRefusals leaves refused identity checks unlogged here: the
+	// caller classifies and logs every refused handshake itself (Observe,
+	// ObservedConn.Refusal), rate-limited.
+	QuietRefusals bool
 }
 
 // ServerConfig returns a TLS 1.3-only server configuration that requires a
@@ -151,6 +158,10 @@ func ServerConfig(opts ServerOptions) (*tls.Config, *Reloader, error) {
 		}
 	}
 	r.WatchCA(pool)
+	refusalLog := log
+	if opts.QuietRefusals {
+		refusalLog = nil
+	}
 	protos := opts.NextProtos
 	if len(protos) == 0 {
 		protos = []string{"h2", "http/1.1"}
@@ -161,7 +172,7 @@ func ServerConfig(opts ServerOptions) (*tls.Config, *Reloader, error) {
 		GetCertificate:   r.GetCertificate,
 		ClientAuth:       tls.RequireAndVerifyClientCert,
 		ClientCAs:        pool.Pool(),
-		VerifyConnection: checkPeer(opts.RequireRole, log, "client", opts.CheckPeer),
+		VerifyConnection: checkPeer(opts.RequireRole, refusalLog, "client", opts.CheckPeer),
 		Time:             opts.Now,
 		NextProtos:       append([]string(nil), protos...),
 		// No resumption: every connection is a full handshake in which the
@@ -174,10 +185,28 @@ func ServerConfig(opts ServerOptions) (*tls.Config, *Reloader, error) {
 	// with ClientAuth relaxed) holding the client CA pool current at that
 	// moment. Servers that copy cfg (gRPC, net/http) keep this hook, and
 	// NextProtos is set here so the copy negotiates what they expect.
-	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+	//
+	// A required client certificate is required by the identity check
+	// (VerifyConnection, which crypto/tls runs in every server handshake,
+	// with or without a certificate) rather than by crypto/tls itself, so
+	// its absence is refused with the typed ErrNoPeerCertificate like
+	// every other identity refusal; a certificate that is given is
+	// verified against the pool all the same.
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		c := cfg.Clone()
 		c.GetConfigForClient = nil
 		c.ClientCAs = pool.Pool()
+		if verify := c.VerifyConnection; c.ClientAuth == tls.RequireAndVerifyClientCert && verify != nil {
+			c.ClientAuth = tls.VerifyClientCertIfGiven
+			c.VerifyConnection = func(cs tls.ConnectionState) error {
+				err := verify(cs)
+				if err == nil && len(cs.PeerCertificates) == 0 {
+					err = ErrNoPeerCertificate
+				}
+				return err
+			}
+		}
+		observe(c, hello)
 		return c, nil
 	}
 	return cfg, r, nil
