@@ -16,27 +16,28 @@ import (
 
 	"github.com/pulse-attest/pulse/policy"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/verifier/alert"
 	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
-// Alert kinds (docs/alerts.md).
+// Alert kinds (docs/alerts.md): the alert.Kind vocabulary, as strings.
 const (
-	AlertCompromised      = "compromised"
-	AlertUntrusted        = "untrusted"
-	AlertBinaryChanged    = "binary_changed"
-	AlertBPFChanged       = "bpf_program_changed"
-	AlertClockDesync      = "clock_desync"
-	AlertIdentityTakeover = "identity_takeover"
-	AlertIsolated         = "isolated"
-	AlertReleased         = "released"
+	AlertCompromised      = string(alert.KindCompromised)
+	AlertUntrusted        = string(alert.KindUntrusted)
+	AlertBinaryChanged    = string(alert.KindBinaryChanged)
+	AlertBPFChanged       = string(alert.KindBPFProgramChanged)
+	AlertClockDesync      = string(alert.KindClockDesync)
+	AlertIdentityTakeover = string(alert.KindIdentityTakeover)
+	AlertIsolated         = string(alert.KindIsolated)
+	AlertReleased         = string(alert.KindReleased)
 	// AlertTransientStreak: transient failures in a row (configurable).
-	AlertTransientStreak = "transient_streak"
+	AlertTransientStreak = string(alert.KindTransientStreak)
 )
 
 // AlertIsolationSuppressed: an operator's release hold kept an agent from
 // being isolated (once per hold and reason).
-const AlertIsolationSuppressed = "isolation_suppressed"
+const AlertIsolationSuppressed = string(alert.KindIsolationSuppressed)
 
 // Alerter receives every alert this replica raised (after deduplication in
 // the store): webhooks, audit log, metrics.
@@ -66,44 +67,15 @@ func (v *Verifier) raise(ctx context.Context, a *store.Alert) {
 	v.dispatchStored(ctx, a)
 }
 
-// severityOf maps a failure to an alert kind and severity (1 most severe).
+// severityOf maps a failure to an alert kind and severity (1 most severe),
+// or "" when its reason raises no verdict alert: alert.ReasonAlerts, with
+// POLICY_DENIED at the most severe enforced finding's severity.
 func severityOf(o *Outcome) (string, int) {
-	switch o.Reason {
-	case pulsev1.Reason_REASON_CLOCK_DESYNC:
-		return AlertClockDesync, 3
-	case pulsev1.Reason_REASON_CLOCK_DESYNC_PERSISTENT:
-		return AlertClockDesync, 2
-	case pulsev1.Reason_REASON_NONCE_EXPIRED, pulsev1.Reason_REASON_FIRMWARE_LOG_MISSING:
-		// Transient: the agent retries at once. A streak of them alerts
-		// (settle), and they never move the silence deadline.
+	kind, sev, ok := alert.ForVerdict(o.Reason, o.Findings)
+	if !ok {
 		return "", 0
-	case pulsev1.Reason_REASON_RUNTIME_LOG_GAP:
-		// Records beyond what the verifier acknowledged: never honest.
-		return AlertUntrusted, 2
-	case pulsev1.Reason_REASON_FIRMWARE_LOG_QUOTA:
-		// Too many new firmware logs in a day: abuse or a broken device,
-		// not evidence of compromise (it does not isolate).
-		return AlertUntrusted, 2
-	case pulsev1.Reason_REASON_NONCE_REPLAYED, pulsev1.Reason_REASON_NONCE_UNKNOWN, pulsev1.Reason_REASON_NONCE_WRONG_AGENT:
-		return AlertUntrusted, 2
-	case pulsev1.Reason_REASON_POLICY_DENIED:
-		// The most severe enforced finding's severity (1 most severe).
-		sev := 0
-		for _, f := range o.Findings {
-			if f.GetEnforce() && (sev == 0 || int(f.GetSeverity()) < sev) {
-				sev = int(f.GetSeverity())
-			}
-		}
-		if sev == 0 {
-			sev = policy.DefaultSeverity
-		}
-		return AlertUntrusted, sev
-	case pulsev1.Reason_REASON_BINARY_CHANGED:
-		return AlertBinaryChanged, 1
-	case pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED:
-		return AlertBPFChanged, 1
 	}
-	return AlertUntrusted, 1
+	return string(kind), sev
 }
 
 // findingsDigest names a set of enforced findings (rule and severity),

@@ -115,41 +115,6 @@ func (k Kind) Valid() bool { _, ok := defaultSeverity[k]; return ok }
 // does not set one (0 for an unknown kind).
 func (k Kind) DefaultSeverity() int { return defaultSeverity[k] }
 
-// KindForReason maps a verdict reason to the alert it raises. ok is false
-// for reasons that raise no alert: REASON_OK, REASON_UNSPECIFIED,
-// REASON_REBOOTED (an expected PCR change) and REASON_INTERNAL (a verifier
-// fault, not evidence about the agent; it is logged, not alerted).
-func KindForReason(r pulsev1.Reason) (k Kind, ok bool) {
-	switch r {
-	case pulsev1.Reason_REASON_OK, pulsev1.Reason_REASON_UNSPECIFIED, pulsev1.Reason_REASON_REBOOTED, pulsev1.Reason_REASON_INTERNAL:
-		return "", false
-	case pulsev1.Reason_REASON_CLOCK_DESYNC, pulsev1.Reason_REASON_CLOCK_DESYNC_PERSISTENT:
-		return KindClockDesync, true
-	case pulsev1.Reason_REASON_SILENT:
-		return KindCompromised, true
-	case pulsev1.Reason_REASON_BINARY_CHANGED:
-		return KindBinaryChanged, true
-	case pulsev1.Reason_REASON_BPF_PROGRAM_MISSING:
-		return KindBPFProgramMissing, true
-	case pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED:
-		return KindBPFProgramChanged, true
-	case pulsev1.Reason_REASON_FORTRESS_INACTIVE:
-		return KindFortressInactive, true
-	case pulsev1.Reason_REASON_TPM_DOWNGRADE:
-		return KindTPMDowngrade, true
-	case pulsev1.Reason_REASON_EK_MISMATCH, pulsev1.Reason_REASON_EK_IN_USE:
-		return KindIdentityTakeover, true
-	case pulsev1.Reason_REASON_PARTITION_MISMATCH:
-		return KindPartitionMismatch, true
-	case pulsev1.Reason_REASON_AK_CHANGED:
-		return KindAKChanged, true
-	}
-	if _, known := pulsev1.Reason_name[int32(r)]; !known {
-		return "", false
-	}
-	return KindUntrusted, true
-}
-
 // Alert is one alert.
 type Alert struct {
 	// ID identifies the alert; receivers deduplicate on it (webhook
