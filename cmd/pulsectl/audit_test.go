@@ -128,3 +128,108 @@ func TestAuditVerifyCommandErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestAuditVerifyCommandSegments(t *testing.T) {
+	path, hashes := writeAuditLog(t, 4)
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(orig), "\n")[:4]
+	flipped := []byte(lines[3])
+	flipped[len(flipped)/2] ^= 0x01
+	tests := []struct {
+		name   string
+		damage string
+		want   []string
+	}{
+		{"truncated last record", string(orig[:len(orig)-15]), []string{
+			"segment 0 " + path + ": broken: 3 intact records, first broken record seq 4 at line 4: truncated record",
+			"segment 1 " + path + ".1: starts with chain_resumed seq 4 (last good seq 3, first broken line 4 of audit.jsonl: truncated record)",
+			"segment 1 " + path + ".1: anchor ok: follows segment 0's last good record seq 3",
+			"segment 1 " + path + ".1: ok: 2 records, chain intact",
+			"broken: " + path + ": chain broken in segment 0 at line 4 (first bad record seq 4); every break is recorded",
+			"5 records verified across 2 segments",
+		}},
+		{"byte flipped in the middle of the last record", lines[0] + lines[1] + lines[2] + string(flipped), []string{
+			"segment 0 " + path + ": broken: 3 intact records, first broken record seq 4 at line 4: hash mismatch",
+			"segment 1 " + path + ".1: anchor ok",
+			"chain broken in segment 0 at line 4",
+		}},
+		{"broken chain: record before the last deleted", lines[0] + lines[1] + lines[3], []string{
+			"segment 0 " + path + ": broken: 2 intact records, first broken record seq 4 at line 3: seq gap",
+			"segment 1 " + path + ".1: starts with chain_resumed seq 3 (last good seq 2",
+			"segment 1 " + path + ".1: anchor ok: follows segment 0's last good record seq 2",
+			"chain broken in segment 0 at line 3 (first bad record seq 4)",
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := os.WriteFile(path, []byte(tc.damage), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			os.Remove(path + ".1")
+			w, err := audit.Open(path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w.Recovery() == nil {
+				w.Close()
+				t.Fatal("no recovery")
+			}
+			if _, err := w.Append(context.Background(), audit.Record{Kind: "isolated", AgentID: "edge-9", Severity: 4}); err != nil {
+				t.Fatal(err)
+			}
+			w.Close()
+			code, out, errOut := runAuditCmd(t, "--file", path)
+			if code != 1 || errOut != "" {
+				t.Errorf("exit %d, stderr %q", code, errOut)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(out, want) {
+					t.Errorf("output lacks %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+
+	// Anchors across segments: a record before the break and one in the
+	// new segment are both checked.
+	t.Run("anchors", func(t *testing.T) {
+		if err := os.WriteFile(path, orig[:len(orig)-15], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(path + ".1")
+		w, err := audit.Open(path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resumed := w.Recovery().Resumed
+		w.Close()
+		code, out, _ := runAuditCmd(t, "--file", path, "--anchor", "2:"+hashes[1])
+		if code != 1 || !strings.Contains(out, "anchor seq 2 matches") {
+			t.Errorf("anchor in segment 0: exit %d, %q", code, out)
+		}
+		code, out, _ = runAuditCmd(t, "--file", path, "--anchor", fmt.Sprintf("4:%s", hashes[3]))
+		if code != 1 || !strings.Contains(out, "anchor mismatch: record seq 4") {
+			t.Errorf("seq 4 of the damaged tail against the resumed chain: exit %d, %q", code, out)
+		}
+		code, out, _ = runAuditCmd(t, "--file", path, "--anchor", fmt.Sprintf("4:%s", resumed.Hash))
+		if code != 1 || !strings.Contains(out, "anchor seq 4 matches") {
+			t.Errorf("anchor at the chain_resumed record: exit %d, %q", code, out)
+		}
+	})
+
+	t.Run("damaged segment edited afterwards", func(t *testing.T) {
+		f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString("more\n")
+		f.Close()
+		code, out, _ := runAuditCmd(t, "--file", path)
+		if code != 1 || !strings.Contains(out, "segment 1 "+path+".1: anchor broken: segment 0 changed after the chain resumed") {
+			t.Errorf("exit %d, %q", code, out)
+		}
+	})
+}
