@@ -49,6 +49,7 @@ type Metrics struct {
 	agents       *prometheus.GaugeVec
 	policy       *policyCollector
 	divergent    prometheus.Gauge
+	refused      *prometheus.CounterVec
 
 	reg prometheus.Registerer
 
@@ -86,10 +87,14 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: Namespace, Name: "policy_divergent",
 			Help: "1 while another live replica enforces a policy set with another digest than this one (pulse_policy_info names this one's).",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "refused_total",
+			Help: "Refused TLS handshakes and undecodable requests, by listener and cause (docs/operations.md, probes).",
+		}, []string{"listener", "cause"}),
 		seenStatus: map[string]bool{},
 		reg:        reg,
 	}
-	for _, c := range []prometheus.Collector{m.pulses, m.verification, m.alerts, m.agents, m.policy, m.divergent} {
+	for _, c := range []prometheus.Collector{m.pulses, m.verification, m.alerts, m.agents, m.policy, m.divergent, m.refused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: register: %w", err)
 		}
@@ -152,6 +157,30 @@ func (m *Metrics) AlertRaised(kind string, severity int) {
 		kind = "unknown"
 	}
 	m.alerts.WithLabelValues(kind, strconv.Itoa(severity)).Inc()
+}
+
+// Refused counts one refused handshake or request on a listener ("agent")
+// for a cause (tlsconfig.Cause: "no_certificate", "wrong_role", ...).
+// Both come from closed sets; an empty cause counts as "unknown".
+func (m *Metrics) Refused(listener, cause string) {
+	if m == nil {
+		return
+	}
+	if cause == "" {
+		cause = "unknown"
+	}
+	m.refused.WithLabelValues(listener, cause).Inc()
+}
+
+// InitRefused reports a listener's causes at zero before any refusal, so
+// rate() and alert rules see a series rather than an absent one.
+func (m *Metrics) InitRefused(listener string, causes ...string) {
+	if m == nil {
+		return
+	}
+	for _, c := range causes {
+		m.refused.WithLabelValues(listener, c)
+	}
 }
 
 // SetAgentsByStatus replaces the per-status agent counts. Statuses absent

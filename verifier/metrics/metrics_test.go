@@ -290,3 +290,33 @@ func TestMetricsRegistryLint(t *testing.T) {
 		t.Errorf("NewRegistry gathers go_=%v pulse_=%v", goSeen, pulseSeen)
 	}
 }
+
+func TestMetricsRefused(t *testing.T) {
+	m, err := New(NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.InitRefused("agent", "no_certificate", "wrong_role")
+	m.Refused("agent", "wrong_role")
+	m.Refused("agent", "wrong_role")
+	m.Refused("agent", "")
+	tests := []struct {
+		listener, cause string
+		want            float64
+	}{
+		{"agent", "no_certificate", 0},
+		{"agent", "wrong_role", 2},
+		{"agent", "unknown", 1},
+	}
+	for _, tc := range tests {
+		if got := testutil.ToFloat64(m.refused.WithLabelValues(tc.listener, tc.cause)); got != tc.want {
+			t.Errorf("refused{%s,%s} = %v, want %v", tc.listener, tc.cause, got, tc.want)
+		}
+	}
+	if n := testutil.CollectAndCount(m.refused, "pulse_refused_total"); n != 3 {
+		t.Errorf("%d series, want 3", n)
+	}
+	var nilM *Metrics
+	nilM.Refused("agent", "expired")
+	nilM.InitRefused("agent", "expired")
+}
