@@ -104,6 +104,7 @@ const (
 	DefaultMaxConnectionAge      = time.Hour
 	DefaultMaxConnectionAgeGrace = time.Minute
 	DefaultRevocationRefresh     = 5 * time.Second
+	DefaultProbeAlertAfter       = 20
 )
 
 // TLS names the verifier's certificate and the CAs it trusts, and bounds
@@ -125,6 +126,9 @@ type TLS struct {
 	// the store and every open stream's certificate is checked again
 	// (validity and revocation; default 5s).
 	RevocationRefresh time.Duration
+	// ProbeAlertAfter is how many refused handshakes from one address
+	// within a minute raise a probe alert (default 20; docs/operations.md).
+	ProbeAlertAfter int
 }
 
 // Store selects the state store.
@@ -180,6 +184,7 @@ type fileTLS struct {
 	MaxConnectionAge      string `hcl:"max_connection_age,optional"`
 	MaxConnectionAgeGrace string `hcl:"max_connection_age_grace,optional"`
 	RevocationRefresh     string `hcl:"revocation_refresh,optional"`
+	ProbeAlertAfter       *int   `hcl:"probe_alert_after,optional"`
 }
 
 type fileStore struct {
@@ -341,6 +346,7 @@ func decode(f *hclconf.File) (*Config, error) {
 		c.TLS.MaxConnectionAge = f.Duration(raw.TLS.MaxConnectionAge, DefaultMaxConnectionAge, time.Minute, 7*24*time.Hour, "tls", "max_connection_age")
 		c.TLS.MaxConnectionAgeGrace = f.Duration(raw.TLS.MaxConnectionAgeGrace, DefaultMaxConnectionAgeGrace, time.Second, time.Hour, "tls", "max_connection_age_grace")
 		c.TLS.RevocationRefresh = f.Duration(raw.TLS.RevocationRefresh, DefaultRevocationRefresh, 100*time.Millisecond, 5*time.Minute, "tls", "revocation_refresh")
+		c.TLS.ProbeAlertAfter = intIn(f, raw.TLS.ProbeAlertAfter, DefaultProbeAlertAfter, 1, 100000, "tls", "probe_alert_after")
 		f.RequireFile(c.TLS.Cert, "tls", "cert")
 		f.RequireFile(c.TLS.Key, "tls", "key")
 		f.RequireFile(c.TLS.AgentCA, "tls", "agent_ca")

@@ -14,7 +14,10 @@ import (
 // parse, and refuse out-of-range values.
 func TestTLSConnectionSettings(t *testing.T) {
 	defaults := config.TLS{ReloadInterval: config.DefaultTLSReloadInterval, MaxConnectionAge: config.DefaultMaxConnectionAge,
-		MaxConnectionAgeGrace: config.DefaultMaxConnectionAgeGrace, RevocationRefresh: config.DefaultRevocationRefresh}
+		MaxConnectionAgeGrace: config.DefaultMaxConnectionAgeGrace, RevocationRefresh: config.DefaultRevocationRefresh,
+		ProbeAlertAfter: config.DefaultProbeAlertAfter}
+	probes := defaults
+	probes.ProbeAlertAfter = 5
 	tests := []struct {
 		name    string
 		extra   string
@@ -25,8 +28,11 @@ func TestTLSConnectionSettings(t *testing.T) {
 		{name: "set", extra: `reload_interval = "2s"
   max_connection_age = "30m"
   max_connection_age_grace = "10s"
-  revocation_refresh = "1s"`,
-			want: config.TLS{ReloadInterval: 2 * time.Second, MaxConnectionAge: 30 * time.Minute, MaxConnectionAgeGrace: 10 * time.Second, RevocationRefresh: time.Second}},
+  revocation_refresh = "1s"
+  probe_alert_after = 50`,
+			want: config.TLS{ReloadInterval: 2 * time.Second, MaxConnectionAge: 30 * time.Minute, MaxConnectionAgeGrace: 10 * time.Second, RevocationRefresh: time.Second, ProbeAlertAfter: 50}},
+		{name: "probe alert threshold", extra: `probe_alert_after = 5`, want: probes},
+		{name: "probe alert threshold zero", extra: `probe_alert_after = 0`, wantErr: "0: use 1-100000"},
 		{name: "age too short", extra: `max_connection_age = "1s"`, wantErr: "1s must be between 1m0s"},
 		{name: "refresh too slow", extra: `revocation_refresh = "1h"`, wantErr: "1h must be between 100ms"},
 		{name: "grace malformed", extra: `max_connection_age_grace = "soon"`, wantErr: `"soon" is not a duration`},
