@@ -66,6 +66,10 @@ const (
 	// KindPolicyDivergence: this replica enforces another policy set
 	// (digest) than other live replicas, for longer than a reload interval.
 	KindPolicyDivergence Kind = "policy_divergence"
+	// KindAuditChainBroken: the verifier found its audit log's tail
+	// damaged at start; it kept the file and resumed the chain in a new
+	// segment (docs/operations.md, "Audit log damage"). Not tied to an agent.
+	KindAuditChainBroken Kind = "audit_chain_broken"
 )
 
 // Severities: 1 is the most severe; the same scale as a policy rule's
@@ -96,12 +100,13 @@ var defaultSeverity = map[Kind]int{
 	KindAKChanged:           SeverityHigh,
 	KindUpdateApproved:      SeverityLow,
 	KindPolicyDivergence:    SeverityHigh,
+	KindAuditChainBroken:    SeverityCritical,
 }
 
 // Kinds returns every kind, most severe default first.
 func Kinds() []Kind {
 	return []Kind{
-		KindCompromised, KindIdentityTakeover, KindTPMDowngrade, KindBinaryChanged,
+		KindCompromised, KindIdentityTakeover, KindTPMDowngrade, KindBinaryChanged, KindAuditChainBroken,
 		KindUntrusted, KindBPFProgramMissing, KindBPFProgramChanged, KindPartitionMismatch, KindAKChanged, KindPolicyDivergence,
 		KindFortressInactive, KindClockDesync, KindPolicyReloadFailed,
 		KindIsolated, KindReleased, KindIsolationSuppressed, KindTransientStreak, KindUpdateApproved,
@@ -161,7 +166,7 @@ func (a *Alert) Validate() error {
 	if a.Severity < SeverityCritical || a.Severity > SeverityLow {
 		return fmt.Errorf("%w: severity %d (want %d, the most severe, to %d)", ErrInvalidAlert, a.Severity, SeverityCritical, SeverityLow)
 	}
-	if a.AgentID == "" && a.Kind != KindPolicyReloadFailed && a.Kind != KindUpdateApproved && a.Kind != KindPolicyDivergence {
+	if a.AgentID == "" && a.Kind != KindPolicyReloadFailed && a.Kind != KindUpdateApproved && a.Kind != KindPolicyDivergence && a.Kind != KindAuditChainBroken {
 		return fmt.Errorf("%w: %s alert without agent_id", ErrInvalidAlert, a.Kind)
 	}
 	if a.Reason != "" {
