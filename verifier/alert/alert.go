@@ -70,6 +70,10 @@ const (
 	// damaged at start; it kept the file and resumed the chain in a new
 	// segment (docs/operations.md, "Audit log damage"). Not tied to an agent.
 	KindAuditChainBroken Kind = "audit_chain_broken"
+	// KindProbe: one address had many TLS handshakes refused on the agent
+	// port within a minute (docs/operations.md, "Probes"). Not tied to an
+	// agent: the address is in the message.
+	KindProbe Kind = "probe"
 )
 
 // Severities: 1 is the most severe; the same scale as a policy rule's
@@ -101,6 +105,7 @@ var defaultSeverity = map[Kind]int{
 	KindUpdateApproved:      SeverityLow,
 	KindPolicyDivergence:    SeverityHigh,
 	KindAuditChainBroken:    SeverityCritical,
+	KindProbe:               SeverityMedium,
 }
 
 // Kinds returns every kind, most severe default first.
@@ -108,7 +113,7 @@ func Kinds() []Kind {
 	return []Kind{
 		KindCompromised, KindIdentityTakeover, KindTPMDowngrade, KindBinaryChanged, KindAuditChainBroken,
 		KindUntrusted, KindBPFProgramMissing, KindBPFProgramChanged, KindPartitionMismatch, KindAKChanged, KindPolicyDivergence,
-		KindFortressInactive, KindClockDesync, KindPolicyReloadFailed,
+		KindFortressInactive, KindClockDesync, KindPolicyReloadFailed, KindProbe,
 		KindIsolated, KindReleased, KindIsolationSuppressed, KindTransientStreak, KindUpdateApproved,
 	}
 }
@@ -166,7 +171,7 @@ func (a *Alert) Validate() error {
 	if a.Severity < SeverityCritical || a.Severity > SeverityLow {
 		return fmt.Errorf("%w: severity %d (want %d, the most severe, to %d)", ErrInvalidAlert, a.Severity, SeverityCritical, SeverityLow)
 	}
-	if a.AgentID == "" && a.Kind != KindPolicyReloadFailed && a.Kind != KindUpdateApproved && a.Kind != KindPolicyDivergence && a.Kind != KindAuditChainBroken {
+	if a.AgentID == "" && a.Kind != KindPolicyReloadFailed && a.Kind != KindUpdateApproved && a.Kind != KindPolicyDivergence && a.Kind != KindAuditChainBroken && a.Kind != KindProbe {
 		return fmt.Errorf("%w: %s alert without agent_id", ErrInvalidAlert, a.Kind)
 	}
 	if a.Reason != "" {
