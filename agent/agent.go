@@ -104,8 +104,13 @@ type Agent struct {
 	lastVerdict  pulsev1.Verdict
 	lastReason   pulsev1.Reason
 
-	wake     chan struct{} // interval changed
-	pulseNow chan struct{} // pulse as soon as possible
+	wake        chan struct{} // interval changed
+	pulseNow    chan struct{} // pulse as soon as possible
+	reconnected chan struct{} // the connection is back: pulse at once, whatever the backoff
+
+	// retryBounds gives the retry waits for an interval (the package's
+	// retryBounds; tests replace it).
+	retryBounds func(interval time.Duration) (lo, hi time.Duration)
 }
 
 // Run loads the configuration's TPM, runtime log, state and certificate,
@@ -144,6 +149,9 @@ func New(opts Options) (*Agent, error) {
 		binaryPoll: opts.BinaryPollInterval,
 		wake:       make(chan struct{}, 1),
 		pulseNow:   make(chan struct{}, 1),
+
+		reconnected: make(chan struct{}, 1),
+		retryBounds: retryBounds,
 	}
 	if a.binaryPoll <= 0 {
 		a.binaryPoll = time.Second
@@ -406,7 +414,10 @@ func (a *Agent) setInterval(d time.Duration, why string) {
 // Run runs the agent until ctx is done: enrollment, then pulses every
 // interval (and at once on a PulseNow directive or a change of the agent
 // binary on disk), directives, certificate reloads, and reconnection with
-// exponential backoff and jitter while the verifier is away.
+// exponential backoff and jitter while the verifier is away. While the
+// verifier is unreachable no wait exceeds retryBounds' cap (a quarter of the
+// interval), and a pulse goes out at once whenever the connection comes
+// back (docs/agent.md, "Reconnects").
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -426,7 +437,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		"tpm", a.tpm != nil, "runtime_pcr", a.cfg.RuntimePCR, "interval", a.Interval().String(), "version", Version)
 
 	pulseLog := a.log.Named("pulse")
-	retry := Backoff{Min: time.Second, Max: 2 * time.Minute}
+	retry := Backoff{Min: time.Second, Max: maxRetryWait}
 	next := time.Now()
 	swapPending := false
 	var swapAt time.Time
@@ -458,9 +469,15 @@ func (a *Agent) Run(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return nil
 				}
+				if errors.Is(err, ErrEnrollRefused) {
+					// The verifier answered: no hurry, an operator must act.
+					retry.limit(time.Second, maxRetryWait)
+				} else {
+					a.limitRetry(&retry, sess)
+				}
 				wait := retry.Next()
 				a.log.Warn("enrollment failed", "error", err, "retry_in", wait.Round(time.Millisecond).String())
-				if !a.waitFor(ctx, wait, certChanged(sess, swapPending)) {
+				if !a.waitFor(ctx, wait, certChanged(sess, swapPending), a.reconnected) {
 					return nil
 				}
 				if changed(sess.changed) && !swapPending {
@@ -484,6 +501,10 @@ func (a *Agent) Run(ctx context.Context) error {
 				// Backing off from a failure: a pulse now would fail too.
 				continue
 			}
+		case <-a.reconnected:
+			// The verifier is reachable again: pulse at once, whatever the
+			// backoff, before a grace or deadline runs out on its side.
+			timer.Stop()
 		case <-a.wake:
 			timer.Stop()
 			next = a.nextAfterIntervalChange(next)
@@ -509,13 +530,29 @@ func (a *Agent) Run(ctx context.Context) error {
 			next = time.Now()
 		case err != nil:
 			a.counters.pulseErrors.Add(1)
+			a.limitRetry(&retry, sess)
 			wait := retry.Next()
 			pulseLog.Warn("pulse failed", "error", err, "retry_in", wait.Round(time.Millisecond).String(), "failures", retry.Failures())
 			next = time.Now().Add(wait)
 		default:
 			retry.Reset()
+			// The pulse went through: a reconnect signalled meanwhile
+			// needs no second pulse.
+			changed(a.reconnected)
 			next = time.Now().Add(a.Interval())
 		}
+	}
+}
+
+// limitRetry caps the waits of b for the current interval while the
+// verifier is unreachable. When the interval shrank below the one s was
+// dialled for, gRPC's own reconnect backoff may be longer than the new
+// cap: it is cut short so the next attempt really dials.
+func (a *Agent) limitRetry(b *Backoff, s *session) {
+	lo, hi := a.retryBounds(a.Interval())
+	b.limit(lo, hi)
+	if s.retryCap > hi {
+		s.cc.ResetConnectBackoff()
 	}
 }
 
@@ -538,9 +575,9 @@ func certChanged(s *session, pending bool) <-chan struct{} {
 	return s.changed
 }
 
-// waitFor sleeps d, returning false when ctx ended. A ready wake channel
-// ends the wait early (the caller checks why).
-func (a *Agent) waitFor(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
+// waitFor sleeps d, returning false when ctx ended. A ready wake or
+// reconnect channel ends the wait early (the caller checks why).
+func (a *Agent) waitFor(ctx context.Context, d time.Duration, wake, reconnect <-chan struct{}) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -548,6 +585,7 @@ func (a *Agent) waitFor(ctx context.Context, d time.Duration, wake <-chan struct
 		return false
 	case <-t.C:
 	case <-wake:
+	case <-reconnect:
 	}
 	return true
 }

@@ -390,15 +390,18 @@ func TestReconnectWithBackoff(t *testing.T) {
 			c.Close()
 		}
 	}()
-	h := newHarness(t, harnessOpts{addr: addr, noServer: true})
+	// A 2 s interval caps the waits at 500 ms, the shortest being 125 ms.
+	h := newHarness(t, harnessOpts{addr: addr, noServer: true, interval: 2 * time.Second})
 	h.start(nil)
 	time.Sleep(4 * time.Second)
 	lis.Close()
-	// gRPC's own dial backoff plus the agent's: a handful of attempts in
-	// four seconds, not hundreds.
-	if n := accepted.Load(); n == 0 || n > 12 {
+	// gRPC's own dial backoff plus the agent's: a few attempts per
+	// interval, never more than one per shortest wait, not a busy loop.
+	lo, _ := retryBounds(h.cfg.Interval)
+	if n := accepted.Load(); n == 0 || n > int64(4*time.Second/lo) {
 		t.Fatalf("%d connection attempts in 4 s while the verifier was away", n)
 	}
+	t.Logf("%d connection attempts in 4 s while the verifier was away", accepted.Load())
 	_, stop := h.fv.serve(t, h.pki, addr)
 	rs := h.fv.waitPulses(t, 2, 90*time.Second)
 	requireAccepted(t, rs)
@@ -669,5 +672,59 @@ func TestNoImportOfVerifierOrPolicy(t *testing.T) {
 	}
 	if checked < 10 {
 		t.Fatalf("go list returned only %d packages", checked)
+	}
+}
+
+// TestPulseAtOnceOnReconnect: when the connection to the verifier comes
+// back the agent pulses at once, even when its next pulse (interval) and
+// its next retry (backoff, here stretched to an hour) are far away — so
+// only the reconnect can bring the pulse the test waits for.
+func TestPulseAtOnceOnReconnect(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// failWhileAway asks for a pulse during the outage: it fails and
+		// puts the agent in an hour-long backoff.
+		failWhileAway bool
+	}{
+		{name: "no pulse due while away"},
+		{name: "pulse failed while away", failWhileAway: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, harnessOpts{interval: time.Hour})
+			a := h.newAgent()
+			a.retryBounds = func(time.Duration) (time.Duration, time.Duration) { return time.Hour, time.Hour }
+			h.start(a)
+			h.fv.waitPulses(t, 1, 60*time.Second)
+			waitCounter(t, "answered pulses", &a.counters.pulsesSent)
+			h.stop()
+			before := len(h.fv.received())
+			if tc.failWhileAway {
+				a.PulseNow()
+				waitCounter(t, "failed pulses", &a.counters.pulseErrors)
+			} else {
+				time.Sleep(500 * time.Millisecond) // let the agent see the loss
+			}
+			_, h.stop = h.fv.serve(t, h.pki, h.addr)
+			rs := h.fv.waitPulses(t, before+1, 60*time.Second)
+			requireAccepted(t, rs)
+			if n := a.counters.reconnects.Load(); n == 0 {
+				t.Fatal("the reconnect was not counted")
+			}
+			if n := a.counters.pulseErrors.Load(); !tc.failWhileAway && n != 0 {
+				t.Fatalf("%d pulses failed although none was due during the outage", n)
+			}
+		})
+	}
+}
+
+// waitCounter waits until c is not zero.
+func waitCounter(t *testing.T, what string, c *atomic.Uint64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for c.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

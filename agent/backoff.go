@@ -55,3 +55,26 @@ func sleep(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
+
+// maxRetryWait bounds every wait between two attempts to reach the verifier.
+const maxRetryWait = 2 * time.Minute
+
+// minRetryWait keeps a (test-only) tiny interval from spinning.
+const minRetryWait = 10 * time.Millisecond
+
+// retryBounds are the shortest and longest waits between two attempts to
+// reach the verifier while it is unreachable, for an agent pulsing every
+// interval: at most a quarter of the interval (and never more than
+// maxRetryWait), so a verifier that comes back hears from the agent well
+// within one interval and before a grace of one interval runs out; the
+// first wait is a quarter of that cap, at most one second.
+func retryBounds(interval time.Duration) (lo, hi time.Duration) {
+	hi = max(min(interval/4, maxRetryWait), minRetryWait)
+	return min(time.Second, hi/4), hi
+}
+
+// limit sets the bounds of the waits to come, keeping the failure count:
+// the interval, and with it the cap, can change while the verifier is away.
+func (b *Backoff) limit(lo, hi time.Duration) {
+	b.Min, b.Max = lo, hi
+}

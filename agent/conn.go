@@ -43,6 +43,26 @@ type session struct {
 	changed <-chan struct{}
 	serial  string
 	stop    context.CancelFunc
+	// retryCap is the longest wait of gRPC's own reconnect backoff, set
+	// from the interval when the session was made (see connectParams).
+	retryCap time.Duration
+}
+
+// minConnectTimeout is the least time one connection attempt (TCP and TLS
+// handshake) is given, however short the interval.
+const minConnectTimeout = time.Second
+
+// connectParams matches gRPC's own reconnect backoff to the agent's retry
+// cap for interval (retryBounds): a verifier that comes back is dialed
+// again within that cap, not after gRPC's default of up to two minutes.
+// gRPC adds up to ±20 % jitter to each delay, so MaxDelay is set a sixth
+// under the cap.
+func connectParams(interval time.Duration) grpc.ConnectParams {
+	lo, hi := retryBounds(interval)
+	return grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: lo, Multiplier: 1.6, Jitter: 0.2, MaxDelay: hi * 5 / 6},
+		MinConnectTimeout: max(hi, minConnectTimeout),
+	}
 }
 
 // dial makes a session with the Reloader's current pair. No network I/O
@@ -65,6 +85,7 @@ func (a *Agent) dial() (*session, error) {
 	tlsCfg := a.tlsBase.Clone()
 	pinned := cert
 	tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return pinned, nil }
+	interval := a.Interval()
 	target, extra := dialTarget(a.cfg.VerifierAddrs())
 	if tlsCfg.ServerName == "" {
 		if host, _, err := net.SplitHostPort(a.cfg.VerifierAddrs()[0]); err == nil {
@@ -73,10 +94,7 @@ func (a *Agent) dial() (*session, error) {
 	}
 	cc, err := grpc.NewClient(target, append(extra,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 500 * time.Millisecond, Multiplier: 2, Jitter: 0.2, MaxDelay: 30 * time.Second},
-			MinConnectTimeout: 10 * time.Second,
-		}),
+		grpc.WithConnectParams(connectParams(interval)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 60 * time.Second, Timeout: 20 * time.Second}),
 	)...)
 	if err != nil {
@@ -94,32 +112,62 @@ func (a *Agent) dial() (*session, error) {
 		serial:  cert.Leaf.SerialNumber.String(),
 		stop:    stop,
 	}
+	_, s.retryCap = retryBounds(interval)
 	go a.watchState(ctx, s)
 	return s, nil
 }
 
-// watchState counts reconnects: transitions to READY after the first.
+// watchState follows the connection's state. It counts reconnects
+// (transitions to READY after the first) and signals every READY that
+// follows a lost or failed connection on a.reconnected, so the agent
+// pulses at once instead of when its retry backoff runs out. A connection
+// lost after working goes IDLE in gRPC and would be dialed again only by
+// the next call; watchState asks for the dial at once, so gRPC's own
+// backoff (connectParams) keeps trying while the verifier is away.
 func (a *Agent) watchState(ctx context.Context, s *session) {
 	log := a.log.Named("conn")
-	ready := false
+	ready, failed := false, false
 	state := s.cc.GetState()
 	for {
-		if state == connectivity.Ready {
+		switch state {
+		case connectivity.Ready:
 			if ready {
 				a.counters.reconnects.Add(1)
-				log.Info("reconnected to verifier", "verifier", a.cfg.Verifier, "cert_serial", s.serial)
+				log.Info("reconnected to verifier; pulsing now", "verifier", a.cfg.Verifier, "cert_serial", s.serial)
 			} else {
 				log.Debug("connected to verifier", "verifier", a.cfg.Verifier, "cert_serial", s.serial)
 			}
-			ready = true
-		}
-		if state == connectivity.TransientFailure && ready {
-			log.Warn("connection to verifier lost", "verifier", a.cfg.Verifier)
+			if ready || failed {
+				a.signalReconnected()
+			}
+			ready, failed = true, false
+		case connectivity.TransientFailure:
+			if ready && !failed {
+				log.Warn("connection to verifier lost", "verifier", a.cfg.Verifier)
+			}
+			failed = true
+		case connectivity.Idle:
+			if ready {
+				if !failed {
+					log.Warn("connection to verifier lost", "verifier", a.cfg.Verifier)
+				}
+				failed = true
+				s.cc.Connect()
+			}
 		}
 		if !s.cc.WaitForStateChange(ctx, state) {
 			return
 		}
 		state = s.cc.GetState()
+	}
+}
+
+// signalReconnected asks the run loop for a pulse at once: the connection
+// to the verifier is back after a loss or failure.
+func (a *Agent) signalReconnected() {
+	select {
+	case a.reconnected <- struct{}{}:
+	default:
 	}
 }
 

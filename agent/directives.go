@@ -31,7 +31,7 @@ func (a *Agent) startDirectives(parent context.Context, s *session) (stop func()
 
 func (a *Agent) runDirectives(ctx context.Context, s *session) {
 	log := a.log.Named("directives")
-	b := Backoff{Min: time.Second, Max: 2 * time.Minute}
+	b := Backoff{Min: time.Second, Max: maxRetryWait}
 	for ctx.Err() == nil {
 		opened := time.Now()
 		err := a.readDirectives(ctx, s)
@@ -42,8 +42,16 @@ func (a *Agent) runDirectives(ctx context.Context, s *session) {
 			// The stream lived a while: the verifier was there.
 			b.Reset()
 		}
+		code := status.Code(err)
+		switch code {
+		case codes.Unavailable, codes.Canceled, codes.DeadlineExceeded:
+			// The verifier is away: reopen within the same cap as pulses.
+			b.limit(a.retryBounds(a.Interval()))
+		default:
+			b.limit(time.Second, maxRetryWait)
+		}
 		wait := b.Next()
-		switch status.Code(err) {
+		switch code {
 		case codes.Unavailable, codes.Canceled, codes.DeadlineExceeded:
 			log.Debug("directives stream closed, reopening", "error", err, "retry_in", wait.Round(time.Millisecond).String())
 		default:

@@ -355,3 +355,62 @@ func reportPercentiles(b *testing.B, ds []time.Duration) {
 	b.ReportMetric(float64(at(0.50).Nanoseconds())/1e3, "p50-µs")
 	b.ReportMetric(float64(at(0.99).Nanoseconds())/1e3, "p99-µs")
 }
+
+// TestRetryBounds: while the verifier is unreachable no wait, of the
+// agent's own retries or of gRPC's reconnect backoff (jitter included),
+// exceeds a quarter of the interval (two minutes at most), however many
+// failures came before.
+func TestRetryBounds(t *testing.T) {
+	for _, tc := range []struct {
+		interval   time.Duration
+		wantLo     time.Duration
+		wantHi     time.Duration
+		minConnect time.Duration
+	}{
+		{interval: time.Second, wantLo: 62500 * time.Microsecond, wantHi: 250 * time.Millisecond, minConnect: time.Second},
+		{interval: 2 * time.Second, wantLo: 125 * time.Millisecond, wantHi: 500 * time.Millisecond, minConnect: time.Second},
+		{interval: 30 * time.Second, wantLo: time.Second, wantHi: 7500 * time.Millisecond, minConnect: 7500 * time.Millisecond},
+		{interval: 8 * time.Minute, wantLo: time.Second, wantHi: 2 * time.Minute, minConnect: 2 * time.Minute},
+		{interval: 24 * time.Hour, wantLo: time.Second, wantHi: 2 * time.Minute, minConnect: 2 * time.Minute},
+		{interval: 0, wantLo: minRetryWait / 4, wantHi: minRetryWait, minConnect: time.Second},
+	} {
+		t.Run(tc.interval.String(), func(t *testing.T) {
+			lo, hi := retryBounds(tc.interval)
+			if lo != tc.wantLo || hi != tc.wantHi {
+				t.Fatalf("retryBounds(%s) = [%s, %s], want [%s, %s]", tc.interval, lo, hi, tc.wantLo, tc.wantHi)
+			}
+			if tc.interval > 0 && hi > tc.interval/4 {
+				t.Fatalf("cap %s above a quarter of the interval %s", hi, tc.interval)
+			}
+			// The agent's own waits: at the cap after many failures,
+			// whatever the jitter draws.
+			for _, r := range []float64{0, 0.5, 0.999999} {
+				b := Backoff{Min: 10 * time.Second, Max: time.Hour, rand: func() float64 { return r }}
+				for range 20 {
+					b.Next()
+				}
+				b.limit(lo, hi)
+				for i := range 20 {
+					if d := b.Next(); d < lo || d > hi {
+						t.Fatalf("rand %v, wait %d after limit: %s outside [%s, %s]", r, i, d, lo, hi)
+					}
+				}
+				if b.Failures() != 40 {
+					t.Fatalf("limit forgot the failures: %d", b.Failures())
+				}
+			}
+			// gRPC's reconnect backoff: MaxDelay plus its ±20 % jitter
+			// stays within the cap; one attempt gets at least a second.
+			p := connectParams(tc.interval)
+			if p.Backoff.BaseDelay != lo {
+				t.Fatalf("grpc base delay %s, want %s", p.Backoff.BaseDelay, lo)
+			}
+			if worst := time.Duration(float64(p.Backoff.MaxDelay) * (1 + p.Backoff.Jitter)); worst > hi {
+				t.Fatalf("grpc reconnect delay up to %s, above the cap %s", worst, hi)
+			}
+			if p.MinConnectTimeout != tc.minConnect {
+				t.Fatalf("min connect timeout %s, want %s", p.MinConnectTimeout, tc.minConnect)
+			}
+		})
+	}
+}
