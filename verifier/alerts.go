@@ -16,6 +16,10 @@ import (
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
+// AlertAuditChainBroken: the audit log's tail failed verification at start;
+// the damaged segment was kept and the chain resumed in a new one.
+const AlertAuditChainBroken = "audit_chain_broken"
+
 // dispatchAlerter sends every alert this replica raised to the audit log
 // and the webhooks, without blocking verification on slow receivers.
 type dispatchAlerter struct {
@@ -30,6 +34,9 @@ func newDispatchAlerter(cfg config.Alerts, log hclog.Logger) (*dispatchAlerter, 
 		err error
 	)
 	if cfg.AuditLog != "" {
+		// A damaged tail does not stop the verifier: Open keeps the file
+		// and resumes the chain in a new segment; Start raises
+		// audit_chain_broken for it (raiseAuditChainBroken).
 		aw, err = audit.Open(cfg.AuditLog, log.Named("audit"))
 		if err != nil {
 			return nil, fmt.Errorf("verifier: audit log: %w", err)
@@ -89,6 +96,27 @@ func (a *dispatchAlerter) DispatchAlert(s *store.Alert) error {
 		a.log.Error("alert dispatch incomplete", "alert_id", s.ID, "error", err)
 		return nil
 	}
+}
+
+// raiseAuditChainBroken raises audit_chain_broken when opening the audit log
+// found its tail damaged and resumed the chain in a new segment. It is
+// raised once per new segment (the dedup key names the segment and the
+// chain_resumed record).
+func (a *dispatchAlerter) raiseAuditChainBroken(ctx context.Context, v *Verifier) {
+	if a.audit == nil {
+		return
+	}
+	rc := a.audit.Recovery()
+	if rc == nil {
+		return
+	}
+	v.raise(ctx, &store.Alert{
+		DedupKey: fmt.Sprintf("%s:%s:%s:%d:%s", AlertAuditChainBroken, v.replica, rc.Segment, rc.Resumed.Seq, rc.Resumed.Hash),
+		Kind:     AlertAuditChainBroken, Severity: 1,
+		Message: fmt.Sprintf("replica %s: audit log %s is damaged from line %d (seq %d: %s); the file is kept as it is and the chain resumes in %s at seq %d (chain_resumed, hash %s) after the last good record seq %d (hash %q); check with pulsectl audit verify --file %s",
+			v.replica, rc.Damaged, rc.Broken.Line, rc.Broken.Seq, rc.Broken.Reason, rc.Segment, rc.Resumed.Seq, rc.Resumed.Hash,
+			rc.LastGoodSeq, rc.LastGoodHash, rc.Log),
+	})
 }
 
 func (a *dispatchAlerter) close() {

@@ -159,6 +159,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 			log.Error("grpc server stopped", "error", err)
 		}
 	}()
+	alerter.raiseAuditChainBroken(ctx, v)
 	set := w.Current()
 	log.Info("verifier listening", "listen", lis.Addr().String(), "store", st.Engine(), "policy_digest", set.Digest())
 	return d, nil

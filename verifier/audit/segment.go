@@ -75,6 +75,8 @@ func lastSegment(base string) (int, error) {
 // Recovery describes the damage Open found and how the chain went on. The
 // verifier raises the audit_chain_broken alert from it.
 type Recovery struct {
+	// Log is the log's path (segment 0), what VerifySegments takes.
+	Log string
 	// Damaged is the path of the segment whose tail failed verification;
 	// it is left as it was.
 	Damaged string

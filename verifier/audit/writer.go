@@ -193,7 +193,7 @@ func (w *Writer) recoverChain(tailErr *BrokenError) error {
 	if err := syncDir(filepath.Dir(next)); err != nil {
 		return err
 	}
-	w.recovery = &Recovery{Damaged: damaged, Broken: be, LastGoodSeq: sum.LastSeq, LastGoodHash: sum.LastHash, Segment: next, Resumed: rec}
+	w.recovery = &Recovery{Log: w.path, Damaged: damaged, Broken: be, LastGoodSeq: sum.LastSeq, LastGoodHash: sum.LastHash, Segment: next, Resumed: rec}
 	w.log.Error("audit log damaged: kept as it is, chain resumed in a new segment", "damaged", damaged, "tail", tailErr.Error(),
 		"first_broken", be.Error(), "last_good_seq", sum.LastSeq, "last_good_hash", sum.LastHash, "segment", next, "resumed_seq", rec.Seq, "resumed_hash", rec.Hash)
 	return nil
