@@ -55,7 +55,7 @@ func TestAlertTakeoverBounded(t *testing.T) {
 	for range tries {
 		wantRefused(t, e.agent("edge-a", nil).Enroll(), pulsev1.Reason_REASON_TPM_DOWNGRADE)
 	}
-	wantAlert(t, st, "edge-a", "identity_takeover", 1, 1, pulsev1.Reason_REASON_TPM_DOWNGRADE)
+	wantAlert(t, st, "edge-a", "tpm_downgrade", 1, 1, pulsev1.Reason_REASON_TPM_DOWNGRADE)
 	shopper := e.agent("edge-p", nil)
 	for i := range tries {
 		shopper.Partition = fmt.Sprintf("shop-%d", i)
@@ -63,8 +63,8 @@ func TestAlertTakeoverBounded(t *testing.T) {
 	}
 	wantAlert(t, st, "edge-p", "partition_mismatch", 1, 2, pulsev1.Reason_REASON_PARTITION_MISMATCH)
 	// Dispatch at raise is synchronous: the audit log holds one of each.
-	if n, _ := auditedAlerts(t, e, "edge-a", "identity_takeover", ""); n != 1 {
-		t.Fatalf("%d identity_takeover audit records, want 1", n)
+	if n, _ := auditedAlerts(t, e, "edge-a", "tpm_downgrade", ""); n != 1 {
+		t.Fatalf("%d tpm_downgrade audit records, want 1", n)
 	}
 	if n, _ := auditedAlerts(t, e, "edge-p", "partition_mismatch", ""); n != 1 {
 		t.Fatalf("%d partition_mismatch audit records, want 1", n)

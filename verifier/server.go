@@ -24,6 +24,7 @@ import (
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/tpm/credential"
 	"github.com/pulse-attest/pulse/tpm/quote"
+	"github.com/pulse-attest/pulse/verifier/alert"
 	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/ektrust"
 	"github.com/pulse-attest/pulse/verifier/store"
@@ -255,8 +256,11 @@ func (v *Verifier) raiseTakeover(p Peer, ekSHA256 []byte, reason pulsev1.Reason,
 	if ekSHA256 != nil {
 		ek = hex.EncodeToString(ekSHA256)
 	}
+	// Kind and severity from the one reason table: EK_MISMATCH and
+	// EK_IN_USE are identity_takeover, TPM_DOWNGRADE is tpm_downgrade.
+	ra, _ := alert.Lookup(reason)
 	v.raise(context.Background(), &store.Alert{DedupKey: fmt.Sprintf("takeover:%s:%s:%d", p.AgentID, ek, dedupBucket(v.now())), AgentID: p.AgentID,
-		Kind: AlertIdentityTakeover, Severity: 1, Reason: reason.String(),
+		Kind: string(ra.Kind), Severity: ra.Severity, Reason: reason.String(),
 		Message: fmt.Sprintf("identity takeover attempt from %s: %s", p.Addr, what)})
 }
 
