@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -45,6 +46,7 @@ type Daemon struct {
 	alerter  *dispatchAlerter
 	admin    *admin.Server
 	certs    *certGuard
+	registry *prometheus.Registry
 }
 
 // RefreshRevocations re-reads the revocation list now (it is re-read every
@@ -115,7 +117,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 	// started below.
 	tlsCfg, certReloader, err := tlsconfig.ServerConfig(tlsconfig.ServerOptions{CertFile: cfg.TLS.Cert, KeyFile: cfg.TLS.Key,
 		ClientCAFile: cfg.TLS.AgentCA, RequireRole: pki.RoleAgent, Logger: log.Named("tls"),
-		Now: v.now, CheckPeer: certs.revoked, NextProtos: []string{"h2"}})
+		Now: v.now, CheckPeer: certs.revoked, NextProtos: []string{"h2"}, QuietRefusals: true})
 	if err != nil {
 		return fail(err)
 	}
@@ -123,8 +125,13 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 	if err != nil {
 		return fail(fmt.Errorf("verifier: listen %s: %w", cfg.Listen, err))
 	}
+	// Every refused handshake and undecodable request is counted, logged
+	// (rate-limited) and, in a burst from one address, alerted on.
+	probes := newProbes(v, tcfg.ProbeAlertAfter, log.Named("probes"))
+	decode := newDecodeGuard(probes.malformed)
 	srv := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.Creds(probeCreds{TransportCredentials: credentials.NewTLS(tlsCfg), probes: probes}),
+		grpc.ForceServerCodecV2(decode.Codec()),
 		grpc.MaxRecvMsgSize(MaxFirmwareLogBytes+MaxPayloadBytes+64<<10),
 		// Connections end after max_connection_age (plus grace for calls in
 		// flight), so agents handshake again against the current CA files
@@ -135,7 +142,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 		grpc.ChainStreamInterceptor(certs.stream),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
-	pulsev1.RegisterAttestationServer(srv, v)
+	srv.RegisterService(decode.Desc(&pulsev1.Attestation_ServiceDesc), v)
 	var adm *admin.Server
 	if cfg.AdminListen != "" {
 		if adm, err = startAdmin(cfg, cfg.AdminTokenFile, v, reg, log.Named("admin"), certReloader); err != nil {
@@ -147,6 +154,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 	ctx, cancel := context.WithCancel(ctx)
 	d := &Daemon{Verifier: v, Store: st, Watcher: w, grpc: srv, lis: lis, log: log, cancel: cancel, alerter: alerter, admin: adm}
 	d.certs = certs
+	d.registry = reg
 	go certReloader.Run(ctx, tcfg.ReloadInterval)
 	go certs.run(ctx)
 	go w.Run(ctx, PolicyPollInterval)
@@ -213,6 +221,9 @@ func tlsDefaults(t config.TLS) config.TLS {
 	}
 	if t.RevocationRefresh <= 0 {
 		t.RevocationRefresh = config.DefaultRevocationRefresh
+	}
+	if t.ProbeAlertAfter <= 0 {
+		t.ProbeAlertAfter = config.DefaultProbeAlertAfter
 	}
 	return t
 }

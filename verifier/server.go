@@ -10,13 +10,18 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/pulse-attest/pulse/internal/pki"
 	"github.com/pulse-attest/pulse/internal/pulsesig"
@@ -449,4 +454,102 @@ func checkAKAttributes(akPublic []byte) error {
 		return fmt.Errorf("key attributes %+v are not those of an attestation key (fixedTPM, fixedParent, sensitiveDataOrigin, restricted, sign)", a)
 	}
 	return nil
+}
+
+// MalformedRequestMessage is the status message of a request that does not
+// decode (codes.InvalidArgument).
+const MalformedRequestMessage = "malformed request: the message does not decode"
+
+// decodeGuard answers a request on the agent port that does not decode
+// with codes.InvalidArgument and reports it, where the gRPC library would
+// answer codes.Internal (a fault of the server's, which this is not).
+//
+// The library turns any codec error into codes.Internal and sends it
+// before a handler or interceptor sees it, so the guard's codec (Codec,
+// the server's only codec) does not fail: it resets a message that does
+// not decode and notes it, and the guarded handlers (Desc), which decode
+// every request of the service, refuse a noted message before it is used.
+// Register no service but guarded ones on a server using Codec: another
+// handler would be given the reset message.
+type decodeGuard struct {
+	proto     encoding.CodecV2
+	malformed func(context.Context, error)
+
+	undecodable sync.Map // message pointer → its decode error
+}
+
+func newDecodeGuard(malformed func(context.Context, error)) *decodeGuard {
+	return &decodeGuard{proto: encoding.GetCodecV2(protoCodecName), malformed: malformed}
+}
+
+const protoCodecName = "proto"
+
+// Codec is the server codec (grpc.ForceServerCodecV2).
+func (g *decodeGuard) Codec() encoding.CodecV2 { return guardCodec{g} }
+
+type guardCodec struct{ g *decodeGuard }
+
+func (c guardCodec) Name() string { return protoCodecName }
+
+func (c guardCodec) Marshal(v any) (mem.BufferSlice, error) { return c.g.proto.Marshal(v) }
+
+func (c guardCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	err := c.g.proto.Unmarshal(data, v)
+	m, ok := v.(proto.Message)
+	if err == nil || !ok {
+		return err
+	}
+	proto.Reset(m)
+	c.g.undecodable.Store(v, err)
+	return nil
+}
+
+// check returns the refusal of msg when it did not decode.
+func (g *decodeGuard) check(ctx context.Context, msg any) error {
+	err, ok := g.undecodable.LoadAndDelete(msg)
+	if !ok {
+		return nil
+	}
+	g.malformed(ctx, err.(error))
+	return status.Error(codes.InvalidArgument, MalformedRequestMessage)
+}
+
+// Desc returns a copy of desc whose handlers refuse a request that did not
+// decode.
+func (g *decodeGuard) Desc(desc *grpc.ServiceDesc) *grpc.ServiceDesc {
+	out := *desc
+	out.Methods = make([]grpc.MethodDesc, len(desc.Methods))
+	for i, m := range desc.Methods {
+		h := m.Handler
+		m.Handler = func(srv any, ctx context.Context, dec func(any) error, icpt grpc.UnaryServerInterceptor) (any, error) {
+			return h(srv, ctx, func(msg any) error {
+				if err := dec(msg); err != nil {
+					return err
+				}
+				return g.check(ctx, msg)
+			}, icpt)
+		}
+		out.Methods[i] = m
+	}
+	out.Streams = make([]grpc.StreamDesc, len(desc.Streams))
+	for i, s := range desc.Streams {
+		h := s.Handler
+		s.Handler = func(srv any, ss grpc.ServerStream) error {
+			return h(srv, decodeGuardedStream{ServerStream: ss, g: g})
+		}
+		out.Streams[i] = s
+	}
+	return &out
+}
+
+type decodeGuardedStream struct {
+	grpc.ServerStream
+	g *decodeGuard
+}
+
+func (s decodeGuardedStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return s.g.check(s.Context(), m)
 }
