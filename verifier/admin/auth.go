@@ -8,14 +8,17 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pulse-attest/pulse/internal/pki"
 	"github.com/pulse-attest/pulse/internal/tlsconfig"
@@ -424,9 +427,12 @@ func TLSConfig(o TLSOptions) (*tls.Config, *tlsconfig.Reloader, error) {
 			SessionTicketsDisabled: true,
 		}, r, nil
 	}
+	// Refused handshakes are logged and counted by the listener (Listen),
+	// whatever step refused them.
 	cfg, r, err := tlsconfig.ServerConfig(tlsconfig.ServerOptions{
 		CertFile: o.CertFile, KeyFile: o.KeyFile, Reloader: o.Reloader,
 		ClientCAFile: o.OperatorCAFile, RequireRole: pki.RoleOperator, Logger: log,
+		QuietRefusals: true,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("admin: %w", err)
@@ -442,4 +448,129 @@ func TLSConfig(o TLSOptions) (*tls.Config, *tlsconfig.Reloader, error) {
 		}
 	}
 	return cfg, r, nil
+}
+
+// handshakeReason maps the cause of a refused handshake to its reason in
+// pulse_admin_auth_failures_total; "" for a handshake that failed without
+// an authentication decision (no TLS, the client went away), which is
+// logged at debug and not counted.
+func handshakeReason(c tlsconfig.Cause) string {
+	switch c {
+	case tlsconfig.CauseNoCertificate:
+		return "no_credentials"
+	case tlsconfig.CauseWrongRole:
+		return "wrong_role"
+	case tlsconfig.CauseBadVersion:
+		return "bad_version"
+	case tlsconfig.CauseUnknownAuthority, tlsconfig.CauseExpired, tlsconfig.CauseRevoked, tlsconfig.CauseBadCertificate:
+		return "bad_certificate"
+	}
+	return ""
+}
+
+// handshakeLogBurst is how many refused handshakes of one reason are
+// logged at warn per minute; the rest of the minute's go to debug.
+const handshakeLogBurst = 5
+
+// handshakeWatch counts and logs the listener's refused handshakes: its
+// listener hands every connection to crypto/tls observed
+// (tlsconfig.Observe), and its ConnState hook classifies the handshake of
+// a connection that closes without completing it.
+type handshakeWatch struct {
+	count *prometheus.CounterVec // nil: not counted
+	log   hclog.Logger
+	now   func() time.Time
+
+	mu  sync.Mutex
+	win map[string]*logWindow
+}
+
+type logWindow struct {
+	start         time.Time
+	n, suppressed int
+}
+
+// newHandshakeWatch counts in h's pulse_admin_auth_failures_total when h
+// is a handler from New with a Registry.
+func newHandshakeWatch(h http.Handler, log hclog.Logger) *handshakeWatch {
+	w := &handshakeWatch{log: log, now: time.Now, win: map[string]*logWindow{}}
+	if hh, ok := h.(*handler); ok {
+		w.count, w.now = hh.authFail, hh.now
+	}
+	return w
+}
+
+func (w *handshakeWatch) listener(l net.Listener) net.Listener { return observedListener{l} }
+
+type observedListener struct{ net.Listener }
+
+func (l observedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return tlsconfig.Observe(c), nil
+}
+
+// connState is http.Server.ConnState.
+func (w *handshakeWatch) connState(c net.Conn, st http.ConnState) {
+	if st != http.StateClosed {
+		return
+	}
+	tc, ok := c.(*tls.Conn)
+	if !ok || tc.ConnectionState().HandshakeComplete {
+		return
+	}
+	oc, ok := tc.NetConn().(*tlsconfig.ObservedConn)
+	if !ok {
+		return
+	}
+	// The server has handshaken already: this returns the error the
+	// handshake failed with (crypto/tls keeps it).
+	if err := tc.Handshake(); err != nil {
+		w.refused(oc.Refusal(err))
+	}
+}
+
+func (w *handshakeWatch) refused(r tlsconfig.Refusal) {
+	reason := handshakeReason(r.Cause)
+	args := []any{"reason", reason, "cause", string(r.Cause), "remote_addr", r.Remote}
+	if r.Subject != "" {
+		args = append(args, "peer_subject", r.Subject, "peer_serial", r.Serial)
+	}
+	if r.Err != nil {
+		args = append(args, "error", r.Err.Error())
+	}
+	if reason == "" {
+		w.log.Debug("admin handshake failed", args...)
+		return
+	}
+	if w.count != nil {
+		w.count.WithLabelValues(reason).Inc()
+	}
+	now := w.now()
+	w.mu.Lock()
+	lw := w.win[reason]
+	suppressed := 0
+	if lw == nil || now.Sub(lw.start) >= time.Minute || now.Before(lw.start) {
+		if lw != nil {
+			suppressed = lw.suppressed
+		}
+		lw = &logWindow{start: now}
+		w.win[reason] = lw
+	}
+	lw.n++
+	warn := lw.n <= handshakeLogBurst
+	if !warn {
+		lw.suppressed++
+	}
+	w.mu.Unlock()
+	if suppressed > 0 {
+		args = append(args, "suppressed_last_minute", suppressed)
+	}
+	if warn {
+		w.log.Warn("admin handshake refused", args...)
+	} else {
+		w.log.Debug("admin handshake refused", args...)
+	}
 }

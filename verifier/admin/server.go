@@ -38,6 +38,7 @@ func Listen(addr string, tlsCfg *tls.Config, h http.Handler, log hclog.Logger) (
 	if err != nil {
 		return nil, fmt.Errorf("admin: listen %s: %w", addr, err)
 	}
+	watch := newHandshakeWatch(h, log)
 	s := &Server{
 		srv: &http.Server{
 			Handler:           h,
@@ -48,9 +49,10 @@ func Listen(addr string, tlsCfg *tls.Config, h http.Handler, log hclog.Logger) (
 			// seconds as asked.
 			IdleTimeout:    2 * time.Minute,
 			MaxHeaderBytes: 64 << 10,
-			// Refused handshakes are already logged (at warn) by the TLS
-			// identity check; the server's own messages go to debug.
-			ErrorLog: log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+			// Refused handshakes are logged (rate-limited) and counted by
+			// the ConnState hook; the server's own messages go to debug.
+			ErrorLog:  log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+			ConnState: watch.connState,
 		},
 		lis:  lis,
 		log:  log,
@@ -58,7 +60,7 @@ func Listen(addr string, tlsCfg *tls.Config, h http.Handler, log hclog.Logger) (
 	}
 	go func() {
 		defer close(s.done)
-		if err := s.srv.ServeTLS(lis, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.srv.ServeTLS(watch.listener(lis), "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("admin listener stopped", "error", err)
 		}
 	}()

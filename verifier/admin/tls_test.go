@@ -133,7 +133,7 @@ func TestAdminTLSListener(t *testing.T) {
 			}
 		})
 	}
-	if !strings.Contains(logs.String(), "refused peer identity") {
+	if !strings.Contains(logs.String(), "admin handshake refused: reason=wrong_role") {
 		t.Errorf("role refusal not logged:\n%s", logs)
 	}
 	if strings.Contains(logs.String(), testToken) {
