@@ -406,10 +406,11 @@ func TestReconnectWithBackoff(t *testing.T) {
 	rs := h.fv.waitPulses(t, 2, 90*time.Second)
 	requireAccepted(t, rs)
 
-	// An outage after working: the agent comes back by itself.
+	// An outage after working, longer than an interval (a pulse falls
+	// due and fails): the agent comes back by itself.
 	stop()
 	before := len(h.fv.received())
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(h.cfg.Interval + time.Second)
 	h.fv.serve(t, h.pki, addr)
 	rs = h.fv.waitPulses(t, before+2, 90*time.Second)
 	requireAccepted(t, rs)

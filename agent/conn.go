@@ -49,8 +49,12 @@ type session struct {
 }
 
 // minConnectTimeout is the least time one connection attempt (TCP and TLS
-// handshake) is given, however short the interval.
-const minConnectTimeout = time.Second
+// handshake) is given, however short the interval; maxConnectTimeout the
+// most, however long (a handshake that slow has failed).
+const (
+	minConnectTimeout = time.Second
+	maxConnectTimeout = rpcTimeout
+)
 
 // connectParams matches gRPC's own reconnect backoff to the agent's retry
 // cap for interval (retryBounds): a verifier that comes back is dialed
@@ -61,7 +65,7 @@ func connectParams(interval time.Duration) grpc.ConnectParams {
 	lo, hi := retryBounds(interval)
 	return grpc.ConnectParams{
 		Backoff:           backoff.Config{BaseDelay: lo, Multiplier: 1.6, Jitter: 0.2, MaxDelay: hi * 5 / 6},
-		MinConnectTimeout: max(hi, minConnectTimeout),
+		MinConnectTimeout: min(max(hi, minConnectTimeout), maxConnectTimeout),
 	}
 }
 

@@ -370,8 +370,9 @@ func TestRetryBounds(t *testing.T) {
 		{interval: time.Second, wantLo: 62500 * time.Microsecond, wantHi: 250 * time.Millisecond, minConnect: time.Second},
 		{interval: 2 * time.Second, wantLo: 125 * time.Millisecond, wantHi: 500 * time.Millisecond, minConnect: time.Second},
 		{interval: 30 * time.Second, wantLo: time.Second, wantHi: 7500 * time.Millisecond, minConnect: 7500 * time.Millisecond},
-		{interval: 8 * time.Minute, wantLo: time.Second, wantHi: 2 * time.Minute, minConnect: 2 * time.Minute},
-		{interval: 24 * time.Hour, wantLo: time.Second, wantHi: 2 * time.Minute, minConnect: 2 * time.Minute},
+		{interval: time.Minute, wantLo: time.Second, wantHi: 15 * time.Second, minConnect: 15 * time.Second},
+		{interval: 8 * time.Minute, wantLo: time.Second, wantHi: 2 * time.Minute, minConnect: 20 * time.Second},
+		{interval: 24 * time.Hour, wantLo: time.Second, wantHi: 2 * time.Minute, minConnect: 20 * time.Second},
 		{interval: 0, wantLo: minRetryWait / 4, wantHi: minRetryWait, minConnect: time.Second},
 	} {
 		t.Run(tc.interval.String(), func(t *testing.T) {
@@ -400,7 +401,7 @@ func TestRetryBounds(t *testing.T) {
 				}
 			}
 			// gRPC's reconnect backoff: MaxDelay plus its ±20 % jitter
-			// stays within the cap; one attempt gets at least a second.
+			// stays within the cap; one attempt gets 1 s to 20 s.
 			p := connectParams(tc.interval)
 			if p.Backoff.BaseDelay != lo {
 				t.Fatalf("grpc base delay %s, want %s", p.Backoff.BaseDelay, lo)
