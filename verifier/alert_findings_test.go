@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,7 +17,6 @@ import (
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/tpm/cel"
 	"github.com/pulse-attest/pulse/verifier"
-	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/verifiertest"
 )
 
@@ -29,15 +27,7 @@ import (
 func mildSevereEnv(t *testing.T, id string) (*env, *verifiertest.Client) {
 	t.Helper()
 	build := sha256.Sum256([]byte("pulse-agent build for " + id)) // the client's default
-	e := newEnvCfg(t, "rhel8-uefi", func(c *config.Config) {
-		polFile := filepath.Join(t.TempDir(), "fleet.hcl")
-		pol := fmt.Sprintf(`
-policy "fleet" {
-  match {
-    agents = ["*"]
-  }
-  tpm = "required"
-  measured_boot {
+	e := newEnvCfg(t, "rhel8-uefi", fleetPolicy(t, fmt.Sprintf(`  measured_boot {
     secure_boot {}
   }
   agent_binary {
@@ -47,13 +37,7 @@ policy "fleet" {
   fortress {
     severity = 4
   }
-}
-`, hexOf(build[:]))
-		if err := os.WriteFile(polFile, []byte(pol), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		c.Policy = []string{polFile}
-	})
+`, hexOf(build[:]))))
 	if e == nil {
 		return nil, nil
 	}

@@ -193,3 +193,16 @@ func newForeignCert(t *testing.T) *tls.Certificate {
 	}
 	return &c
 }
+
+// fleetPolicy makes the env's only policy "fleet": every agent, a TPM
+// required, and the given sections (HCL, indented two spaces).
+func fleetPolicy(t *testing.T, sections string) func(*config.Config) {
+	return func(c *config.Config) {
+		polFile := filepath.Join(t.TempDir(), "fleet.hcl")
+		pol := "policy \"fleet\" {\n  match {\n    agents = [\"*\"]\n  }\n  tpm = \"required\"\n" + sections + "}\n"
+		if err := os.WriteFile(polFile, []byte(pol), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c.Policy = []string{polFile}
+	}
+}

@@ -4,15 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/tpm"
 	"github.com/pulse-attest/pulse/tpm/cel"
-	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/store"
 	"github.com/pulse-attest/pulse/verifier/verifiertest"
 )
@@ -110,24 +107,7 @@ type bpfAgent struct {
 func newBPFAgent(t *testing.T, id string) *bpfAgent {
 	buildA := sha256.Sum256([]byte("pulse-agent build for " + id)) // the client's default
 	buildB := sha256.Sum256([]byte("pulse-agent 2.0"))
-	e := newEnvCfg(t, "rhel8-uefi", func(c *config.Config) {
-		polFile := filepath.Join(t.TempDir(), "flip.hcl")
-		pol := fmt.Sprintf(`
-policy "fleet" {
-  match {
-    agents = ["*"]
-  }
-  tpm = "required"
-  agent_binary {
-    allow = [%q, %q]
-  }
-}
-`, hexOf(buildA[:]), hexOf(buildB[:]))
-		if err := os.WriteFile(polFile, []byte(pol), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		c.Policy = []string{polFile}
-	})
+	e := newEnvCfg(t, "rhel8-uefi", fleetPolicy(t, fmt.Sprintf("  agent_binary {\n    allow = [%q, %q]\n  }\n", hexOf(buildA[:]), hexOf(buildB[:]))))
 	if e == nil {
 		return nil
 	}

@@ -19,7 +19,6 @@ import (
 	"github.com/pulse-attest/pulse/simulator/simtest"
 	"github.com/pulse-attest/pulse/tpm/cel"
 	"github.com/pulse-attest/pulse/tpm/eventlog"
-	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/store"
 	"github.com/pulse-attest/pulse/verifier/verifiertest"
 )
@@ -412,29 +411,10 @@ func TestHostileFirmwareLogRefusedCheaply(t *testing.T) {
 // itself is denied, with the launcher rule's finding.
 func TestRequireLauncher(t *testing.T) {
 	other := simtest.StartFresh(t, "rhel8-uefi")
-	var build [32]byte
-	e := newEnvCfg(t, "rhel8-uefi", func(c *config.Config) {
-		build = sha256.Sum256([]byte("pulse-agent build for edge-launched"))
-		self := sha256.Sum256([]byte("pulse-agent build for edge-self"))
-		polFile := filepath.Join(t.TempDir(), "launcher.hcl")
-		pol := fmt.Sprintf(`
-policy "fleet" {
-  match {
-    agents = ["*"]
-  }
-  tpm = "required"
-  agent_binary {
-    require_launcher = true
-    allow = [%q, %q]
-  }
-}
-`, hex.EncodeToString(build[:]), hex.EncodeToString(self[:]))
-		if err := os.WriteFile(polFile, []byte(pol), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		c.Policy = []string{polFile}
-		c.Enrollment.EKRoots = append(c.Enrollment.EKRoots, other.LocalCACert(), other.IssuerCert())
-	})
+	build := sha256.Sum256([]byte("pulse-agent build for edge-launched"))
+	self := sha256.Sum256([]byte("pulse-agent build for edge-self"))
+	e := newEnvCfg(t, "rhel8-uefi", fleetPolicy(t, fmt.Sprintf("  agent_binary {\n    require_launcher = true\n    allow = [%q, %q]\n  }\n",
+		hex.EncodeToString(build[:]), hex.EncodeToString(self[:]))), other)
 	if e == nil {
 		return
 	}
