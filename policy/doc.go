@@ -9,7 +9,7 @@
 // value from what it verified; pulsectl reads the same value from JSON
 // evidence files ("policy test", "policy derive").
 //
-// Fail-closed rules (DESIGN §9): a missing, unreadable or empty policy file
+// Fail-closed rules (docs/policy.md): a missing, unreadable or empty policy file
 // is an error, never an "accept everything" default; an agent that no policy
 // selects is denied; a rule that needs evidence the verifier did not verify
 // fails rather than passes. The guide for security engineers is

@@ -341,7 +341,7 @@ func (p *Policy) BinaryAllowed(digest string, now time.Time) bool {
 // BinaryChangeApproved reports whether an agent switching from one binary
 // to another at now is an approved update: the new binary is in allow, or
 // now is inside an update window that lists it. The verifier raises a
-// severity 1 alert for an unapproved change (DESIGN §4.8).
+// severity 1 alert for an unapproved change (docs/threat-model.md, "What a verdict proves", step 8).
 func (p *Policy) BinaryChangeApproved(from, to string, now time.Time) bool {
 	if strings.EqualFold(from, to) {
 		return true

@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-// allowedImport is the import rule of DESIGN §1 for package policy: the
+// allowedImport is the import rule for package policy (README, "Layout"): the
 // standard library, hcl, go-cty and go-hclog. No gRPC, TPM or storage code.
 func allowedImport(path string) bool {
 	first := strings.SplitN(path, "/", 2)[0]

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// TestVerifierImportRule enforces DESIGN.md §1: the verifier never opens a
+// TestVerifierImportRule enforces the package dependency rule (README, "Layout"): the verifier never opens a
 // TPM device and never imports the agent or the eBPF loaders; from tpm/ it
 // uses only the pure verification packages. (verifiertest is test support
 // and may use a TPM.)

@@ -108,7 +108,7 @@ func (o *Outcome) Err() error {
 // the runtime PCR.
 var firmwarePCRs = []uint32{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
 
-// verify runs the pipeline of DESIGN.md section 4 in order; the first
+// verify runs the pipeline of docs/threat-model.md ("What a verdict proves") in order; the first
 // failure decides.
 func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequest, now time.Time) *Outcome {
 	o := &Outcome{update: store.PulseUpdate{At: now, Address: peer.Addr}}

@@ -1,5 +1,5 @@
 // Package verifier is the Pulse verifier: the gRPC service agents attest to,
-// the nonce service, the verification pipeline (DESIGN.md section 4), the
+// the nonce service, the verification pipeline (docs/threat-model.md, "What a verdict proves"), the
 // state store, and the directive fan-out.
 package verifier
 

@@ -1,6 +1,6 @@
 // Package pulsesig signs and verifies pulse payloads with the private key of
 // the agent's mTLS certificate, so a pulse is bound to the key the TLS
-// channel proved (DESIGN.md §2, pipeline step 2).
+// channel proved (docs/threat-model.md, pipeline step 2).
 //
 // The signed message is domain-separated:
 //

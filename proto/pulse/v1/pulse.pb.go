@@ -1851,7 +1851,7 @@ func (x *Health) GetReconnects() uint64 {
 type PulseResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Verdict Verdict                `protobuf:"varint,1,opt,name=verdict,proto3,enum=pulse.v1.Verdict" json:"verdict,omitempty"`
-	// The first failure, per the pipeline order of DESIGN.md section 4.
+	// The first failure, per the pipeline order of docs/threat-model.md ("What a verdict proves").
 	Reason  Reason `protobuf:"varint,2,opt,name=reason,proto3,enum=pulse.v1.Reason" json:"reason,omitempty"`
 	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
 	// Policy findings (warnings included).
