@@ -47,6 +47,9 @@ const (
 	KindIsolated Kind = "isolated"
 	// KindReleased: an isolation was lifted.
 	KindReleased Kind = "released"
+	// KindIsolationRefused: an isolation that would hit a protected address
+	// or one other agents share was refused; the operator acts instead.
+	KindIsolationRefused Kind = "isolation_refused"
 	// KindIsolationSuppressed: an operator's release hold kept an agent
 	// from being isolated (once per hold and reason).
 	KindIsolationSuppressed Kind = "isolation_suppressed"
@@ -98,6 +101,7 @@ var defaultSeverity = map[Kind]int{
 	KindPolicyReloadFailed:  SeverityMedium,
 	KindIsolated:            SeverityLow,
 	KindReleased:            SeverityLow,
+	KindIsolationRefused:    SeverityHigh,
 	KindIsolationSuppressed: SeverityHigh,
 	KindTransientStreak:     SeverityHigh,
 	KindPartitionMismatch:   SeverityHigh,
@@ -114,7 +118,7 @@ func Kinds() []Kind {
 		KindCompromised, KindIdentityTakeover, KindTPMDowngrade, KindBinaryChanged, KindAuditChainBroken,
 		KindUntrusted, KindBPFProgramMissing, KindBPFProgramChanged, KindPartitionMismatch, KindAKChanged, KindPolicyDivergence,
 		KindFortressInactive, KindClockDesync, KindPolicyReloadFailed, KindProbe,
-		KindIsolated, KindReleased, KindIsolationSuppressed, KindTransientStreak, KindUpdateApproved,
+		KindIsolated, KindReleased, KindIsolationRefused, KindIsolationSuppressed, KindTransientStreak, KindUpdateApproved,
 	}
 }
 

@@ -6,6 +6,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -51,6 +52,10 @@ type Config struct {
 	Pulses Pulses
 	// FirmwareLogs bounds what agents may make the verifier store.
 	FirmwareLogs FirmwareLogs
+
+	// ProtectedAddresses are never quarantined (the verifier's own and its
+	// replicas' addresses, gateways, proxies): addresses or CIDR prefixes.
+	ProtectedAddresses []netip.Prefix
 
 	// IsolationHold is how long an operator's release holds off isolating
 	// the released agent again at most (an accepted pulse ends it sooner).
@@ -239,6 +244,8 @@ type file struct {
 	FirmwareLogs *fileFirmwareLogs `hcl:"firmware_logs,block"`
 
 	IsolationHold string `hcl:"isolation_hold,optional"`
+
+	ProtectedAddresses []string `hcl:"protected_addresses,optional"`
 }
 
 type fileAlerts struct {
@@ -337,6 +344,14 @@ func decode(f *hclconf.File) (*Config, error) {
 	c.ClockSkew = f.Duration(raw.ClockSkew, DefaultClockSkew, time.Second, time.Hour, "clock_skew")
 	c.StartupGrace = f.Duration(raw.StartupGrace, DefaultStartupGrace, 0, 24*time.Hour, "startup_grace")
 	c.IsolationHold = f.Duration(raw.IsolationHold, DefaultIsolationHold, time.Second, 30*24*time.Hour, "isolation_hold")
+	for _, a := range raw.ProtectedAddresses {
+		p, err := parsePrefix(a)
+		if err != nil {
+			f.Errorf([]string{"protected_addresses"}, "invalid protected address", "%q: %v (an IP address or CIDR prefix)", a, err)
+			continue
+		}
+		c.ProtectedAddresses = append(c.ProtectedAddresses, p)
+	}
 
 	if raw.TLS == nil {
 		f.Errorf(nil, "missing tls block", "the verifier needs tls { cert, key, agent_ca }: agents are only ever accepted over mutual TLS")
@@ -521,6 +536,33 @@ func checkSecretFile(f *hclconf.File, p string, path ...string) {
 	if uid, ok := fileOwner(st); ok && uid != os.Geteuid() {
 		f.Errorf(path, "webhook secret file belongs to another user", "%s is owned by uid %d and the verifier runs as uid %d: chown it to the verifier's user", p, uid, os.Geteuid())
 	}
+}
+
+// parsePrefix reads an IP address (a /32 or /128) or a CIDR prefix.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// Protected reports whether addr may never be quarantined.
+func (c *Config) Protected(addr string) bool {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return false
+	}
+	for _, p := range c.ProtectedAddresses {
+		if p.Contains(a.Unmap()) || p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func checkAddr(f *hclconf.File, addr, key string) {

@@ -235,3 +235,21 @@ func TestValidPartition(t *testing.T) {
 		}
 	}
 }
+
+// TestProtectedAddresses: addresses and prefixes that are never
+// quarantined; anything else is a file:line error.
+func TestProtectedAddresses(t *testing.T) {
+	c, err := load(t, good+"protected_addresses = [\"192.0.2.1\", \"10.0.0.0/8\", \"2001:db8::1\"]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for addr, want := range map[string]bool{"192.0.2.1": true, "192.0.2.2": false, "10.1.2.3": true, "2001:db8::1": true, "::ffff:10.9.9.9": true, "not an address": false} {
+		if got := c.Protected(addr); got != want {
+			t.Errorf("Protected(%q) = %t, want %t", addr, got, want)
+		}
+	}
+	_, err = load(t, good+"protected_addresses = [\"gateway\"]\n")
+	if err == nil || !strings.Contains(err.Error(), "verifier.hcl:18:") || !strings.Contains(err.Error(), "invalid protected address") {
+		t.Fatalf("got %v, want a file:line error", err)
+	}
+}
