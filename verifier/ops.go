@@ -463,10 +463,10 @@ func shortHex(s string) string {
 // statement (store.AddQuarantine); the suppression raises an
 // isolation_suppressed alert, once per hold and reason.
 func (v *Verifier) isolate(ctx context.Context, offender, addr, reason string) {
-	// Isolation is by address; it must never hit what the address does not
-	// belong to: a protected address (the verifier's, a replica's, a
-	// gateway or proxy) or one other agents share (a NAT). The operator is
-	// told instead, and acts on the device.
+	// Isolation is by address; it must never hit a protected address (the
+	// verifier's, a replica's, a gateway or proxy). The operator is told
+	// instead, and acts on the device. (Addresses several agents share, a
+	// NAT, are not yet recognised: issue 20, isolation by identity.)
 	refuse := func(why string) {
 		v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("isolation_refused:%s:%s:%d", offender, addr, dedupBucket(v.now())), AgentID: offender,
 			Kind: AlertIsolationRefused, Severity: 2, Reason: reason,
@@ -474,13 +474,6 @@ func (v *Verifier) isolate(ctx context.Context, offender, addr, reason string) {
 	}
 	if v.cfg.Protected(addr) {
 		refuse("it is a protected address (protected_addresses)")
-		return
-	}
-	if n, err := v.store.OthersAtAddress(ctx, addr, offender); err != nil {
-		v.log.Error("quarantine failed", "agent_id", offender, "error", err)
-		return
-	} else if n > 0 {
-		refuse(fmt.Sprintf("%d other agent(s) use it too (a NAT or proxy)", n))
 		return
 	}
 	isNew, err := v.store.AddQuarantine(ctx, store.Quarantine{Address: addr, Offender: offender, Reason: reason, Since: v.now()})

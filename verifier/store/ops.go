@@ -345,17 +345,6 @@ func (s *Store) MarkBlinded(ctx context.Context, agentID string, verdict, reason
 	return n == 1, nil
 }
 
-// OthersAtAddress counts the agents other than agentID whose last accepted
-// pulse came from addr: an address they share (a NAT, a proxy) is never
-// isolated by address.
-func (s *Store) OthersAtAddress(ctx context.Context, addr, agentID string) (int, error) {
-	var n int
-	if err := s.db.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM agents WHERE address = ? AND id <> ?`), addr, agentID).Scan(&n); err != nil {
-		return 0, fmt.Errorf("store: agents at address: %w", err)
-	}
-	return n, nil
-}
-
 // SilencesToConfirm lists BLINDED agents whose silence is not confirmed yet
 // and was marked at least after ago (the database's clock).
 func (s *Store) SilencesToConfirm(ctx context.Context, after time.Duration) ([]*Agent, error) {
