@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pulse-attest/pulse/internal/pki"
 	"github.com/pulse-attest/pulse/verifier"
 	"github.com/pulse-attest/pulse/verifier/audit"
 	"github.com/pulse-attest/pulse/verifier/config"
+	"github.com/pulse-attest/pulse/verifier/verifiertest"
 )
 
 // TestAuditLogDamageDoesNotStopVerifier: a verifier whose audit log ends in
@@ -43,21 +43,7 @@ func TestAuditLogDamageDoesNotStopVerifier(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ca, err := pki.NewCA("pulse test CA", 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	vc, err := pki.Issue(ca, pki.Request{Role: pki.RoleVerifier, ID: "v1", DNSNames: []string{"localhost"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := vc.WriteFiles(filepath.Join(dir, "v.pem"), filepath.Join(dir, "v-key.pem"), false); err != nil {
-		t.Fatal(err)
-	}
+	caFile := verifiertest.WritePKI(t, dir, "pulse test CA", 24*time.Hour).CAFile
 	if err := os.WriteFile(filepath.Join(dir, "policy.hcl"), []byte(testPolicy), 0o644); err != nil {
 		t.Fatal(err)
 	}

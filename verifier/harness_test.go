@@ -95,21 +95,8 @@ func newEnvCfg(t *testing.T, fixture string, mut func(*config.Config), extraTPMs
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	ca, err := pki.NewCA("pulse test CA", 7*24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	vc, err := pki.Issue(ca, pki.Request{Role: pki.RoleVerifier, ID: "v1", DNSNames: []string{"localhost"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := vc.WriteFiles(filepath.Join(dir, "v.pem"), filepath.Join(dir, "v-key.pem"), false); err != nil {
-		t.Fatal(err)
-	}
+	tp := verifiertest.WritePKI(t, dir, "pulse test CA", 7*24*time.Hour)
+	ca, caFile := tp.CA, tp.CAFile
 	if err := os.WriteFile(filepath.Join(dir, "policy.hcl"), []byte(testPolicy), 0o644); err != nil {
 		t.Fatal(err)
 	}

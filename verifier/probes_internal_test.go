@@ -30,6 +30,7 @@ import (
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/store"
+	"github.com/pulse-attest/pulse/verifier/verifiertest"
 )
 
 type lockedBuffer struct {
@@ -65,21 +66,8 @@ type probeEnv struct {
 func newProbeEnv(t *testing.T, alertAfter int) *probeEnv {
 	t.Helper()
 	dir := t.TempDir()
-	ca, err := pki.NewCA("probe test ca", 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, ca.CertPEM(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	vc, err := pki.Issue(ca, pki.Request{Role: pki.RoleVerifier, ID: "v1", DNSNames: []string{"localhost"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := vc.WriteFiles(filepath.Join(dir, "v.pem"), filepath.Join(dir, "v-key.pem"), false); err != nil {
-		t.Fatal(err)
-	}
+	tp := verifiertest.WritePKI(t, dir, "probe test ca", 24*time.Hour)
+	ca, caFile := tp.CA, tp.CAFile
 	policy := "policy \"fleet\" {\n  match {\n    agents = [\"*\"]\n  }\n  tpm = \"optional\"\n}\n"
 	if err := os.WriteFile(filepath.Join(dir, "policy.hcl"), []byte(policy), 0o644); err != nil {
 		t.Fatal(err)
@@ -105,7 +93,7 @@ func newProbeEnv(t *testing.T, alertAfter int) *probeEnv {
 	}
 	t.Cleanup(func() { d.Stop(); cancel() })
 	e := &probeEnv{d: d, ca: ca, dir: dir, logs: logs}
-	e.vCert = keyPair(t, vc.CertPEM, vc.KeyPEM)
+	e.vCert = keyPair(t, tp.Verifier.CertPEM, tp.Verifier.KeyPEM)
 	ac, err := pki.Issue(ca, pki.Request{Role: pki.RoleAgent, ID: "edge-1"})
 	if err != nil {
 		t.Fatal(err)
