@@ -33,6 +33,20 @@ const (
 	KindBPFProgramChanged Kind = "bpf_program_changed"
 	// KindFortressInactive: the policy requires Fortress and it is not active.
 	KindFortressInactive Kind = "fortress_inactive"
+	// KindBPFForeignProgram: a program Pulse did not measure runs on a hook
+	// Pulse enforces, or a Pulse program uses a map the agent did not create.
+	KindBPFForeignProgram Kind = "bpf_foreign_program"
+	// KindQuarantineDiverged: an agent's Shield drops another set than the
+	// verifier's quarantine table.
+	KindQuarantineDiverged Kind = "quarantine_diverged"
+	// KindSentinelTampered: Sentinel was blinded or lost records.
+	KindSentinelTampered Kind = "sentinel_tampered"
+	// KindAgentSignalled: the agent was signalled by a process policy does
+	// not allow (a SIGKILL by a shell, say).
+	KindAgentSignalled Kind = "agent_signalled"
+	// KindForeignBPFLoad: an eBPF program was loaded by a process policy does
+	// not allow.
+	KindForeignBPFLoad Kind = "foreign_bpf_load"
 	// KindClockDesync: the agent's clock is outside the skew tolerance. A
 	// bad clock is not a compromise: this kind is never KindCompromised.
 	KindClockDesync Kind = "clock_desync"
@@ -110,13 +124,19 @@ var defaultSeverity = map[Kind]int{
 	KindPolicyDivergence:    SeverityHigh,
 	KindAuditChainBroken:    SeverityCritical,
 	KindProbe:               SeverityMedium,
+	KindBPFForeignProgram:   SeverityCritical,
+	KindQuarantineDiverged:  SeverityHigh,
+	KindSentinelTampered:    SeverityCritical,
+	KindAgentSignalled:      SeverityCritical,
+	KindForeignBPFLoad:      SeverityHigh,
 }
 
 // Kinds returns every kind, most severe default first.
 func Kinds() []Kind {
 	return []Kind{
 		KindCompromised, KindIdentityTakeover, KindTPMDowngrade, KindBinaryChanged, KindAuditChainBroken,
-		KindUntrusted, KindBPFProgramMissing, KindBPFProgramChanged, KindPartitionMismatch, KindAKChanged, KindPolicyDivergence,
+		KindBPFForeignProgram, KindSentinelTampered, KindAgentSignalled,
+		KindUntrusted, KindQuarantineDiverged, KindForeignBPFLoad, KindBPFProgramMissing, KindBPFProgramChanged, KindPartitionMismatch, KindAKChanged, KindPolicyDivergence,
 		KindFortressInactive, KindClockDesync, KindPolicyReloadFailed, KindProbe,
 		KindIsolated, KindReleased, KindIsolationRefused, KindIsolationSuppressed, KindTransientStreak, KindUpdateApproved,
 	}

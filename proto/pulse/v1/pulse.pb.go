@@ -215,6 +215,25 @@ const (
 	Reason_REASON_BPF_PROGRAM_CHANGED Reason = 92
 	Reason_REASON_FORTRESS_INACTIVE   Reason = 93
 	Reason_REASON_SILENT              Reason = 94
+	// Kernel evidence (docs/ebpf.md): a program Pulse did not measure is
+	// attached on a hook Pulse enforces (ahead of Shield, or any XDP program).
+	Reason_REASON_BPF_FOREIGN_PROGRAM Reason = 95
+	// A Pulse program is bound to a map the agent did not create.
+	Reason_REASON_BPF_MAP_FOREIGN Reason = 96
+	// The agent's Shield drops another address set than the verifier's
+	// quarantine table says it must.
+	Reason_REASON_QUARANTINE_DIVERGED Reason = 97
+	// Sentinel was blinded or lost records: its configuration changed, its
+	// sequence has a gap, or the kernel counted lost records.
+	Reason_REASON_SENTINEL_TAMPERED Reason = 98
+	// Sentinel saw the agent signalled (SIGKILL, SIGSTOP) by a process policy
+	// does not allow.
+	Reason_REASON_AGENT_SIGNALLED Reason = 99
+	// Sentinel saw an eBPF program loaded by a process policy does not allow.
+	Reason_REASON_FOREIGN_BPF_LOAD Reason = 108
+	// The pulse lacks the kernel evidence its Pulse programs require (hook
+	// chains, Sentinel report) or the kernel could not be queried.
+	Reason_REASON_KERNEL_EVIDENCE_MISSING Reason = 109
 	// enrollment
 	Reason_REASON_EK_UNTRUSTED                 Reason = 100
 	Reason_REASON_EK_MISMATCH                  Reason = 101
@@ -278,6 +297,13 @@ var (
 		92:  "REASON_BPF_PROGRAM_CHANGED",
 		93:  "REASON_FORTRESS_INACTIVE",
 		94:  "REASON_SILENT",
+		95:  "REASON_BPF_FOREIGN_PROGRAM",
+		96:  "REASON_BPF_MAP_FOREIGN",
+		97:  "REASON_QUARANTINE_DIVERGED",
+		98:  "REASON_SENTINEL_TAMPERED",
+		99:  "REASON_AGENT_SIGNALLED",
+		108: "REASON_FOREIGN_BPF_LOAD",
+		109: "REASON_KERNEL_EVIDENCE_MISSING",
 		100: "REASON_EK_UNTRUSTED",
 		101: "REASON_EK_MISMATCH",
 		102: "REASON_CREDENTIAL_ACTIVATION_FAILED",
@@ -333,6 +359,13 @@ var (
 		"REASON_BPF_PROGRAM_CHANGED":          92,
 		"REASON_FORTRESS_INACTIVE":            93,
 		"REASON_SILENT":                       94,
+		"REASON_BPF_FOREIGN_PROGRAM":          95,
+		"REASON_BPF_MAP_FOREIGN":              96,
+		"REASON_QUARANTINE_DIVERGED":          97,
+		"REASON_SENTINEL_TAMPERED":            98,
+		"REASON_AGENT_SIGNALLED":              99,
+		"REASON_FOREIGN_BPF_LOAD":             108,
+		"REASON_KERNEL_EVIDENCE_MISSING":      109,
 		"REASON_EK_UNTRUSTED":                 100,
 		"REASON_EK_MISMATCH":                  101,
 		"REASON_CREDENTIAL_ACTIVATION_FAILED": 102,
@@ -380,6 +413,8 @@ const (
 	SentinelEvent_KIND_BPF_LOAD    SentinelEvent_Kind = 2
 	// Fortress refused an action against the agent.
 	SentinelEvent_KIND_FORTRESS_DENIED SentinelEvent_Kind = 3
+	// A thread of the agent exited.
+	SentinelEvent_KIND_EXIT SentinelEvent_Kind = 4
 )
 
 // Enum value maps for SentinelEvent_Kind.
@@ -389,12 +424,14 @@ var (
 		1: "KIND_SIGNAL",
 		2: "KIND_BPF_LOAD",
 		3: "KIND_FORTRESS_DENIED",
+		4: "KIND_EXIT",
 	}
 	SentinelEvent_Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED":     0,
 		"KIND_SIGNAL":          1,
 		"KIND_BPF_LOAD":        2,
 		"KIND_FORTRESS_DENIED": 3,
+		"KIND_EXIT":            4,
 	}
 )
 
@@ -422,7 +459,7 @@ func (x SentinelEvent_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SentinelEvent_Kind.Descriptor instead.
 func (SentinelEvent_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{16, 0}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{20, 0}
 }
 
 type EnrollRequest struct {
@@ -1181,7 +1218,10 @@ type PulsePayload struct {
 	AgentBinaryPath       string `protobuf:"bytes,20,opt,name=agent_binary_path,json=agentBinaryPath,proto3" json:"agent_binary_path,omitempty"`
 	AgentBinaryDiskSha256 []byte `protobuf:"bytes,21,opt,name=agent_binary_disk_sha256,json=agentBinaryDiskSha256,proto3" json:"agent_binary_disk_sha256,omitempty"`
 	// Digest algorithm bank of runtime_records' digests (TPM_ALG_ID).
-	RuntimeBank   uint32 `protobuf:"varint,22,opt,name=runtime_bank,json=runtimeBank,proto3" json:"runtime_bank,omitempty"`
+	RuntimeBank uint32 `protobuf:"varint,22,opt,name=runtime_bank,json=runtimeBank,proto3" json:"runtime_bank,omitempty"`
+	// Sentinel's counters and configuration as the agent read them from the
+	// kernel this pulse (docs/ebpf.md, "Sentinel").
+	Sentinel      *SentinelReport `protobuf:"bytes,23,opt,name=sentinel,proto3" json:"sentinel,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1370,6 +1410,13 @@ func (x *PulsePayload) GetRuntimeBank() uint32 {
 	return 0
 }
 
+func (x *PulsePayload) GetSentinel() *SentinelReport {
+	if x != nil {
+		return x.Sentinel
+	}
+	return nil
+}
+
 type BPFSnapshot struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Programs pinned under the agent's bpffs directory.
@@ -1379,8 +1426,17 @@ type BPFSnapshot struct {
 	HostPrograms       []*HostProgram `protobuf:"bytes,2,rep,name=host_programs,json=hostPrograms,proto3" json:"host_programs,omitempty"`
 	HostProgramsSha256 []byte         `protobuf:"bytes,3,opt,name=host_programs_sha256,json=hostProgramsSha256,proto3" json:"host_programs_sha256,omitempty"`
 	HostProgramCount   uint32         `protobuf:"varint,4,opt,name=host_program_count,json=hostProgramCount,proto3" json:"host_program_count,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The attached chain of every hook Pulse enforces, as the kernel lists it
+	// (BPF_PROG_QUERY / link info), read this pulse.
+	Hooks []*HookChain `protobuf:"bytes,5,rep,name=hooks,proto3" json:"hooks,omitempty"`
+	// Identity of every map the agent's programs use, as the kernel reports it.
+	Maps []*MapIdentity `protobuf:"bytes,6,rep,name=maps,proto3" json:"maps,omitempty"`
+	// SHA-256 over the canonical addresses in Shield's quarantine map as read
+	// from the kernel (sorted, newline-joined; empty set: SHA-256 of "").
+	QuarantineSha256 []byte `protobuf:"bytes,7,opt,name=quarantine_sha256,json=quarantineSha256,proto3" json:"quarantine_sha256,omitempty"`
+	QuarantineCount  uint32 `protobuf:"varint,8,opt,name=quarantine_count,json=quarantineCount,proto3" json:"quarantine_count,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *BPFSnapshot) Reset() {
@@ -1441,6 +1497,385 @@ func (x *BPFSnapshot) GetHostProgramCount() uint32 {
 	return 0
 }
 
+func (x *BPFSnapshot) GetHooks() []*HookChain {
+	if x != nil {
+		return x.Hooks
+	}
+	return nil
+}
+
+func (x *BPFSnapshot) GetMaps() []*MapIdentity {
+	if x != nil {
+		return x.Maps
+	}
+	return nil
+}
+
+func (x *BPFSnapshot) GetQuarantineSha256() []byte {
+	if x != nil {
+		return x.QuarantineSha256
+	}
+	return nil
+}
+
+func (x *BPFSnapshot) GetQuarantineCount() uint32 {
+	if x != nil {
+		return x.QuarantineCount
+	}
+	return 0
+}
+
+// HookChain is one attach point and what the kernel runs there, in order.
+type HookChain struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "tcx_ingress", "tcx_egress", "xdp", "tracepoint", "lsm".
+	Hook string `protobuf:"bytes,1,opt,name=hook,proto3" json:"hook,omitempty"`
+	// Interface name (tcx, xdp) or attach target (tracepoint "group/name",
+	// LSM hook name).
+	Target  string `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	Ifindex uint32 `protobuf:"varint,3,opt,name=ifindex,proto3" json:"ifindex,omitempty"`
+	// Programs in the order the kernel runs them (first runs first).
+	Programs []*ChainProgram `protobuf:"bytes,4,rep,name=programs,proto3" json:"programs,omitempty"`
+	// Non-empty when the kernel could not be queried: why.
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HookChain) Reset() {
+	*x = HookChain{}
+	mi := &file_pulse_v1_pulse_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HookChain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HookChain) ProtoMessage() {}
+
+func (x *HookChain) ProtoReflect() protoreflect.Message {
+	mi := &file_pulse_v1_pulse_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HookChain.ProtoReflect.Descriptor instead.
+func (*HookChain) Descriptor() ([]byte, []int) {
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *HookChain) GetHook() string {
+	if x != nil {
+		return x.Hook
+	}
+	return ""
+}
+
+func (x *HookChain) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *HookChain) GetIfindex() uint32 {
+	if x != nil {
+		return x.Ifindex
+	}
+	return 0
+}
+
+func (x *HookChain) GetPrograms() []*ChainProgram {
+	if x != nil {
+		return x.Programs
+	}
+	return nil
+}
+
+func (x *HookChain) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type ChainProgram struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint32                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Kernel tag, 8 bytes.
+	Tag    []byte   `protobuf:"bytes,2,opt,name=tag,proto3" json:"tag,omitempty"`
+	Name   string   `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Type   string   `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
+	MapIds []uint32 `protobuf:"varint,5,rep,packed,name=map_ids,json=mapIds,proto3" json:"map_ids,omitempty"`
+	// Link the program is attached by (0: none, a legacy attachment).
+	LinkId        uint32 `protobuf:"varint,6,opt,name=link_id,json=linkId,proto3" json:"link_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChainProgram) Reset() {
+	*x = ChainProgram{}
+	mi := &file_pulse_v1_pulse_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChainProgram) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChainProgram) ProtoMessage() {}
+
+func (x *ChainProgram) ProtoReflect() protoreflect.Message {
+	mi := &file_pulse_v1_pulse_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChainProgram.ProtoReflect.Descriptor instead.
+func (*ChainProgram) Descriptor() ([]byte, []int) {
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ChainProgram) GetId() uint32 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ChainProgram) GetTag() []byte {
+	if x != nil {
+		return x.Tag
+	}
+	return nil
+}
+
+func (x *ChainProgram) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ChainProgram) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ChainProgram) GetMapIds() []uint32 {
+	if x != nil {
+		return x.MapIds
+	}
+	return nil
+}
+
+func (x *ChainProgram) GetLinkId() uint32 {
+	if x != nil {
+		return x.LinkId
+	}
+	return 0
+}
+
+type MapIdentity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name the agent created it under (e.g. "shield_quarantine").
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Id            uint32 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	Type          string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	KeySize       uint32 `protobuf:"varint,4,opt,name=key_size,json=keySize,proto3" json:"key_size,omitempty"`
+	ValueSize     uint32 `protobuf:"varint,5,opt,name=value_size,json=valueSize,proto3" json:"value_size,omitempty"`
+	MaxEntries    uint32 `protobuf:"varint,6,opt,name=max_entries,json=maxEntries,proto3" json:"max_entries,omitempty"`
+	Flags         uint32 `protobuf:"varint,7,opt,name=flags,proto3" json:"flags,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MapIdentity) Reset() {
+	*x = MapIdentity{}
+	mi := &file_pulse_v1_pulse_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MapIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MapIdentity) ProtoMessage() {}
+
+func (x *MapIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_pulse_v1_pulse_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MapIdentity.ProtoReflect.Descriptor instead.
+func (*MapIdentity) Descriptor() ([]byte, []int) {
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *MapIdentity) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MapIdentity) GetId() uint32 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *MapIdentity) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *MapIdentity) GetKeySize() uint32 {
+	if x != nil {
+		return x.KeySize
+	}
+	return 0
+}
+
+func (x *MapIdentity) GetValueSize() uint32 {
+	if x != nil {
+		return x.ValueSize
+	}
+	return 0
+}
+
+func (x *MapIdentity) GetMaxEntries() uint32 {
+	if x != nil {
+		return x.MaxEntries
+	}
+	return 0
+}
+
+func (x *MapIdentity) GetFlags() uint32 {
+	if x != nil {
+		return x.Flags
+	}
+	return 0
+}
+
+// SentinelReport: Sentinel's state as read from the kernel this pulse.
+type SentinelReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The next sequence number Sentinel will hand out (the kernel counter).
+	NextSeq uint64 `protobuf:"varint,1,opt,name=next_seq,json=nextSeq,proto3" json:"next_seq,omitempty"`
+	// Records the ring buffer dropped (full), as counted in the kernel.
+	Lost uint64 `protobuf:"varint,2,opt,name=lost,proto3" json:"lost,omitempty"`
+	// agent_tgid in the sentinel_cfg map, and the agent's own tgid.
+	CfgAgentTgid uint32 `protobuf:"varint,3,opt,name=cfg_agent_tgid,json=cfgAgentTgid,proto3" json:"cfg_agent_tgid,omitempty"`
+	AgentTgid    uint32 `protobuf:"varint,4,opt,name=agent_tgid,json=agentTgid,proto3" json:"agent_tgid,omitempty"`
+	// Non-empty when Sentinel could not be read: why.
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// Events were left out of this pulse (too many); they follow.
+	Truncated     bool `protobuf:"varint,6,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SentinelReport) Reset() {
+	*x = SentinelReport{}
+	mi := &file_pulse_v1_pulse_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SentinelReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SentinelReport) ProtoMessage() {}
+
+func (x *SentinelReport) ProtoReflect() protoreflect.Message {
+	mi := &file_pulse_v1_pulse_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SentinelReport.ProtoReflect.Descriptor instead.
+func (*SentinelReport) Descriptor() ([]byte, []int) {
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SentinelReport) GetNextSeq() uint64 {
+	if x != nil {
+		return x.NextSeq
+	}
+	return 0
+}
+
+func (x *SentinelReport) GetLost() uint64 {
+	if x != nil {
+		return x.Lost
+	}
+	return 0
+}
+
+func (x *SentinelReport) GetCfgAgentTgid() uint32 {
+	if x != nil {
+		return x.CfgAgentTgid
+	}
+	return 0
+}
+
+func (x *SentinelReport) GetAgentTgid() uint32 {
+	if x != nil {
+		return x.AgentTgid
+	}
+	return 0
+}
+
+func (x *SentinelReport) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *SentinelReport) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
 type PinnedProgram struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1458,7 +1893,7 @@ type PinnedProgram struct {
 
 func (x *PinnedProgram) Reset() {
 	*x = PinnedProgram{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[13]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1905,7 @@ func (x *PinnedProgram) String() string {
 func (*PinnedProgram) ProtoMessage() {}
 
 func (x *PinnedProgram) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[13]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1918,7 @@ func (x *PinnedProgram) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinnedProgram.ProtoReflect.Descriptor instead.
 func (*PinnedProgram) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{13}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PinnedProgram) GetName() string {
@@ -1540,7 +1975,7 @@ type HostProgram struct {
 
 func (x *HostProgram) Reset() {
 	*x = HostProgram{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[14]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1552,7 +1987,7 @@ func (x *HostProgram) String() string {
 func (*HostProgram) ProtoMessage() {}
 
 func (x *HostProgram) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[14]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1565,7 +2000,7 @@ func (x *HostProgram) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostProgram.ProtoReflect.Descriptor instead.
 func (*HostProgram) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{14}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HostProgram) GetId() uint32 {
@@ -1597,19 +2032,24 @@ func (x *HostProgram) GetTag() []byte {
 }
 
 type FortressStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Active        bool                   `protobuf:"varint,1,opt,name=active,proto3" json:"active,omitempty"`
-	LsmListed     bool                   `protobuf:"varint,2,opt,name=lsm_listed,json=lsmListed,proto3" json:"lsm_listed,omitempty"`
-	Loaded        bool                   `protobuf:"varint,3,opt,name=loaded,proto3" json:"loaded,omitempty"`
-	Attached      bool                   `protobuf:"varint,4,opt,name=attached,proto3" json:"attached,omitempty"`
-	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Active    bool                   `protobuf:"varint,1,opt,name=active,proto3" json:"active,omitempty"`
+	LsmListed bool                   `protobuf:"varint,2,opt,name=lsm_listed,json=lsmListed,proto3" json:"lsm_listed,omitempty"`
+	Loaded    bool                   `protobuf:"varint,3,opt,name=loaded,proto3" json:"loaded,omitempty"`
+	Attached  bool                   `protobuf:"varint,4,opt,name=attached,proto3" json:"attached,omitempty"`
+	Reason    string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The kernel's IDs of Fortress's program and link when attached (0: none)
+	// and the program's tag: what "active" is derived from.
+	ProgramId     uint32 `protobuf:"varint,6,opt,name=program_id,json=programId,proto3" json:"program_id,omitempty"`
+	LinkId        uint32 `protobuf:"varint,7,opt,name=link_id,json=linkId,proto3" json:"link_id,omitempty"`
+	Tag           []byte `protobuf:"bytes,8,opt,name=tag,proto3" json:"tag,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FortressStatus) Reset() {
 	*x = FortressStatus{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[15]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1621,7 +2061,7 @@ func (x *FortressStatus) String() string {
 func (*FortressStatus) ProtoMessage() {}
 
 func (x *FortressStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[15]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1634,7 +2074,7 @@ func (x *FortressStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FortressStatus.ProtoReflect.Descriptor instead.
 func (*FortressStatus) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{15}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FortressStatus) GetActive() bool {
@@ -1672,22 +2112,48 @@ func (x *FortressStatus) GetReason() string {
 	return ""
 }
 
+func (x *FortressStatus) GetProgramId() uint32 {
+	if x != nil {
+		return x.ProgramId
+	}
+	return 0
+}
+
+func (x *FortressStatus) GetLinkId() uint32 {
+	if x != nil {
+		return x.LinkId
+	}
+	return 0
+}
+
+func (x *FortressStatus) GetTag() []byte {
+	if x != nil {
+		return x.Tag
+	}
+	return nil
+}
+
 type SentinelEvent struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kind          SentinelEvent_Kind     `protobuf:"varint,1,opt,name=kind,proto3,enum=pulse.v1.SentinelEvent_Kind" json:"kind,omitempty"`
-	Time          *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
-	SenderPid     uint32                 `protobuf:"varint,3,opt,name=sender_pid,json=senderPid,proto3" json:"sender_pid,omitempty"`
-	SenderComm    string                 `protobuf:"bytes,4,opt,name=sender_comm,json=senderComm,proto3" json:"sender_comm,omitempty"`
-	TargetPid     uint32                 `protobuf:"varint,5,opt,name=target_pid,json=targetPid,proto3" json:"target_pid,omitempty"`
-	Signal        int32                  `protobuf:"varint,6,opt,name=signal,proto3" json:"signal,omitempty"`
-	Detail        string                 `protobuf:"bytes,7,opt,name=detail,proto3" json:"detail,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Kind       SentinelEvent_Kind     `protobuf:"varint,1,opt,name=kind,proto3,enum=pulse.v1.SentinelEvent_Kind" json:"kind,omitempty"`
+	Time       *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	SenderPid  uint32                 `protobuf:"varint,3,opt,name=sender_pid,json=senderPid,proto3" json:"sender_pid,omitempty"`
+	SenderComm string                 `protobuf:"bytes,4,opt,name=sender_comm,json=senderComm,proto3" json:"sender_comm,omitempty"`
+	TargetPid  uint32                 `protobuf:"varint,5,opt,name=target_pid,json=targetPid,proto3" json:"target_pid,omitempty"`
+	Signal     int32                  `protobuf:"varint,6,opt,name=signal,proto3" json:"signal,omitempty"`
+	Detail     string                 `protobuf:"bytes,7,opt,name=detail,proto3" json:"detail,omitempty"`
+	// Sentinel's sequence number of the event (consecutive per boot).
+	Seq uint64 `protobuf:"varint,8,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Kind-specific: for KIND_EXIT the exit code; for KIND_BPF_LOAD the
+	// loaded program's ID when known.
+	Value         uint32 `protobuf:"varint,9,opt,name=value,proto3" json:"value,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SentinelEvent) Reset() {
 	*x = SentinelEvent{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[16]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1699,7 +2165,7 @@ func (x *SentinelEvent) String() string {
 func (*SentinelEvent) ProtoMessage() {}
 
 func (x *SentinelEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[16]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1712,7 +2178,7 @@ func (x *SentinelEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SentinelEvent.ProtoReflect.Descriptor instead.
 func (*SentinelEvent) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{16}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SentinelEvent) GetKind() SentinelEvent_Kind {
@@ -1764,6 +2230,20 @@ func (x *SentinelEvent) GetDetail() string {
 	return ""
 }
 
+func (x *SentinelEvent) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *SentinelEvent) GetValue() uint32 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
 type Health struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Uptime        *durationpb.Duration   `protobuf:"bytes,1,opt,name=uptime,proto3" json:"uptime,omitempty"`
@@ -1778,7 +2258,7 @@ type Health struct {
 
 func (x *Health) Reset() {
 	*x = Health{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[17]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +2270,7 @@ func (x *Health) String() string {
 func (*Health) ProtoMessage() {}
 
 func (x *Health) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[17]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +2283,7 @@ func (x *Health) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Health.ProtoReflect.Descriptor instead.
 func (*Health) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{17}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Health) GetUptime() *durationpb.Duration {
@@ -1868,7 +2348,7 @@ type PulseResponse struct {
 
 func (x *PulseResponse) Reset() {
 	*x = PulseResponse{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[18]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1880,7 +2360,7 @@ func (x *PulseResponse) String() string {
 func (*PulseResponse) ProtoMessage() {}
 
 func (x *PulseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[18]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1893,7 +2373,7 @@ func (x *PulseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PulseResponse.ProtoReflect.Descriptor instead.
 func (*PulseResponse) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{18}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PulseResponse) GetVerdict() Verdict {
@@ -1966,7 +2446,7 @@ type Finding struct {
 
 func (x *Finding) Reset() {
 	*x = Finding{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[19]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1978,7 +2458,7 @@ func (x *Finding) String() string {
 func (*Finding) ProtoMessage() {}
 
 func (x *Finding) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[19]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1991,7 +2471,7 @@ func (x *Finding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Finding.ProtoReflect.Descriptor instead.
 func (*Finding) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{19}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Finding) GetRule() string {
@@ -2044,7 +2524,7 @@ type DirectivesRequest struct {
 
 func (x *DirectivesRequest) Reset() {
 	*x = DirectivesRequest{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[20]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2056,7 +2536,7 @@ func (x *DirectivesRequest) String() string {
 func (*DirectivesRequest) ProtoMessage() {}
 
 func (x *DirectivesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[20]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2069,7 +2549,7 @@ func (x *DirectivesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectivesRequest.ProtoReflect.Descriptor instead.
 func (*DirectivesRequest) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{20}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{24}
 }
 
 type Directive struct {
@@ -2085,14 +2565,22 @@ type Directive struct {
 	//	*Directive_Release
 	//	*Directive_Rotate
 	//	*Directive_PulseNow
-	Kind          isDirective_Kind `protobuf_oneof:"kind"`
+	Kind isDirective_Kind `protobuf_oneof:"kind"`
+	// Quarantine and Release are signed by the verifier's directive key (not
+	// its TLS key): signed holds a serialised Directive (without signed and
+	// signature) and signature is Ed25519 over the domain-separated message
+	// of internal/directivesig. Agents act on the signed copy only.
+	Signed    []byte `protobuf:"bytes,10,opt,name=signed,proto3" json:"signed,omitempty"`
+	Signature []byte `protobuf:"bytes,11,opt,name=signature,proto3" json:"signature,omitempty"`
+	// The agent the directive is addressed to (empty: any agent).
+	Audience      string `protobuf:"bytes,12,opt,name=audience,proto3" json:"audience,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Directive) Reset() {
 	*x = Directive{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[21]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2104,7 +2592,7 @@ func (x *Directive) String() string {
 func (*Directive) ProtoMessage() {}
 
 func (x *Directive) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[21]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2117,7 +2605,7 @@ func (x *Directive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Directive.ProtoReflect.Descriptor instead.
 func (*Directive) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{21}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Directive) GetId() string {
@@ -2204,6 +2692,27 @@ func (x *Directive) GetPulseNow() *PulseNow {
 	return nil
 }
 
+func (x *Directive) GetSigned() []byte {
+	if x != nil {
+		return x.Signed
+	}
+	return nil
+}
+
+func (x *Directive) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *Directive) GetAudience() string {
+	if x != nil {
+		return x.Audience
+	}
+	return ""
+}
+
 type isDirective_Kind interface {
 	isDirective_Kind()
 }
@@ -2258,7 +2767,7 @@ type SendFirmwareLog struct {
 
 func (x *SendFirmwareLog) Reset() {
 	*x = SendFirmwareLog{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[22]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2270,7 +2779,7 @@ func (x *SendFirmwareLog) String() string {
 func (*SendFirmwareLog) ProtoMessage() {}
 
 func (x *SendFirmwareLog) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[22]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2283,7 +2792,7 @@ func (x *SendFirmwareLog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendFirmwareLog.ProtoReflect.Descriptor instead.
 func (*SendFirmwareLog) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{22}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{26}
 }
 
 type PulseNow struct {
@@ -2294,7 +2803,7 @@ type PulseNow struct {
 
 func (x *PulseNow) Reset() {
 	*x = PulseNow{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[23]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2306,7 +2815,7 @@ func (x *PulseNow) String() string {
 func (*PulseNow) ProtoMessage() {}
 
 func (x *PulseNow) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[23]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2319,7 +2828,7 @@ func (x *PulseNow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PulseNow.ProtoReflect.Descriptor instead.
 func (*PulseNow) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{23}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{27}
 }
 
 type Quarantine struct {
@@ -2335,7 +2844,7 @@ type Quarantine struct {
 
 func (x *Quarantine) Reset() {
 	*x = Quarantine{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[24]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2347,7 +2856,7 @@ func (x *Quarantine) String() string {
 func (*Quarantine) ProtoMessage() {}
 
 func (x *Quarantine) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[24]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2360,7 +2869,7 @@ func (x *Quarantine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Quarantine.ProtoReflect.Descriptor instead.
 func (*Quarantine) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{24}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Quarantine) GetAddresses() []string {
@@ -2394,7 +2903,7 @@ type Release struct {
 
 func (x *Release) Reset() {
 	*x = Release{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[25]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2406,7 +2915,7 @@ func (x *Release) String() string {
 func (*Release) ProtoMessage() {}
 
 func (x *Release) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[25]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2419,7 +2928,7 @@ func (x *Release) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Release.ProtoReflect.Descriptor instead.
 func (*Release) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{25}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Release) GetAddresses() []string {
@@ -2444,7 +2953,7 @@ type Rotate struct {
 
 func (x *Rotate) Reset() {
 	*x = Rotate{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[26]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2456,7 +2965,7 @@ func (x *Rotate) String() string {
 func (*Rotate) ProtoMessage() {}
 
 func (x *Rotate) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[26]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2469,7 +2978,7 @@ func (x *Rotate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rotate.ProtoReflect.Descriptor instead.
 func (*Rotate) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{26}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{30}
 }
 
 var File_pulse_v1_pulse_proto protoreflect.FileDescriptor
@@ -2523,7 +3032,7 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\x04pcrs\x18\x04 \x03(\v2\x12.pulse.v1.PCRValueR\x04pcrs\"8\n" +
 	"\bPCRValue\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
-	"\x06digest\x18\x02 \x01(\fR\x06digest\"\x8b\a\n" +
+	"\x06digest\x18\x02 \x01(\fR\x06digest\"\xc1\a\n" +
 	"\fPulsePayload\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\tR\tpartition\x12.\n" +
@@ -2549,12 +3058,48 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\vquarantined\x18\x13 \x03(\tR\vquarantined\x12*\n" +
 	"\x11agent_binary_path\x18\x14 \x01(\tR\x0fagentBinaryPath\x127\n" +
 	"\x18agent_binary_disk_sha256\x18\x15 \x01(\fR\x15agentBinaryDiskSha256\x12!\n" +
-	"\fruntime_bank\x18\x16 \x01(\rR\vruntimeBank\"\xda\x01\n" +
+	"\fruntime_bank\x18\x16 \x01(\rR\vruntimeBank\x124\n" +
+	"\bsentinel\x18\x17 \x01(\v2\x18.pulse.v1.SentinelReportR\bsentinel\"\x88\x03\n" +
 	"\vBPFSnapshot\x12/\n" +
 	"\x06pinned\x18\x01 \x03(\v2\x17.pulse.v1.PinnedProgramR\x06pinned\x12:\n" +
 	"\rhost_programs\x18\x02 \x03(\v2\x15.pulse.v1.HostProgramR\fhostPrograms\x120\n" +
 	"\x14host_programs_sha256\x18\x03 \x01(\fR\x12hostProgramsSha256\x12,\n" +
-	"\x12host_program_count\x18\x04 \x01(\rR\x10hostProgramCount\"\xb9\x01\n" +
+	"\x12host_program_count\x18\x04 \x01(\rR\x10hostProgramCount\x12)\n" +
+	"\x05hooks\x18\x05 \x03(\v2\x13.pulse.v1.HookChainR\x05hooks\x12)\n" +
+	"\x04maps\x18\x06 \x03(\v2\x15.pulse.v1.MapIdentityR\x04maps\x12+\n" +
+	"\x11quarantine_sha256\x18\a \x01(\fR\x10quarantineSha256\x12)\n" +
+	"\x10quarantine_count\x18\b \x01(\rR\x0fquarantineCount\"\x9b\x01\n" +
+	"\tHookChain\x12\x12\n" +
+	"\x04hook\x18\x01 \x01(\tR\x04hook\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x18\n" +
+	"\aifindex\x18\x03 \x01(\rR\aifindex\x122\n" +
+	"\bprograms\x18\x04 \x03(\v2\x16.pulse.v1.ChainProgramR\bprograms\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\x8a\x01\n" +
+	"\fChainProgram\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\rR\x02id\x12\x10\n" +
+	"\x03tag\x18\x02 \x01(\fR\x03tag\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x04 \x01(\tR\x04type\x12\x17\n" +
+	"\amap_ids\x18\x05 \x03(\rR\x06mapIds\x12\x17\n" +
+	"\alink_id\x18\x06 \x01(\rR\x06linkId\"\xb6\x01\n" +
+	"\vMapIdentity\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\rR\x02id\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\tR\x04type\x12\x19\n" +
+	"\bkey_size\x18\x04 \x01(\rR\akeySize\x12\x1d\n" +
+	"\n" +
+	"value_size\x18\x05 \x01(\rR\tvalueSize\x12\x1f\n" +
+	"\vmax_entries\x18\x06 \x01(\rR\n" +
+	"maxEntries\x12\x14\n" +
+	"\x05flags\x18\a \x01(\rR\x05flags\"\xb8\x01\n" +
+	"\x0eSentinelReport\x12\x19\n" +
+	"\bnext_seq\x18\x01 \x01(\x04R\anextSeq\x12\x12\n" +
+	"\x04lost\x18\x02 \x01(\x04R\x04lost\x12$\n" +
+	"\x0ecfg_agent_tgid\x18\x03 \x01(\rR\fcfgAgentTgid\x12\x1d\n" +
+	"\n" +
+	"agent_tgid\x18\x04 \x01(\rR\tagentTgid\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12\x1c\n" +
+	"\ttruncated\x18\x06 \x01(\bR\ttruncated\"\xb9\x01\n" +
 	"\rPinnedProgram\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\rR\x02id\x12\x10\n" +
@@ -2567,14 +3112,18 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\rR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x03 \x01(\tR\x04type\x12\x10\n" +
-	"\x03tag\x18\x04 \x01(\fR\x03tag\"\x93\x01\n" +
+	"\x03tag\x18\x04 \x01(\fR\x03tag\"\xdd\x01\n" +
 	"\x0eFortressStatus\x12\x16\n" +
 	"\x06active\x18\x01 \x01(\bR\x06active\x12\x1d\n" +
 	"\n" +
 	"lsm_listed\x18\x02 \x01(\bR\tlsmListed\x12\x16\n" +
 	"\x06loaded\x18\x03 \x01(\bR\x06loaded\x12\x1a\n" +
 	"\battached\x18\x04 \x01(\bR\battached\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xdc\x02\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"program_id\x18\x06 \x01(\rR\tprogramId\x12\x17\n" +
+	"\alink_id\x18\a \x01(\rR\x06linkId\x12\x10\n" +
+	"\x03tag\x18\b \x01(\fR\x03tag\"\x93\x03\n" +
 	"\rSentinelEvent\x120\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1c.pulse.v1.SentinelEvent.KindR\x04kind\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1d\n" +
@@ -2585,12 +3134,15 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\n" +
 	"target_pid\x18\x05 \x01(\rR\ttargetPid\x12\x16\n" +
 	"\x06signal\x18\x06 \x01(\x05R\x06signal\x12\x16\n" +
-	"\x06detail\x18\a \x01(\tR\x06detail\"Z\n" +
+	"\x06detail\x18\a \x01(\tR\x06detail\x12\x10\n" +
+	"\x03seq\x18\b \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05value\x18\t \x01(\rR\x05value\"i\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vKIND_SIGNAL\x10\x01\x12\x11\n" +
 	"\rKIND_BPF_LOAD\x10\x02\x12\x18\n" +
-	"\x14KIND_FORTRESS_DENIED\x10\x03\"\xdb\x01\n" +
+	"\x14KIND_FORTRESS_DENIED\x10\x03\x12\r\n" +
+	"\tKIND_EXIT\x10\x04\"\xdb\x01\n" +
 	"\x06Health\x121\n" +
 	"\x06uptime\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x12\x1b\n" +
 	"\trss_bytes\x18\x02 \x01(\x04R\brssBytes\x12\x1d\n" +
@@ -2619,7 +3171,7 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\aenforce\x18\x04 \x01(\bR\aenforce\x12\x1a\n" +
 	"\bseverity\x18\x05 \x01(\rR\bseverity\x12\x18\n" +
 	"\amessage\x18\x06 \x01(\tR\amessage\"\x13\n" +
-	"\x11DirectivesRequest\"\xd8\x03\n" +
+	"\x11DirectivesRequest\"\xaa\x04\n" +
 	"\tDirective\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x122\n" +
 	"\x06issued\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x06issued\x120\n" +
@@ -2632,7 +3184,11 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"quarantine\x12-\n" +
 	"\arelease\x18\a \x01(\v2\x11.pulse.v1.ReleaseH\x00R\arelease\x12*\n" +
 	"\x06rotate\x18\b \x01(\v2\x10.pulse.v1.RotateH\x00R\x06rotate\x121\n" +
-	"\tpulse_now\x18\t \x01(\v2\x12.pulse.v1.PulseNowH\x00R\bpulseNowB\x06\n" +
+	"\tpulse_now\x18\t \x01(\v2\x12.pulse.v1.PulseNowH\x00R\bpulseNow\x12\x16\n" +
+	"\x06signed\x18\n" +
+	" \x01(\fR\x06signed\x12\x1c\n" +
+	"\tsignature\x18\v \x01(\fR\tsignature\x12\x1a\n" +
+	"\baudience\x18\f \x01(\tR\baudienceB\x06\n" +
 	"\x04kind\"\x11\n" +
 	"\x0fSendFirmwareLog\"\n" +
 	"\n" +
@@ -2659,7 +3215,7 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\x10VERDICT_DEGRADED\x10\x02\x12\x15\n" +
 	"\x11VERDICT_UNTRUSTED\x10\x03\x12\x18\n" +
 	"\x14VERDICT_CLOCK_DESYNC\x10\x04\x12\x13\n" +
-	"\x0fVERDICT_BLINDED\x10\x05*\xe3\v\n" +
+	"\x0fVERDICT_BLINDED\x10\x05*\xba\r\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tREASON_OK\x10\x01\x12\x1c\n" +
@@ -2705,7 +3261,14 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\x1aREASON_BPF_PROGRAM_MISSING\x10[\x12\x1e\n" +
 	"\x1aREASON_BPF_PROGRAM_CHANGED\x10\\\x12\x1c\n" +
 	"\x18REASON_FORTRESS_INACTIVE\x10]\x12\x11\n" +
-	"\rREASON_SILENT\x10^\x12\x17\n" +
+	"\rREASON_SILENT\x10^\x12\x1e\n" +
+	"\x1aREASON_BPF_FOREIGN_PROGRAM\x10_\x12\x1a\n" +
+	"\x16REASON_BPF_MAP_FOREIGN\x10`\x12\x1e\n" +
+	"\x1aREASON_QUARANTINE_DIVERGED\x10a\x12\x1c\n" +
+	"\x18REASON_SENTINEL_TAMPERED\x10b\x12\x1a\n" +
+	"\x16REASON_AGENT_SIGNALLED\x10c\x12\x1b\n" +
+	"\x17REASON_FOREIGN_BPF_LOAD\x10l\x12\"\n" +
+	"\x1eREASON_KERNEL_EVIDENCE_MISSING\x10m\x12\x17\n" +
 	"\x13REASON_EK_UNTRUSTED\x10d\x12\x16\n" +
 	"\x12REASON_EK_MISMATCH\x10e\x12'\n" +
 	"#REASON_CREDENTIAL_ACTIVATION_FAILED\x10f\x12\x1d\n" +
@@ -2736,7 +3299,7 @@ func file_pulse_v1_pulse_proto_rawDescGZIP() []byte {
 }
 
 var file_pulse_v1_pulse_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_pulse_v1_pulse_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_pulse_v1_pulse_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_pulse_v1_pulse_proto_goTypes = []any{
 	(PinProblem)(0),                   // 0: pulse.v1.PinProblem
 	(Verdict)(0),                      // 1: pulse.v1.Verdict
@@ -2755,73 +3318,81 @@ var file_pulse_v1_pulse_proto_goTypes = []any{
 	(*PCRValue)(nil),                  // 14: pulse.v1.PCRValue
 	(*PulsePayload)(nil),              // 15: pulse.v1.PulsePayload
 	(*BPFSnapshot)(nil),               // 16: pulse.v1.BPFSnapshot
-	(*PinnedProgram)(nil),             // 17: pulse.v1.PinnedProgram
-	(*HostProgram)(nil),               // 18: pulse.v1.HostProgram
-	(*FortressStatus)(nil),            // 19: pulse.v1.FortressStatus
-	(*SentinelEvent)(nil),             // 20: pulse.v1.SentinelEvent
-	(*Health)(nil),                    // 21: pulse.v1.Health
-	(*PulseResponse)(nil),             // 22: pulse.v1.PulseResponse
-	(*Finding)(nil),                   // 23: pulse.v1.Finding
-	(*DirectivesRequest)(nil),         // 24: pulse.v1.DirectivesRequest
-	(*Directive)(nil),                 // 25: pulse.v1.Directive
-	(*SendFirmwareLog)(nil),           // 26: pulse.v1.SendFirmwareLog
-	(*PulseNow)(nil),                  // 27: pulse.v1.PulseNow
-	(*Quarantine)(nil),                // 28: pulse.v1.Quarantine
-	(*Release)(nil),                   // 29: pulse.v1.Release
-	(*Rotate)(nil),                    // 30: pulse.v1.Rotate
-	(*timestamppb.Timestamp)(nil),     // 31: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 32: google.protobuf.Duration
+	(*HookChain)(nil),                 // 17: pulse.v1.HookChain
+	(*ChainProgram)(nil),              // 18: pulse.v1.ChainProgram
+	(*MapIdentity)(nil),               // 19: pulse.v1.MapIdentity
+	(*SentinelReport)(nil),            // 20: pulse.v1.SentinelReport
+	(*PinnedProgram)(nil),             // 21: pulse.v1.PinnedProgram
+	(*HostProgram)(nil),               // 22: pulse.v1.HostProgram
+	(*FortressStatus)(nil),            // 23: pulse.v1.FortressStatus
+	(*SentinelEvent)(nil),             // 24: pulse.v1.SentinelEvent
+	(*Health)(nil),                    // 25: pulse.v1.Health
+	(*PulseResponse)(nil),             // 26: pulse.v1.PulseResponse
+	(*Finding)(nil),                   // 27: pulse.v1.Finding
+	(*DirectivesRequest)(nil),         // 28: pulse.v1.DirectivesRequest
+	(*Directive)(nil),                 // 29: pulse.v1.Directive
+	(*SendFirmwareLog)(nil),           // 30: pulse.v1.SendFirmwareLog
+	(*PulseNow)(nil),                  // 31: pulse.v1.PulseNow
+	(*Quarantine)(nil),                // 32: pulse.v1.Quarantine
+	(*Release)(nil),                   // 33: pulse.v1.Release
+	(*Rotate)(nil),                    // 34: pulse.v1.Rotate
+	(*timestamppb.Timestamp)(nil),     // 35: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 36: google.protobuf.Duration
 }
 var file_pulse_v1_pulse_proto_depIdxs = []int32{
 	7,  // 0: pulse.v1.EnrollResponse.result:type_name -> pulse.v1.EnrollResult
 	2,  // 1: pulse.v1.EnrollResult.reason:type_name -> pulse.v1.Reason
 	10, // 2: pulse.v1.ChallengeResponse.nonce:type_name -> pulse.v1.Nonce
 	11, // 3: pulse.v1.ChallengeResponse.state:type_name -> pulse.v1.VerifierState
-	31, // 4: pulse.v1.Nonce.expires:type_name -> google.protobuf.Timestamp
-	32, // 5: pulse.v1.VerifierState.interval:type_name -> google.protobuf.Duration
+	35, // 4: pulse.v1.Nonce.expires:type_name -> google.protobuf.Timestamp
+	36, // 5: pulse.v1.VerifierState.interval:type_name -> google.protobuf.Duration
 	13, // 6: pulse.v1.PulseRequest.quote:type_name -> pulse.v1.Quote
 	14, // 7: pulse.v1.Quote.pcrs:type_name -> pulse.v1.PCRValue
-	31, // 8: pulse.v1.PulsePayload.time:type_name -> google.protobuf.Timestamp
+	35, // 8: pulse.v1.PulsePayload.time:type_name -> google.protobuf.Timestamp
 	16, // 9: pulse.v1.PulsePayload.bpf:type_name -> pulse.v1.BPFSnapshot
-	19, // 10: pulse.v1.PulsePayload.fortress:type_name -> pulse.v1.FortressStatus
-	20, // 11: pulse.v1.PulsePayload.sentinel_events:type_name -> pulse.v1.SentinelEvent
-	21, // 12: pulse.v1.PulsePayload.health:type_name -> pulse.v1.Health
-	17, // 13: pulse.v1.BPFSnapshot.pinned:type_name -> pulse.v1.PinnedProgram
-	18, // 14: pulse.v1.BPFSnapshot.host_programs:type_name -> pulse.v1.HostProgram
-	0,  // 15: pulse.v1.PinnedProgram.problem_kind:type_name -> pulse.v1.PinProblem
-	3,  // 16: pulse.v1.SentinelEvent.kind:type_name -> pulse.v1.SentinelEvent.Kind
-	31, // 17: pulse.v1.SentinelEvent.time:type_name -> google.protobuf.Timestamp
-	32, // 18: pulse.v1.Health.uptime:type_name -> google.protobuf.Duration
-	1,  // 19: pulse.v1.PulseResponse.verdict:type_name -> pulse.v1.Verdict
-	2,  // 20: pulse.v1.PulseResponse.reason:type_name -> pulse.v1.Reason
-	23, // 21: pulse.v1.PulseResponse.findings:type_name -> pulse.v1.Finding
-	10, // 22: pulse.v1.PulseResponse.next_nonce:type_name -> pulse.v1.Nonce
-	11, // 23: pulse.v1.PulseResponse.state:type_name -> pulse.v1.VerifierState
-	2,  // 24: pulse.v1.PulseResponse.notes:type_name -> pulse.v1.Reason
-	31, // 25: pulse.v1.Directive.issued:type_name -> google.protobuf.Timestamp
-	10, // 26: pulse.v1.Directive.next_nonce:type_name -> pulse.v1.Nonce
-	32, // 27: pulse.v1.Directive.set_interval:type_name -> google.protobuf.Duration
-	26, // 28: pulse.v1.Directive.send_firmware_log:type_name -> pulse.v1.SendFirmwareLog
-	28, // 29: pulse.v1.Directive.quarantine:type_name -> pulse.v1.Quarantine
-	29, // 30: pulse.v1.Directive.release:type_name -> pulse.v1.Release
-	30, // 31: pulse.v1.Directive.rotate:type_name -> pulse.v1.Rotate
-	27, // 32: pulse.v1.Directive.pulse_now:type_name -> pulse.v1.PulseNow
-	2,  // 33: pulse.v1.Quarantine.reason:type_name -> pulse.v1.Reason
-	4,  // 34: pulse.v1.Attestation.Enroll:input_type -> pulse.v1.EnrollRequest
-	6,  // 35: pulse.v1.Attestation.ActivateCredential:input_type -> pulse.v1.ActivateCredentialRequest
-	8,  // 36: pulse.v1.Attestation.Challenge:input_type -> pulse.v1.ChallengeRequest
-	12, // 37: pulse.v1.Attestation.Pulse:input_type -> pulse.v1.PulseRequest
-	24, // 38: pulse.v1.Attestation.Directives:input_type -> pulse.v1.DirectivesRequest
-	5,  // 39: pulse.v1.Attestation.Enroll:output_type -> pulse.v1.EnrollResponse
-	7,  // 40: pulse.v1.Attestation.ActivateCredential:output_type -> pulse.v1.EnrollResult
-	9,  // 41: pulse.v1.Attestation.Challenge:output_type -> pulse.v1.ChallengeResponse
-	22, // 42: pulse.v1.Attestation.Pulse:output_type -> pulse.v1.PulseResponse
-	25, // 43: pulse.v1.Attestation.Directives:output_type -> pulse.v1.Directive
-	39, // [39:44] is the sub-list for method output_type
-	34, // [34:39] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	23, // 10: pulse.v1.PulsePayload.fortress:type_name -> pulse.v1.FortressStatus
+	24, // 11: pulse.v1.PulsePayload.sentinel_events:type_name -> pulse.v1.SentinelEvent
+	25, // 12: pulse.v1.PulsePayload.health:type_name -> pulse.v1.Health
+	20, // 13: pulse.v1.PulsePayload.sentinel:type_name -> pulse.v1.SentinelReport
+	21, // 14: pulse.v1.BPFSnapshot.pinned:type_name -> pulse.v1.PinnedProgram
+	22, // 15: pulse.v1.BPFSnapshot.host_programs:type_name -> pulse.v1.HostProgram
+	17, // 16: pulse.v1.BPFSnapshot.hooks:type_name -> pulse.v1.HookChain
+	19, // 17: pulse.v1.BPFSnapshot.maps:type_name -> pulse.v1.MapIdentity
+	18, // 18: pulse.v1.HookChain.programs:type_name -> pulse.v1.ChainProgram
+	0,  // 19: pulse.v1.PinnedProgram.problem_kind:type_name -> pulse.v1.PinProblem
+	3,  // 20: pulse.v1.SentinelEvent.kind:type_name -> pulse.v1.SentinelEvent.Kind
+	35, // 21: pulse.v1.SentinelEvent.time:type_name -> google.protobuf.Timestamp
+	36, // 22: pulse.v1.Health.uptime:type_name -> google.protobuf.Duration
+	1,  // 23: pulse.v1.PulseResponse.verdict:type_name -> pulse.v1.Verdict
+	2,  // 24: pulse.v1.PulseResponse.reason:type_name -> pulse.v1.Reason
+	27, // 25: pulse.v1.PulseResponse.findings:type_name -> pulse.v1.Finding
+	10, // 26: pulse.v1.PulseResponse.next_nonce:type_name -> pulse.v1.Nonce
+	11, // 27: pulse.v1.PulseResponse.state:type_name -> pulse.v1.VerifierState
+	2,  // 28: pulse.v1.PulseResponse.notes:type_name -> pulse.v1.Reason
+	35, // 29: pulse.v1.Directive.issued:type_name -> google.protobuf.Timestamp
+	10, // 30: pulse.v1.Directive.next_nonce:type_name -> pulse.v1.Nonce
+	36, // 31: pulse.v1.Directive.set_interval:type_name -> google.protobuf.Duration
+	30, // 32: pulse.v1.Directive.send_firmware_log:type_name -> pulse.v1.SendFirmwareLog
+	32, // 33: pulse.v1.Directive.quarantine:type_name -> pulse.v1.Quarantine
+	33, // 34: pulse.v1.Directive.release:type_name -> pulse.v1.Release
+	34, // 35: pulse.v1.Directive.rotate:type_name -> pulse.v1.Rotate
+	31, // 36: pulse.v1.Directive.pulse_now:type_name -> pulse.v1.PulseNow
+	2,  // 37: pulse.v1.Quarantine.reason:type_name -> pulse.v1.Reason
+	4,  // 38: pulse.v1.Attestation.Enroll:input_type -> pulse.v1.EnrollRequest
+	6,  // 39: pulse.v1.Attestation.ActivateCredential:input_type -> pulse.v1.ActivateCredentialRequest
+	8,  // 40: pulse.v1.Attestation.Challenge:input_type -> pulse.v1.ChallengeRequest
+	12, // 41: pulse.v1.Attestation.Pulse:input_type -> pulse.v1.PulseRequest
+	28, // 42: pulse.v1.Attestation.Directives:input_type -> pulse.v1.DirectivesRequest
+	5,  // 43: pulse.v1.Attestation.Enroll:output_type -> pulse.v1.EnrollResponse
+	7,  // 44: pulse.v1.Attestation.ActivateCredential:output_type -> pulse.v1.EnrollResult
+	9,  // 45: pulse.v1.Attestation.Challenge:output_type -> pulse.v1.ChallengeResponse
+	26, // 46: pulse.v1.Attestation.Pulse:output_type -> pulse.v1.PulseResponse
+	29, // 47: pulse.v1.Attestation.Directives:output_type -> pulse.v1.Directive
+	43, // [43:48] is the sub-list for method output_type
+	38, // [38:43] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_pulse_v1_pulse_proto_init() }
@@ -2829,7 +3400,7 @@ func file_pulse_v1_pulse_proto_init() {
 	if File_pulse_v1_pulse_proto != nil {
 		return
 	}
-	file_pulse_v1_pulse_proto_msgTypes[21].OneofWrappers = []any{
+	file_pulse_v1_pulse_proto_msgTypes[25].OneofWrappers = []any{
 		(*Directive_NextNonce)(nil),
 		(*Directive_SetInterval)(nil),
 		(*Directive_SendFirmwareLog)(nil),
@@ -2844,7 +3415,7 @@ func file_pulse_v1_pulse_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pulse_v1_pulse_proto_rawDesc), len(file_pulse_v1_pulse_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   27,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
