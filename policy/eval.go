@@ -362,6 +362,37 @@ func (p *Policy) BinaryChangeApproved(from, to string, now time.Time) bool {
 	return false
 }
 
+// BPFSetApproved reports whether a window open now rolls out build to and
+// lists, in its build manifest (ebpf_objects), the object of every program
+// in objects (program name to object digest). A program without an object
+// digest, or a window without a manifest, approves nothing.
+func (p *Policy) BPFSetApproved(to string, objects map[string]string, now time.Time) bool {
+	ab := p.AgentBinary
+	if ab == nil || len(objects) == 0 {
+		// An empty set is a build that dropped every program: never a
+		// rollout (programs the fleet needs are the ebpf section's
+		// require blocks).
+		return false
+	}
+	d := strings.ToLower(to)
+	for _, w := range ab.Windows {
+		if !w.Contains(now) || !contains(w.Allow, d) || len(w.EBPFObjects) == 0 {
+			continue
+		}
+		ok := true
+		for _, obj := range objects {
+			if obj == "" || !contains(w.EBPFObjects, strings.ToLower(obj)) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
 func (e *evaluator) agentBinary(ev Evidence, now time.Time) {
 	ab := e.p.AgentBinary
 	if ab == nil {

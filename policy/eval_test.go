@@ -410,3 +410,69 @@ policy "b" {
 		t.Errorf("window %+v", w)
 	}
 }
+
+func TestBPFSetApproved(t *testing.T) {
+	const build, other = "aa", "bb"
+	shield, sentinel, evil := "11", "22", "33"
+	start := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	in := start.Add(time.Hour)
+	pol := &Policy{AgentBinary: &AgentBinary{Windows: []UpdateWindow{
+		{Name: "with-manifest", Start: start, End: start.Add(2 * time.Hour), Allow: []string{build}, EBPFObjects: []string{shield, sentinel}},
+		{Name: "no-manifest", Start: start, End: start.Add(2 * time.Hour), Allow: []string{other}},
+	}}}
+	for _, tc := range []struct {
+		name    string
+		to      string
+		objects map[string]string
+		at      time.Time
+		want    bool
+	}{
+		{"manifest covers every program", build, map[string]string{"shield_ingress": shield, "sentinel_signal": sentinel}, in, true},
+		{"upper-case digests", "AA", map[string]string{"shield_ingress": "11"}, in, true},
+		{"a program from another object", build, map[string]string{"shield_ingress": shield, "x": evil}, in, false},
+		{"a program without an object digest", build, map[string]string{"shield_ingress": ""}, in, false},
+		{"no programs at all", build, map[string]string{}, in, false},
+		{"window closed", build, map[string]string{"shield_ingress": shield}, start.Add(3 * time.Hour), false},
+		{"window without a manifest", other, map[string]string{"shield_ingress": shield}, in, false},
+		{"build not in the window", "cc", map[string]string{"shield_ingress": shield}, in, false},
+	} {
+		if got := pol.BPFSetApproved(tc.to, tc.objects, tc.at); got != tc.want {
+			t.Errorf("%s: approved = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if (&Policy{}).BPFSetApproved(build, map[string]string{"a": shield}, in) {
+		t.Error("a policy without agent_binary approved an eBPF change")
+	}
+}
+
+func TestUpdateWindowEBPFObjects(t *testing.T) {
+	const digest = "1111111111111111111111111111111111111111111111111111111111111111"
+	src := `policy "p" {
+  tpm = "required"
+  match {
+    agents = ["*"]
+  }
+  agent_binary {
+    update_window "w" {
+      start = "2026-12-01T00:00:00Z"
+      end = "2026-12-02T00:00:00Z"
+      allow = ["` + digest + `"]
+      ebpf_objects = ["` + digest + `"]
+    }
+  }
+}
+`
+	set, diags := Parse("p.hcl", []byte(src))
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	if w := set.Policies()[0].AgentBinary.Windows[0]; len(w.EBPFObjects) != 1 || w.EBPFObjects[0] != digest {
+		t.Fatalf("ebpf_objects = %v", w.EBPFObjects)
+	}
+	for _, bad := range []string{`ebpf_objects = []`, `ebpf_objects = ["nothex"]`} {
+		_, diags := Parse("p.hcl", []byte(strings.Replace(src, `ebpf_objects = ["`+digest+`"]`, bad, 1)))
+		if !diags.HasErrors() {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}

@@ -103,6 +103,10 @@ type RuntimeEvidence struct {
 	// BPFPrograms maps pinned program name to the SHA-256 of its
 	// translated instructions (lowercase hex).
 	BPFPrograms map[string]string `json:"bpf_programs"`
+	// BPFObjects maps pinned program name to the SHA-256 of the eBPF
+	// object it was loaded from, as measured (lowercase hex; absent when
+	// the record names none). Update windows' ebpf_objects judge it.
+	BPFObjects map[string]string `json:"bpf_objects,omitempty"`
 	// FortressActive is true when the Fortress BPF-LSM guard is attached
 	// and enforcing.
 	FortressActive bool `json:"fortress_active"`

@@ -470,7 +470,7 @@ func (d *decoder) agentBinary(blk *hclsyntax.Block, base settings) *AgentBinary 
 		}
 		names[label] = wb.TypeRange.Start.Line
 		w := UpdateWindow{Name: label, Pos: posOf(wb.TypeRange)}
-		wbb := d.content(wb.Body, fmt.Sprintf("update_window %q", label), []string{"start", "end", "allow"}, nil)
+		wbb := d.content(wb.Body, fmt.Sprintf("update_window %q", label), []string{"start", "end", "allow", "ebpf_objects"}, nil)
 		okStart, okEnd := false, false
 		for _, key := range []string{"start", "end", "allow"} {
 			if wbb.attrs[key] == nil {
@@ -492,6 +492,13 @@ func (d *decoder) agentBinary(blk *hclsyntax.Block, base settings) *AgentBinary 
 			w.Allow, _ = d.digests(a, "sha256")
 			if tup, ok := a.Expr.(*hclsyntax.TupleConsExpr); ok && len(tup.Exprs) == 0 {
 				d.errorf(a.Expr.Range(), "empty allow list in update_window", "list the digests of the binaries this window rolls out")
+			}
+		}
+		if a := wbb.attrs["ebpf_objects"]; a != nil {
+			w.EBPFObjects, _ = d.digests(a, "sha256")
+			if tup, ok := a.Expr.(*hclsyntax.TupleConsExpr); ok && len(tup.Exprs) == 0 {
+				d.errorf(a.Expr.Range(), "empty ebpf_objects in update_window",
+					"list the eBPF object digests of the build's manifest (pulse-agent manifest), or leave ebpf_objects out when the programs do not change")
 			}
 		}
 		ab.Windows = append(ab.Windows, w)

@@ -161,6 +161,12 @@ type UpdateWindow struct {
 	Pos        Pos
 	Start, End time.Time
 	Allow      []string
+	// EBPFObjects is the build manifest of the builds the window rolls
+	// out: the SHA-256 digests of the eBPF objects they ship (pulse-agent
+	// manifest prints them). A new build may bring a new eBPF program set
+	// only when every measured program came from one of these objects; a
+	// window without it approves builds that keep the programs they had.
+	EBPFObjects []string
 }
 
 // Contains reports whether t is within [Start, End).
