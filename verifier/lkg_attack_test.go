@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -169,9 +170,12 @@ func TestBPFChangeNeedsOpenWindow(t *testing.T) {
 	a.launch(a.buildB)
 	wantVerdict(t, a.Pulse(a.pin), trusted, pulsev1.Reason_REASON_OK)
 
+	// Dropping Shield while a window for the running build is open.
+	a.openWindow(t, a.buildB)
+	wantVerdict(t, a.Pulse(func(p *parts) { p.Payload.Time = timestampNow(a.e) }), untrusted, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED)
+
 	a.setProg("evil")
 	wantVerdict(t, a.Pulse(a.pin), untrusted, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED)
-	a.openWindow(t, a.buildB)
 	wantVerdict(t, a.Pulse(a.pin), untrusted, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED)
 	a.launch(a.buildA)
 	wantVerdict(t, a.Pulse(a.pin), untrusted, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED)
@@ -196,36 +200,80 @@ func TestBPFSwapByBuildBounce(t *testing.T) {
 	wantVerdict(t, a.Pulse(a.pin), untrusted, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED)
 }
 
-// TestBPFChangeWithApprovedBuild: a new build that ships new programs,
-// under a window open for it, is an approved update of both.
+// TestBPFChangeWithApprovedBuild: a new build that ships new programs is
+// an approved update of both only under a policy update_window that rolls
+// it out with its build manifest (ebpf_objects), and only when every
+// program was loaded from an object the manifest lists. A store window
+// (pulsectl agents approve-update) approves the binary, never new
+// programs; nor does a manifest that does not list the programs' object.
 func TestBPFChangeWithApprovedBuild(t *testing.T) {
-	e := newEnv(t, "rhel8-uefi")
-	if e == nil {
-		return
+	shieldV1 := sha256.Sum256([]byte("shield.o v1"))
+	shieldV2 := sha256.Sum256([]byte("shield.o v2"))
+	for i, tc := range []struct {
+		name     string
+		store    bool     // a store window for the new build
+		manifest [32]byte // the policy window's ebpf_objects (zero: no policy window)
+		want     pulsev1.Reason
+	}{
+		{"policy window with the build's manifest", false, shieldV2, pulsev1.Reason_REASON_OK},
+		{"store window only", true, [32]byte{}, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED},
+		{"manifest lists another object", false, shieldV1, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := fmt.Sprintf("edge-bpf-update-%d", i)
+			next := sha256.Sum256([]byte("pulse-agent 2.0 with shield v2"))
+			start := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+			end := time.Now().Add(24 * time.Hour).UTC().Format(time.RFC3339)
+			window := ""
+			if tc.manifest != ([32]byte{}) {
+				window = fmt.Sprintf("    update_window \"v2\" {\n      start = %q\n      end = %q\n      allow = [%q]\n      ebpf_objects = [%q]\n    }\n",
+					start, end, hexOf(next[:]), hexOf(tc.manifest[:]))
+			}
+			allow := []string{}
+			first := sha256.Sum256([]byte("pulse-agent build for " + id))
+			allow = append(allow, fmt.Sprintf("%q", hexOf(first[:])))
+			if tc.store {
+				// The build is allowed outright and a store window is open
+				// for it: still no approval of new programs.
+				allow = append(allow, fmt.Sprintf("%q", hexOf(next[:])))
+			}
+			e := newEnvCfg(t, "rhel8-uefi", fleetPolicy(t, fmt.Sprintf("  agent_binary {\n    allow = [%s]\n%s  }\n", strings.Join(allow, ", "), window)))
+			if e == nil {
+				return
+			}
+			st := openStore(t, e)
+			a := e.agent(id, e.openTPM(e.sw))
+			if res := a.Enroll(); !res.GetEnrolled() {
+				t.Fatal(res.GetMessage())
+			}
+			prog := &cel.EBPFProgram{Name: "shield_xdp", ProgramType: "xdp", AttachPoint: "eth0", KernelRelease: "6.1.0", ObjectSHA256: shieldV1[:]}
+			prog.InsnSHA256 = sha256.Sum256([]byte("instructions v1"))
+			pin := func(p *parts) {
+				p.Payload.Time = timestampNow(e)
+				p.Payload.Bpf = &pulsev1.BPFSnapshot{Pinned: []*pulsev1.PinnedProgram{{Name: prog.Name, Id: 7, Tag: prog.Tag[:], InsnSha256: prog.InsnSHA256[:]}}}
+			}
+			a.MeasureBinary()
+			a.Measure(prog)
+			a.Challenge()
+			wantVerdict(t, a.Pulse(pin), trusted, pulsev1.Reason_REASON_OK)
+			if tc.store {
+				approveUpgrade(t, e, st, a, id, func(b [32]byte) { a.Binary = b }, next)
+			} else {
+				a.Binary = next
+				a.MeasureBinary()
+			}
+			updated := *prog
+			updated.InsnSHA256 = sha256.Sum256([]byte("instructions v2"))
+			updated.ObjectSHA256 = shieldV2[:]
+			prog = &updated
+			a.Measure(prog)
+			if tc.want == pulsev1.Reason_REASON_OK {
+				wantVerdict(t, a.Pulse(pin), trusted, tc.want)
+			} else {
+				wantVerdict(t, a.Pulse(pin), untrusted, tc.want)
+			}
+		})
 	}
-	st := openStore(t, e)
-	const id = "edge-bpf-update"
-	a := e.agent(id, e.openTPM(e.sw))
-	if res := a.Enroll(); !res.GetEnrolled() {
-		t.Fatal(res.GetMessage())
-	}
-	prog := &cel.EBPFProgram{Name: "shield_xdp", ProgramType: "xdp", AttachPoint: "eth0", KernelRelease: "6.1.0"}
-	prog.InsnSHA256 = sha256.Sum256([]byte("instructions v1"))
-	pin := func(p *parts) {
-		p.Payload.Time = timestampNow(e)
-		p.Payload.Bpf = &pulsev1.BPFSnapshot{Pinned: []*pulsev1.PinnedProgram{{Name: prog.Name, Id: 7, Tag: prog.Tag[:], InsnSha256: prog.InsnSHA256[:]}}}
-	}
-	a.MeasureBinary()
-	a.Measure(prog)
-	a.Challenge()
-	wantVerdict(t, a.Pulse(pin), trusted, pulsev1.Reason_REASON_OK)
-	next := sha256.Sum256([]byte("pulse-agent 2.0 with shield v2"))
-	approveUpgrade(t, e, st, a, id, func(b [32]byte) { a.Binary = b }, next)
-	updated := *prog
-	updated.InsnSHA256 = sha256.Sum256([]byte("instructions v2"))
-	prog = &updated
-	a.Measure(prog)
-	wantVerdict(t, a.Pulse(pin), trusted, pulsev1.Reason_REASON_OK)
 }
 
 // TestReenrollDoesNotMoveDeadline: root stops the agent and re-enrolls the

@@ -280,7 +280,7 @@ func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *poli
 	if want, seenBuild := learned.get(cur.BinarySHA256); seenBuild {
 		bpfOK = want == cur.BPF
 	} else if lkg.BPF != cur.BPF {
-		bpfOK = v.bpfChangeApproved(ctx, o.agent.ID, cur.BinarySHA256, binChanged, pol, now)
+		bpfOK = bpfChangeApproved(cur.BinarySHA256, rt, binChanged, pol, now)
 	}
 	if !bpfOK {
 		o.Verdict, o.Reason = pulsev1.Verdict_VERDICT_UNTRUSTED, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED
@@ -380,32 +380,6 @@ func acceptedCount(recorded, boot string, seen []string) int {
 		return 0
 	}
 	return k
-}
-
-// bpfChangeApproved reports whether a change of the eBPF program set is
-// approved. Only an update of the agent build approves one, and only
-// through a window open now for the new build (a store window, or a policy
-// update_window that lists it): programs change with the build that ships
-// them. A window never approves a change of programs on its own (a device
-// already on the build would otherwise load any code while a fleet-wide
-// rollout window is open), nor does a build merely on the allow list
-// (switching between two allowed builds would carry any program swap).
-func (v *Verifier) bpfChangeApproved(ctx context.Context, agentID, to string, binChanged bool, pol *policy.Policy, now time.Time) bool {
-	if !binChanged {
-		return false
-	}
-	if pol != nil && pol.AgentBinary != nil {
-		for _, w := range pol.AgentBinary.Windows {
-			if w.Contains(now) {
-				for _, d := range w.Allow {
-					if strings.EqualFold(d, to) {
-						return true
-					}
-				}
-			}
-		}
-	}
-	return v.storeWindowOpen(ctx, agentID, to, now)
 }
 
 // updateApproved reports whether an agent switching from one build to

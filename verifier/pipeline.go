@@ -654,6 +654,10 @@ func buildEvidence(a *store.Agent, partition string, quoted bool, p *pulsev1.Pul
 		for _, pin := range p.GetBpf().GetPinned() {
 			if m, ok := rt.bpf[pin.GetName()]; ok {
 				r.BPFPrograms[pin.GetName()] = hex.EncodeToString(m.insnSHA256)
+				if r.BPFObjects == nil {
+					r.BPFObjects = map[string]string{}
+				}
+				r.BPFObjects[pin.GetName()] = hex.EncodeToString(m.objectSHA256)
 			}
 		}
 		r.FortressActive = rt.fortressActive

@@ -40,6 +40,8 @@ type binaryMeasurement struct {
 type bpfMeasurement struct {
 	insnSHA256 []byte
 	tag        []byte
+	// objectSHA256 is the eBPF object the program came from (nil: none named).
+	objectSHA256 []byte
 }
 
 // verifyRuntime joins the records the verifier holds for this boot with the
@@ -102,7 +104,7 @@ func verifyRuntime(stored []byte, storedCount, first uint64, fresh []byte, pcr u
 		rt.binary = &rt.binaries[n-1]
 	}
 	for name, p := range st.Programs {
-		rt.bpf[name] = bpfMeasurement{insnSHA256: p.InsnSHA256[:], tag: p.Tag[:]}
+		rt.bpf[name] = bpfMeasurement{insnSHA256: p.InsnSHA256[:], tag: p.Tag[:], objectSHA256: p.ObjectSHA256}
 	}
 	if st.Fortress != nil {
 		rt.fortressActive = st.Fortress.Active
