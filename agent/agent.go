@@ -30,14 +30,16 @@ import (
 	"github.com/pulse-attest/pulse/agent/runtimelog"
 	"github.com/pulse-attest/pulse/internal/pki"
 	"github.com/pulse-attest/pulse/internal/tlsconfig"
+	"github.com/pulse-attest/pulse/internal/version"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/tpm"
 	"github.com/pulse-attest/pulse/tpm/cel"
 )
 
-// Version is the agent version reported in enrollments and pulses; the
-// build may set it with -ldflags "-X .../agent.Version=...".
-var Version = "dev"
+// Version is the agent version reported in enrollments and pulses
+// (agent_version) and logged at start: the build's version and revision
+// (internal/version; `pulse-agent --version` prints the whole of it).
+var Version = version.Agent()
 
 // quotedFirmwarePCRs are quoted in every pulse together with the runtime PCR.
 var quotedFirmwarePCRs = []uint32{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}

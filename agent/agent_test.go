@@ -24,6 +24,7 @@ import (
 	"github.com/pulse-attest/pulse/internal/pki"
 	"github.com/pulse-attest/pulse/internal/pulsesig"
 	"github.com/pulse-attest/pulse/internal/testutil"
+	"github.com/pulse-attest/pulse/internal/version"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/simulator/simtest"
 	"github.com/pulse-attest/pulse/tpm"
@@ -297,15 +298,21 @@ func TestMTLSOnly(t *testing.T) {
 		if !bytes.Equal(r.Payload.GetAgentBinarySha256(), selfDigest(t)) {
 			t.Fatal("binary digest")
 		}
+		if got, want := r.Payload.GetAgentVersion(), version.Agent(); got != want || got == "" {
+			t.Fatalf("pulse agent_version %q, want the build's %q", got, want)
+		}
 	}
 	if _, enrolls, _ := h.fv.counts(); enrolls != 1 {
 		t.Fatalf("%d enrollments", enrolls)
 	}
 	h.fv.mu.Lock()
-	tpmEnrolled := h.fv.tpmEnrolled
+	tpmEnrolled, enrollVersion := h.fv.tpmEnrolled, h.fv.enrollVersion
 	h.fv.mu.Unlock()
 	if tpmEnrolled {
 		t.Fatal("enrolled with a tpm")
+	}
+	if enrollVersion != version.Agent() {
+		t.Fatalf("enrollment agent_version %q, want the build's %q", enrollVersion, version.Agent())
 	}
 }
 

@@ -110,6 +110,7 @@ type fakeVerifier struct {
 	pulses        []received
 	challenges    int
 	enrolls       int
+	enrollVersion string // agent_version of the last EnrollRequest
 	interval      time.Duration
 	directives    chan *pulsev1.Directive
 	streams       int
@@ -212,6 +213,7 @@ func (f *fakeVerifier) Enroll(ctx context.Context, req *pulsev1.EnrollRequest) (
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.enrolls++
+	f.enrollVersion = req.GetAgentVersion()
 	if f.refuseEnrolls > 0 {
 		f.refuseEnrolls--
 		return &pulsev1.EnrollResponse{Result: &pulsev1.EnrollResult{Reason: pulsev1.Reason_REASON_EK_UNTRUSTED, Message: "awaiting operator approval"}}, nil

@@ -4,8 +4,13 @@
 // straight into the verifier's store (see loadgen's documentation).
 package main
 
-import "github.com/pulse-attest/pulse/internal/cli"
+import (
+	"github.com/pulse-attest/pulse/internal/cli"
+	"github.com/pulse-attest/pulse/internal/version"
+)
 
 var commands = cli.NewRegistry("pulse-loadgen")
+
+func init() { commands.RegisterVersion(version.Line) }
 
 func main() { commands.Exit() }

@@ -4,8 +4,13 @@
 //go:debug x509negativeserial=1
 package main
 
-import "github.com/pulse-attest/pulse/internal/cli"
+import (
+	"github.com/pulse-attest/pulse/internal/cli"
+	"github.com/pulse-attest/pulse/internal/version"
+)
 
 var commands = cli.NewRegistry("pulsectl")
+
+func init() { commands.RegisterVersion(version.Line) }
 
 func main() { commands.Exit() }

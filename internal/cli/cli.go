@@ -16,6 +16,8 @@ type Command struct {
 	Name    string
 	Summary string
 	Run     func(args []string, stdout, stderr io.Writer) int
+	// Hidden leaves the command out of the usage text ("--version").
+	Hidden bool
 }
 
 // Registry maps names to subcommands. Names may contain spaces
@@ -36,6 +38,21 @@ func (r *Registry) Register(c Command) {
 		panic("cli: duplicate command " + c.Name)
 	}
 	r.commands[c.Name] = c
+}
+
+// RegisterVersion adds "version" and "--version", both printing line(program)
+// and exiting 0.
+func (r *Registry) RegisterVersion(line func(program string) string) {
+	run := func(args []string, stdout, stderr io.Writer) int {
+		if len(args) > 0 {
+			fmt.Fprintf(stderr, "%s: version takes no arguments\n", r.Program)
+			return 2
+		}
+		fmt.Fprintln(stdout, line(r.Program))
+		return 0
+	}
+	r.Register(Command{Name: "version", Summary: "print the version, revision, build date and Go version", Run: run})
+	r.Register(Command{Name: "--version", Run: run, Hidden: true})
 }
 
 // Main dispatches os.Args-style arguments (without the program name) and
@@ -62,7 +79,10 @@ func (r *Registry) Main(args []string, stdout, stderr io.Writer) int {
 func (r *Registry) usage(w io.Writer) {
 	fmt.Fprintf(w, "usage: %s <command> [flags]\n\ncommands:\n", r.Program)
 	names := make([]string, 0, len(r.commands))
-	for n := range r.commands {
+	for n, c := range r.commands {
+		if c.Hidden {
+			continue
+		}
 		names = append(names, n)
 	}
 	sort.Strings(names)

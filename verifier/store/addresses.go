@@ -2,8 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -69,30 +67,4 @@ func (s *Store) queryStrings(ctx context.Context, query string, args ...any) ([]
 		return nil, fmt.Errorf("store: agent addresses: %w", err)
 	}
 	return out, nil
-}
-
-// DirectiveKey returns the directive signing key (PEM) stored under id,
-// storing generated() first when there is none: every replica reads the
-// same key, whichever stored it first.
-func (s *Store) DirectiveKey(ctx context.Context, id string, generate func() ([]byte, error)) ([]byte, error) {
-	var key []byte
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT private_key FROM directive_keys WHERE id = ?`), id).Scan(&key)
-	if err == nil {
-		return key, nil
-	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("store: directive key: %w", err)
-	}
-	fresh, err := generate()
-	if err != nil {
-		return nil, fmt.Errorf("store: directive key: %w", err)
-	}
-	if _, err := s.db.ExecContext(ctx, s.q(`INSERT INTO directive_keys (id, private_key, created_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING`),
-		id, fresh, time.Now().UnixNano()); err != nil {
-		return nil, fmt.Errorf("store: directive key: %w", err)
-	}
-	if err := s.db.QueryRowContext(ctx, s.q(`SELECT private_key FROM directive_keys WHERE id = ?`), id).Scan(&key); err != nil {
-		return nil, fmt.Errorf("store: directive key: %w", err)
-	}
-	return key, nil
 }

@@ -57,23 +57,3 @@ func TestAgentAddresses(t *testing.T) {
 		})
 	}
 }
-
-// TestDirectiveKeyStoredOnce: the first stored key is the one every
-// caller gets.
-func TestDirectiveKeyStoredOnce(t *testing.T) {
-	for name, s := range engines(t) {
-		t.Run(name, func(t *testing.T) {
-			ctx := context.Background()
-			n := 0
-			gen := func() ([]byte, error) { n++; return []byte(fmt.Sprintf("key-%d", n)), nil }
-			k1, err := s.DirectiveKey(ctx, "default", gen)
-			if err != nil {
-				t.Fatal(err)
-			}
-			k2, err := s.DirectiveKey(ctx, "default", gen)
-			if err != nil || string(k1) != "key-1" || string(k2) != "key-1" || n != 1 {
-				t.Fatalf("keys %q %q (%d generated), %v", k1, k2, n, err)
-			}
-		})
-	}
-}

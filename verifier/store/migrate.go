@@ -212,8 +212,7 @@ var migrations = []string{
 	// agent addresses: the addresses each agent's accepted pulses and
 	// enrolment came from, bounded per agent and expiring, so isolation
 	// hits only an offender's own addresses and never one several agents
-	// use (a NAT, a proxy); the verifier's directive signing key when it
-	// is not configured as a file (addresses.go).
+	// use (a NAT, a proxy) (addresses.go).
 	`CREATE TABLE agent_addresses (
 		agent_id TEXT NOT NULL,
 		address TEXT NOT NULL,
@@ -221,12 +220,7 @@ var migrations = []string{
 		last_seen {{bigint}} NOT NULL,
 		PRIMARY KEY (agent_id, address)
 	);
-	CREATE INDEX agent_addresses_address ON agent_addresses (address, last_seen);
-	CREATE TABLE directive_keys (
-		id TEXT PRIMARY KEY,
-		private_key {{blob}} NOT NULL,
-		created_at {{bigint}} NOT NULL
-	)`,
+	CREATE INDEX agent_addresses_address ON agent_addresses (address, last_seen)`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {
