@@ -47,6 +47,12 @@ const (
 	// KindForeignBPFLoad: an eBPF program was loaded by a process policy does
 	// not allow.
 	KindForeignBPFLoad Kind = "foreign_bpf_load"
+	// KindTPMLockout: the agent's TPM is in dictionary-attack lockout and
+	// cannot quote.
+	KindTPMLockout Kind = "tpm_lockout"
+	// KindAgentStopped: an agent stopped in an orderly way (SIGTERM)
+	// outside a maintenance window and not by an allowed sender.
+	KindAgentStopped Kind = "agent_stopped"
 	// KindClockDesync: the agent's clock is outside the skew tolerance. A
 	// bad clock is not a compromise: this kind is never KindCompromised.
 	KindClockDesync Kind = "clock_desync"
@@ -129,6 +135,8 @@ var defaultSeverity = map[Kind]int{
 	KindSentinelTampered:    SeverityCritical,
 	KindAgentSignalled:      SeverityCritical,
 	KindForeignBPFLoad:      SeverityHigh,
+	KindTPMLockout:          SeverityHigh,
+	KindAgentStopped:        SeverityHigh,
 }
 
 // Kinds returns every kind, most severe default first.
@@ -136,7 +144,7 @@ func Kinds() []Kind {
 	return []Kind{
 		KindCompromised, KindIdentityTakeover, KindTPMDowngrade, KindBinaryChanged, KindAuditChainBroken,
 		KindBPFForeignProgram, KindSentinelTampered, KindAgentSignalled,
-		KindUntrusted, KindQuarantineDiverged, KindForeignBPFLoad, KindBPFProgramMissing, KindBPFProgramChanged, KindPartitionMismatch, KindAKChanged, KindPolicyDivergence,
+		KindUntrusted, KindQuarantineDiverged, KindForeignBPFLoad, KindTPMLockout, KindAgentStopped, KindBPFProgramMissing, KindBPFProgramChanged, KindPartitionMismatch, KindAKChanged, KindPolicyDivergence,
 		KindFortressInactive, KindClockDesync, KindPolicyReloadFailed, KindProbe,
 		KindIsolated, KindReleased, KindIsolationRefused, KindIsolationSuppressed, KindTransientStreak, KindUpdateApproved,
 	}

@@ -100,6 +100,8 @@ var ReasonAlerts = map[pulsev1.Reason]ReasonAlert{
 	pulsev1.Reason_REASON_AGENT_SIGNALLED:         raises(KindAgentSignalled, SeverityCritical, "someone other than the service manager stopped or killed the agent"),
 	pulsev1.Reason_REASON_FOREIGN_BPF_LOAD:        raises(KindForeignBPFLoad, SeverityHigh, "a process policy does not allow loaded an eBPF program"),
 	pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING: untrusted(SeverityHigh, "the agent did not report what the kernel runs on the hooks Pulse enforces"),
+	pulsev1.Reason_REASON_TPM_LOCKOUT:             raises(KindTPMLockout, SeverityHigh, "the TPM cannot quote until its lockout ends or is cleared: not silence, not a compromise by itself"),
+	pulsev1.Reason_REASON_AGENT_STOPPED:           raises(KindAgentStopped, SeverityHigh, "an orderly stop (`OFFLINE`); severity 4 inside a maintenance window or when policy allows the sender"),
 
 	pulsev1.Reason_REASON_EK_UNTRUSTED:                 untrusted(SeverityCritical, ""),
 	pulsev1.Reason_REASON_EK_MISMATCH:                  raises(KindIdentityTakeover, SeverityCritical, "an agent ID came back from a different TPM"),

@@ -81,6 +81,8 @@ func TestReasonAlertsCoverEveryReason(t *testing.T) {
 		pulsev1.Reason_REASON_AGENT_SIGNALLED:              want(KindAgentSignalled, 1),
 		pulsev1.Reason_REASON_FOREIGN_BPF_LOAD:             want(KindForeignBPFLoad, 2),
 		pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING:      want(KindUntrusted, 2),
+		pulsev1.Reason_REASON_TPM_LOCKOUT:                  want(KindTPMLockout, 2),
+		pulsev1.Reason_REASON_AGENT_STOPPED:                want(KindAgentStopped, 2),
 		pulsev1.Reason_REASON_EK_UNTRUSTED:                 want(KindUntrusted, 1),
 		pulsev1.Reason_REASON_EK_MISMATCH:                  want(KindIdentityTakeover, 1),
 		pulsev1.Reason_REASON_CREDENTIAL_ACTIVATION_FAILED: want(KindUntrusted, 1),

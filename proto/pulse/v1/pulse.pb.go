@@ -103,6 +103,8 @@ const (
 	Verdict_VERDICT_CLOCK_DESYNC Verdict = 4
 	// Silent past its deadline.
 	Verdict_VERDICT_BLINDED Verdict = 5
+	// Stopped in an orderly way (a planned stop), not silent.
+	Verdict_VERDICT_OFFLINE Verdict = 6
 )
 
 // Enum value maps for Verdict.
@@ -114,6 +116,7 @@ var (
 		3: "VERDICT_UNTRUSTED",
 		4: "VERDICT_CLOCK_DESYNC",
 		5: "VERDICT_BLINDED",
+		6: "VERDICT_OFFLINE",
 	}
 	Verdict_value = map[string]int32{
 		"VERDICT_UNSPECIFIED":  0,
@@ -122,6 +125,7 @@ var (
 		"VERDICT_UNTRUSTED":    3,
 		"VERDICT_CLOCK_DESYNC": 4,
 		"VERDICT_BLINDED":      5,
+		"VERDICT_OFFLINE":      6,
 	}
 )
 
@@ -234,6 +238,10 @@ const (
 	// The pulse lacks the kernel evidence its Pulse programs require (hook
 	// chains, Sentinel report) or the kernel could not be queried.
 	Reason_REASON_KERNEL_EVIDENCE_MISSING Reason = 109
+	// The TPM is in dictionary-attack lockout: it cannot quote.
+	Reason_REASON_TPM_LOCKOUT Reason = 110
+	// The agent announced an orderly stop (planned; VERDICT_OFFLINE).
+	Reason_REASON_AGENT_STOPPED Reason = 111
 	// enrollment
 	Reason_REASON_EK_UNTRUSTED                 Reason = 100
 	Reason_REASON_EK_MISMATCH                  Reason = 101
@@ -304,6 +312,8 @@ var (
 		99:  "REASON_AGENT_SIGNALLED",
 		108: "REASON_FOREIGN_BPF_LOAD",
 		109: "REASON_KERNEL_EVIDENCE_MISSING",
+		110: "REASON_TPM_LOCKOUT",
+		111: "REASON_AGENT_STOPPED",
 		100: "REASON_EK_UNTRUSTED",
 		101: "REASON_EK_MISMATCH",
 		102: "REASON_CREDENTIAL_ACTIVATION_FAILED",
@@ -366,6 +376,8 @@ var (
 		"REASON_AGENT_SIGNALLED":              99,
 		"REASON_FOREIGN_BPF_LOAD":             108,
 		"REASON_KERNEL_EVIDENCE_MISSING":      109,
+		"REASON_TPM_LOCKOUT":                  110,
+		"REASON_AGENT_STOPPED":                111,
 		"REASON_EK_UNTRUSTED":                 100,
 		"REASON_EK_MISMATCH":                  101,
 		"REASON_CREDENTIAL_ACTIVATION_FAILED": 102,
@@ -1221,7 +1233,11 @@ type PulsePayload struct {
 	RuntimeBank uint32 `protobuf:"varint,22,opt,name=runtime_bank,json=runtimeBank,proto3" json:"runtime_bank,omitempty"`
 	// Sentinel's counters and configuration as the agent read them from the
 	// kernel this pulse (docs/ebpf.md, "Sentinel").
-	Sentinel      *SentinelReport `protobuf:"bytes,23,opt,name=sentinel,proto3" json:"sentinel,omitempty"`
+	Sentinel *SentinelReport `protobuf:"bytes,23,opt,name=sentinel,proto3" json:"sentinel,omitempty"`
+	// The kernel's clock discipline state (docs/agent.md, "Clock").
+	ClockSync *ClockSync `protobuf:"bytes,24,opt,name=clock_sync,json=clockSync,proto3" json:"clock_sync,omitempty"`
+	// Set on the agent's last pulse before an orderly stop (SIGTERM).
+	PlannedStop   *PlannedStop `protobuf:"bytes,25,opt,name=planned_stop,json=plannedStop,proto3" json:"planned_stop,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1413,6 +1429,20 @@ func (x *PulsePayload) GetRuntimeBank() uint32 {
 func (x *PulsePayload) GetSentinel() *SentinelReport {
 	if x != nil {
 		return x.Sentinel
+	}
+	return nil
+}
+
+func (x *PulsePayload) GetClockSync() *ClockSync {
+	if x != nil {
+		return x.ClockSync
+	}
+	return nil
+}
+
+func (x *PulsePayload) GetPlannedStop() *PlannedStop {
+	if x != nil {
+		return x.PlannedStop
 	}
 	return nil
 }
@@ -2245,13 +2275,15 @@ func (x *SentinelEvent) GetValue() uint32 {
 }
 
 type Health struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Uptime        *durationpb.Duration   `protobuf:"bytes,1,opt,name=uptime,proto3" json:"uptime,omitempty"`
-	RssBytes      uint64                 `protobuf:"varint,2,opt,name=rss_bytes,json=rssBytes,proto3" json:"rss_bytes,omitempty"`
-	CpuMicros     uint64                 `protobuf:"varint,3,opt,name=cpu_micros,json=cpuMicros,proto3" json:"cpu_micros,omitempty"`
-	PulsesSent    uint64                 `protobuf:"varint,4,opt,name=pulses_sent,json=pulsesSent,proto3" json:"pulses_sent,omitempty"`
-	PulseErrors   uint64                 `protobuf:"varint,5,opt,name=pulse_errors,json=pulseErrors,proto3" json:"pulse_errors,omitempty"`
-	Reconnects    uint64                 `protobuf:"varint,6,opt,name=reconnects,proto3" json:"reconnects,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Uptime      *durationpb.Duration   `protobuf:"bytes,1,opt,name=uptime,proto3" json:"uptime,omitempty"`
+	RssBytes    uint64                 `protobuf:"varint,2,opt,name=rss_bytes,json=rssBytes,proto3" json:"rss_bytes,omitempty"`
+	CpuMicros   uint64                 `protobuf:"varint,3,opt,name=cpu_micros,json=cpuMicros,proto3" json:"cpu_micros,omitempty"`
+	PulsesSent  uint64                 `protobuf:"varint,4,opt,name=pulses_sent,json=pulsesSent,proto3" json:"pulses_sent,omitempty"`
+	PulseErrors uint64                 `protobuf:"varint,5,opt,name=pulse_errors,json=pulseErrors,proto3" json:"pulse_errors,omitempty"`
+	Reconnects  uint64                 `protobuf:"varint,6,opt,name=reconnects,proto3" json:"reconnects,omitempty"`
+	// The TPM's dictionary-attack state (TPM2_GetCapability TPM_PT_*).
+	Tpm           *TPMHealth `protobuf:"bytes,7,opt,name=tpm,proto3" json:"tpm,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2328,6 +2360,243 @@ func (x *Health) GetReconnects() uint64 {
 	return 0
 }
 
+func (x *Health) GetTpm() *TPMHealth {
+	if x != nil {
+		return x.Tpm
+	}
+	return nil
+}
+
+type TPMHealth struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	LockoutCounter  uint32                 `protobuf:"varint,1,opt,name=lockout_counter,json=lockoutCounter,proto3" json:"lockout_counter,omitempty"`
+	MaxAuthFail     uint32                 `protobuf:"varint,2,opt,name=max_auth_fail,json=maxAuthFail,proto3" json:"max_auth_fail,omitempty"`
+	InLockout       bool                   `protobuf:"varint,3,opt,name=in_lockout,json=inLockout,proto3" json:"in_lockout,omitempty"`
+	LockoutInterval *durationpb.Duration   `protobuf:"bytes,4,opt,name=lockout_interval,json=lockoutInterval,proto3" json:"lockout_interval,omitempty"`
+	LockoutRecovery *durationpb.Duration   `protobuf:"bytes,5,opt,name=lockout_recovery,json=lockoutRecovery,proto3" json:"lockout_recovery,omitempty"`
+	// Non-empty when the state could not be read: why.
+	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TPMHealth) Reset() {
+	*x = TPMHealth{}
+	mi := &file_pulse_v1_pulse_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TPMHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TPMHealth) ProtoMessage() {}
+
+func (x *TPMHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_pulse_v1_pulse_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TPMHealth.ProtoReflect.Descriptor instead.
+func (*TPMHealth) Descriptor() ([]byte, []int) {
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *TPMHealth) GetLockoutCounter() uint32 {
+	if x != nil {
+		return x.LockoutCounter
+	}
+	return 0
+}
+
+func (x *TPMHealth) GetMaxAuthFail() uint32 {
+	if x != nil {
+		return x.MaxAuthFail
+	}
+	return 0
+}
+
+func (x *TPMHealth) GetInLockout() bool {
+	if x != nil {
+		return x.InLockout
+	}
+	return false
+}
+
+func (x *TPMHealth) GetLockoutInterval() *durationpb.Duration {
+	if x != nil {
+		return x.LockoutInterval
+	}
+	return nil
+}
+
+func (x *TPMHealth) GetLockoutRecovery() *durationpb.Duration {
+	if x != nil {
+		return x.LockoutRecovery
+	}
+	return nil
+}
+
+func (x *TPMHealth) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// ClockSync is the kernel's clock discipline state (adjtimex) when the
+// pulse was built.
+type ClockSync struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The kernel considers the clock synchronised (adjtimex did not return
+	// TIME_ERROR and STA_UNSYNC is clear).
+	Synchronized bool  `protobuf:"varint,1,opt,name=synchronized,proto3" json:"synchronized,omitempty"`
+	EstErrorUs   int64 `protobuf:"varint,2,opt,name=est_error_us,json=estErrorUs,proto3" json:"est_error_us,omitempty"`
+	MaxErrorUs   int64 `protobuf:"varint,3,opt,name=max_error_us,json=maxErrorUs,proto3" json:"max_error_us,omitempty"`
+	// adjtimex's status flags and return value (clock state).
+	Status int32 `protobuf:"varint,4,opt,name=status,proto3" json:"status,omitempty"`
+	State  int32 `protobuf:"varint,5,opt,name=state,proto3" json:"state,omitempty"`
+	// Non-empty when adjtimex failed: why.
+	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClockSync) Reset() {
+	*x = ClockSync{}
+	mi := &file_pulse_v1_pulse_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClockSync) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClockSync) ProtoMessage() {}
+
+func (x *ClockSync) ProtoReflect() protoreflect.Message {
+	mi := &file_pulse_v1_pulse_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClockSync.ProtoReflect.Descriptor instead.
+func (*ClockSync) Descriptor() ([]byte, []int) {
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ClockSync) GetSynchronized() bool {
+	if x != nil {
+		return x.Synchronized
+	}
+	return false
+}
+
+func (x *ClockSync) GetEstErrorUs() int64 {
+	if x != nil {
+		return x.EstErrorUs
+	}
+	return 0
+}
+
+func (x *ClockSync) GetMaxErrorUs() int64 {
+	if x != nil {
+		return x.MaxErrorUs
+	}
+	return 0
+}
+
+func (x *ClockSync) GetStatus() int32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *ClockSync) GetState() int32 {
+	if x != nil {
+		return x.State
+	}
+	return 0
+}
+
+func (x *ClockSync) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// PlannedStop marks an agent's last pulse before an orderly stop.
+type PlannedStop struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The terminating signal as Sentinel recorded it (sender pid, comm).
+	Signal *SentinelEvent `protobuf:"bytes,1,opt,name=signal,proto3" json:"signal,omitempty"`
+	// The signal the agent received (e.g. 15 for SIGTERM).
+	Signo         int32 `protobuf:"varint,2,opt,name=signo,proto3" json:"signo,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlannedStop) Reset() {
+	*x = PlannedStop{}
+	mi := &file_pulse_v1_pulse_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlannedStop) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlannedStop) ProtoMessage() {}
+
+func (x *PlannedStop) ProtoReflect() protoreflect.Message {
+	mi := &file_pulse_v1_pulse_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlannedStop.ProtoReflect.Descriptor instead.
+func (*PlannedStop) Descriptor() ([]byte, []int) {
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PlannedStop) GetSignal() *SentinelEvent {
+	if x != nil {
+		return x.Signal
+	}
+	return nil
+}
+
+func (x *PlannedStop) GetSigno() int32 {
+	if x != nil {
+		return x.Signo
+	}
+	return 0
+}
+
 type PulseResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Verdict Verdict                `protobuf:"varint,1,opt,name=verdict,proto3,enum=pulse.v1.Verdict" json:"verdict,omitempty"`
@@ -2348,7 +2617,7 @@ type PulseResponse struct {
 
 func (x *PulseResponse) Reset() {
 	*x = PulseResponse{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[22]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2360,7 +2629,7 @@ func (x *PulseResponse) String() string {
 func (*PulseResponse) ProtoMessage() {}
 
 func (x *PulseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[22]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2373,7 +2642,7 @@ func (x *PulseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PulseResponse.ProtoReflect.Descriptor instead.
 func (*PulseResponse) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{22}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PulseResponse) GetVerdict() Verdict {
@@ -2446,7 +2715,7 @@ type Finding struct {
 
 func (x *Finding) Reset() {
 	*x = Finding{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[23]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2458,7 +2727,7 @@ func (x *Finding) String() string {
 func (*Finding) ProtoMessage() {}
 
 func (x *Finding) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[23]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2471,7 +2740,7 @@ func (x *Finding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Finding.ProtoReflect.Descriptor instead.
 func (*Finding) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{23}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Finding) GetRule() string {
@@ -2524,7 +2793,7 @@ type DirectivesRequest struct {
 
 func (x *DirectivesRequest) Reset() {
 	*x = DirectivesRequest{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[24]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2536,7 +2805,7 @@ func (x *DirectivesRequest) String() string {
 func (*DirectivesRequest) ProtoMessage() {}
 
 func (x *DirectivesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[24]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2549,7 +2818,7 @@ func (x *DirectivesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectivesRequest.ProtoReflect.Descriptor instead.
 func (*DirectivesRequest) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{24}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{27}
 }
 
 type Directive struct {
@@ -2580,7 +2849,7 @@ type Directive struct {
 
 func (x *Directive) Reset() {
 	*x = Directive{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[25]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2592,7 +2861,7 @@ func (x *Directive) String() string {
 func (*Directive) ProtoMessage() {}
 
 func (x *Directive) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[25]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2605,7 +2874,7 @@ func (x *Directive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Directive.ProtoReflect.Descriptor instead.
 func (*Directive) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{25}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Directive) GetId() string {
@@ -2767,7 +3036,7 @@ type SendFirmwareLog struct {
 
 func (x *SendFirmwareLog) Reset() {
 	*x = SendFirmwareLog{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[26]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2779,7 +3048,7 @@ func (x *SendFirmwareLog) String() string {
 func (*SendFirmwareLog) ProtoMessage() {}
 
 func (x *SendFirmwareLog) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[26]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2792,7 +3061,7 @@ func (x *SendFirmwareLog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendFirmwareLog.ProtoReflect.Descriptor instead.
 func (*SendFirmwareLog) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{26}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{29}
 }
 
 type PulseNow struct {
@@ -2803,7 +3072,7 @@ type PulseNow struct {
 
 func (x *PulseNow) Reset() {
 	*x = PulseNow{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[27]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2815,7 +3084,7 @@ func (x *PulseNow) String() string {
 func (*PulseNow) ProtoMessage() {}
 
 func (x *PulseNow) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[27]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2828,7 +3097,7 @@ func (x *PulseNow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PulseNow.ProtoReflect.Descriptor instead.
 func (*PulseNow) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{27}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{30}
 }
 
 type Quarantine struct {
@@ -2844,7 +3113,7 @@ type Quarantine struct {
 
 func (x *Quarantine) Reset() {
 	*x = Quarantine{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[28]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2856,7 +3125,7 @@ func (x *Quarantine) String() string {
 func (*Quarantine) ProtoMessage() {}
 
 func (x *Quarantine) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[28]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2869,7 +3138,7 @@ func (x *Quarantine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Quarantine.ProtoReflect.Descriptor instead.
 func (*Quarantine) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{28}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Quarantine) GetAddresses() []string {
@@ -2903,7 +3172,7 @@ type Release struct {
 
 func (x *Release) Reset() {
 	*x = Release{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[29]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2915,7 +3184,7 @@ func (x *Release) String() string {
 func (*Release) ProtoMessage() {}
 
 func (x *Release) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[29]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2928,7 +3197,7 @@ func (x *Release) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Release.ProtoReflect.Descriptor instead.
 func (*Release) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{29}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Release) GetAddresses() []string {
@@ -2953,7 +3222,7 @@ type Rotate struct {
 
 func (x *Rotate) Reset() {
 	*x = Rotate{}
-	mi := &file_pulse_v1_pulse_proto_msgTypes[30]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2965,7 +3234,7 @@ func (x *Rotate) String() string {
 func (*Rotate) ProtoMessage() {}
 
 func (x *Rotate) ProtoReflect() protoreflect.Message {
-	mi := &file_pulse_v1_pulse_proto_msgTypes[30]
+	mi := &file_pulse_v1_pulse_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2978,7 +3247,7 @@ func (x *Rotate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rotate.ProtoReflect.Descriptor instead.
 func (*Rotate) Descriptor() ([]byte, []int) {
-	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{30}
+	return file_pulse_v1_pulse_proto_rawDescGZIP(), []int{33}
 }
 
 var File_pulse_v1_pulse_proto protoreflect.FileDescriptor
@@ -3032,7 +3301,7 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\x04pcrs\x18\x04 \x03(\v2\x12.pulse.v1.PCRValueR\x04pcrs\"8\n" +
 	"\bPCRValue\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
-	"\x06digest\x18\x02 \x01(\fR\x06digest\"\xc1\a\n" +
+	"\x06digest\x18\x02 \x01(\fR\x06digest\"\xaf\b\n" +
 	"\fPulsePayload\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\tR\tpartition\x12.\n" +
@@ -3059,7 +3328,10 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\x11agent_binary_path\x18\x14 \x01(\tR\x0fagentBinaryPath\x127\n" +
 	"\x18agent_binary_disk_sha256\x18\x15 \x01(\fR\x15agentBinaryDiskSha256\x12!\n" +
 	"\fruntime_bank\x18\x16 \x01(\rR\vruntimeBank\x124\n" +
-	"\bsentinel\x18\x17 \x01(\v2\x18.pulse.v1.SentinelReportR\bsentinel\"\x88\x03\n" +
+	"\bsentinel\x18\x17 \x01(\v2\x18.pulse.v1.SentinelReportR\bsentinel\x122\n" +
+	"\n" +
+	"clock_sync\x18\x18 \x01(\v2\x13.pulse.v1.ClockSyncR\tclockSync\x128\n" +
+	"\fplanned_stop\x18\x19 \x01(\v2\x15.pulse.v1.PlannedStopR\vplannedStop\"\x88\x03\n" +
 	"\vBPFSnapshot\x12/\n" +
 	"\x06pinned\x18\x01 \x03(\v2\x17.pulse.v1.PinnedProgramR\x06pinned\x12:\n" +
 	"\rhost_programs\x18\x02 \x03(\v2\x15.pulse.v1.HostProgramR\fhostPrograms\x120\n" +
@@ -3142,7 +3414,7 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\vKIND_SIGNAL\x10\x01\x12\x11\n" +
 	"\rKIND_BPF_LOAD\x10\x02\x12\x18\n" +
 	"\x14KIND_FORTRESS_DENIED\x10\x03\x12\r\n" +
-	"\tKIND_EXIT\x10\x04\"\xdb\x01\n" +
+	"\tKIND_EXIT\x10\x04\"\x82\x02\n" +
 	"\x06Health\x121\n" +
 	"\x06uptime\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x12\x1b\n" +
 	"\trss_bytes\x18\x02 \x01(\x04R\brssBytes\x12\x1d\n" +
@@ -3153,7 +3425,28 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\fpulse_errors\x18\x05 \x01(\x04R\vpulseErrors\x12\x1e\n" +
 	"\n" +
 	"reconnects\x18\x06 \x01(\x04R\n" +
-	"reconnects\"\xdb\x02\n" +
+	"reconnects\x12%\n" +
+	"\x03tpm\x18\a \x01(\v2\x13.pulse.v1.TPMHealthR\x03tpm\"\x99\x02\n" +
+	"\tTPMHealth\x12'\n" +
+	"\x0flockout_counter\x18\x01 \x01(\rR\x0elockoutCounter\x12\"\n" +
+	"\rmax_auth_fail\x18\x02 \x01(\rR\vmaxAuthFail\x12\x1d\n" +
+	"\n" +
+	"in_lockout\x18\x03 \x01(\bR\tinLockout\x12D\n" +
+	"\x10lockout_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0flockoutInterval\x12D\n" +
+	"\x10lockout_recovery\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x0flockoutRecovery\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"\xb7\x01\n" +
+	"\tClockSync\x12\"\n" +
+	"\fsynchronized\x18\x01 \x01(\bR\fsynchronized\x12 \n" +
+	"\fest_error_us\x18\x02 \x01(\x03R\n" +
+	"estErrorUs\x12 \n" +
+	"\fmax_error_us\x18\x03 \x01(\x03R\n" +
+	"maxErrorUs\x12\x16\n" +
+	"\x06status\x18\x04 \x01(\x05R\x06status\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\x05R\x05state\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"T\n" +
+	"\vPlannedStop\x12/\n" +
+	"\x06signal\x18\x01 \x01(\v2\x17.pulse.v1.SentinelEventR\x06signal\x12\x14\n" +
+	"\x05signo\x18\x02 \x01(\x05R\x05signo\"\xdb\x02\n" +
 	"\rPulseResponse\x12+\n" +
 	"\averdict\x18\x01 \x01(\x0e2\x11.pulse.v1.VerdictR\averdict\x12(\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x10.pulse.v1.ReasonR\x06reason\x12\x18\n" +
@@ -3208,14 +3501,15 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\x13PIN_PROBLEM_MISSING\x10\x01\x12\x18\n" +
 	"\x14PIN_PROBLEM_REPLACED\x10\x02\x12\x18\n" +
 	"\x14PIN_PROBLEM_DETACHED\x10\x03\x12\x1a\n" +
-	"\x16PIN_PROBLEM_UNEXPECTED\x10\x04*\x93\x01\n" +
+	"\x16PIN_PROBLEM_UNEXPECTED\x10\x04*\xa8\x01\n" +
 	"\aVerdict\x12\x17\n" +
 	"\x13VERDICT_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fVERDICT_TRUSTED\x10\x01\x12\x14\n" +
 	"\x10VERDICT_DEGRADED\x10\x02\x12\x15\n" +
 	"\x11VERDICT_UNTRUSTED\x10\x03\x12\x18\n" +
 	"\x14VERDICT_CLOCK_DESYNC\x10\x04\x12\x13\n" +
-	"\x0fVERDICT_BLINDED\x10\x05*\xba\r\n" +
+	"\x0fVERDICT_BLINDED\x10\x05\x12\x13\n" +
+	"\x0fVERDICT_OFFLINE\x10\x06*\xec\r\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tREASON_OK\x10\x01\x12\x1c\n" +
@@ -3268,7 +3562,9 @@ const file_pulse_v1_pulse_proto_rawDesc = "" +
 	"\x18REASON_SENTINEL_TAMPERED\x10b\x12\x1a\n" +
 	"\x16REASON_AGENT_SIGNALLED\x10c\x12\x1b\n" +
 	"\x17REASON_FOREIGN_BPF_LOAD\x10l\x12\"\n" +
-	"\x1eREASON_KERNEL_EVIDENCE_MISSING\x10m\x12\x17\n" +
+	"\x1eREASON_KERNEL_EVIDENCE_MISSING\x10m\x12\x16\n" +
+	"\x12REASON_TPM_LOCKOUT\x10n\x12\x18\n" +
+	"\x14REASON_AGENT_STOPPED\x10o\x12\x17\n" +
 	"\x13REASON_EK_UNTRUSTED\x10d\x12\x16\n" +
 	"\x12REASON_EK_MISMATCH\x10e\x12'\n" +
 	"#REASON_CREDENTIAL_ACTIVATION_FAILED\x10f\x12\x1d\n" +
@@ -3299,7 +3595,7 @@ func file_pulse_v1_pulse_proto_rawDescGZIP() []byte {
 }
 
 var file_pulse_v1_pulse_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_pulse_v1_pulse_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_pulse_v1_pulse_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_pulse_v1_pulse_proto_goTypes = []any{
 	(PinProblem)(0),                   // 0: pulse.v1.PinProblem
 	(Verdict)(0),                      // 1: pulse.v1.Verdict
@@ -3327,72 +3623,81 @@ var file_pulse_v1_pulse_proto_goTypes = []any{
 	(*FortressStatus)(nil),            // 23: pulse.v1.FortressStatus
 	(*SentinelEvent)(nil),             // 24: pulse.v1.SentinelEvent
 	(*Health)(nil),                    // 25: pulse.v1.Health
-	(*PulseResponse)(nil),             // 26: pulse.v1.PulseResponse
-	(*Finding)(nil),                   // 27: pulse.v1.Finding
-	(*DirectivesRequest)(nil),         // 28: pulse.v1.DirectivesRequest
-	(*Directive)(nil),                 // 29: pulse.v1.Directive
-	(*SendFirmwareLog)(nil),           // 30: pulse.v1.SendFirmwareLog
-	(*PulseNow)(nil),                  // 31: pulse.v1.PulseNow
-	(*Quarantine)(nil),                // 32: pulse.v1.Quarantine
-	(*Release)(nil),                   // 33: pulse.v1.Release
-	(*Rotate)(nil),                    // 34: pulse.v1.Rotate
-	(*timestamppb.Timestamp)(nil),     // 35: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 36: google.protobuf.Duration
+	(*TPMHealth)(nil),                 // 26: pulse.v1.TPMHealth
+	(*ClockSync)(nil),                 // 27: pulse.v1.ClockSync
+	(*PlannedStop)(nil),               // 28: pulse.v1.PlannedStop
+	(*PulseResponse)(nil),             // 29: pulse.v1.PulseResponse
+	(*Finding)(nil),                   // 30: pulse.v1.Finding
+	(*DirectivesRequest)(nil),         // 31: pulse.v1.DirectivesRequest
+	(*Directive)(nil),                 // 32: pulse.v1.Directive
+	(*SendFirmwareLog)(nil),           // 33: pulse.v1.SendFirmwareLog
+	(*PulseNow)(nil),                  // 34: pulse.v1.PulseNow
+	(*Quarantine)(nil),                // 35: pulse.v1.Quarantine
+	(*Release)(nil),                   // 36: pulse.v1.Release
+	(*Rotate)(nil),                    // 37: pulse.v1.Rotate
+	(*timestamppb.Timestamp)(nil),     // 38: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 39: google.protobuf.Duration
 }
 var file_pulse_v1_pulse_proto_depIdxs = []int32{
 	7,  // 0: pulse.v1.EnrollResponse.result:type_name -> pulse.v1.EnrollResult
 	2,  // 1: pulse.v1.EnrollResult.reason:type_name -> pulse.v1.Reason
 	10, // 2: pulse.v1.ChallengeResponse.nonce:type_name -> pulse.v1.Nonce
 	11, // 3: pulse.v1.ChallengeResponse.state:type_name -> pulse.v1.VerifierState
-	35, // 4: pulse.v1.Nonce.expires:type_name -> google.protobuf.Timestamp
-	36, // 5: pulse.v1.VerifierState.interval:type_name -> google.protobuf.Duration
+	38, // 4: pulse.v1.Nonce.expires:type_name -> google.protobuf.Timestamp
+	39, // 5: pulse.v1.VerifierState.interval:type_name -> google.protobuf.Duration
 	13, // 6: pulse.v1.PulseRequest.quote:type_name -> pulse.v1.Quote
 	14, // 7: pulse.v1.Quote.pcrs:type_name -> pulse.v1.PCRValue
-	35, // 8: pulse.v1.PulsePayload.time:type_name -> google.protobuf.Timestamp
+	38, // 8: pulse.v1.PulsePayload.time:type_name -> google.protobuf.Timestamp
 	16, // 9: pulse.v1.PulsePayload.bpf:type_name -> pulse.v1.BPFSnapshot
 	23, // 10: pulse.v1.PulsePayload.fortress:type_name -> pulse.v1.FortressStatus
 	24, // 11: pulse.v1.PulsePayload.sentinel_events:type_name -> pulse.v1.SentinelEvent
 	25, // 12: pulse.v1.PulsePayload.health:type_name -> pulse.v1.Health
 	20, // 13: pulse.v1.PulsePayload.sentinel:type_name -> pulse.v1.SentinelReport
-	21, // 14: pulse.v1.BPFSnapshot.pinned:type_name -> pulse.v1.PinnedProgram
-	22, // 15: pulse.v1.BPFSnapshot.host_programs:type_name -> pulse.v1.HostProgram
-	17, // 16: pulse.v1.BPFSnapshot.hooks:type_name -> pulse.v1.HookChain
-	19, // 17: pulse.v1.BPFSnapshot.maps:type_name -> pulse.v1.MapIdentity
-	18, // 18: pulse.v1.HookChain.programs:type_name -> pulse.v1.ChainProgram
-	0,  // 19: pulse.v1.PinnedProgram.problem_kind:type_name -> pulse.v1.PinProblem
-	3,  // 20: pulse.v1.SentinelEvent.kind:type_name -> pulse.v1.SentinelEvent.Kind
-	35, // 21: pulse.v1.SentinelEvent.time:type_name -> google.protobuf.Timestamp
-	36, // 22: pulse.v1.Health.uptime:type_name -> google.protobuf.Duration
-	1,  // 23: pulse.v1.PulseResponse.verdict:type_name -> pulse.v1.Verdict
-	2,  // 24: pulse.v1.PulseResponse.reason:type_name -> pulse.v1.Reason
-	27, // 25: pulse.v1.PulseResponse.findings:type_name -> pulse.v1.Finding
-	10, // 26: pulse.v1.PulseResponse.next_nonce:type_name -> pulse.v1.Nonce
-	11, // 27: pulse.v1.PulseResponse.state:type_name -> pulse.v1.VerifierState
-	2,  // 28: pulse.v1.PulseResponse.notes:type_name -> pulse.v1.Reason
-	35, // 29: pulse.v1.Directive.issued:type_name -> google.protobuf.Timestamp
-	10, // 30: pulse.v1.Directive.next_nonce:type_name -> pulse.v1.Nonce
-	36, // 31: pulse.v1.Directive.set_interval:type_name -> google.protobuf.Duration
-	30, // 32: pulse.v1.Directive.send_firmware_log:type_name -> pulse.v1.SendFirmwareLog
-	32, // 33: pulse.v1.Directive.quarantine:type_name -> pulse.v1.Quarantine
-	33, // 34: pulse.v1.Directive.release:type_name -> pulse.v1.Release
-	34, // 35: pulse.v1.Directive.rotate:type_name -> pulse.v1.Rotate
-	31, // 36: pulse.v1.Directive.pulse_now:type_name -> pulse.v1.PulseNow
-	2,  // 37: pulse.v1.Quarantine.reason:type_name -> pulse.v1.Reason
-	4,  // 38: pulse.v1.Attestation.Enroll:input_type -> pulse.v1.EnrollRequest
-	6,  // 39: pulse.v1.Attestation.ActivateCredential:input_type -> pulse.v1.ActivateCredentialRequest
-	8,  // 40: pulse.v1.Attestation.Challenge:input_type -> pulse.v1.ChallengeRequest
-	12, // 41: pulse.v1.Attestation.Pulse:input_type -> pulse.v1.PulseRequest
-	28, // 42: pulse.v1.Attestation.Directives:input_type -> pulse.v1.DirectivesRequest
-	5,  // 43: pulse.v1.Attestation.Enroll:output_type -> pulse.v1.EnrollResponse
-	7,  // 44: pulse.v1.Attestation.ActivateCredential:output_type -> pulse.v1.EnrollResult
-	9,  // 45: pulse.v1.Attestation.Challenge:output_type -> pulse.v1.ChallengeResponse
-	26, // 46: pulse.v1.Attestation.Pulse:output_type -> pulse.v1.PulseResponse
-	29, // 47: pulse.v1.Attestation.Directives:output_type -> pulse.v1.Directive
-	43, // [43:48] is the sub-list for method output_type
-	38, // [38:43] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	27, // 14: pulse.v1.PulsePayload.clock_sync:type_name -> pulse.v1.ClockSync
+	28, // 15: pulse.v1.PulsePayload.planned_stop:type_name -> pulse.v1.PlannedStop
+	21, // 16: pulse.v1.BPFSnapshot.pinned:type_name -> pulse.v1.PinnedProgram
+	22, // 17: pulse.v1.BPFSnapshot.host_programs:type_name -> pulse.v1.HostProgram
+	17, // 18: pulse.v1.BPFSnapshot.hooks:type_name -> pulse.v1.HookChain
+	19, // 19: pulse.v1.BPFSnapshot.maps:type_name -> pulse.v1.MapIdentity
+	18, // 20: pulse.v1.HookChain.programs:type_name -> pulse.v1.ChainProgram
+	0,  // 21: pulse.v1.PinnedProgram.problem_kind:type_name -> pulse.v1.PinProblem
+	3,  // 22: pulse.v1.SentinelEvent.kind:type_name -> pulse.v1.SentinelEvent.Kind
+	38, // 23: pulse.v1.SentinelEvent.time:type_name -> google.protobuf.Timestamp
+	39, // 24: pulse.v1.Health.uptime:type_name -> google.protobuf.Duration
+	26, // 25: pulse.v1.Health.tpm:type_name -> pulse.v1.TPMHealth
+	39, // 26: pulse.v1.TPMHealth.lockout_interval:type_name -> google.protobuf.Duration
+	39, // 27: pulse.v1.TPMHealth.lockout_recovery:type_name -> google.protobuf.Duration
+	24, // 28: pulse.v1.PlannedStop.signal:type_name -> pulse.v1.SentinelEvent
+	1,  // 29: pulse.v1.PulseResponse.verdict:type_name -> pulse.v1.Verdict
+	2,  // 30: pulse.v1.PulseResponse.reason:type_name -> pulse.v1.Reason
+	30, // 31: pulse.v1.PulseResponse.findings:type_name -> pulse.v1.Finding
+	10, // 32: pulse.v1.PulseResponse.next_nonce:type_name -> pulse.v1.Nonce
+	11, // 33: pulse.v1.PulseResponse.state:type_name -> pulse.v1.VerifierState
+	2,  // 34: pulse.v1.PulseResponse.notes:type_name -> pulse.v1.Reason
+	38, // 35: pulse.v1.Directive.issued:type_name -> google.protobuf.Timestamp
+	10, // 36: pulse.v1.Directive.next_nonce:type_name -> pulse.v1.Nonce
+	39, // 37: pulse.v1.Directive.set_interval:type_name -> google.protobuf.Duration
+	33, // 38: pulse.v1.Directive.send_firmware_log:type_name -> pulse.v1.SendFirmwareLog
+	35, // 39: pulse.v1.Directive.quarantine:type_name -> pulse.v1.Quarantine
+	36, // 40: pulse.v1.Directive.release:type_name -> pulse.v1.Release
+	37, // 41: pulse.v1.Directive.rotate:type_name -> pulse.v1.Rotate
+	34, // 42: pulse.v1.Directive.pulse_now:type_name -> pulse.v1.PulseNow
+	2,  // 43: pulse.v1.Quarantine.reason:type_name -> pulse.v1.Reason
+	4,  // 44: pulse.v1.Attestation.Enroll:input_type -> pulse.v1.EnrollRequest
+	6,  // 45: pulse.v1.Attestation.ActivateCredential:input_type -> pulse.v1.ActivateCredentialRequest
+	8,  // 46: pulse.v1.Attestation.Challenge:input_type -> pulse.v1.ChallengeRequest
+	12, // 47: pulse.v1.Attestation.Pulse:input_type -> pulse.v1.PulseRequest
+	31, // 48: pulse.v1.Attestation.Directives:input_type -> pulse.v1.DirectivesRequest
+	5,  // 49: pulse.v1.Attestation.Enroll:output_type -> pulse.v1.EnrollResponse
+	7,  // 50: pulse.v1.Attestation.ActivateCredential:output_type -> pulse.v1.EnrollResult
+	9,  // 51: pulse.v1.Attestation.Challenge:output_type -> pulse.v1.ChallengeResponse
+	29, // 52: pulse.v1.Attestation.Pulse:output_type -> pulse.v1.PulseResponse
+	32, // 53: pulse.v1.Attestation.Directives:output_type -> pulse.v1.Directive
+	49, // [49:54] is the sub-list for method output_type
+	44, // [44:49] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_pulse_v1_pulse_proto_init() }
@@ -3400,7 +3705,7 @@ func file_pulse_v1_pulse_proto_init() {
 	if File_pulse_v1_pulse_proto != nil {
 		return
 	}
-	file_pulse_v1_pulse_proto_msgTypes[25].OneofWrappers = []any{
+	file_pulse_v1_pulse_proto_msgTypes[28].OneofWrappers = []any{
 		(*Directive_NextNonce)(nil),
 		(*Directive_SetInterval)(nil),
 		(*Directive_SendFirmwareLog)(nil),
@@ -3415,7 +3720,7 @@ func file_pulse_v1_pulse_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pulse_v1_pulse_proto_rawDesc), len(file_pulse_v1_pulse_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   31,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
