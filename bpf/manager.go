@@ -44,6 +44,10 @@ type Options struct {
 	PinDir string
 	// Measurer records each program before it is attached. Required.
 	Measurer Measurer
+	// MapMeasurer records the maps a load created (name and kernel ID)
+	// before any program is attached. When nil the maps are not measured
+	// and a verifier cannot tell them from planted ones.
+	MapMeasurer MapMeasurer
 	// Logger is named "ebpf" by Load; a null logger when nil.
 	Logger hclog.Logger
 	// AgentPID is the process Sentinel watches and Fortress protects, in the
@@ -70,6 +74,7 @@ type Options struct {
 type Manager struct {
 	log      hclog.Logger
 	measurer Measurer
+	mapMeas  MapMeasurer
 	pinDir   string
 	mapsDir  string
 	linksDir string
@@ -87,6 +92,12 @@ type Manager struct {
 	shield   *Shield
 	sentinel *Sentinel
 	fortress *Fortress
+	// fresh are the maps this load created unpinned (never adopted from a
+	// pin): pinned under their name only once the programs using them are
+	// attached.
+	fresh map[string]*ebpf.Map
+	// mapIDs is every map of this load's programs: what was measured.
+	mapIDs MapMeasurement
 }
 
 // program is one of the agent's programs as loaded into the kernel.
@@ -115,12 +126,15 @@ type object struct {
 	name  string
 	bytes []byte
 	load  func() (*ebpf.CollectionSpec, error)
+	// fresh: the object's pinned maps are created anew at every load and
+	// never adopted from a pin (docs/kernel-evidence.md, "Maps Pulse owns").
+	fresh bool
 }
 
 var (
-	shieldObject   = object{"shield", _ShieldBytes, loadShield}
-	sentinelObject = object{"sentinel", _SentinelBytes, loadSentinel}
-	fortressObject = object{"fortress", _FortressBytes, loadFortress}
+	shieldObject   = object{"shield", _ShieldBytes, loadShield, true}
+	sentinelObject = object{"sentinel", _SentinelBytes, loadSentinel, false}
+	fortressObject = object{"fortress", _FortressBytes, loadFortress, false}
 )
 
 // ErrNoMeasurer is returned by Load without a Measurer: nothing is loaded
@@ -173,6 +187,8 @@ func Load(ctx context.Context, opts Options) (*Manager, error) {
 	m := &Manager{
 		log:      logger,
 		measurer: opts.Measurer,
+		mapMeas:  opts.MapMeasurer,
+		fresh:    map[string]*ebpf.Map{},
 		pinDir:   opts.PinDir,
 		mapsDir:  filepath.Join(opts.PinDir, "maps"),
 		linksDir: filepath.Join(opts.PinDir, "links"),
@@ -234,6 +250,14 @@ func (m *Manager) load(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("ebpf: %w", err)
 	}
+	// The fresh quarantine takes over the entries of the previous pin
+	// (whoever created it): dropping more is never a bypass, and the
+	// verifier reconciles the set it reads from the kernel.
+	if n, err := m.shield.carryOver(filepath.Join(m.mapsDir, shieldMapShieldQuarantine)); err != nil {
+		m.log.Warn("previous quarantine not carried over", "error", err)
+	} else if n > 0 {
+		m.log.Info("carried the previous quarantine over into a fresh map", "entries", n)
+	}
 	m.fortress = m.loadFortress()
 
 	// 2. Plan every attachment and measure everything.
@@ -250,6 +274,9 @@ func (m *Manager) load(ctx context.Context, opts Options) error {
 	if fp := m.fortress.prog; fp != nil {
 		plan = append(plan, fortressAttachment())
 		loaded = append(loaded, fp)
+	}
+	if err := m.measureMaps(ctx); err != nil {
+		return err
 	}
 	if err := m.measureAll(ctx, loaded, plan); err != nil {
 		return err
@@ -272,6 +299,9 @@ func (m *Manager) load(ctx context.Context, opts Options) error {
 		if err := m.pinProgram(p); err != nil {
 			return fmt.Errorf("ebpf: %w", err)
 		}
+	}
+	if err := m.pinFreshMaps(); err != nil {
+		return fmt.Errorf("ebpf: %w", err)
 	}
 	if err := m.fortress.attach(); err != nil {
 		return fmt.Errorf("ebpf: %w", err)
@@ -312,12 +342,25 @@ func (m *Manager) loadObject(obj object, keep func(string) bool) (*ebpf.Collecti
 		}
 		prep[name] = prepared{d, raw}
 	}
-	m.dropIncompatibleMaps(spec)
+	var fresh []string
+	if obj.fresh {
+		for name, ms := range spec.Maps {
+			if ms.Pinning == ebpf.PinByName {
+				ms.Pinning = ebpf.PinNone
+				fresh = append(fresh, name)
+			}
+		}
+	} else {
+		m.dropIncompatibleMaps(spec)
+	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
 		Maps: ebpf.MapOptions{PinPath: m.mapsDir},
 	})
 	if err != nil {
 		return nil, nil, err
+	}
+	for _, name := range fresh {
+		m.fresh[name] = coll.Maps[name]
 	}
 	names := make([]string, 0, len(spec.Programs))
 	for name := range spec.Programs {

@@ -139,6 +139,45 @@ func (s *Shield) List() ([]QuarantineEntry, error) {
 	return out, nil
 }
 
+// carryOver copies the entries of the quarantine map pinned at path (a
+// previous agent's, or anybody's) into this load's fresh map, keeping when
+// each was added; addresses Shield must never drop are left out. No pin
+// is not an error; a pin of another layout is.
+func (s *Shield) carryOver(path string) (int, error) {
+	old, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("shield: open previous quarantine: %w", err)
+	}
+	defer old.Close()
+	if old.Type() != s.quarantine.Type() || old.KeySize() != s.quarantine.KeySize() || old.ValueSize() != s.quarantine.ValueSize() {
+		return 0, fmt.Errorf("shield: previous quarantine %s has another layout", path)
+	}
+	var (
+		k shieldShieldAddr
+		v shieldShieldEntry
+		n int
+	)
+	it := old.Iterate()
+	for it.Next(&k, &v) && n < int(s.quarantine.MaxEntries()) {
+		a := netip.AddrFrom16(k.Bytes).Unmap()
+		if checkQuarantinable(a, s.protected) != nil {
+			s.m.log.Warn("previous quarantine held an address Shield must not drop; not carried over", "addr", a.String())
+			continue
+		}
+		if err := s.quarantine.Update(shieldKey(a), &v, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+			return n, fmt.Errorf("shield: carry %s over: %w", a, err)
+		}
+		n++
+	}
+	if err := it.Err(); err != nil {
+		return n, fmt.Errorf("shield: read previous quarantine: %w", err)
+	}
+	return n, nil
+}
+
 // attachments plans Shield's attachments to the named interface of the
 // calling thread's network namespace.
 func (s *Shield) attachments(ifname string) ([]attachment, error) {

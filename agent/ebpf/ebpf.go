@@ -58,6 +58,13 @@ func New(ctx context.Context, pinDir string, interfaces []string, measure agent.
 		Measurer: bpf.MeasurerFunc(func(ctx context.Context, pm bpf.ProgramMeasurement) error {
 			return measure(ctx, toCEL(pm))
 		}),
+		MapMeasurer: bpf.MapMeasurerFunc(func(ctx context.Context, mm bpf.MapMeasurement) error {
+			rec, err := mapsRecord(mm)
+			if err != nil {
+				return err
+			}
+			return measure(ctx, rec)
+		}),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ebpf: %w", err)
@@ -110,6 +117,11 @@ func (a *Adapter) Snapshot(ctx context.Context) (*pulsev1.BPFSnapshot, error) {
 		out.HostPrograms = hosts
 		a.lastHost = sum
 	}
+	ev := a.m.KernelEvidence(ctx)
+	if ev.QuarantineErr != nil {
+		a.log.Warn("reading the quarantine map failed", "error", ev.QuarantineErr)
+	}
+	fillKernelEvidence(out, ev)
 	return out, nil
 }
 
