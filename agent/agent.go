@@ -88,6 +88,7 @@ type Agent struct {
 
 	exePath     string
 	disk        *diskBinary
+	exe         *runningBinary
 	certPoll    time.Duration
 	binaryPoll  time.Duration
 	fwLog       []byte
@@ -318,6 +319,7 @@ func (a *Agent) checkMeasured() error {
 	}
 	a.exePath = path
 	a.disk = &diskBinary{path: path}
+	a.exe = &runningBinary{path: SelfExe, every: a.cfg.BinaryRehashEvery}
 	fixComm(path)
 	digest, err := HashFile(SelfExe)
 	if err != nil {

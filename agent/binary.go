@@ -131,3 +131,47 @@ func fixComm(exePath string) {
 	}
 	_ = os.WriteFile("/proc/self/comm", []byte(base), 0)
 }
+
+// runningBinary hashes the running program's file (/proc/self/exe) for each
+// pulse's claim, but only when the file's identity (device, inode, size,
+// mtime, ctime) changed since the last full hash or when every pulses have
+// passed since it (1: every pulse). docs/threat-model.md ("Agent binary
+// re-hashing") says what each setting detects and what it does not.
+type runningBinary struct {
+	path  string // SelfExe; a test may point it elsewhere
+	every int
+
+	mu     sync.Mutex
+	id     fileID
+	digest []byte
+	since  int // pulses served from the cache since the last full hash
+	hashes uint64
+}
+
+// Digest returns the SHA-256 of the running binary's file.
+func (r *runningBinary) Digest() ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	id, err := statID(r.path)
+	if err != nil {
+		return nil, err
+	}
+	if r.digest != nil && id == r.id && !id.missing && r.since+1 < r.every {
+		r.since++
+		return r.digest, nil
+	}
+	digest, err := HashFile(r.path)
+	if err != nil {
+		return nil, err
+	}
+	r.id, r.digest, r.since = id, digest, 0
+	r.hashes++
+	return digest, nil
+}
+
+// Hashes is how many full hashes Digest has made.
+func (r *runningBinary) Hashes() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.hashes
+}

@@ -107,7 +107,7 @@ func (a *Agent) pulseAttempt(ctx context.Context, s *session) (*pulsev1.PulseRes
 // collect gathers the claims of one pulse (everything but the runtime log,
 // which is read under the log's lock together with the quote).
 func (a *Agent) collect(ctx context.Context, s *session) (*PayloadInput, int, error) {
-	exe, err := HashFile(SelfExe)
+	exe, err := a.exe.Digest()
 	if err != nil {
 		return nil, 0, fmt.Errorf("hash running binary: %w", err)
 	}

@@ -415,3 +415,70 @@ func TestRetryBounds(t *testing.T) {
 		})
 	}
 }
+
+func TestRunningBinaryRehash(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bin")
+	if err := os.WriteFile(p, []byte("one"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	one, two := sha256.Sum256([]byte("one")), sha256.Sum256([]byte("two"))
+	for _, tc := range []struct {
+		name  string
+		every int
+		// hashes is how many full hashes 7 pulses of an unchanged file make.
+		hashes uint64
+	}{
+		{"every pulse", 1, 7},
+		{"unset is every pulse", 0, 7},
+		{"every 3rd", 3, 3},
+		{"every 10th", 10, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &runningBinary{path: p, every: tc.every}
+			for range 7 {
+				got, err := r.Digest()
+				if err != nil || !bytes.Equal(got, one[:]) {
+					t.Fatalf("digest %x, %v", got, err)
+				}
+			}
+			if r.Hashes() != tc.hashes {
+				t.Fatalf("%d full hashes, want %d", r.Hashes(), tc.hashes)
+			}
+		})
+	}
+	// A write in place (same inode) changes mtime/ctime: hashed at once,
+	// whatever the setting.
+	r := &runningBinary{path: p, every: 1000}
+	if _, err := r.Digest(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("two"), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if got, _ := r.Digest(); !bytes.Equal(got, two[:]) {
+		t.Fatalf("in-place write not seen: %x", got)
+	}
+	// A rewrite that restores the file's mtime (root's touch -d): ctime
+	// moves with any write or chtimes and cannot be set back, so the
+	// identity still changes and the new bytes are hashed now.
+	r = &runningBinary{path: p, every: 3}
+	if _, err := r.Digest(); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := os.Stat(p)
+	if err := os.WriteFile(p, []byte("one"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(p, st.ModTime(), st.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := r.Digest(); !bytes.Equal(got, one[:]) {
+		t.Fatalf("rewrite with restored mtime not seen: %x", got)
+	}
+}

@@ -33,6 +33,9 @@ const (
 	DefaultBPFPinDir  = "/sys/fs/bpf/pulse"
 	DefaultAKHandle   = tpm.DefaultAKHandle
 	DefaultLogLevel   = "info"
+	// DefaultBinaryRehashEvery: the running binary is hashed in full at
+	// least every 10th pulse, and at once when its file's identity changes.
+	DefaultBinaryRehashEvery = 10
 
 	// MinInterval and MaxInterval bound interval (and the verifier's
 	// set_interval directives, which the agent clamps to them).
@@ -75,6 +78,10 @@ type Config struct {
 	LogLevel string
 	// LogJSON writes logs as JSON lines.
 	LogJSON bool
+	// BinaryRehashEvery: the running binary's file is hashed in full when
+	// its identity (device, inode, size, mtime, ctime) changes and at least
+	// every BinaryRehashEvery pulses (1: every pulse).
+	BinaryRehashEvery int
 }
 
 // String summarises the configuration (no secrets: only paths).
@@ -117,7 +124,9 @@ type rawConfig struct {
 	Partition   *string        `hcl:"partition,optional"`
 	LogLevel    *string        `hcl:"log_level,optional"`
 	LogJSON     *bool          `hcl:"log_json,optional"`
-	BPF         *rawBPF        `hcl:"bpf,block"`
+	// BinaryRehashEvery: see Config.
+	BinaryRehashEvery *int    `hcl:"binary_rehash_every,optional"`
+	BPF               *rawBPF `hcl:"bpf,block"`
 }
 
 type rawTLS struct {
@@ -209,6 +218,14 @@ func decode(f *hclconf.File) (*Config, error) {
 	c.Interval = f.Duration(str(raw.Interval, ""), DefaultInterval, MinInterval, MaxInterval, "interval")
 	if raw.Partition != nil {
 		checkPartition(f, c.Partition)
+	}
+	c.BinaryRehashEvery = DefaultBinaryRehashEvery
+	if raw.BinaryRehashEvery != nil {
+		if n := *raw.BinaryRehashEvery; n < 1 || n > 1000 {
+			f.Errorf([]string{"binary_rehash_every"}, "invalid binary_rehash_every", "%d: use 1 (hash every pulse) to 1000", n)
+		} else {
+			c.BinaryRehashEvery = n
+		}
 	}
 	if _, ok := logLevels[strings.ToLower(c.LogLevel)]; !ok {
 		f.Errorf([]string{"log_level"}, "invalid log level", "%q: use trace, debug, info, warn or error", c.LogLevel)

@@ -55,6 +55,8 @@ func TestDefaults(t *testing.T) {
 		Partition:   "",
 		BPF:         BPF{Enabled: false, PinDir: "/sys/fs/bpf/pulse"},
 		LogLevel:    "info",
+
+		BinaryRehashEvery: 10,
 	}
 	if !reflect.DeepEqual(*c, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", *c, want)
@@ -174,6 +176,7 @@ func TestDiagnostics(t *testing.T) {
 		{"partition charset", base + `partition = "a b"` + "\n", []string{"agent.hcl:7:13: invalid partition"}},
 		{"empty partition", base + `partition = ""` + "\n", []string{"agent.hcl:7:13: invalid partition"}},
 		{"log level", base + `log_level = "verbose"` + "\n", []string{"agent.hcl:7:13: invalid log level"}},
+		{"rehash zero", base + `binary_rehash_every = 0` + "\n", []string{"agent.hcl:7:23: invalid binary_rehash_every"}},
 		{"empty state dir", base + `state_dir = ""` + "\n", []string{"agent.hcl:7:13: empty path"}},
 		{"bpf enabled type", base + "bpf {\n  enabled = \"maybe\"\n}\n", []string{"agent.hcl:8:14: Unsuitable value type"}},
 		{"duplicate tls", base + tlsBlock, []string{"agent.hcl:7:1: Duplicate tls block"}},
