@@ -19,14 +19,14 @@ build: ## build the binaries into bin/ (stripped: a smaller agent binary is chea
 	$(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ $$($(GO) list ./cmd/... | grep -v '/cmd/pulse-agent$$')
 
 vet: ## go vet
-	$(GO) vet $(PKGS)
+	$(GO) vet -tags pulse_sim $(PKGS)
 
 fmt-check: ## fail on unformatted files
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 staticcheck: ## staticcheck
-	staticcheck $(PKGS)
+	staticcheck -tags pulse_sim $(PKGS)
 
 lint: fmt-check vet staticcheck ## gofmt, go vet, staticcheck
 
@@ -38,10 +38,10 @@ generate-check: ## fail when committed generated code is stale
 	scripts/generate-check.sh
 
 test: deps build lint generate-check ## everything CI runs: build, lint, generated-code check, all tests
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -p 2 $(PKGS)
+	$(GO) test -tags pulse_sim -count=1 -timeout $(TEST_TIMEOUT) -p 2 $(PKGS)
 
 test-short: ## pure tests only (no swtpm, root or databases)
-	$(GO) test -short $(PKGS)
+	$(GO) test -tags pulse_sim -short $(PKGS)
 
 bench: build ## print the benchmark figures
 	scripts/bench.sh

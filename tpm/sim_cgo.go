@@ -1,4 +1,4 @@
-//go:build cgo && !pulse_nosim
+//go:build cgo && pulse_sim
 
 package tpm
 
@@ -11,8 +11,9 @@ import (
 )
 
 // SimAvailable reports whether the in-process simulator ("sim") is compiled
-// in. It needs cgo; build with -tags pulse_nosim to leave it out of
-// production binaries.
+// in. It needs cgo and -tags pulse_sim, which only the tests and benchmarks
+// use (make test, scripts/bench.sh): no Pulse binary carries the reference
+// TPM (or links libcrypto for it).
 const SimAvailable = true
 
 // ErrSimBusy is returned when "sim" is opened while another in-process

@@ -1,4 +1,4 @@
-//go:build !cgo || pulse_nosim
+//go:build !cgo || !pulse_sim
 
 package tpm
 
@@ -9,7 +9,8 @@ import (
 )
 
 // SimAvailable reports whether the in-process simulator ("sim") is compiled
-// in; this build has it left out (no cgo, or -tags pulse_nosim).
+// in; this build has it left out (it needs cgo and -tags pulse_sim, which
+// only tests and benchmarks use).
 const SimAvailable = false
 
 // ErrSimBusy is returned when "sim" is opened while another in-process
@@ -19,7 +20,7 @@ var ErrSimBusy = errors.New("in-process tpm simulator already open in this proce
 type simTPM struct{ transport.TPMCloser }
 
 func openSim(Spec) (*simTPM, error) {
-	return nil, errors.New("in-process tpm simulator not compiled in (needs cgo, without -tags pulse_nosim)")
+	return nil, errors.New("in-process tpm simulator not compiled in (tests only: cgo and -tags pulse_sim; use swtpm)")
 }
 
 func (s *simTPM) reset() error { return errors.New("in-process tpm simulator not compiled in") }

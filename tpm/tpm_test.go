@@ -511,7 +511,7 @@ func TestConcurrentUse(t *testing.T) {
 // TestSim runs the AK and quote path on the in-process simulator.
 func TestSim(t *testing.T) {
 	if !tpm.SimAvailable {
-		testutil.Unavailable(t, "in-process simulator not compiled in (cgo disabled)")
+		testutil.Unavailable(t, "in-process simulator not compiled in (test builds only: cgo and -tags pulse_sim)")
 	}
 	tp, err := tpm.Open("sim", simtest.Logger(t))
 	if err != nil {
@@ -599,7 +599,7 @@ func BenchmarkQuoteSwtpm(b *testing.B) {
 
 func BenchmarkQuoteSim(b *testing.B) {
 	if !tpm.SimAvailable {
-		testutil.Unavailable(b, "in-process simulator not compiled in")
+		testutil.Unavailable(b, "in-process simulator not compiled in (test builds only: cgo and -tags pulse_sim)")
 	}
 	tp, err := tpm.Open("sim", nil)
 	if err != nil {
