@@ -221,6 +221,15 @@ var migrations = []string{
 		PRIMARY KEY (agent_id, address)
 	);
 	CREATE INDEX agent_addresses_address ON agent_addresses (address, last_seen)`,
+	// maintenance windows: an operator expects an agent's planned stop
+	// until until_at (pulsectl agents maintenance; maintenance.go).
+	`CREATE TABLE maintenance_windows (
+		agent_id TEXT PRIMARY KEY,
+		until_at {{bigint}} NOT NULL,
+		set_by TEXT NOT NULL,
+		reason TEXT NOT NULL DEFAULT '',
+		set_at {{bigint}} NOT NULL
+	)`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {
