@@ -257,6 +257,9 @@ type Policy struct {
 	EBPF         *EBPF
 	Fortress     *Rule
 	MeasuredBoot *MeasuredBoot
+	// PlannedStop says what an orderly stop of the agent means (stop.go);
+	// nil: the defaults (no sender allowed, DefaultMaxOffline).
+	PlannedStop *PlannedStop
 
 	setDigest string
 	nameRange hcl.Range
