@@ -265,6 +265,9 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	if out := checkClaims(o, p, rt); out != nil {
 		return out
 	}
+	if out := checkKernel(o, p, rt); out != nil {
+		return out
+	}
 	o.update.Evidence = true
 	o.update.Seq = p.GetSequence()
 	o.update.ResetCount = res.Clock.ResetCount

@@ -28,6 +28,8 @@ type runtimeEvidence struct {
 	bpf      map[string]bpfMeasurement
 	// fortressActive is the latest Fortress state record's flag.
 	fortressActive bool
+	// kernel is what the log says about kernel evidence (kernel.go).
+	kernel kernelLog
 }
 
 type binaryMeasurement struct {
@@ -109,5 +111,6 @@ func verifyRuntime(stored []byte, storedCount, first uint64, fresh []byte, pcr u
 	if st.Fortress != nil {
 		rt.fortressActive = st.Fortress.Active
 	}
+	rt.kernel = readKernelLog(records)
 	return rt, pulsev1.Reason_REASON_OK, nil
 }

@@ -1,0 +1,221 @@
+package verifier
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/pulse-attest/pulse/internal/kernelev"
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/tpm/cel"
+)
+
+// The pure judgement of kernel evidence (judgeKernel over readKernelLog):
+// the real-kernel, real-TPM cases are in kernel_test.go and
+// e2e/kernel_evidence_test.go.
+
+var (
+	tagIngress = [8]byte{1, 1, 1, 1, 1, 1, 1, 1}
+	tagEgress  = [8]byte{2, 2, 2, 2, 2, 2, 2, 2}
+	tagXDP     = [8]byte{3, 3, 3, 3, 3, 3, 3, 3}
+	tagForeign = []byte{9, 9, 9, 9, 9, 9, 9, 9}
+)
+
+func mapsRec(t *testing.T, ms map[string]uint32) cel.Record {
+	t.Helper()
+	data, err := kernelev.EncodeMaps(ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cel.Record{Content: &cel.Generic{Name: kernelev.MapsRecordName, Data: data}}
+}
+
+func progRec(name, point string, tag [8]byte) cel.Record {
+	return cel.Record{Content: &cel.EBPFProgram{Name: name, ProgramType: "sched_cls", AttachPoint: point, Tag: tag}}
+}
+
+func chain(hook, target string, progs ...*pulsev1.ChainProgram) *pulsev1.HookChain {
+	return &pulsev1.HookChain{Hook: hook, Target: target, Ifindex: 7, Programs: progs}
+}
+
+func prog(id uint32, tag []byte, maps ...uint32) *pulsev1.ChainProgram {
+	return &pulsev1.ChainProgram{Id: id, Tag: tag, Name: "p", MapIds: maps, LinkId: id + 100}
+}
+
+// tcxLoad is an honest tcx-mode load on eth0: maps 11 (quarantine) and 12
+// (a sentinel map), both Shield programs measured at their hooks.
+func tcxLoad(t *testing.T) []cel.Record {
+	return []cel.Record{
+		mapsRec(t, map[string]uint32{"shield_quarantine": 11, "sentinel_cfg": 12}),
+		progRec("shield_ingress", "tcx/ingress:eth0", tagIngress),
+		progRec("shield_egress", "tcx/egress:eth0", tagEgress),
+		progRec("sentinel_signal", "tracepoint/signal/signal_generate", [8]byte{5}),
+	}
+}
+
+func honestTCX() *pulsev1.BPFSnapshot {
+	return &pulsev1.BPFSnapshot{
+		Hooks: []*pulsev1.HookChain{
+			chain(kernelev.HookTCXIngress, "eth0", prog(1, tagIngress[:], 11)),
+			chain(kernelev.HookTCXEgress, "eth0", prog(2, tagEgress[:], 11)),
+			chain(kernelev.HookXDP, "eth0"),
+		},
+		Maps: []*pulsev1.MapIdentity{{Name: "shield_quarantine", Id: 11}, {Name: "sentinel_cfg", Id: 12}},
+	}
+}
+
+func TestJudgeKernel(t *testing.T) {
+	xdpLoad := func(t *testing.T) []cel.Record {
+		return []cel.Record{mapsRec(t, map[string]uint32{"shield_quarantine": 21}), progRec("shield_xdp", "xdp:eth0", tagXDP)}
+	}
+	honestXDP := func() *pulsev1.BPFSnapshot {
+		return &pulsev1.BPFSnapshot{
+			Hooks: []*pulsev1.HookChain{
+				chain(kernelev.HookTCXIngress, "eth0"), chain(kernelev.HookTCXEgress, "eth0"),
+				chain(kernelev.HookXDP, "eth0", prog(3, tagXDP[:], 21)),
+			},
+			Maps: []*pulsev1.MapIdentity{{Name: "shield_quarantine", Id: 21}},
+		}
+	}
+	tests := []struct {
+		name string
+		log  func(*testing.T) []cel.Record
+		snap func() *pulsev1.BPFSnapshot
+		want pulsev1.Reason // REASON_OK: no finding
+	}{
+		{"honest tcx", tcxLoad, honestTCX, pulsev1.Reason_REASON_OK},
+		{"honest xdp", xdpLoad, honestXDP, pulsev1.Reason_REASON_OK},
+		{"no eBPF at all", func(*testing.T) []cel.Record { return nil }, func() *pulsev1.BPFSnapshot { return nil }, pulsev1.Reason_REASON_OK},
+		{"tcx: foreign program ahead of Shield on ingress", tcxLoad, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks[0].Programs = append([]*pulsev1.ChainProgram{prog(50, tagForeign)}, s.Hooks[0].Programs...)
+			return s
+		}, pulsev1.Reason_REASON_BPF_FOREIGN_PROGRAM},
+		{"tcx: foreign program after Shield on egress", tcxLoad, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks[1].Programs = append(s.Hooks[1].Programs, prog(50, tagForeign))
+			return s
+		}, pulsev1.Reason_REASON_BPF_FOREIGN_PROGRAM},
+		{"tcx: ingress program on the egress hook", tcxLoad, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks[1].Programs[0].Tag = tagIngress[:]
+			return s
+		}, pulsev1.Reason_REASON_BPF_FOREIGN_PROGRAM},
+		{"tcx: foreign XDP program on the Shield interface", tcxLoad, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks[2].Programs = []*pulsev1.ChainProgram{prog(51, tagForeign)}
+			return s
+		}, pulsev1.Reason_REASON_BPF_FOREIGN_PROGRAM},
+		{"xdp: Shield's XDP program replaced", xdpLoad, func() *pulsev1.BPFSnapshot {
+			s := honestXDP()
+			s.Hooks[2].Programs = []*pulsev1.ChainProgram{prog(52, tagForeign)}
+			return s
+		}, pulsev1.Reason_REASON_BPF_FOREIGN_PROGRAM},
+		{"xdp mode: a tcx program is not Pulse's business", xdpLoad, func() *pulsev1.BPFSnapshot {
+			s := honestXDP()
+			s.Hooks[0].Programs = []*pulsev1.ChainProgram{prog(53, tagForeign)}
+			return s
+		}, pulsev1.Reason_REASON_OK},
+		{"tcx: Shield detached from ingress", tcxLoad, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks[0].Programs = nil
+			return s
+		}, pulsev1.Reason_REASON_BPF_PROGRAM_MISSING},
+		{"tcx: Shield bound to a planted map", tcxLoad, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks[0].Programs[0].MapIds = []uint32{99}
+			return s
+		}, pulsev1.Reason_REASON_BPF_MAP_FOREIGN},
+		{"agent reports another map id than it measured", tcxLoad, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Maps[0].Id = 99
+			return s
+		}, pulsev1.Reason_REASON_BPF_MAP_FOREIGN},
+		{"a later load adopted the earlier load's quarantine map", func(t *testing.T) []cel.Record {
+			return append(tcxLoad(t), tcxLoad(t)...)
+		}, honestTCX, pulsev1.Reason_REASON_BPF_MAP_FOREIGN},
+		{"a later load with fresh maps", func(t *testing.T) []cel.Record {
+			second := tcxLoad(t)
+			second[0] = mapsRec(t, map[string]uint32{"shield_quarantine": 31, "sentinel_cfg": 12})
+			return append(tcxLoad(t), second...)
+		}, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks[0].Programs[0].MapIds = []uint32{31}
+			s.Hooks[1].Programs[0].MapIds = []uint32{31}
+			s.Maps[0].Id = 31
+			return s
+		}, pulsev1.Reason_REASON_OK},
+		{"the previous load's Shield still attached after a new load", func(t *testing.T) []cel.Record {
+			second := tcxLoad(t)
+			second[0] = mapsRec(t, map[string]uint32{"shield_quarantine": 31, "sentinel_cfg": 12})
+			return append(tcxLoad(t), second...)
+		}, honestTCX, pulsev1.Reason_REASON_BPF_MAP_FOREIGN},
+		{"lying agent: no hook chains", tcxLoad, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks = nil
+			return s
+		}, pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING},
+		{"lying agent: XDP chain left out", tcxLoad, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks = s.Hooks[:2]
+			return s
+		}, pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING},
+		{"lying agent: a hook reported twice", tcxLoad, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks = append(s.Hooks, chain(kernelev.HookTCXIngress, "eth0", prog(1, tagIngress[:], 11)))
+			return s
+		}, pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING},
+		{"lying agent: maps left out", tcxLoad, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Maps = nil
+			return s
+		}, pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING},
+		{"hook the kernel could not be asked about", tcxLoad, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks[2] = &pulsev1.HookChain{Hook: kernelev.HookXDP, Target: "eth0", Error: "interface eth0: no such network interface"}
+			return s
+		}, pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING},
+		{"Shield measured but no maps record", func(t *testing.T) []cel.Record {
+			return tcxLoad(t)[1:]
+		}, honestTCX, pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING},
+		{"maps record that does not decode", func(t *testing.T) []cel.Record {
+			rs := tcxLoad(t)
+			rs[0] = cel.Record{Content: &cel.Generic{Name: kernelev.MapsRecordName, Data: []byte("shield_quarantine 011\n")}}
+			return rs
+		}, honestTCX, pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := judgeKernel(tc.snap(), readKernelLog(tc.log(t)))
+			if tc.want == pulsev1.Reason_REASON_OK {
+				if f != nil {
+					t.Fatalf("finding %s: %v, want none", f.reason, f)
+				}
+				return
+			}
+			var kf *kernelFinding
+			if !errors.As(error(f), &kf) || kf == nil {
+				t.Fatalf("no finding, want %s", tc.want)
+			}
+			if kf.reason != tc.want {
+				t.Fatalf("finding %s (%v), want %s", kf.reason, kf, tc.want)
+			}
+		})
+	}
+}
+
+// TestReadKernelLogScopesHooksToTheLatestLoad: a new maps record starts a
+// new load; hooks measured before it no longer bind.
+func TestReadKernelLogScopesHooksToTheLatestLoad(t *testing.T) {
+	rs := tcxLoad(t)
+	rs = append(rs, mapsRec(t, map[string]uint32{"shield_quarantine": 31}), progRec("shield_xdp", "xdp:eth1", tagXDP))
+	kl := readKernelLog(rs)
+	if len(kl.hooks) != 1 {
+		t.Fatalf("hooks %v, want only xdp:eth1", kl.hooks)
+	}
+	if m, ok := kl.hooks[kernelev.Hook{Kind: kernelev.HookXDP, Target: "eth1"}]; !ok || m.program != "shield_xdp" {
+		t.Fatalf("hooks %v, want xdp:eth1 shield_xdp", kl.hooks)
+	}
+	if kl.maps[31] != "shield_quarantine" || len(kl.maps) != 1 || kl.adopted != "" {
+		t.Fatalf("maps %v adopted %q", kl.maps, kl.adopted)
+	}
+}
