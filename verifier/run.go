@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/pulse-attest/pulse/internal/pki"
@@ -47,6 +48,10 @@ type Daemon struct {
 	admin    *admin.Server
 	certs    *certGuard
 	registry *prometheus.Registry
+	// health answers grpc.health.v1 on the agent listener; certReloader
+	// re-reads the tls block's files (server_health.go).
+	health       *health.Server
+	certReloader *tlsconfig.Reloader
 }
 
 // RefreshRevocations re-reads the revocation list now (it is re-read every
@@ -143,6 +148,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	srv.RegisterService(decode.Desc(&pulsev1.Attestation_ServiceDesc), v)
+	hs := registerEcosystem(srv, decode)
 	var adm *admin.Server
 	if cfg.AdminListen != "" {
 		if adm, err = startAdmin(cfg, cfg.AdminTokenFile, v, reg, log.Named("admin"), certReloader); err != nil {
@@ -155,6 +161,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 	d := &Daemon{Verifier: v, Store: st, Watcher: w, grpc: srv, lis: lis, log: log, cancel: cancel, alerter: alerter, admin: adm}
 	d.certs = certs
 	d.registry = reg
+	d.health, d.certReloader = hs, certReloader
 	go certReloader.Run(ctx, tcfg.ReloadInterval)
 	go certs.run(ctx)
 	go w.Run(ctx, PolicyPollInterval)
@@ -178,6 +185,7 @@ func (d *Daemon) Addr() string { return d.lis.Addr().String() }
 
 // Stop stops serving and closes everything.
 func (d *Daemon) Stop() {
+	d.health.Shutdown() // health checks see NOT_SERVING while calls drain
 	done := make(chan struct{})
 	go func() { d.grpc.GracefulStop(); close(done) }()
 	select {
