@@ -6,12 +6,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/pulse-attest/pulse/internal/cli"
 	"github.com/pulse-attest/pulse/internal/hclconf"
 	"github.com/pulse-attest/pulse/internal/logging"
+	"github.com/pulse-attest/pulse/internal/sdnotify"
 	"github.com/pulse-attest/pulse/verifier"
 	"github.com/pulse-attest/pulse/verifier/config"
 )
@@ -57,9 +61,35 @@ func runVerifier(args []string, _, stderr io.Writer) int {
 	log := logging.New("pulse-verifier", cfg.LogLevel, cfg.LogJSON, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := verifier.Run(ctx, cfg, log); err != nil {
+	d, err := verifier.Start(ctx, cfg, log)
+	if err != nil {
 		log.Error("verifier failed", "error", err)
 		return 1
 	}
-	return 0
+	// systemd (Type=notify) learns the verifier serves once its store,
+	// policy and listeners are up; SIGHUP (ExecReload) re-reads the
+	// certificates, policy and revocations at once.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	notify(log, sdnotify.Ready+"\n"+sdnotify.Status("serving agents on "+d.Addr()))
+	for {
+		select {
+		case <-hup:
+			notify(log, sdnotify.ReloadingNow())
+			d.Reload(ctx) //nolint:errcheck // logged by Reload; what did not load keeps the previous files in force
+			notify(log, sdnotify.Ready)
+		case <-ctx.Done():
+			notify(log, sdnotify.Stopping)
+			log.Info("verifier stopping")
+			d.Stop()
+			return 0
+		}
+	}
+}
+
+func notify(log hclog.Logger, state string) {
+	if _, err := sdnotify.Notify(state); err != nil {
+		log.Warn("service manager notification failed", "error", err)
+	}
 }
