@@ -67,6 +67,12 @@ type Options struct {
 	// BinaryPollInterval is how often the agent binary's path is checked
 	// for a change on disk (1 s when zero).
 	BinaryPollInterval time.Duration
+	// Clock reads the kernel's clock discipline state for every pulse
+	// (AdjtimexReader when nil).
+	Clock ClockReader
+	// Now is the wall clock a pulse's time is read from (time.Now when
+	// nil); tests set a misset clock here.
+	Now func() time.Time
 }
 
 // Agent is a running agent. Create with New, then Run; Close releases the
@@ -106,6 +112,10 @@ type Agent struct {
 	pending      []*pulsev1.SentinelEvent
 	lastVerdict  pulsev1.Verdict
 	lastReason   pulsev1.Reason
+	inLockout    bool // the TPM's lockout state at the last read (logged on change)
+
+	readClock ClockReader
+	now       func() time.Time
 
 	wake        chan struct{} // interval changed
 	pulseNow    chan struct{} // pulse as soon as possible
@@ -155,6 +165,14 @@ func New(opts Options) (*Agent, error) {
 
 		reconnected: make(chan struct{}, 1),
 		retryBounds: retryBounds,
+		readClock:   opts.Clock,
+		now:         opts.Now,
+	}
+	if a.readClock == nil {
+		a.readClock = AdjtimexReader
+	}
+	if a.now == nil {
+		a.now = time.Now
 	}
 	if a.binaryPoll <= 0 {
 		a.binaryPoll = time.Second

@@ -42,6 +42,8 @@ type PayloadInput struct {
 	SentinelEvents        []*pulsev1.SentinelEvent
 	Quarantined           []string
 	Health                *pulsev1.Health
+	// ClockSync is the kernel's clock discipline state (adjtimex).
+	ClockSync *pulsev1.ClockSync
 }
 
 // marshalOptions serialise a payload once, deterministically. The verifier
@@ -79,6 +81,7 @@ func (in *PayloadInput) Payload() (*pulsev1.PulsePayload, error) {
 		AgentBinaryPath:       in.AgentBinaryPath,
 		AgentBinaryDiskSha256: in.AgentBinaryDiskSHA256,
 		RuntimeBank:           uint32(in.RuntimeBank),
+		ClockSync:             in.ClockSync,
 	}, nil
 }
 

@@ -141,7 +141,7 @@ func (a *Agent) collect(ctx context.Context, s *session) (*PayloadInput, int, er
 		AgentID:               s.agentID,
 		Partition:             a.cfg.Partition,
 		Version:               Version,
-		Time:                  time.Now(),
+		Time:                  a.now(),
 		Sequence:              seq,
 		LeafKeySHA256:         s.leafKey[:],
 		AgentBinarySHA256:     exe,
@@ -155,7 +155,8 @@ func (a *Agent) collect(ctx context.Context, s *session) (*PayloadInput, int, er
 		Fortress:              fortress,
 		SentinelEvents:        events,
 		Quarantined:           quarantined,
-		Health:                a.counters.health(a.started),
+		Health:                a.health(),
+		ClockSync:             a.clockSync(),
 	}, len(events), nil
 }
 
@@ -272,6 +273,9 @@ func (a *Agent) buildRequest(in *PayloadInput, s *session, vstate *pulsev1.Verif
 			return nil
 		}
 		q, err := a.quote(signed.Payload)
+		if a.unquotedInLockout(in, err) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}

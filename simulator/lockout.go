@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
+
+	"github.com/pulse-attest/pulse/tpm"
 )
 
 // FailAuthorizations does what a password-guessing attacker (or a broken
@@ -67,6 +69,29 @@ func (s *Swtpm) FailAuthorizations(n int) error {
 		}
 	}
 	return nil
+}
+
+// PersistLegacyAK leaves the TPM as an agent from before noDA did:
+// Pulse's earlier AK (tpm.LegacyAKTemplate, no noDA) persisted at handle,
+// which must be free. It returns the key's marshalled TPMT_PUBLIC (what
+// that agent enrolled). Drills of the one-time replacement use it.
+func (s *Swtpm) PersistLegacyAK(handle uint32) ([]byte, error) {
+	tr := rawTransport{path: s.ServerSocket()}
+	owner := tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)}
+	rsp, err := (tpm2.CreatePrimary{PrimaryHandle: owner, InPublic: tpm2.New2B(tpm.LegacyAKTemplate())}).Execute(tr)
+	if err != nil {
+		return nil, fmt.Errorf("simulator: create the earlier ak: %w", err)
+	}
+	defer func() { _, _ = (tpm2.FlushContext{FlushHandle: rsp.ObjectHandle}).Execute(tr) }()
+	if _, err := (tpm2.EvictControl{Auth: owner, ObjectHandle: tpm2.NamedHandle{Handle: rsp.ObjectHandle, Name: rsp.Name},
+		PersistentHandle: tpm2.TPMIDHPersistent(handle)}).Execute(tr); err != nil {
+		return nil, fmt.Errorf("simulator: persist the earlier ak at 0x%08x: %w", handle, err)
+	}
+	pub, err := rsp.OutPublic.Contents()
+	if err != nil {
+		return nil, fmt.Errorf("simulator: earlier ak public area: %w", err)
+	}
+	return tpm2.Marshal(pub), nil
 }
 
 // isAuthFailure: the TPM refused an authorisation (a wrong password, or

@@ -44,8 +44,11 @@ func AKTemplate() tpm2.TPMTPublic {
 	return t
 }
 
-// legacyAKTemplate is the AK template before noDA: an agent that finds such
-// a key persisted replaces it (see TPM.AK).
+// LegacyAKTemplate is Pulse's AK template before noDA: an agent that finds
+// such a key persisted replaces it once (see TPM.AK). Tests use it to
+// recreate a device enrolled by an earlier agent.
+func LegacyAKTemplate() tpm2.TPMTPublic { return legacyAKTemplate() }
+
 func legacyAKTemplate() tpm2.TPMTPublic {
 	return tpm2.TPMTPublic{
 		Type:    tpm2.TPMAlgECC,

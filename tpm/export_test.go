@@ -7,9 +7,6 @@ import (
 
 // Test hooks for the external tests of this package.
 
-// LegacyAKTemplate is the AK template before noDA.
-var LegacyAKTemplate = legacyAKTemplate
-
 // DoForTest runs f with the TPM's transport.
 func (t *TPM) DoForTest(f func(tr transport.TPM) error) error { return t.do(f) }
 
