@@ -94,7 +94,7 @@ func TestPulseClock(t *testing.T) {
 		if !cs.GetSynchronized() || cs.GetEstErrorUs() != 250 || cs.GetMaxErrorUs() != 8000 || cs.GetState() != unix.TIME_OK {
 			t.Fatalf("pulse %d clock sync %v, want the injected reader's", i, cs)
 		}
-		if d := r.Payload.GetTime().AsTime().Sub(time.Now()); d < off-time.Minute || d > off+time.Minute {
+		if d := time.Until(r.Payload.GetTime().AsTime()); d < off-time.Minute || d > off+time.Minute {
 			t.Fatalf("pulse %d time is %s from now, want about %s (the misset clock)", i, d.Round(time.Second), off)
 		}
 	}
