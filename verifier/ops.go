@@ -112,32 +112,22 @@ func accepted(v pulsev1.Verdict) bool {
 	return v == pulsev1.Verdict_VERDICT_TRUSTED || v == pulsev1.Verdict_VERDICT_DEGRADED
 }
 
-// settle applies step 8 (state) up to the pulse's record, which commits
-// next: the last-known-good check (which may turn the verdict), then the
-// clock, the failure streaks and the next deadline. Only an accepted pulse
-// (TRUSTED, DEGRADED) moves the silence deadline: an agent that only ever
-// fails, however it fails, ends BLINDED.
-func (v *Verifier) settle(ctx context.Context, o *Outcome) {
+// settle applies step 8 (state) to the pulse's record, which commits
+// next: the failure streaks and the next deadline of the verdict verify
+// decided (settle never changes it, and writes nothing). Only an accepted
+// pulse (TRUSTED, DEGRADED) moves the silence deadline: an agent that only
+// ever fails, however it fails, ends BLINDED.
+func (v *Verifier) settle(_ context.Context, o *Outcome) {
 	now := v.now()
 	pol := o.pol
 	hb := policy.Heartbeat{Interval: policy.DefaultHeartbeatInterval, Missed: policy.DefaultMissedPulses}
 	if pol != nil {
 		hb = pol.Heartbeat
 	}
-	if o.Verdict == pulsev1.Verdict_VERDICT_TRUSTED && o.evidence != nil && o.evidence.Runtime != nil {
-		v.checkLastKnownGood(ctx, o, pol, now)
-	}
 	a := o.agent
 	o.update.TransientStreak, o.update.DesyncStreak = a.TransientStreak, a.DesyncStreak
-	// The clock is decided last: every check on quoted evidence has run,
-	// and only a pulse they accept can be CLOCK_DESYNC.
-	if o.clockOff && accepted(o.Verdict) {
-		o.update.LKG = nil
-		o.Verdict, o.Reason, o.Message = pulsev1.Verdict_VERDICT_CLOCK_DESYNC, pulsev1.Reason_REASON_CLOCK_DESYNC, o.clockMsg
+	if o.desync {
 		o.update.DesyncStreak = a.DesyncStreak + 1
-		if n := orDefault(v.cfg.Pulses.ClockDesyncEscalateAfter, config.DefaultClockDesyncEscalateAfter); int(o.update.DesyncStreak) > n {
-			o.untrusted(pulsev1.Reason_REASON_CLOCK_DESYNC_PERSISTENT, "%d pulses in a row with the clock off (%d tolerated); last: %s", o.update.DesyncStreak, n, o.clockMsg)
-		}
 	}
 	if !accepted(o.Verdict) {
 		// Only an accepted pulse records where the device is: silence
@@ -197,6 +187,9 @@ func (v *Verifier) afterPulse(ctx context.Context, p Peer, o *Outcome) {
 			v.raise(ctx, &store.Alert{DedupKey: key, AgentID: o.agent.ID, Kind: kind, Severity: sev, Reason: o.Reason.String(), Message: o.Message})
 		}
 	}
+	if accepted(o.Verdict) {
+		v.registerAddress(ctx, o.agent.ID, p.Addr)
+	}
 	if v.shouldIsolate(o, pol) && p.Addr != "" {
 		v.isolate(ctx, o.agent.ID, p.Addr, o.Reason.String())
 	}
@@ -232,9 +225,10 @@ func (v *Verifier) shouldIsolate(o *Outcome, pol *policy.Policy) bool {
 // the same boot, or in any later boot, even one whose log replays the old
 // records first — is a change like any other. Otherwise the verdict turns
 // UNTRUSTED with a severity 1 alert (raised after the commit) and the
-// last-known-good stays as it was. The new last-known-good is written by
-// the pulse's commit.
-func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *policy.Policy, now time.Time) {
+// last-known-good stays as it was. It decides and writes nothing: the
+// failure it returns is the verdict, and the new last-known-good
+// (o.update.LKG) is written by the pulse's commit.
+func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *policy.Policy, now time.Time) *Outcome {
 	rt := o.evidence.Runtime
 	lkg := o.agent.LKG
 	seen := make([]string, 0, len(rt.AgentBinaries))
@@ -245,12 +239,12 @@ func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *poli
 	if lkg.BinarySHA256 == "" {
 		cur.BPFBuilds = bpfBuilds(nil).with(cur.BinarySHA256, cur.BPF).String()
 		o.update.LKG = &cur
-		return
+		return nil
 	}
 	if lkg.BinarySHA256 == cur.BinarySHA256 && lkg.BPF == cur.BPF && lkg.Boot == cur.Boot {
 		// The steady state: every record of the log is in this boot's
 		// accepted prefix and the programs are the last-known-good ones.
-		return
+		return nil
 	}
 	prev := strings.ToLower(lkg.BinarySHA256)
 	for _, d := range seen[acceptedCount(lkg.Boot, o.boot, seen):] {
@@ -258,14 +252,14 @@ func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *poli
 			continue
 		}
 		if !v.updateApproved(ctx, o.agent.ID, prev, d, pol, now) {
-			o.Verdict, o.Reason = pulsev1.Verdict_VERDICT_UNTRUSTED, pulsev1.Reason_REASON_BINARY_CHANGED
-			o.Message = fmt.Sprintf("agent binary changed from %s to %s outside any approved update window", shortHex(prev), shortHex(d))
+			msg := fmt.Sprintf("agent binary changed from %s to %s outside any approved update window", shortHex(prev), shortHex(d))
 			if d != strings.ToLower(cur.BinarySHA256) {
-				o.Message += fmt.Sprintf(" (measured earlier in this boot; the running build is %s)", shortHex(cur.BinarySHA256))
+				msg += fmt.Sprintf(" (measured earlier in this boot; the running build is %s)", shortHex(cur.BinarySHA256))
 			}
+			o.untrusted(pulsev1.Reason_REASON_BINARY_CHANGED, "%s", msg)
 			o.lkgAlert = &store.Alert{DedupKey: fmt.Sprintf("binary_changed:%s:%s:%s", o.agent.ID, prev, d),
 				AgentID: o.agent.ID, Kind: AlertBinaryChanged, Severity: 1, Reason: o.Reason.String(), Message: o.Message}
-			return
+			return o
 		}
 		prev = d
 	}
@@ -283,11 +277,10 @@ func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *poli
 		bpfOK = bpfChangeApproved(cur.BinarySHA256, rt, binChanged, pol, now)
 	}
 	if !bpfOK {
-		o.Verdict, o.Reason = pulsev1.Verdict_VERDICT_UNTRUSTED, pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED
-		o.Message = fmt.Sprintf("eBPF programs changed from %q to %q outside any approved update of the agent build", lkg.BPF, cur.BPF)
+		o.untrusted(pulsev1.Reason_REASON_BPF_PROGRAM_CHANGED, "eBPF programs changed from %q to %q outside any approved update of the agent build", lkg.BPF, cur.BPF)
 		o.lkgAlert = &store.Alert{DedupKey: fmt.Sprintf("bpf_changed:%s:%s", o.agent.ID, cur.BPF),
 			AgentID: o.agent.ID, Kind: AlertBPFChanged, Severity: 1, Reason: o.Reason.String(), Message: o.Message}
-		return
+		return o
 	}
 	cur.BPFBuilds = learned.with(cur.BinarySHA256, cur.BPF).String()
 	if lkg.BinarySHA256 != cur.BinarySHA256 || lkg.BPF != cur.BPF || lkg.Boot != cur.Boot || lkg.BPFBuilds != cur.BPFBuilds {
@@ -296,6 +289,7 @@ func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *poli
 		}
 		o.update.LKG = &cur
 	}
+	return nil
 }
 
 // maxBPFBuilds bounds the builds whose program sets an agent's
@@ -436,25 +430,30 @@ func shortHex(s string) string {
 	return s
 }
 
-// isolate quarantines an address fleet-wide: recorded in the store and
-// published as a directive every replica delivers to its trusted agents.
-// An operator's release hold on the offender refuses it in the same
-// statement (store.AddQuarantine); the suppression raises an
-// isolation_suppressed alert, once per hold and reason.
-func (v *Verifier) isolate(ctx context.Context, offender, addr, reason string) {
-	// Isolation is by address; it must never hit a protected address (the
-	// verifier's, a replica's, a gateway or proxy). The operator is told
-	// instead, and acts on the device. (Addresses several agents share, a
-	// NAT, are not yet recognised: issue 20, isolation by identity.)
-	refuse := func(why string) {
-		v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("isolation_refused:%s:%s:%d", offender, addr, dedupBucket(v.now())), AgentID: offender,
+// isolate quarantines an offender fleet-wide by identity: the addresses
+// registered to it (isolationTargets, quarantine.go), each recorded in the
+// store and published as a directive every replica delivers, signed, to
+// its trusted agents. failedFrom is the address the failure came from (the
+// last accepted one for a silence). An address that is protected, shared
+// with other agents or not the offender's is never isolated: the operator
+// is told instead (isolation_refused), and acts on the device.
+func (v *Verifier) isolate(ctx context.Context, offender, failedFrom, reason string) {
+	targets, refused := v.isolationTargets(ctx, offender, failedFrom)
+	for _, r := range refused {
+		v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("isolation_refused:%s:%s:%d", offender, r.addr, dedupBucket(v.now())), AgentID: offender,
 			Kind: AlertIsolationRefused, Severity: 2, Reason: reason,
-			Message: fmt.Sprintf("address %s not isolated: %s; act on the device itself", addr, why)})
+			Message: fmt.Sprintf("address %s not isolated: %s; act on the device itself", r.addr, r.why)})
 	}
-	if v.cfg.Protected(addr) {
-		refuse("it is a protected address (protected_addresses)")
-		return
+	for _, addr := range targets {
+		v.isolateAddress(ctx, offender, addr, reason)
 	}
+}
+
+// isolateAddress quarantines one address of the offender. An operator's
+// release hold on the offender refuses it in the same statement
+// (store.AddQuarantine); the suppression raises an isolation_suppressed
+// alert, once per hold and reason.
+func (v *Verifier) isolateAddress(ctx context.Context, offender, addr, reason string) {
 	isNew, err := v.store.AddQuarantine(ctx, store.Quarantine{Address: addr, Offender: offender, Reason: reason, Since: v.now()})
 	var held *store.HoldError
 	if errors.As(err, &held) {
@@ -470,6 +469,10 @@ func (v *Verifier) isolate(ctx context.Context, offender, addr, reason string) {
 		return
 	}
 	if !isNew {
+		// Already isolated: for this offender nothing changes; for another
+		// the first isolation stands (its release is the operator's) and
+		// the agents that miss it get it through reconciliation.
+		v.log.Info("address already isolated", "agent_id", offender, "address", addr)
 		return
 	}
 	d := &pulsev1.Directive{Kind: &pulsev1.Directive_Quarantine{Quarantine: &pulsev1.Quarantine{Addresses: []string{addr}, Offender: offender}}}
@@ -563,7 +566,16 @@ func (v *Verifier) fanOut(ctx context.Context, target string, d *pulsev1.Directi
 		if d.GetQuarantine() != nil && !v.isTrusted(ctx, id) {
 			continue
 		}
-		if v.hub.send(id, proto.Clone(d).(*pulsev1.Directive)) {
+		out := proto.Clone(d).(*pulsev1.Directive)
+		if q := d.GetQuarantine(); q != nil {
+			// Never a recipient's own address (fan-out by identity).
+			mine := v.quarantineFor(ctx, id, q)
+			if mine == nil {
+				continue
+			}
+			out.Kind = &pulsev1.Directive_Quarantine{Quarantine: mine}
+		}
+		if v.sendSigned(id, out) {
 			v.log.Info("directive delivered", "agent_id", id, "directive", directiveKind(d))
 		}
 	}

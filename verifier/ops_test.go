@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pulse-attest/pulse/internal/directivesig"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/verifier/audit"
 	"github.com/pulse-attest/pulse/verifier/store"
@@ -166,15 +167,17 @@ func TestBlinded(t *testing.T) {
 }
 
 // TestIsolationReachesTrustedAgents: an UNTRUSTED agent under a policy that
-// isolates is quarantined, and a trusted agent's directive stream gets it.
+// isolates is quarantined (the address it enrolled and failed from, its
+// own), and a trusted agent's directive stream gets it, signed for it.
 func TestIsolationReachesTrustedAgents(t *testing.T) {
-	// Two agent IDs on one TPM.
-	e := newEnvCfg(t, "rhel8-uefi", ekBacks(2))
+	// Two agent IDs on one TPM, each on its own address.
+	withKey, pub := directiveKeyFile(t)
+	e := newEnvCfg(t, "rhel8-uefi", both(ekBacks(2), withKey))
 	if e == nil {
 		return
 	}
 	dev := e.openTPM(e.sw)
-	good := e.agent("edge-good", dev)
+	good := e.agentFrom("edge-good", dev, "127.0.0.2")
 	if res := good.Enroll(); !res.GetEnrolled() {
 		t.Fatal(res.GetMessage())
 	}
@@ -200,7 +203,7 @@ func TestIsolationReachesTrustedAgents(t *testing.T) {
 
 	// Another agent fails (its binary was replaced on disk): the policy
 	// isolates it, and the trusted agent is told to drop its address.
-	bad := e.agent("edge-bad", dev)
+	bad := e.agentFrom("edge-bad", dev, "127.0.0.3")
 	bad.Records, bad.SentUpTo, bad.Binary = good.Records, 0, good.Binary
 	if res := bad.Enroll(); !res.GetEnrolled() {
 		t.Fatal(res.GetMessage())
@@ -213,9 +216,13 @@ func TestIsolationReachesTrustedAgents(t *testing.T) {
 		if !ok {
 			t.Fatal("directive stream ended")
 		}
-		q := d.GetQuarantine()
-		if q == nil || q.GetOffender() != "edge-bad" || len(q.GetAddresses()) != 1 || q.GetAddresses()[0] != "127.0.0.1" {
-			t.Fatalf("directive %v", d)
+		signed, err := directivesig.Open(pub, d, "edge-good")
+		if err != nil {
+			t.Fatalf("directive not signed for edge-good: %v", err)
+		}
+		q := signed.GetQuarantine()
+		if q == nil || q.GetOffender() != "edge-bad" || len(q.GetAddresses()) != 1 || q.GetAddresses()[0] != "127.0.0.3" {
+			t.Fatalf("directive %v", signed)
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("trusted agent got no quarantine directive")

@@ -20,6 +20,7 @@ import (
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/tpm/eventlog"
 	"github.com/pulse-attest/pulse/tpm/quote"
+	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/nonce"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
@@ -76,6 +77,12 @@ type Outcome struct {
 	// streakAlert the transient-streak one.
 	lkgAlert    *store.Alert
 	streakAlert *store.Alert
+	// desync is set when the clock decided the verdict (CLOCK_DESYNC or
+	// its persistent escalation): the commit counts it in the streak.
+	desync bool
+	// decisions counts how often the verdict was decided: exactly once
+	// for a pulse that commits (Verifier.commit refuses any other count).
+	decisions int
 }
 
 // Failure is a typed verification failure.
@@ -87,8 +94,12 @@ type Failure struct {
 func (f *Failure) Error() string { return fmt.Sprintf("%s: %v", f.Reason, f.Err) }
 func (f *Failure) Unwrap() error { return f.Err }
 
+// fail decides the pulse's verdict. Every verdict goes through it once:
+// the first failure returns up the pipeline, and an accepted pulse is
+// decided by accept, after the last-known-good and the clock.
 func (o *Outcome) fail(v pulsev1.Verdict, r pulsev1.Reason, format string, args ...any) *Outcome {
 	o.Verdict, o.Reason, o.Message = v, r, fmt.Sprintf(format, args...)
+	o.decisions++
 	return o
 }
 
@@ -177,7 +188,7 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 		if agent.TPM {
 			return o.untrusted(pulsev1.Reason_REASON_TPM_DOWNGRADE, "agent enrolled with a TPM sent a pulse without a quote")
 		}
-		return v.evaluate(o, pol, p, nil, nil, now)
+		return v.evaluate(ctx, o, pol, p, nil, nil, now)
 	}
 	if !agent.TPM || len(agent.AKPublic) == 0 {
 		return o.untrusted(pulsev1.Reason_REASON_AK_UNKNOWN, "agent has no enrolled attestation key")
@@ -268,6 +279,9 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	if out := checkKernel(o, p, rt); out != nil {
 		return out
 	}
+	if out := v.checkQuarantine(ctx, o, p); out != nil {
+		return out
+	}
 	o.update.Evidence = true
 	o.update.Seq = p.GetSequence()
 	o.update.ResetCount = res.Clock.ResetCount
@@ -287,7 +301,7 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	// pulse's copy adds the runtime PCR's pre-OS history (its runtime PCR).
 	boot := *fw.verified.boot
 	boot.RuntimePCRHistory = history
-	return v.evaluate(o, pol, p, &boot, rt, now)
+	return v.evaluate(ctx, o, pol, p, &boot, rt, now)
 }
 
 // requiredBank is the PCR bank a pulse must quote: the policy's
@@ -340,14 +354,28 @@ func (v *Verifier) checkNonce(ctx context.Context, o *Outcome, agentID string, r
 	return agent, nil
 }
 
-// commit spends the pulse's nonce epoch and records its outcome in one
-// write. A pulse that loses the epoch to a concurrent one becomes a replay
-// and writes nothing. It reports false when the pulse is no longer the
-// agent's (replayed, or the agent is gone) or the store failed.
+// commit spends the pulse's nonce epoch and records its outcome: the
+// pulse's only write, of a verdict decided before it (exactly once: an
+// outcome decided any other number of times is a bug, refused as
+// INTERNAL). A pulse that loses the epoch to a concurrent one becomes a
+// replay and writes nothing. It reports false when the pulse is no longer
+// the agent's (replayed, or the agent is gone) or the store failed:
+// then nothing was written, and nothing may follow (alerts, history,
+// isolation: afterPulse runs only after a commit that won).
 func (v *Verifier) commit(ctx context.Context, o *Outcome) bool {
+	if o.decisions != 1 {
+		o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "verdict decided %d times (last %s/%s); not recorded", o.decisions, o.Verdict, o.Reason)
+		return false
+	}
 	o.update.Verdict, o.update.Reason, o.update.Message = int32(o.Verdict), int32(o.Reason), o.Message
 	st, err := v.store.CommitPulse(ctx, o.agent.ID, o.epoch, o.update)
 	switch {
+	case errors.Is(err, store.ErrFirmwareLogGone):
+		// The log was collected between the pulse's check and its commit
+		// (the pulse had only a parse): nothing written; ask for it.
+		claimed := o.update.FirmwareLog.SHA256
+		o.lost(pulsev1.Reason_REASON_FIRMWARE_LOG_MISSING, fmt.Sprintf("verifier no longer holds firmware log %x; asked the agent to send it", claimed[:8]))
+		o.sendFirmwareLog = true
 	case errors.Is(err, store.ErrNotFound):
 		o.lost(pulsev1.Reason_REASON_NOT_ENROLLED, "agent is not enrolled")
 	case err != nil:
@@ -371,7 +399,7 @@ func (o *Outcome) lost(r pulsev1.Reason, msg string) {
 	o.untrusted(r, "%s", msg)
 	o.agent = nil
 	o.Findings, o.Notes, o.Isolate = nil, nil, false
-	o.lkgAlert, o.streakAlert, o.update.LKG = nil, nil, nil
+	o.lkgAlert, o.streakAlert, o.update.LKG, o.update.FirmwareLog = nil, nil, nil, nil
 	o.update.Evidence, o.sendFirmwareLog = false, false
 }
 
@@ -519,19 +547,23 @@ func (v *Verifier) verifyFirmware(ctx context.Context, o *Outcome, req *pulsev1.
 	// it, within the per-agent quota) when the agent did not boot with it at
 	// its last verified pulse, or sent it to a replica that had no parse of
 	// it (the row may be missing: that is when the agent is asked for it).
-	// The steady state writes nothing.
+	// Checked here, written by the pulse's commit (store.CommitPulse): a
+	// pulse that loses its epoch references nothing. The steady state
+	// writes nothing.
 	if !bytes.Equal(claimed, o.agent.FirmwareLogSHA256) || (sent && !cached) {
-		_, err := v.store.ReferenceFirmwareLog(ctx, o.agent.ID, claimed, raw, v.now(), firmwareLogQuota(v.cfg))
+		q := firmwareLogQuota(v.cfg)
+		err := v.store.CheckFirmwareLogReference(ctx, o.agent.ID, claimed, raw != nil, v.now(), q)
 		switch {
 		case errors.Is(err, store.ErrQuota):
 			return nil, o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_QUOTA, "firmware log %x not kept: %v", claimed[:8], err)
-		case errors.Is(err, store.ErrNotFound):
+		case errors.Is(err, store.ErrFirmwareLogGone):
 			// Collected while this replica held its parse: ask for it.
 			o.sendFirmwareLog = true
 			return nil, o.untrusted(pulsev1.Reason_REASON_FIRMWARE_LOG_MISSING, "verifier no longer holds firmware log %x; asked the agent to send it", claimed[:8])
 		case err != nil:
 			return nil, o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "firmware log store: %v", err)
 		}
+		o.update.FirmwareLog = &store.FirmwareLogWrite{SHA256: claimed, Log: raw, Quota: q}
 	}
 	v.fw.add(e)
 	return &firmwareResult{verified: ver, runtimeInitial: replayed[runtimePCR], log: e.log}, nil
@@ -579,7 +611,7 @@ func short(b []byte) []byte {
 
 // evaluate applies the selected policy to the verified evidence (fw and rt
 // are nil for mTLS-only pulses) and sets the final verdict.
-func (v *Verifier) evaluate(o *Outcome, pol *policy.Policy, p *pulsev1.PulsePayload, boot *policy.BootEvidence, rt *runtimeEvidence, now time.Time) *Outcome {
+func (v *Verifier) evaluate(ctx context.Context, o *Outcome, pol *policy.Policy, p *pulsev1.PulsePayload, boot *policy.BootEvidence, rt *runtimeEvidence, now time.Time) *Outcome {
 	if pol == nil {
 		return o.untrusted(pulsev1.Reason_REASON_NO_POLICY, "no policy selects agent %q in partition %q (Pulse fails closed)", o.agent.ID, v.partitionOf(o.agent.ID))
 	}
@@ -599,13 +631,36 @@ func (v *Verifier) evaluate(o *Outcome, pol *policy.Policy, p *pulsev1.PulsePayl
 		return o.untrusted(pulsev1.Reason_REASON_POLICY_DENIED, "policy %q denied: %s", pol.Name, first)
 	}
 	if !o.TPM {
-		o.Verdict, o.Reason, o.Message = pulsev1.Verdict_VERDICT_DEGRADED, pulsev1.Reason_REASON_OK, "accepted without a TPM (mTLS-only), as policy allows"
 		o.update.Evidence = true
 		o.update.Seq = p.GetSequence()
-		return o
+		return v.accept(ctx, o, pol, pulsev1.Verdict_VERDICT_DEGRADED, "accepted without a TPM (mTLS-only), as policy allows", now)
 	}
-	o.Verdict, o.Reason, o.Message = pulsev1.Verdict_VERDICT_TRUSTED, pulsev1.Reason_REASON_OK, "quote, logs and policy verified"
-	return o
+	return v.accept(ctx, o, pol, pulsev1.Verdict_VERDICT_TRUSTED, "quote, logs and policy verified", now)
+}
+
+// accept decides the verdict of a pulse every check accepted, once: the
+// last-known-good (a TRUSTED pulse's binaries and eBPF programs) may still
+// make it UNTRUSTED, then the clock, decided last, CLOCK_DESYNC (or its
+// persistent escalation). A compromise finding always wins over the clock:
+// a wrong clock is never a shelter. What the pulse writes (the new
+// last-known-good) is decided with it; the commit writes it.
+func (v *Verifier) accept(ctx context.Context, o *Outcome, pol *policy.Policy, verdict pulsev1.Verdict, msg string, now time.Time) *Outcome {
+	if verdict == pulsev1.Verdict_VERDICT_TRUSTED && o.evidence != nil && o.evidence.Runtime != nil {
+		if out := v.checkLastKnownGood(ctx, o, pol, now); out != nil {
+			return out
+		}
+	}
+	if o.clockOff {
+		// A pulse with the clock off does not move the last-known-good.
+		o.update.LKG = nil
+		o.desync = true
+		streak := o.agent.DesyncStreak + 1
+		if n := orDefault(v.cfg.Pulses.ClockDesyncEscalateAfter, config.DefaultClockDesyncEscalateAfter); int(streak) > n {
+			return o.untrusted(pulsev1.Reason_REASON_CLOCK_DESYNC_PERSISTENT, "%d pulses in a row with the clock off (%d tolerated); last: %s", streak, n, o.clockMsg)
+		}
+		return o.fail(pulsev1.Verdict_VERDICT_CLOCK_DESYNC, pulsev1.Reason_REASON_CLOCK_DESYNC, "%s", o.clockMsg)
+	}
+	return o.fail(verdict, pulsev1.Reason_REASON_OK, "%s", msg)
 }
 
 func firstEnforced(fs []policy.Finding) string {

@@ -110,6 +110,7 @@ func (v *Verifier) Enroll(ctx context.Context, req *pulsev1.EnrollRequest) (*pul
 			return nil, status.Errorf(codes.Internal, "enroll: %v", err)
 		}
 		v.startDeadline(ctx, p.AgentID, partition)
+		v.registerAddress(ctx, p.AgentID, p.Addr)
 		log.Info("agent enrolled without TPM (mTLS-only)", "partition", partition)
 		return &pulsev1.EnrollResponse{Result: &pulsev1.EnrollResult{Enrolled: true, Reason: pulsev1.Reason_REASON_OK, Message: "enrolled mTLS-only"}}, nil
 	}
@@ -218,6 +219,7 @@ func (v *Verifier) ActivateCredential(ctx context.Context, req *pulsev1.Activate
 		return nil, status.Errorf(codes.Internal, "activate: %v", err)
 	}
 	v.startDeadline(ctx, p.AgentID, partition)
+	v.registerAddress(ctx, p.AgentID, p.Addr)
 	if out.PreviousPartition != "" && out.PreviousPartition != partition {
 		log.Info("agent moved to the partition the verifier assigns", "partition", partition, "previous_partition", out.PreviousPartition)
 	}
@@ -402,19 +404,7 @@ func (v *Verifier) Directives(_ *pulsev1.DirectivesRequest, stream pulsev1.Attes
 	}()
 	v.log.Debug("directive stream open", "agent_id", p.AgentID)
 	// A trusted agent joining learns the current quarantine at once.
-	if v.isTrusted(ctx, p.AgentID) {
-		if qs, err := v.store.ListQuarantine(ctx); err == nil && len(qs) > 0 {
-			q := &pulsev1.Quarantine{}
-			for _, x := range qs {
-				if x.Offender != p.AgentID {
-					q.Addresses = append(q.Addresses, x.Address)
-				}
-			}
-			if len(q.Addresses) > 0 {
-				v.hub.send(p.AgentID, &pulsev1.Directive{Kind: &pulsev1.Directive_Quarantine{Quarantine: q}})
-			}
-		}
-	}
+	v.replayQuarantine(ctx, p.AgentID)
 	for {
 		select {
 		case <-stream.Context().Done():

@@ -5,6 +5,7 @@ package verifier
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
 	"sync"
@@ -66,6 +67,11 @@ type Verifier struct {
 
 	// enroll rate-limits Enroll and paces expired-enrollment deletion.
 	enroll enrollGuard
+
+	// dkey signs quarantine and release directives; quar is this
+	// replica's isolation and reconciliation memory (quarantine.go).
+	dkey ed25519.PrivateKey
+	quar *quarantineState
 }
 
 // nonceKeyName names the shared nonce key in the store.
@@ -113,6 +119,10 @@ func New(o Options) (*Verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("verifier: nonce key: %w", err)
 	}
+	dkey, err := loadDirectiveKey(context.Background(), o.Config, o.Store, log.Named("verifier"))
+	if err != nil {
+		return nil, fmt.Errorf("verifier: %w", err)
+	}
 	return &Verifier{
 		nonces:   ring,
 		log:      log.Named("verifier"),
@@ -128,6 +138,8 @@ func New(o Options) (*Verifier, error) {
 		metrics:  o.Metrics,
 		started:  now(),
 		inflight: make(chan struct{}, MaxInflightPulses),
+		dkey:     dkey,
+		quar:     newQuarantineState(),
 	}, nil
 }
 

@@ -60,7 +60,19 @@ type Config struct {
 	// IsolationHold is how long an operator's release holds off isolating
 	// the released agent again at most (an accepted pulse ends it sooner).
 	IsolationHold time.Duration
+
+	// DirectiveKey is the Ed25519 private key (PKCS#8 PEM, mode 0600) that
+	// signs quarantine and release directives; empty: a key generated
+	// into the store (docs/operations.md, "Signed directives").
+	DirectiveKey string
+	// AgentAddressTTL is how long an address an agent was accepted from
+	// stays registered to it (isolation by identity).
+	AgentAddressTTL time.Duration
 }
+
+// DefaultAgentAddressTTL is how long an agent's address stays registered
+// (agent_address_ttl).
+const DefaultAgentAddressTTL = 24 * time.Hour
 
 // Pulses configures how repeated non-compromise failures escalate.
 type Pulses struct {
@@ -246,6 +258,9 @@ type file struct {
 	IsolationHold string `hcl:"isolation_hold,optional"`
 
 	ProtectedAddresses []string `hcl:"protected_addresses,optional"`
+
+	DirectiveKey    string `hcl:"directive_key,optional"`
+	AgentAddressTTL string `hcl:"agent_address_ttl,optional"`
 }
 
 type fileAlerts struct {
@@ -344,6 +359,11 @@ func decode(f *hclconf.File) (*Config, error) {
 	c.ClockSkew = f.Duration(raw.ClockSkew, DefaultClockSkew, time.Second, time.Hour, "clock_skew")
 	c.StartupGrace = f.Duration(raw.StartupGrace, DefaultStartupGrace, 0, 24*time.Hour, "startup_grace")
 	c.IsolationHold = f.Duration(raw.IsolationHold, DefaultIsolationHold, time.Second, 30*24*time.Hour, "isolation_hold")
+	c.AgentAddressTTL = f.Duration(raw.AgentAddressTTL, DefaultAgentAddressTTL, time.Minute, 30*24*time.Hour, "agent_address_ttl")
+	if raw.DirectiveKey != "" {
+		c.DirectiveKey = f.Path(raw.DirectiveKey)
+		f.RequireFile(c.DirectiveKey, "directive_key")
+	}
 	for _, a := range raw.ProtectedAddresses {
 		p, err := parsePrefix(a)
 		if err != nil {
