@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -116,6 +117,9 @@ type Agent struct {
 
 	readClock ClockReader
 	now       func() time.Time
+
+	// stopSignal is the signal of a planned stop (StopPlanned), 0 until one.
+	stopSignal atomic.Int32
 
 	wake        chan struct{} // interval changed
 	pulseNow    chan struct{} // pulse as soon as possible
@@ -452,6 +456,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	dirs := a.startDirectives(ctx, sess)
 	defer func() {
+		// A planned stop (StopPlanned) says so in a last pulse while the
+		// connection is still open.
+		a.finalPulse(sess)
 		dirs()
 		sess.close(a.log)
 	}()

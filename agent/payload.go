@@ -24,6 +24,8 @@ type PayloadInput struct {
 	Time          time.Time
 	VerifierNonce []byte
 	Sequence      uint64
+	// PlannedStop marks the agent's last pulse before an orderly stop.
+	PlannedStop   *pulsev1.PlannedStop
 	LeafKeySHA256 []byte
 	// AgentBinarySHA256 is the digest of /proc/self/exe, recomputed for this
 	// pulse; AgentBinaryPath and AgentBinaryDiskSHA256 describe the file now
@@ -65,6 +67,7 @@ func (in *PayloadInput) Payload() (*pulsev1.PulsePayload, error) {
 		VerifierNonce:         in.VerifierNonce,
 		PulseNonce:            nonce,
 		Sequence:              in.Sequence,
+		PlannedStop:           in.PlannedStop,
 		LeafKeySha256:         in.LeafKeySHA256,
 		AgentBinarySha256:     in.AgentBinarySHA256,
 		AgentVersion:          in.Version,

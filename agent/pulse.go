@@ -71,6 +71,7 @@ func (a *Agent) pulseAttempt(ctx context.Context, s *session) (*pulsev1.PulseRes
 		return nil, err
 	}
 	in.VerifierNonce = nonce.GetValue()
+	in.PlannedStop = a.plannedStop(in.SentinelEvents)
 	if vstate != nil && in.BPF != nil && bytes.Equal(vstate.GetHostProgramsSha256(), in.BPF.GetHostProgramsSha256()) {
 		// The verifier holds this host program list already.
 		in.BPF.HostPrograms = nil

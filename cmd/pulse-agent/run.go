@@ -54,14 +54,16 @@ func runAgent(args []string, _, stderr io.Writer) int {
 		return 2
 	}
 	log := logging.New("pulse-agent", cfg.LogLevel, cfg.LogJSON, stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	a, err := agent.New(agent.Options{Config: cfg, Logger: log, BPFFactory: ebpf.Factory(cfg.BPF.PinDir, cfg.BPF.Interfaces, log)})
 	if err != nil {
 		log.Error("agent failed to start", "error", err)
 		return 1
 	}
 	defer a.Close()
+	// SIGTERM and SIGINT stop the agent in an orderly way: a final pulse
+	// marked as a planned stop (docs/agent.md, "Planned stops").
+	ctx, stop := agent.NotifyStop(context.Background(), a, log.Named("agent"))
+	defer stop()
 	// SIGHUP re-reads the certificate and key at once.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
