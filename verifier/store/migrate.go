@@ -230,6 +230,32 @@ var migrations = []string{
 		reason TEXT NOT NULL DEFAULT '',
 		set_at {{bigint}} NOT NULL
 	)`,
+	// Sentinel: the last records each agent reported in committed pulses
+	// (bounded per agent) and, per agent, the boot and last sequence number
+	// the verifier holds, so a gap in the record stream is seen
+	// (sentinel.go).
+	`CREATE TABLE sentinel_events (
+		agent_id TEXT NOT NULL,
+		boot TEXT NOT NULL,
+		seq {{bigint}} NOT NULL,
+		kind TEXT NOT NULL,
+		at {{bigint}} NOT NULL,
+		sender_pid {{bigint}} NOT NULL DEFAULT 0,
+		sender_uid {{bigint}} NOT NULL DEFAULT 0,
+		sender_comm TEXT NOT NULL DEFAULT '',
+		target_pid {{bigint}} NOT NULL DEFAULT 0,
+		signal {{bigint}} NOT NULL DEFAULT 0,
+		detail TEXT NOT NULL DEFAULT '',
+		finding TEXT NOT NULL DEFAULT '',
+		recorded_at {{bigint}} NOT NULL,
+		PRIMARY KEY (agent_id, boot, seq)
+	);
+	CREATE TABLE sentinel_cursors (
+		agent_id TEXT PRIMARY KEY,
+		boot TEXT NOT NULL,
+		last_seq {{bigint}} NOT NULL,
+		updated_at {{bigint}} NOT NULL
+	)`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

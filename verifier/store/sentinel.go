@@ -1,0 +1,121 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// MaxSentinelEvents bounds the Sentinel events kept per agent; the oldest
+// go first.
+const MaxSentinelEvents = 32
+
+// SentinelEvent is one Sentinel record an agent reported in a committed pulse.
+type SentinelEvent struct {
+	// Boot names the boot the record's sequence number belongs to.
+	Boot string `json:"boot"`
+	Seq  uint64 `json:"seq"`
+	// Kind is "signal", "bpf_load", "fortress_denied", "exit" or "unknown".
+	Kind       string    `json:"kind"`
+	At         time.Time `json:"at"`
+	SenderPID  uint32    `json:"sender_pid"`
+	SenderUID  uint32    `json:"sender_uid"`
+	SenderComm string    `json:"sender_comm"`
+	TargetPID  uint32    `json:"target_pid,omitempty"`
+	Signal     int32     `json:"signal,omitempty"`
+	Detail     string    `json:"detail,omitempty"`
+	// Finding is the reason the verifier judged the record a finding
+	// ("REASON_AGENT_SIGNALLED"), empty when it is allowed.
+	Finding    string    `json:"finding,omitempty"`
+	RecordedAt time.Time `json:"recorded_at"`
+}
+
+// SentinelCursor is the last Sentinel sequence number the verifier holds
+// for an agent's boot.
+type SentinelCursor struct {
+	Boot    string
+	LastSeq uint64
+}
+
+// RecordSentinel stores the events of a committed pulse (ignoring ones
+// already held), keeps the newest MaxSentinelEvents per agent, and moves
+// the agent's cursor to cursor (a new boot replaces the old one's).
+func (s *Store) RecordSentinel(ctx context.Context, agentID string, cursor SentinelCursor, events []SentinelEvent, at time.Time) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: record sentinel: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	for _, e := range events {
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO sentinel_events (agent_id, boot, seq, kind, at, sender_pid, sender_uid, sender_comm,
+			target_pid, signal, detail, finding, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (agent_id, boot, seq) DO NOTHING`),
+			agentID, e.Boot, int64(e.Seq), e.Kind, nanos(e.At), int64(e.SenderPID), int64(e.SenderUID), e.SenderComm,
+			int64(e.TargetPID), int64(e.Signal), e.Detail, e.Finding, nanos(at)); err != nil {
+			return fmt.Errorf("store: record sentinel event: %w", err)
+		}
+	}
+	if len(events) > 0 {
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM sentinel_events WHERE agent_id = ? AND NOT EXISTS (SELECT 1 FROM
+			(SELECT boot, seq FROM sentinel_events WHERE agent_id = ? ORDER BY recorded_at DESC, seq DESC LIMIT ?) k
+			WHERE k.boot = sentinel_events.boot AND k.seq = sentinel_events.seq)`), agentID, agentID, MaxSentinelEvents); err != nil {
+			return fmt.Errorf("store: prune sentinel events: %w", err)
+		}
+	}
+	if cursor.Boot != "" {
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO sentinel_cursors (agent_id, boot, last_seq, updated_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (agent_id) DO UPDATE SET
+				last_seq = CASE WHEN sentinel_cursors.boot = excluded.boot AND sentinel_cursors.last_seq > excluded.last_seq
+					THEN sentinel_cursors.last_seq ELSE excluded.last_seq END,
+				boot = excluded.boot, updated_at = excluded.updated_at`),
+			agentID, cursor.Boot, int64(cursor.LastSeq), nanos(at)); err != nil {
+			return fmt.Errorf("store: sentinel cursor: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: record sentinel: commit: %w", err)
+	}
+	return nil
+}
+
+// GetSentinelCursor returns the agent's cursor; ErrNotFound when none.
+func (s *Store) GetSentinelCursor(ctx context.Context, agentID string) (SentinelCursor, error) {
+	var c SentinelCursor
+	var last int64
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT boot, last_seq FROM sentinel_cursors WHERE agent_id = ?`), agentID).Scan(&c.Boot, &last)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, ErrNotFound
+	}
+	if err != nil {
+		return c, fmt.Errorf("store: sentinel cursor: %w", err)
+	}
+	c.LastSeq = uint64(last)
+	return c, nil
+}
+
+// SentinelEvents returns the agent's stored events, newest first.
+func (s *Store) SentinelEvents(ctx context.Context, agentID string) ([]SentinelEvent, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT boot, seq, kind, at, sender_pid, sender_uid, sender_comm, target_pid, signal, detail, finding, recorded_at
+		FROM sentinel_events WHERE agent_id = ? ORDER BY recorded_at DESC, seq DESC`), agentID)
+	if err != nil {
+		return nil, fmt.Errorf("store: sentinel events: %w", err)
+	}
+	defer rows.Close()
+	var out []SentinelEvent
+	for rows.Next() {
+		var e SentinelEvent
+		var seq, at, pid, uid, target, sig, rec int64
+		if err := rows.Scan(&e.Boot, &seq, &e.Kind, &at, &pid, &uid, &e.SenderComm, &target, &sig, &e.Detail, &e.Finding, &rec); err != nil {
+			return nil, fmt.Errorf("store: sentinel events: %w", err)
+		}
+		e.Seq, e.At, e.SenderPID, e.SenderUID = uint64(seq), fromNanos(at), uint32(pid), uint32(uid)
+		e.TargetPID, e.Signal, e.RecordedAt = uint32(target), int32(sig), fromNanos(rec)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: sentinel events: %w", err)
+	}
+	return out, nil
+}
