@@ -1,12 +1,20 @@
 package verifier
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/tpm/cel"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
@@ -33,7 +41,7 @@ func TestCommit(t *testing.T) {
 			t.Fatal(err)
 		}
 		o := &Outcome{Verdict: pulsev1.Verdict_VERDICT_TRUSTED, Reason: pulsev1.Reason_REASON_OK, Message: "ok", Isolate: true,
-			agent: a, epoch: a.NonceEpoch, sendFirmwareLog: true,
+			agent: a, epoch: a.NonceEpoch, sendFirmwareLog: true, decisions: 1,
 			update: store.PulseUpdate{At: time.Now(), Evidence: true, Seq: a.LastSeq + 1}}
 		o.Findings = []*pulsev1.Finding{{Rule: "r"}}
 		return o
@@ -80,6 +88,25 @@ func TestCommit(t *testing.T) {
 			t.Fatalf("unknown agent: %s, agent %v", o.Reason, o.agent)
 		}
 	})
+	for _, n := range []int{0, 2} {
+		t.Run(fmt.Sprintf("verdict decided %d times", n), func(t *testing.T) {
+			o := outcome(t, "a")
+			o.decisions = n
+			before, err := s.GetAgent(ctx, "a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.commit(ctx, o) {
+				t.Fatal("an outcome not decided exactly once was committed")
+			}
+			if o.Reason != pulsev1.Reason_REASON_INTERNAL {
+				t.Fatalf("decided %d times: %s, want INTERNAL", n, o.Reason)
+			}
+			if got, err := s.GetAgent(ctx, "a"); err != nil || got.NonceEpoch != before.NonceEpoch {
+				t.Fatalf("refused outcome wrote: epoch %d -> %d, %v", before.NonceEpoch, got.NonceEpoch, err)
+			}
+		})
+	}
 	t.Run("store closed", func(t *testing.T) {
 		o := outcome(t, "a")
 		s2, err := store.Open(ctx, store.EngineSQLite, filepath.Join(t.TempDir(), "closed.db"))
@@ -94,4 +121,86 @@ func TestCommit(t *testing.T) {
 			t.Fatalf("closed store: %s, want INTERNAL", o.Reason)
 		}
 	})
+}
+
+// TestVerdictDecidedOnce: verify decides every verdict exactly once,
+// before the commit: the last-known-good and the clock are part of it
+// (not overwrites after it), and settle, which computes what the commit
+// writes, never changes it. Each case is verified on a fresh copy of the
+// agent's state (nothing is committed).
+func TestVerdictDecidedOnce(t *testing.T) {
+	pf := newPulseFuzz(t)
+	swapped := *pf.dev
+	swapped.records = slices.Clone(pf.dev.records)
+	swapped.pcrs = maps.Clone(pf.dev.pcrs)
+	swapped.binary = sha256.Sum256([]byte("another agent build"))
+	swapped.measure(t, &cel.AgentBinary{Path: "/usr/bin/pulse-agent", SHA256: swapped.binary, Size: 24 << 20})
+	clockOff := func(p *pulsev1.PulsePayload, _ *pulsev1.PulseRequest) {
+		p.Time = timestamppb.New(fuzzNow.Add(-time.Hour))
+	}
+	mtls := func(p *pulsev1.PulsePayload, r *pulsev1.PulseRequest) {
+		p.AgentId, p.VerifierNonce, p.LeafKeySha256, p.Tpm = fuzzMTLSAgent, pf.mtlsNonce, pf.mtls.peer.KeySHA256[:], false
+		p.RuntimeRecords, p.RuntimeFirstRecord = nil, 0
+		r.Quote, r.FirmwareLog = nil, nil
+	}
+	cases := []struct {
+		name    string
+		dev     *fuzzDevice
+		mut     func(*pulsev1.PulsePayload, *pulsev1.PulseRequest)
+		peer    Peer
+		streak  uint32 // the agent's CLOCK_DESYNC streak before the pulse
+		verdict pulsev1.Verdict
+		reason  pulsev1.Reason
+		desync  bool
+	}{
+		{name: "steady state", verdict: pulsev1.Verdict_VERDICT_TRUSTED, reason: pulsev1.Reason_REASON_OK},
+		{name: "binary changed (last-known-good)", dev: &swapped, verdict: pulsev1.Verdict_VERDICT_UNTRUSTED, reason: pulsev1.Reason_REASON_BINARY_CHANGED},
+		{name: "binary changed, clock off: the compromise wins", dev: &swapped, mut: clockOff,
+			verdict: pulsev1.Verdict_VERDICT_UNTRUSTED, reason: pulsev1.Reason_REASON_BINARY_CHANGED},
+		{name: "clock off", mut: clockOff, verdict: pulsev1.Verdict_VERDICT_CLOCK_DESYNC, reason: pulsev1.Reason_REASON_CLOCK_DESYNC, desync: true},
+		{name: "clock off, persistent", mut: clockOff, streak: 1000,
+			verdict: pulsev1.Verdict_VERDICT_UNTRUSTED, reason: pulsev1.Reason_REASON_CLOCK_DESYNC_PERSISTENT, desync: true},
+		{name: "claimed binary", mut: func(p *pulsev1.PulsePayload, _ *pulsev1.PulseRequest) {
+			p.AgentBinarySha256 = bytes.Repeat([]byte{9}, 32)
+		},
+			verdict: pulsev1.Verdict_VERDICT_UNTRUSTED, reason: pulsev1.Reason_REASON_CLAIM_MISMATCH},
+		{name: "no quote", mut: func(_ *pulsev1.PulsePayload, r *pulsev1.PulseRequest) { r.Quote = nil },
+			verdict: pulsev1.Verdict_VERDICT_UNTRUSTED, reason: pulsev1.Reason_REASON_TPM_DOWNGRADE},
+		{name: "mTLS only", mut: mtls, peer: pf.mtls.peer, verdict: pulsev1.Verdict_VERDICT_DEGRADED, reason: pulsev1.Reason_REASON_OK},
+		{name: "mTLS only, clock off", mut: func(p *pulsev1.PulsePayload, r *pulsev1.PulseRequest) { mtls(p, r); clockOff(p, r) }, peer: pf.mtls.peer,
+			verdict: pulsev1.Verdict_VERDICT_CLOCK_DESYNC, reason: pulsev1.Reason_REASON_CLOCK_DESYNC, desync: true},
+	}
+	ctx := context.Background()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if _, err := pf.v.store.DB().Exec(`UPDATE agents SET desync_streak = ` + fmt.Sprint(c.streak)); err != nil {
+				t.Fatal(err)
+			}
+			dev := c.dev
+			if dev == nil {
+				dev = pf.dev
+			}
+			peer := c.peer
+			if peer.AgentID == "" {
+				peer = pf.tpm.peer
+			}
+			o := pf.v.verify(ctx, peer, pf.pulse(t, dev, c.mut), fuzzNow)
+			if o.decisions != 1 || o.Verdict != c.verdict || o.Reason != c.reason {
+				t.Fatalf("verify: %s/%s (%s) decided %d times; want %s/%s once", o.Verdict, o.Reason, o.Message, o.decisions, c.verdict, c.reason)
+			}
+			pf.v.settle(ctx, o)
+			if o.decisions != 1 || o.Verdict != c.verdict || o.Reason != c.reason {
+				t.Fatalf("settle changed the verdict: %s/%s, decided %d times", o.Verdict, o.Reason, o.decisions)
+			}
+			if o.desync != c.desync || (c.desync && o.update.DesyncStreak != c.streak+1) || (!c.desync && o.update.DesyncStreak != 0 && accepted(o.Verdict)) {
+				t.Fatalf("desync %v, streak %d -> %d", o.desync, c.streak, o.update.DesyncStreak)
+			}
+			if (o.Reason == pulsev1.Reason_REASON_BINARY_CHANGED) != (o.lkgAlert != nil) {
+				t.Fatalf("last-known-good alert %v for %s", o.lkgAlert, o.Reason)
+			}
+			if o.update.LKG != nil && o.Verdict != pulsev1.Verdict_VERDICT_TRUSTED {
+				t.Fatalf("a %s pulse would move the last-known-good", o.Verdict)
+			}
+		})
+	}
 }

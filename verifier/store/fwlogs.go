@@ -134,27 +134,16 @@ func (s *Store) referenceFirmwareLog(ctx context.Context, r runner, lockAgent, a
 	if err != nil {
 		return nil, err
 	}
-	use := &FirmwareLogUse{New: true}
-	for _, ref := range refs {
-		if bytes.Equal(ref.SHA256, sha256) {
-			use.New = false
-		}
+	isNew, victims, err := quotaVictims(refs, sha256, at, q)
+	if err != nil {
+		return nil, err
 	}
-	if use.New && len(refs) >= q.PerAgent {
-		victims := refs[:len(refs)-q.PerAgent+1]
-		cut := at - q.Window.Nanoseconds()
-		for _, ref := range victims {
-			if nanos(ref.UsedAt) > cut {
-				return nil, fmt.Errorf("agent references %d firmware logs, the least recently used since %s (within %s): %w",
-					len(refs), ref.UsedAt.Format(time.RFC3339), q.Window, ErrQuota)
-			}
+	use := &FirmwareLogUse{New: isNew}
+	for _, ref := range victims {
+		if _, err := r.exec(ctx, qEvictRef, agentID, ref.SHA256); err != nil {
+			return nil, fmt.Errorf("evict reference: %w", err)
 		}
-		for _, ref := range victims {
-			if _, err := r.exec(ctx, qEvictRef, agentID, ref.SHA256); err != nil {
-				return nil, fmt.Errorf("evict reference: %w", err)
-			}
-			use.Evicted = append(use.Evicted, ref.SHA256)
-		}
+		use.Evicted = append(use.Evicted, ref.SHA256)
 	}
 	use.Stored, err = s.storeOrTouchLog(ctx, r, sha256, log, at)
 	if err != nil {
@@ -164,6 +153,30 @@ func (s *Store) referenceFirmwareLog(ctx context.Context, r runner, lockAgent, a
 		return nil, fmt.Errorf("record reference: %w", err)
 	}
 	return use, nil
+}
+
+// quotaVictims applies q to an agent's references (least recently used
+// first) for a reference to sha256 at the given time: whether the agent
+// references the log already, which references a new one evicts, or
+// ErrQuota when one of those was used within q.Window.
+func quotaVictims(refs []FirmwareLogRef, sha256 []byte, at int64, q FirmwareLogQuota) (bool, []FirmwareLogRef, error) {
+	for _, ref := range refs {
+		if bytes.Equal(ref.SHA256, sha256) {
+			return false, nil, nil
+		}
+	}
+	if len(refs) < q.PerAgent {
+		return true, nil, nil
+	}
+	victims := refs[:len(refs)-q.PerAgent+1]
+	cut := at - q.Window.Nanoseconds()
+	for _, ref := range victims {
+		if nanos(ref.UsedAt) > cut {
+			return true, nil, fmt.Errorf("agent references %d firmware logs, the least recently used since %s (within %s): %w",
+				len(refs), ref.UsedAt.Format(time.RFC3339), q.Window, ErrQuota)
+		}
+	}
+	return true, victims, nil
 }
 
 // storeOrTouchLog stores the log when no row holds it (one statement for a

@@ -154,6 +154,9 @@ type PulseUpdate struct {
 	// LKG, when set, becomes the agent's last-known-good with this pulse's
 	// record (only a TRUSTED pulse sets it).
 	LKG *LKG
+	// FirmwareLog, when set, is the firmware-log reference the commit
+	// records (CommitPulse).
+	FirmwareLog *FirmwareLogWrite
 }
 
 // Store is the verifier's state.
@@ -207,6 +210,9 @@ func Open(ctx context.Context, engine, dsn string) (*Store, error) {
 	switch engine {
 	case EngineSQLite, "":
 		d = sqliteDialect
+		if err := prepareSQLiteFile(dsn); err != nil {
+			return nil, err
+		}
 		mainDSN := sqliteDSN(dsn)
 		if dsn != "" {
 			// Checkpoints run off the write path (checkpoint.go).
@@ -481,95 +487,4 @@ func (s *Store) Secret(ctx context.Context, name string, gen func() ([]byte, err
 		return nil, fmt.Errorf("store: read secret %s: %w", name, err)
 	}
 	return v, nil
-}
-
-// CommitPulse spends the agent's nonce epoch and writes the pulse's outcome
-// in one conditional statement, so a pulse costs the store one write. It
-// succeeds (NonceOK) for exactly one caller per epoch across all replicas;
-// otherwise nothing is written and it reports NonceReplayed (the epoch was
-// spent, perhaps by a concurrent pulse), NonceUnknown (an epoch never
-// reached) or ErrNotFound (no such agent). Evidence fields move only when
-// u.Evidence is set.
-func (s *Store) CommitPulse(ctx context.Context, agentID string, epoch uint64, u PulseUpdate) (NonceStatus, error) {
-	st := NonceUnknown
-	var rs error
-	err := s.submit(ctx, agentID, func(ctx context.Context, r runner) error {
-		st, rs = NonceUnknown, nil
-		res, err := s.recordPulse(ctx, r, agentID, int64(epoch), u)
-		if err != nil {
-			return fmt.Errorf("store: commit pulse for %s: %w", agentID, err)
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return fmt.Errorf("store: commit pulse for %s: %w", agentID, err)
-		} else if n > 0 {
-			st = NonceOK
-			return nil
-		}
-		var stored int64
-		err = r.queryRow(ctx, `SELECT nonce_epoch FROM agents WHERE id = ?`, agentID).Scan(&stored)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			rs = fmt.Errorf("store: commit pulse for %s: %w", agentID, ErrNotFound)
-		case err != nil:
-			return fmt.Errorf("store: commit pulse for %s: %w", agentID, err)
-		case uint64(stored) > epoch:
-			st = NonceReplayed
-		}
-		return nil
-	})
-	if err != nil {
-		return NonceUnknown, err
-	}
-	return st, rs
-}
-
-// recordPulse writes u and spends epoch, only while epoch is the agent's
-// current one.
-func (s *Store) recordPulse(ctx context.Context, r runner, agentID string, epoch int64, u PulseUpdate) (sql.Result, error) {
-	var (
-		res sql.Result
-		err error
-	)
-	// Casts keep PostgreSQL from inferring int4 for the parameters.
-	// The deadline is the database's clock plus DeadlineIn (ops.go dbNow).
-	dl := `, deadline_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN ` + s.dbNow() + ` + CAST(? AS BIGINT) ELSE deadline_at END,
-		interval_ms = CASE WHEN CAST(? AS BIGINT) > 0 THEN CAST(? AS BIGINT) ELSE interval_ms END,
-		blinded_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN 0 ELSE blinded_at END,
-		silence_confirmed_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN 0 ELSE silence_confirmed_at END,
-		hold_until = CASE WHEN CAST(? AS BIGINT) > 0 THEN 0 ELSE hold_until END`
-	in := int64(u.DeadlineIn)
-	dlArgs := []any{in, in, u.Interval.Milliseconds(), u.Interval.Milliseconds(), in, in, in}
-	dl += `, transient_streak = ?, desync_streak = ?,
-		lkg_binary_sha256 = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE lkg_binary_sha256 END,
-		lkg_bpf = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE lkg_bpf END,
-		lkg_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN CAST(? AS BIGINT) ELSE lkg_at END,
-		lkg_boot = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE lkg_boot END,
-		lkg_bpf_builds = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE lkg_bpf_builds END`
-	var setLKG int64
-	var lkg LKG
-	if u.LKG != nil {
-		setLKG, lkg = 1, *u.LKG
-	}
-	dlArgs = append(dlArgs, int64(u.TransientStreak), int64(u.DesyncStreak), setLKG, lkg.BinarySHA256, setLKG, lkg.BPF,
-		setLKG, nanos(lkg.At), setLKG, lkg.Boot, setLKG, lkg.BPFBuilds)
-	if u.Evidence && u.RuntimeUnchanged {
-		res, err = r.exec(ctx, `UPDATE agents SET nonce_epoch = nonce_epoch + 1, last_pulse_at = ?, last_verdict = ?, last_reason = ?,
-			last_message = ?, policy_digest = ?, address = COALESCE(NULLIF(?, ''), address), quarantined = ?, last_seq = ?, reset_count = ?, restart_count = ?,
-			tpm_clock = ?, firmware_log_sha256 = ?`+dl+` WHERE id = ? AND nonce_epoch = ?`,
-			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined, int64(u.Seq), int64(u.ResetCount),
-				int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256)},
-				append(dlArgs, agentID, epoch)...)...)
-	} else if u.Evidence {
-		res, err = r.exec(ctx, `UPDATE agents SET nonce_epoch = nonce_epoch + 1, last_pulse_at = ?, last_verdict = ?, last_reason = ?,
-			last_message = ?, policy_digest = ?, address = COALESCE(NULLIF(?, ''), address), quarantined = ?, last_seq = ?, reset_count = ?, restart_count = ?,
-			tpm_clock = ?, firmware_log_sha256 = ?, runtime_records = ?, runtime_count = ?`+dl+` WHERE id = ? AND nonce_epoch = ?`,
-			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined, int64(u.Seq), int64(u.ResetCount),
-				int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256), nilIfEmpty(u.RuntimeRecords), int64(u.RuntimeCount)},
-				append(dlArgs, agentID, epoch)...)...)
-	} else {
-		res, err = r.exec(ctx, `UPDATE agents SET nonce_epoch = nonce_epoch + 1, last_pulse_at = ?, last_verdict = ?, last_reason = ?,
-			last_message = ?, policy_digest = ?, address = COALESCE(NULLIF(?, ''), address), quarantined = ?`+dl+` WHERE id = ? AND nonce_epoch = ?`,
-			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined}, append(dlArgs, agentID, epoch)...)...)
-	}
-	return res, err
 }
