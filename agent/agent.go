@@ -101,6 +101,9 @@ type Agent struct {
 	fwLog       []byte
 	fwDigest    []byte
 	runtimeInit []byte
+	// dauth verifies quarantine and release directives and holds the
+	// addresses Shield never drops (directives_sig.go).
+	dauth *directiveAuth
 
 	mu           sync.Mutex // guards the fields below
 	interval     time.Duration
@@ -223,6 +226,9 @@ func New(opts Options) (*Agent, error) {
 			return nil, fmt.Errorf("agent: %w", err)
 		}
 		a.bpf = b
+	}
+	if a.dauth, err = newDirectiveAuth(cfg, a.log.Named("directives")); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 	if err := a.rtlog.View(func(v *runtimelog.View) error {
 		a.logStarted = v.Started()

@@ -544,6 +544,7 @@ func (f *fakeBPF) Close() error { return nil }
 func TestDirectives(t *testing.T) {
 	fb := &fakeBPF{events: []*pulsev1.SentinelEvent{{Kind: pulsev1.SentinelEvent_KIND_SIGNAL, SenderPid: 42, Signal: 9, Time: timestamppb.Now()}}}
 	h := newHarness(t, harnessOpts{tpm: true, interval: time.Hour, bpf: fb})
+	dkey := useDirectiveKey(t, h) // quarantine and release act only when signed
 	h.start(nil)
 	rs := h.fv.waitPulses(t, 1, 60*time.Second)
 	requireAccepted(t, rs)
@@ -580,13 +581,13 @@ func TestDirectives(t *testing.T) {
 		t.Fatalf("delivered events or an unchanged host program list sent again: %v", r.Payload)
 	}
 
-	send(&pulsev1.Directive{Id: "2", Kind: &pulsev1.Directive_Quarantine{Quarantine: &pulsev1.Quarantine{
-		Addresses: []string{"10.0.0.9", "not-an-ip", "::ffff:10.0.0.10"}, Offender: "edge-13", Reason: pulsev1.Reason_REASON_BINARY_CHANGED}}})
+	send(signFor(t, dkey, &pulsev1.Directive{Kind: &pulsev1.Directive_Quarantine{Quarantine: &pulsev1.Quarantine{
+		Addresses: []string{"10.0.0.9", "not-an-ip", "::ffff:10.0.0.10"}, Offender: "edge-13", Reason: pulsev1.Reason_REASON_BINARY_CHANGED}}}, testAgentID, time.Now()))
 	r = next()
 	if got := r.Payload.GetQuarantined(); !slices.Equal(got, []string{"10.0.0.9", "10.0.0.10"}) {
 		t.Fatalf("quarantined %v", got)
 	}
-	send(&pulsev1.Directive{Id: "3", Kind: &pulsev1.Directive_Release{Release: &pulsev1.Release{Addresses: []string{"10.0.0.9"}}}})
+	send(signFor(t, dkey, &pulsev1.Directive{Kind: &pulsev1.Directive_Release{Release: &pulsev1.Release{Addresses: []string{"10.0.0.9"}}}}, testAgentID, time.Now()))
 	r = next()
 	if got := r.Payload.GetQuarantined(); !slices.Equal(got, []string{"10.0.0.10"}) {
 		t.Fatalf("after release %v", got)

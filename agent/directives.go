@@ -78,15 +78,28 @@ func (a *Agent) readDirectives(ctx context.Context, s *session) error {
 		if err != nil {
 			return err
 		}
-		a.handleDirective(d)
+		a.handleDirective(d, s.agentID)
 	}
 }
 
-// handleDirective carries out one directive. Quarantine and release go
-// through the BPF seam; their effect shows in the next pulse's quarantined
-// list, which is sent at once.
-func (a *Agent) handleDirective(d *pulsev1.Directive) {
+// handleDirective carries out one directive for the agent named audience.
+// Quarantine and release are acted on only from a copy signed with the
+// verifier's directive key for this agent, fresh and never seen before
+// (openDirective); anything else is refused and logged. They go through
+// the BPF seam; their effect shows in the next pulse's quarantined list,
+// which is sent at once.
+func (a *Agent) handleDirective(d *pulsev1.Directive, audience string) {
 	log := a.log.Named("directives").With("directive_id", d.GetId())
+	if needsSignature(d) {
+		signed, err := a.openDirective(d, audience)
+		if err != nil {
+			log.Warn("directive refused", "directive", directiveKind(d), "error", err)
+			a.noteRefused()
+			return
+		}
+		d = signed
+		log = a.log.Named("directives").With("directive_id", d.GetId())
+	}
 	switch k := d.GetKind().(type) {
 	case *pulsev1.Directive_NextNonce:
 		// Never log the nonce itself.
@@ -109,7 +122,7 @@ func (a *Agent) handleDirective(d *pulsev1.Directive) {
 		log.Info("verifier asked for a pulse now")
 		a.PulseNow()
 	case *pulsev1.Directive_Quarantine:
-		a.applyAddresses(log, "quarantine", k.Quarantine.GetAddresses(), k.Quarantine.GetOffender(), a.bpf.Quarantine,
+		a.applyAddresses(log, "quarantine", k.Quarantine.GetAddresses(), k.Quarantine.GetOffender(), a.quarantineUnlessProtected,
 			"reason", k.Quarantine.GetReason().String())
 		a.PulseNow()
 	case *pulsev1.Directive_Release:

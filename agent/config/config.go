@@ -7,6 +7,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -82,6 +83,14 @@ type Config struct {
 	// its identity (device, inode, size, mtime, ctime) changes and at least
 	// every BinaryRehashEvery pulses (1: every pulse).
 	BinaryRehashEvery int
+	// DirectiveKey is the verifier's directive public key (PKIX PEM,
+	// Ed25519): quarantine and release directives are acted on only when
+	// signed with it. Empty: every quarantine and release is refused
+	// (docs/agent.md, "Directive key").
+	DirectiveKey string
+	// ProtectedAddresses are never quarantined by this agent's Shield, in
+	// addition to the verifier's addresses (replicas, gateways, proxies).
+	ProtectedAddresses []netip.Prefix
 }
 
 // String summarises the configuration (no secrets: only paths).
@@ -127,6 +136,9 @@ type rawConfig struct {
 	// BinaryRehashEvery: see Config.
 	BinaryRehashEvery *int    `hcl:"binary_rehash_every,optional"`
 	BPF               *rawBPF `hcl:"bpf,block"`
+	// DirectiveKey and ProtectedAddresses: see Config.
+	DirectiveKey       *string  `hcl:"directive_key,optional"`
+	ProtectedAddresses []string `hcl:"protected_addresses,optional"`
 }
 
 type rawTLS struct {
@@ -227,6 +239,18 @@ func decode(f *hclconf.File) (*Config, error) {
 			c.BinaryRehashEvery = n
 		}
 	}
+	if raw.DirectiveKey != nil {
+		c.DirectiveKey = f.Path(*raw.DirectiveKey)
+		f.RequireFile(c.DirectiveKey, "directive_key")
+	}
+	for _, a := range raw.ProtectedAddresses {
+		p, err := ParseProtected(a)
+		if err != nil {
+			f.Errorf([]string{"protected_addresses"}, "invalid protected address", "%q: %v (an IP address or CIDR prefix)", a, err)
+			continue
+		}
+		c.ProtectedAddresses = append(c.ProtectedAddresses, p)
+	}
 	if _, ok := logLevels[strings.ToLower(c.LogLevel)]; !ok {
 		f.Errorf([]string{"log_level"}, "invalid log level", "%q: use trace, debug, info, warn or error", c.LogLevel)
 	}
@@ -246,10 +270,35 @@ func decode(f *hclconf.File) (*Config, error) {
 	if err := f.Err(); err != nil {
 		return nil, err
 	}
-	for _, p := range []*string{&c.TLS.Cert, &c.TLS.Key, &c.TLS.CA, &c.RuntimeLog, &c.FirmwareLog, &c.StateDir, &c.BPF.PinDir} {
+	for _, p := range []*string{&c.TLS.Cert, &c.TLS.Key, &c.TLS.CA, &c.RuntimeLog, &c.FirmwareLog, &c.StateDir, &c.BPF.PinDir, &c.DirectiveKey} {
 		*p = absPath(*p)
 	}
 	return c, nil
+}
+
+// ParseProtected reads a protected address: an IP address (a single-address
+// prefix) or a CIDR prefix, IPv4-mapped addresses unmapped.
+func ParseProtected(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		if p.Addr().Is4In6() {
+			if p.Bits() < 96 {
+				return netip.Prefix{}, fmt.Errorf("%s: an IPv4-mapped prefix shorter than /96", s)
+			}
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.WithZone("").Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 var logLevels = map[string]hclog.Level{

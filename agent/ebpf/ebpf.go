@@ -33,17 +33,19 @@ type Adapter struct {
 var _ agent.BPF = (*Adapter)(nil)
 
 // Factory returns an agent.BPFFactory loading the programs pinned under
-// pinDir, Shield attached to the given interfaces.
-func Factory(pinDir string, interfaces []string, logger hclog.Logger) agent.BPFFactory {
+// pinDir, Shield attached to the given interfaces, never dropping the
+// protected addresses (agent.ProtectedAddresses: the verifier's and the
+// configured ones).
+func Factory(pinDir string, interfaces []string, logger hclog.Logger, protected ...netip.Addr) agent.BPFFactory {
 	return func(ctx context.Context, measure agent.MeasureFunc) (agent.BPF, error) {
-		return New(ctx, pinDir, interfaces, measure, logger)
+		return New(ctx, pinDir, interfaces, measure, logger, protected...)
 	}
 }
 
 // New mounts bpffs if needed and loads the agent's programs. measure is
 // called for each program after it loaded (so its kernel tag is known) and
 // before it is attached; an error aborts the load.
-func New(ctx context.Context, pinDir string, interfaces []string, measure agent.MeasureFunc, logger hclog.Logger) (*Adapter, error) {
+func New(ctx context.Context, pinDir string, interfaces []string, measure agent.MeasureFunc, logger hclog.Logger, protected ...netip.Addr) (*Adapter, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
@@ -55,6 +57,7 @@ func New(ctx context.Context, pinDir string, interfaces []string, measure agent.
 		PinDir:     pinDir,
 		Logger:     log,
 		Interfaces: interfaces,
+		Protected:  protected,
 		Measurer: bpf.MeasurerFunc(func(ctx context.Context, pm bpf.ProgramMeasurement) error {
 			return measure(ctx, toCEL(pm))
 		}),

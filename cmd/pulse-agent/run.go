@@ -54,7 +54,9 @@ func runAgent(args []string, _, stderr io.Writer) int {
 		return 2
 	}
 	log := logging.New("pulse-agent", cfg.LogLevel, cfg.LogJSON, stderr)
-	a, err := agent.New(agent.Options{Config: cfg, Logger: log, BPFFactory: ebpf.Factory(cfg.BPF.PinDir, cfg.BPF.Interfaces, log)})
+	// Shield never drops the verifier's addresses nor protected_addresses.
+	protected := agent.ProtectedAddresses(context.Background(), cfg, log.Named("agent"))
+	a, err := agent.New(agent.Options{Config: cfg, Logger: log, BPFFactory: ebpf.Factory(cfg.BPF.PinDir, cfg.BPF.Interfaces, log, protected...)})
 	if err != nil {
 		log.Error("agent failed to start", "error", err)
 		return 1
