@@ -363,6 +363,7 @@ func decode(f *hclconf.File) (*Config, error) {
 	if raw.DirectiveKey != "" {
 		c.DirectiveKey = f.Path(raw.DirectiveKey)
 		f.RequireFile(c.DirectiveKey, "directive_key")
+		checkPrivateFile(f, c.DirectiveKey, "directive_key")
 	}
 	for _, a := range raw.ProtectedAddresses {
 		p, err := parsePrefix(a)
@@ -384,6 +385,7 @@ func decode(f *hclconf.File) (*Config, error) {
 		c.TLS.ProbeAlertAfter = intIn(f, raw.TLS.ProbeAlertAfter, DefaultProbeAlertAfter, 1, 100000, "tls", "probe_alert_after")
 		f.RequireFile(c.TLS.Cert, "tls", "cert")
 		f.RequireFile(c.TLS.Key, "tls", "key")
+		checkPrivateFile(f, c.TLS.Key, "tls", "key")
 		f.RequireFile(c.TLS.AgentCA, "tls", "agent_ca")
 		if c.TLS.OperatorCA != "" {
 			f.RequireFile(c.TLS.OperatorCA, "tls", "operator_ca")
