@@ -112,6 +112,7 @@ func (m *Manager) KernelEvidence(ctx context.Context) KernelEvidence {
 			ev.Hooks = append(ev.Hooks, QueryHook(h))
 		}
 	}
+	ev.Hooks = append(ev.Hooks, m.tracepointHooks()...)
 	m.mu.Lock()
 	maps := make(map[string]*ebpf.Map)
 	for _, c := range m.colls {
@@ -132,6 +133,68 @@ func (m *Manager) KernelEvidence(ctx context.Context) KernelEvidence {
 	}
 	ev.QuarantineSHA256, ev.QuarantineCount, ev.QuarantineErr = m.shield.kernelDigest()
 	return ev
+}
+
+// tracepointHooks reports the programs the agent's own tracepoint links
+// run, as the kernel's link info names them (a tracepoint has no chain the
+// kernel lists: other programs there run independently of Pulse's): one
+// chain per tracepoint, its links in name order.
+func (m *Manager) tracepointHooks() []HookChain {
+	byTarget := map[string][]tpLink{}
+	m.mu.Lock()
+	seen := map[string]bool{}
+	for _, pm := range m.measured {
+		h, ok := kernelev.ParseAttachPoint(pm.AttachPoint)
+		p := m.progs[pm.Name]
+		if !ok || h.Kind != kernelev.HookTracepoint || p == nil {
+			continue
+		}
+		for _, name := range p.links {
+			if l := m.links[name]; l != nil && !seen[name] {
+				seen[name] = true
+				byTarget[h.Target] = append(byTarget[h.Target], tpLink{name, l})
+			}
+		}
+	}
+	m.mu.Unlock()
+	targets := make([]string, 0, len(byTarget))
+	for t := range byTarget {
+		targets = append(targets, t)
+	}
+	sort.Strings(targets)
+	out := make([]HookChain, 0, len(targets))
+	for _, target := range targets {
+		links := byTarget[target]
+		sort.Slice(links, func(i, j int) bool { return links[i].name < links[j].name })
+		out = append(out, tracepointChain(target, links))
+	}
+	return out
+}
+
+// tpLink is one of the agent's links, by its pin name.
+type tpLink struct {
+	name string
+	l    link.Link
+}
+
+// tracepointChain describes the programs of the given links on one
+// tracepoint; the first failure is the chain's error.
+func tracepointChain(target string, links []tpLink) HookChain {
+	h := HookChain{Hook: kernelev.HookTracepoint, Target: target}
+	for _, tl := range links {
+		name := tl.name
+		info, err := tl.l.Info()
+		if err != nil {
+			return HookChain{Hook: h.Hook, Target: target, Err: fmt.Sprintf("link %s: info: %v", name, err)}
+		}
+		p, err := chainProgram(uint32(info.Program))
+		if err != nil {
+			return HookChain{Hook: h.Hook, Target: target, Err: fmt.Sprintf("link %s: %v", name, err)}
+		}
+		p.LinkID = uint32(info.ID)
+		h.Programs = append(h.Programs, p)
+	}
+	return h
 }
 
 // QueryHook fills h (hook kind, target and ifindex set) with the programs

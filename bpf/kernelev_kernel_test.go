@@ -193,3 +193,56 @@ func TestKernelEvidenceForeignPrograms(t *testing.T) {
 		})
 	}
 }
+
+// TestKernelEvidenceTracepoints: for the agent's tracepoint programs the
+// kernel has no chain to list, so the evidence names, per tracepoint, the
+// program each of the agent's links runs there (link info), with its tag
+// and the maps it is bound to: the ones this load measured.
+func TestKernelEvidenceTracepoints(t *testing.T) {
+	requireKernel(t)
+	m, _ := loadTestManager(t, Options{})
+	measured := m.MapIDs()
+	ids := map[uint32]bool{}
+	for _, id := range measured {
+		ids[id] = true
+	}
+	want := map[string]string{} // tracepoint -> program measured there
+	for _, pm := range m.Measurements() {
+		if h, ok := kernelev.ParseAttachPoint(pm.AttachPoint); ok && h.Kind == kernelev.HookTracepoint {
+			want[h.Target] = pm.Name
+		}
+	}
+	if len(want) == 0 {
+		t.Fatal("no tracepoint program measured")
+	}
+	ev := m.KernelEvidence(context.Background())
+	got := map[string]bool{}
+	for _, h := range ev.Hooks {
+		if h.Hook != kernelev.HookTracepoint {
+			continue
+		}
+		if h.Err != "" {
+			t.Fatalf("tracepoint %s: %s", h.Target, h.Err)
+		}
+		name, ok := want[h.Target]
+		if !ok || got[h.Target] {
+			t.Fatalf("tracepoint %s reported but not measured, or twice: %+v", h.Target, ev.Hooks)
+		}
+		got[h.Target] = true
+		if len(h.Programs) != 1 {
+			t.Fatalf("tracepoint %s: %+v, want one program", h.Target, h.Programs)
+		}
+		p := h.Programs[0]
+		if p.ID != m.progs[name].id || p.Tag != m.progs[name].tag || p.LinkID == 0 {
+			t.Errorf("tracepoint %s: %+v, want %s (id %d, tag %s) by a link", h.Target, p, name, m.progs[name].id, m.progs[name].tag)
+		}
+		for _, id := range p.MapIDs {
+			if !ids[id] {
+				t.Errorf("tracepoint %s: %s uses map %d, which the load did not measure (%v)", h.Target, name, id, measured)
+			}
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("tracepoints reported %v, want %v", got, want)
+	}
+}

@@ -58,3 +58,33 @@ func TestMapMeasurement(t *testing.T) {
 		})
 	}
 }
+
+// FuzzXDPProgramIDs: any attribute bytes the kernel could send are parsed
+// without panicking; the IDs returned are non-zero and distinct.
+func FuzzXDPProgramIDs(f *testing.F) {
+	f.Add([]byte{5, 0, 2, 0, 1, 0, 0, 0})
+	f.Add(slices.Concat(nlattr(6, 3), nlattr(5, 2), nlattr(7, 1)))
+	f.Add(slices.Concat(nlattr(4, 9), nlattr(5, 9)))
+	f.Add([]byte{8, 0})
+	f.Add([]byte{12, 0, 4, 0, 1, 0, 0, 0})
+	f.Add([]byte{5, 0, 4, 0, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ids, err := xdpProgramIDs(b)
+		if err != nil {
+			if ids != nil {
+				t.Fatalf("error %v with IDs %v", err, ids)
+			}
+			return
+		}
+		seen := map[uint32]bool{}
+		for _, id := range ids {
+			if id == 0 || seen[id] {
+				t.Fatalf("IDs %v: zero or repeated", ids)
+			}
+			seen[id] = true
+		}
+		if len(ids) > 4 {
+			t.Fatalf("%d IDs from one IFLA_XDP attribute", len(ids))
+		}
+	})
+}

@@ -149,6 +149,21 @@ func TestJudgeKernel(t *testing.T) {
 			second[0] = mapsRec(t, map[string]uint32{"shield_quarantine": 31, "sentinel_cfg": 12})
 			return append(tcxLoad(t), second...)
 		}, honestTCX, pulsev1.Reason_REASON_BPF_MAP_FOREIGN},
+		{"tracepoint: Sentinel's program on the measured maps", tcxLoad, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks = append(s.Hooks, chain(kernelev.HookTracepoint, "signal/signal_generate", prog(4, []byte{5, 0, 0, 0, 0, 0, 0, 0}, 12)))
+			return s
+		}, pulsev1.Reason_REASON_OK},
+		{"tracepoint: Sentinel's program bound to a planted map", tcxLoad, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks = append(s.Hooks, chain(kernelev.HookTracepoint, "signal/signal_generate", prog(4, []byte{5, 0, 0, 0, 0, 0, 0, 0}, 98)))
+			return s
+		}, pulsev1.Reason_REASON_BPF_MAP_FOREIGN},
+		{"tracepoint: another program there is not Pulse's business", tcxLoad, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks = append(s.Hooks, chain(kernelev.HookTracepoint, "signal/signal_generate", prog(54, tagForeign, 98)))
+			return s
+		}, pulsev1.Reason_REASON_OK},
 		{"lying agent: no hook chains", tcxLoad, func() *pulsev1.BPFSnapshot {
 			s := honestTCX()
 			s.Hooks = nil

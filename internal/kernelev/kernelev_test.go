@@ -79,3 +79,27 @@ func TestParseAttachPoint(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecodeMaps: DecodeMaps never panics, and whatever it accepts is
+// canonical: encoding the result gives back the very bytes.
+func FuzzDecodeMaps(f *testing.F) {
+	for _, s := range []string{"", "sentinel_cfg 7\nshield_quarantine 12\n", "a 1\n", "a 01\n", "b 1\na 2\n", "a 4294967296\n", "a 1", " 1\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ms, err := DecodeMaps(data)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v is not ErrMalformed", err)
+			}
+			return
+		}
+		back, err := EncodeMaps(ms)
+		if err != nil {
+			t.Fatalf("EncodeMaps of a decoded record: %v", err)
+		}
+		if string(back) != string(data) {
+			t.Fatalf("decoded %q, re-encoded %q", data, back)
+		}
+	})
+}
