@@ -5,6 +5,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -17,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pulse-attest/pulse/internal/directivesig"
 	"github.com/pulse-attest/pulse/internal/pgtest"
 	"github.com/pulse-attest/pulse/internal/pki"
 	"github.com/pulse-attest/pulse/simulator"
@@ -176,10 +179,12 @@ func newFleetWith(t *testing.T, pgDSN, policy string, tpms ...*simulator.Swtpm) 
 		t.Fatal(err)
 	}
 	roots, _ := json.Marshal(f.ekRoots)
+	writeDirectiveKey(t, dir)
 	f.vcfg = filepath.Join(dir, "verifier.hcl")
 	cfg := fmt.Sprintf(`listen = "127.0.0.1:%d"
 policy_files = ["policy.hcl"]
 allow_tpmless = true
+directive_key = "directive-key.pem"
 tls {
   cert     = "pki/verifier.pem"
   key      = "pki/verifier-key.pem"
@@ -297,6 +302,7 @@ state_dir    = "state"
 interval     = "2s"
 partition    = "fleet"
 log_level    = "debug"
+directive_key = "%s"
 tls {
   cert        = "agent.pem"
   key         = "agent-key.pem"
@@ -306,7 +312,7 @@ tls {
 bpf {
   enabled = false
 }
-%s`, f.addr(), spec, fw, f.caFile, extra)
+%s`, f.addr(), spec, fw, filepath.Join(f.dir, "directive.pub"), f.caFile, extra)
 	path := filepath.Join(adir, "agent.hcl")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		f.t.Fatal(err)
@@ -445,4 +451,28 @@ func replaceInFile(t *testing.T, path, old, new string) {
 func (f *fleet) showQuarantined(id string) (string, bool) {
 	v, ok := f.show(id)
 	return strings.Join(v.Quarantined, ","), ok
+}
+
+// writeDirectiveKey writes the verifier's directive key (0600) and its
+// public half, which every agent is configured with, into dir.
+func writeDirectiveKey(t *testing.T, dir string) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := directivesig.MarshalPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := directivesig.MarshalPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "directive-key.pem"), k, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "directive.pub"), p, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
