@@ -46,6 +46,7 @@ func (p *Policy) Evaluate(ev Evidence, now time.Time) Result {
 	e.agentBinary(ev, now)
 	e.ebpf(ev)
 	e.fortress(ev)
+	e.clock(ev)
 	sort.SliceStable(e.res.Findings, func(i, j int) bool {
 		a, b := e.res.Findings[i], e.res.Findings[j]
 		if a.File != b.File {

@@ -44,6 +44,10 @@ type Evidence struct {
 	Boot *BootEvidence `json:"boot,omitempty"`
 	// Runtime is nil when no runtime evidence was verified.
 	Runtime *RuntimeEvidence `json:"runtime,omitempty"`
+	// Clock is the agent kernel's clock discipline as the pulse reports
+	// it: a claim the TPM does not measure (clock.go); nil when the pulse
+	// reports none.
+	Clock *ClockEvidence `json:"clock,omitempty"`
 }
 
 // BootEvidence is a firmware event log replayed against quoted PCRs.

@@ -340,6 +340,7 @@ func (d *decoder) policy(blk *hclsyntax.Block) *Policy {
 	b := d.content(blk.Body, where, []string{"tpm", "clock_skew"}, []blockKind{
 		{name: "match"}, {name: "heartbeat"}, {name: "on_failure"},
 		{name: "agent_binary"}, {name: "ebpf"}, {name: "fortress"}, {name: "measured_boot"},
+		{name: "clock"},
 		{name: "planned_stop"},
 	})
 
@@ -402,6 +403,9 @@ func (d *decoder) policy(blk *hclsyntax.Block) *Policy {
 	}
 	if mb := b.block("measured_boot"); mb != nil {
 		p.MeasuredBoot = d.measuredBoot(mb, base)
+	}
+	if cb := b.block("clock"); cb != nil {
+		p.Clock = d.clock(cb, base, file)
 	}
 	if ps := b.block("planned_stop"); ps != nil {
 		p.PlannedStop = d.plannedStop(ps)

@@ -257,6 +257,8 @@ type Policy struct {
 	EBPF         *EBPF
 	Fortress     *Rule
 	MeasuredBoot *MeasuredBoot
+	// Clock judges the agent's clock discipline (clock.go).
+	Clock *Clock
 	// PlannedStop says what an orderly stop of the agent means (stop.go);
 	// nil: the defaults (no sender allowed, DefaultMaxOffline).
 	PlannedStop *PlannedStop
