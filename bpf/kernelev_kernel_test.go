@@ -3,6 +3,7 @@ package bpf
 import (
 	"context"
 	"net"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/pulse-attest/pulse/internal/kernelev"
 	"github.com/pulse-attest/pulse/internal/quarset"
+	"github.com/pulse-attest/pulse/internal/testutil"
 )
 
 // passProgram is a foreign two-instruction program that passes every
@@ -244,5 +246,27 @@ func TestKernelEvidenceTracepoints(t *testing.T) {
 	}
 	if len(got) != len(want) {
 		t.Errorf("tracepoints reported %v, want %v", got, want)
+	}
+}
+
+// BenchmarkKernelEvidence measures what one pulse costs the agent to read
+// from the kernel: Shield's three hooks on one interface, the tracepoint
+// links, the map identities and the quarantine digest.
+func BenchmarkKernelEvidence(b *testing.B) {
+	requireKernel(b)
+	testutil.RequireTools(b, "ip")
+	sfx := randomSuffix(b)[:6]
+	ifname := "pkb" + sfx
+	if out, err := exec.Command("ip", "link", "add", ifname, "type", "veth", "peer", "name", "pkc"+sfx).CombinedOutput(); err != nil {
+		b.Fatalf("ip link add: %v: %s", err, out)
+	}
+	b.Cleanup(func() { _ = exec.Command("ip", "link", "del", ifname).Run() })
+	m, _ := loadTestManager(b, Options{Interfaces: []string{ifname}})
+	ctx := context.Background()
+	for b.Loop() {
+		ev := m.KernelEvidence(ctx)
+		if len(ev.Hooks) < 3 || ev.QuarantineErr != nil {
+			b.Fatalf("evidence %+v", ev)
+		}
 	}
 }

@@ -38,7 +38,7 @@ type kernelLog struct {
 
 type hookMeasurement struct {
 	program string
-	tag     []byte
+	tag     [8]byte
 }
 
 // readKernelLog folds verified runtime records into a kernelLog.
@@ -76,7 +76,7 @@ func readKernelLog(records []cel.Record) kernelLog {
 			}
 		case *cel.EBPFProgram:
 			if h, ok := kernelev.ParseAttachPoint(c.AttachPoint); ok {
-				kl.hooks[h] = hookMeasurement{program: c.Name, tag: bytes.Clone(c.Tag[:])}
+				kl.hooks[h] = hookMeasurement{program: c.Name, tag: c.Tag}
 			}
 		}
 	}
@@ -175,7 +175,7 @@ func judgeKernel(s *pulsev1.BPFSnapshot, kl kernelLog) *kernelFinding {
 		}
 		shield := false
 		for i, prog := range c.GetPrograms() {
-			if !measured || !bytes.Equal(prog.GetTag(), m.tag) {
+			if !measured || !bytes.Equal(prog.GetTag(), m.tag[:]) {
 				want := "no program"
 				if measured {
 					want = fmt.Sprintf("only %s (tag %x)", m.program, m.tag)
@@ -228,7 +228,7 @@ func judgeMaps(h kernelev.Hook, c *pulsev1.HookChain, kl kernelLog) *kernelFindi
 		return nil
 	}
 	for i, prog := range c.GetPrograms() {
-		if !bytes.Equal(prog.GetTag(), m.tag) {
+		if !bytes.Equal(prog.GetTag(), m.tag[:]) {
 			continue
 		}
 		for _, id := range prog.GetMapIds() {

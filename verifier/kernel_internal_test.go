@@ -20,7 +20,7 @@ var (
 	tagForeign = []byte{9, 9, 9, 9, 9, 9, 9, 9}
 )
 
-func mapsRec(t *testing.T, ms map[string]uint32) cel.Record {
+func mapsRec(t testing.TB, ms map[string]uint32) cel.Record {
 	t.Helper()
 	data, err := kernelev.EncodeMaps(ms)
 	if err != nil {
@@ -43,7 +43,7 @@ func prog(id uint32, tag []byte, maps ...uint32) *pulsev1.ChainProgram {
 
 // tcxLoad is an honest tcx-mode load on eth0: maps 11 (quarantine) and 12
 // (a sentinel map), both Shield programs measured at their hooks.
-func tcxLoad(t *testing.T) []cel.Record {
+func tcxLoad(t testing.TB) []cel.Record {
 	return []cel.Record{
 		mapsRec(t, map[string]uint32{"shield_quarantine": 11, "sentinel_cfg": 12}),
 		progRec("shield_ingress", "tcx/ingress:eth0", tagIngress),
@@ -64,7 +64,7 @@ func honestTCX() *pulsev1.BPFSnapshot {
 }
 
 func TestJudgeKernel(t *testing.T) {
-	xdpLoad := func(t *testing.T) []cel.Record {
+	xdpLoad := func(t testing.TB) []cel.Record {
 		return []cel.Record{mapsRec(t, map[string]uint32{"shield_quarantine": 21}), progRec("shield_xdp", "xdp:eth0", tagXDP)}
 	}
 	honestXDP := func() *pulsev1.BPFSnapshot {
@@ -78,13 +78,13 @@ func TestJudgeKernel(t *testing.T) {
 	}
 	tests := []struct {
 		name string
-		log  func(*testing.T) []cel.Record
+		log  func(testing.TB) []cel.Record
 		snap func() *pulsev1.BPFSnapshot
 		want pulsev1.Reason // REASON_OK: no finding
 	}{
 		{"honest tcx", tcxLoad, honestTCX, pulsev1.Reason_REASON_OK},
 		{"honest xdp", xdpLoad, honestXDP, pulsev1.Reason_REASON_OK},
-		{"no eBPF at all", func(*testing.T) []cel.Record { return nil }, func() *pulsev1.BPFSnapshot { return nil }, pulsev1.Reason_REASON_OK},
+		{"no eBPF at all", func(testing.TB) []cel.Record { return nil }, func() *pulsev1.BPFSnapshot { return nil }, pulsev1.Reason_REASON_OK},
 		{"tcx: foreign program ahead of Shield on ingress", tcxLoad, func() *pulsev1.BPFSnapshot {
 			s := honestTCX()
 			s.Hooks[0].Programs = append([]*pulsev1.ChainProgram{prog(50, tagForeign)}, s.Hooks[0].Programs...)
@@ -130,10 +130,10 @@ func TestJudgeKernel(t *testing.T) {
 			s.Maps[0].Id = 99
 			return s
 		}, pulsev1.Reason_REASON_BPF_MAP_FOREIGN},
-		{"a later load adopted the earlier load's quarantine map", func(t *testing.T) []cel.Record {
+		{"a later load adopted the earlier load's quarantine map", func(t testing.TB) []cel.Record {
 			return append(tcxLoad(t), tcxLoad(t)...)
 		}, honestTCX, pulsev1.Reason_REASON_BPF_MAP_FOREIGN},
-		{"a later load with fresh maps", func(t *testing.T) []cel.Record {
+		{"a later load with fresh maps", func(t testing.TB) []cel.Record {
 			second := tcxLoad(t)
 			second[0] = mapsRec(t, map[string]uint32{"shield_quarantine": 31, "sentinel_cfg": 12})
 			return append(tcxLoad(t), second...)
@@ -144,7 +144,7 @@ func TestJudgeKernel(t *testing.T) {
 			s.Maps[0].Id = 31
 			return s
 		}, pulsev1.Reason_REASON_OK},
-		{"the previous load's Shield still attached after a new load", func(t *testing.T) []cel.Record {
+		{"the previous load's Shield still attached after a new load", func(t testing.TB) []cel.Record {
 			second := tcxLoad(t)
 			second[0] = mapsRec(t, map[string]uint32{"shield_quarantine": 31, "sentinel_cfg": 12})
 			return append(tcxLoad(t), second...)
@@ -189,10 +189,10 @@ func TestJudgeKernel(t *testing.T) {
 			s.Hooks[2] = &pulsev1.HookChain{Hook: kernelev.HookXDP, Target: "eth0", Error: "interface eth0: no such network interface"}
 			return s
 		}, pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING},
-		{"Shield measured but no maps record", func(t *testing.T) []cel.Record {
+		{"Shield measured but no maps record", func(t testing.TB) []cel.Record {
 			return tcxLoad(t)[1:]
 		}, honestTCX, pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING},
-		{"maps record that does not decode", func(t *testing.T) []cel.Record {
+		{"maps record that does not decode", func(t testing.TB) []cel.Record {
 			rs := tcxLoad(t)
 			rs[0] = cel.Record{Content: &cel.Generic{Name: kernelev.MapsRecordName, Data: []byte("shield_quarantine 011\n")}}
 			return rs
@@ -232,5 +232,23 @@ func TestReadKernelLogScopesHooksToTheLatestLoad(t *testing.T) {
 	}
 	if kl.maps[31] != "shield_quarantine" || len(kl.maps) != 1 || kl.adopted != "" {
 		t.Fatalf("maps %v adopted %q", kl.maps, kl.adopted)
+	}
+}
+
+// BenchmarkKernelJudgement is the verifier's per-pulse cost of kernel
+// evidence over a runtime log at its size limit: reading the log, then
+// judging an honest snapshot.
+func BenchmarkKernelJudgement(b *testing.B) {
+	load := tcxLoad(b)
+	var rs []cel.Record
+	for len(rs)+len(load) <= MaxRuntimeRecords {
+		rs = append(rs, load[1:]...) // program records only: one load's maps
+	}
+	rs = append(rs, load...)
+	snap := honestTCX()
+	for b.Loop() {
+		if f := judgeKernel(snap, readKernelLog(rs)); f != nil {
+			b.Fatal(f)
+		}
 	}
 }

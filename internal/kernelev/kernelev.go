@@ -110,14 +110,19 @@ type Hook struct {
 
 func (h Hook) String() string { return h.Kind + ":" + h.Target }
 
+// netPrefixes are the attach-point prefixes of interface hooks.
+var netPrefixes = [...]struct{ prefix, kind string }{
+	{"tcx/ingress:", HookTCXIngress}, {"tcx/egress:", HookTCXEgress}, {"xdp:", HookXDP},
+}
+
 // ParseAttachPoint names the hook of an attach point as the agent's loader
 // measures it: "tcx/ingress:IF", "tcx/egress:IF", "xdp:IF",
 // "tracepoint/GROUP/NAME". ok is false for anything else (an empty point:
 // the program is only pinned).
 func ParseAttachPoint(point string) (Hook, bool) {
-	for prefix, kind := range map[string]string{"tcx/ingress:": HookTCXIngress, "tcx/egress:": HookTCXEgress, "xdp:": HookXDP} {
-		if t, ok := strings.CutPrefix(point, prefix); ok && t != "" {
-			return Hook{Kind: kind, Target: t}, true
+	for _, pk := range netPrefixes {
+		if t, ok := strings.CutPrefix(point, pk.prefix); ok && t != "" {
+			return Hook{Kind: pk.kind, Target: t}, true
 		}
 	}
 	if t, ok := strings.CutPrefix(point, "tracepoint/"); ok && strings.Count(t, "/") == 1 && !strings.HasPrefix(t, "/") && !strings.HasSuffix(t, "/") {
