@@ -147,6 +147,11 @@ func (v *Verifier) settle(_ context.Context, o *Outcome) {
 				Message: fmt.Sprintf("%d transient failures in a row; last: %s", o.update.TransientStreak, o.Message)}
 		}
 	}
+	if o.stopShelter > 0 {
+		// A planned stop (stop.go): silent for its shelter, not BLINDED.
+		o.update.DeadlineIn, o.update.Interval = o.stopShelter, hb.Interval
+		o.update.TransientStreak, o.update.DesyncStreak = 0, 0
+	}
 }
 
 // afterPulse applies the operations that follow a committed verdict:
@@ -165,6 +170,9 @@ func (v *Verifier) afterPulse(ctx context.Context, p Peer, o *Outcome) {
 	if o.streakAlert != nil {
 		v.raise(ctx, o.streakAlert)
 	}
+	if o.stopAlert != nil {
+		v.raise(ctx, o.stopAlert)
+	}
 	changed := pulsev1.Verdict(o.agent.LastVerdict) != o.Verdict || pulsev1.Reason(o.agent.LastReason) != o.Reason
 	if changed {
 		if err := v.store.AppendHistory(ctx, o.agent.ID, store.HistoryEntry{At: now, Verdict: int32(o.Verdict), Reason: int32(o.Reason), Message: o.Message}); err != nil {
@@ -178,7 +186,7 @@ func (v *Verifier) afterPulse(ctx context.Context, p Peer, o *Outcome) {
 	// failures alert when the verdict or reason changes, once per reason
 	// and hour.
 	denial := o.Reason == pulsev1.Reason_REASON_POLICY_DENIED
-	if (changed || denial) && !accepted(o.Verdict) && o.lkgAlert == nil {
+	if (changed || denial) && !accepted(o.Verdict) && o.lkgAlert == nil && o.stopAlert == nil {
 		if kind, sev := severityOf(o); kind != "" {
 			key := fmt.Sprintf("verdict:%s:%s:%d", o.agent.ID, o.Reason, dedupBucket(now))
 			if denial {

@@ -77,6 +77,10 @@ type Outcome struct {
 	// streakAlert the transient-streak one.
 	lkgAlert    *store.Alert
 	streakAlert *store.Alert
+	// stopAlert is a planned stop's agent_stopped alert and stopShelter
+	// how long it keeps the agent OFFLINE (stop.go).
+	stopAlert   *store.Alert
+	stopShelter time.Duration
 	// desync is set when the clock decided the verdict (CLOCK_DESYNC or
 	// its persistent escalation): the commit counts it in the streak.
 	desync bool
@@ -659,6 +663,9 @@ func (v *Verifier) accept(ctx context.Context, o *Outcome, pol *policy.Policy, v
 			return o.untrusted(pulsev1.Reason_REASON_CLOCK_DESYNC_PERSISTENT, "%d pulses in a row with the clock off (%d tolerated); last: %s", streak, n, o.clockMsg)
 		}
 		return o.fail(pulsev1.Verdict_VERDICT_CLOCK_DESYNC, pulsev1.Reason_REASON_CLOCK_DESYNC, "%s", o.clockMsg)
+	}
+	if out := v.plannedStop(ctx, o, now); out != nil {
+		return out
 	}
 	return o.fail(verdict, pulsev1.Reason_REASON_OK, "%s", msg)
 }
