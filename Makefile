@@ -46,8 +46,11 @@ test-short: ## pure tests only (no swtpm, root or databases)
 bench: build ## print the benchmark figures
 	scripts/bench.sh
 
-demo: deps build ## run the main job: swtpm booted with a fixture log, verifier and agent
-	scripts/demo.sh
+demo: deps build ## the product on one machine: swtpm, verifier with dashboard and audit log, agent; Ctrl-C stops it
+	@# On a terminal the demo runs as its own foreground job (an interactive
+	@# shell's job control), so Ctrl-C reaches the demo, which stops cleanly
+	@# and exits 0, and not make, which would die of it.
+	@if [ -t 0 ] && [ -t 1 ]; then bash --norc --noprofile -i -c scripts/demo.sh; else scripts/demo.sh; fi
 
 clean: ## remove build output
 	rm -rf $(BIN)

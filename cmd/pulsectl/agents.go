@@ -54,7 +54,7 @@ func viewOf(a *store.Agent) agentView {
 func openVerifierStore(name string, args []string, stderr io.Writer) (*store.Store, *flag.FlagSet, bool, bool) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "/etc/pulse/verifier.hcl", "the verifier's configuration (names its store)")
+	cfgPath := verifierConfigFlag(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, false, false
