@@ -1,0 +1,219 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pulse-attest/pulse/bpf"
+	"github.com/pulse-attest/pulse/internal/testutil"
+	"github.com/pulse-attest/pulse/simulator"
+	"github.com/pulse-attest/pulse/verifier"
+	"github.com/pulse-attest/pulse/verifier/store"
+)
+
+// Test hosts of the proxy test: the site (verifier, guard) and a router
+// whose L4 proxy fronts the verifier, joined by a veth pair.
+const (
+	proxySiteAddr   = "192.0.2.1"
+	proxyRouterAddr = "192.0.2.2"
+)
+
+// TestIsolationBehindL4Proxy: two agents reach the verifier only through an
+// L4 TCP proxy (written here) on a router, so the verifier sees both from
+// the router's address. One of them is compromised (its binary replaced):
+// isolating it by address would cut its neighbour — and anything else
+// behind the proxy — off. The verifier refuses (isolation_refused: the
+// address is shared), the quarantine table stays empty, the guard's Shield
+// drops nothing, and the neighbour keeps attesting TRUSTED through the
+// proxy. (The honest case, an offender on its own address isolated by the
+// guard's Shield, is TestIsolationAcrossReplicas.)
+func TestIsolationBehindL4Proxy(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireTools(t, "ip", "ping")
+	suffix := make([]byte, 3)
+	rand.Read(suffix) //nolint:errcheck
+	id := hex.EncodeToString(suffix)
+	site, router, siteIf, rtIf := "pulse-psite-"+id, "pulse-prt-"+id, "pps"+id, "ppr"+id
+	for _, ns := range []string{site, router} {
+		sh(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		sh(t, "ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+	}
+	sh(t, "ip", "link", "add", siteIf, "netns", site, "type", "veth", "peer", "name", rtIf, "netns", router)
+	sh(t, "ip", "netns", "exec", site, "ip", "addr", "add", proxySiteAddr+"/24", "dev", siteIf)
+	sh(t, "ip", "netns", "exec", site, "ip", "link", "set", siteIf, "up")
+	sh(t, "ip", "netns", "exec", router, "ip", "addr", "add", proxyRouterAddr+"/24", "dev", rtIf)
+	sh(t, "ip", "netns", "exec", router, "ip", "link", "set", rtIf, "up")
+	reachable := func() bool {
+		return exec.Command("ip", "netns", "exec", router, "ping", "-c", "1", "-W", "1", proxySiteAddr).Run() == nil
+	}
+	waitFor(t, "the router to reach the site", reachable)
+
+	guardTPM, neighTPM, badTPM := startTPM(t, "rhel8-uefi", false), startTPM(t, "rhel8-uefi", false), startTPM(t, "rhel8-uefi", false)
+	if guardTPM == nil || neighTPM == nil || badTPM == nil {
+		return
+	}
+	f := newFleet(t, replicaPolicy, guardTPM)
+	f.netns = site
+	f.verifier.stop(syscall.SIGTERM)
+	vAddr := fmt.Sprintf("%s:%d", proxySiteAddr, f.port)
+	replaceInFile(t, f.vcfg, fmt.Sprintf(`listen = "127.0.0.1:%d"`, f.port), fmt.Sprintf(`listen = %q`, vAddr))
+	f.startVerifierAt(vAddr)
+
+	// The guard: on the site, Shield on the site's side of the veth.
+	pinDir := "/sys/fs/bpf/pulse-e2e-proxy-" + id
+	t.Cleanup(func() { bpf.RemoveAll(pinDir) })
+	gcfg := f.agentConfig("guard", guardTPM, "")
+	replaceInFile(t, gcfg, `verifier     = "`+f.addr()+`"`, `verifier     = "`+vAddr+`"`)
+	replaceInFile(t, gcfg, "bpf {\n  enabled = false\n}", fmt.Sprintf("bpf {\n  enabled    = true\n  pin_dir    = %q\n  interfaces = [%q]\n}", pinDir, siteIf))
+	f.launchAgent("guard", gcfg, bin("pulse-agent"))
+
+	// The proxy on the router; both agents behind it attest through it.
+	via := proxyInNetns(t, router, vAddr)
+	behind := func(name string, sw *simulator.Swtpm, binary string) {
+		t.Helper()
+		cfg := f.agentConfig(name, sw, "")
+		replaceInFile(t, cfg, `verifier     = "`+f.addr()+`"`, `verifier     = "`+via+`"`)
+		p := f.start("ip", "agent-"+name+".log", "netns", "exec", router, binary, "launch", "--config", cfg, "--", "run", "--config", cfg)
+		f.mu.Lock()
+		f.agents[name] = p
+		f.mu.Unlock()
+	}
+	offBin := filepath.Join(f.dir, "offender-agent")
+	copyBinary(t, bin("pulse-agent"), offBin, nil)
+	behind("neighbour", neighTPM, bin("pulse-agent"))
+	behind("offender", badTPM, offBin)
+	for _, a := range []string{"guard", "neighbour", "offender"} {
+		f.waitVerdict(a, trusted, "REASON_OK", 45*time.Second)
+	}
+
+	// The offender is compromised: UNTRUSTED, and the policy isolates.
+	copyBinary(t, bin("pulse-agent"), offBin, []byte("\x00implant"))
+	f.waitVerdict("offender", untrusted, "REASON_AGENT_BINARY_MISMATCH", 20*time.Second)
+	waitFor(t, "an isolation_refused alert for the offender", func() bool { return f.alerts("offender", verifier.AlertIsolationRefused) > 0 })
+	st := f.store()
+	for _, al := range mustAlerts(t, f, "offender", verifier.AlertIsolationRefused) {
+		if !strings.Contains(al, proxyRouterAddr) || !strings.Contains(al, "neighbour") {
+			t.Fatalf("isolation_refused %q does not name the shared address and its other user", al)
+		}
+	}
+	if qs, err := st.ListQuarantine(context.Background()); err != nil || len(qs) != 0 {
+		t.Fatalf("quarantine %+v %v: the proxy's address was isolated", qs, err)
+	}
+
+	// The fleet behind the proxy is not cut off: the neighbour keeps
+	// attesting, TRUSTED, and the router still reaches the site.
+	before, err := st.GetAgent(context.Background(), "neighbour")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "two more accepted pulses of the neighbour", func() bool {
+		a, err := st.GetAgent(context.Background(), "neighbour")
+		return err == nil && a.LastSeq >= before.LastSeq+2
+	})
+	f.waitVerdict("neighbour", trusted, "REASON_OK", 10*time.Second)
+	if !reachable() {
+		t.Fatal("the router no longer reaches the site")
+	}
+	if q, ok := f.showQuarantined("guard"); !ok || strings.Contains(q, proxyRouterAddr) {
+		t.Fatalf("the guard's Shield holds %q", q)
+	}
+}
+
+func mustAlerts(t *testing.T, f *fleet, agent, kind string) []string {
+	t.Helper()
+	all, err := f.store().ListAlerts(context.Background(), store.AlertFilter{AgentID: agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, a := range all {
+		if a.Kind == kind {
+			out = append(out, a.Message)
+		}
+	}
+	return out
+}
+
+// proxyInNetns runs an L4 TCP proxy inside network namespace ns: it
+// listens on the namespace's loopback and forwards every connection to
+// target from the namespace's own address. It returns the listen address.
+// The proxy's goroutine is locked to a thread that joined ns; that thread
+// ends with it (never returned to the Go scheduler's pool).
+func proxyInNetns(t *testing.T, ns, target string) string {
+	t.Helper()
+	nsf, err := os.Open(filepath.Join("/var/run/netns", ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nsf.Close() })
+	type started struct {
+		l   net.Listener
+		err error
+	}
+	ready := make(chan started, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		if err := unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET); err != nil {
+			ready <- started{err: fmt.Errorf("setns %s: %w", ns, err)}
+			return
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		ready <- started{l, err}
+		if err != nil {
+			return
+		}
+		d := net.Dialer{Timeout: 5 * time.Second}
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			// Dialled here, on the thread inside ns.
+			u, err := d.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go splice(c, u)
+		}
+	}()
+	s := <-ready
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	t.Cleanup(func() { s.l.Close() })
+	return s.l.Addr().String()
+}
+
+// splice copies both ways until both directions end.
+func splice(a, b net.Conn) {
+	defer a.Close()
+	defer b.Close()
+	done := make(chan struct{}, 2)
+	pipe := func(dst, src net.Conn) {
+		io.Copy(dst, src) //nolint:errcheck
+		if tc, ok := dst.(*net.TCPConn); ok {
+			tc.CloseWrite() //nolint:errcheck
+		}
+		done <- struct{}{}
+	}
+	go pipe(a, b)
+	go pipe(b, a)
+	<-done
+	<-done
+}
