@@ -342,6 +342,7 @@ func (d *decoder) policy(blk *hclsyntax.Block) *Policy {
 		{name: "agent_binary"}, {name: "ebpf"}, {name: "fortress"}, {name: "measured_boot"},
 		{name: "clock"},
 		{name: "planned_stop"},
+		{name: "sentinel"},
 	})
 
 	if of := b.block("on_failure"); of != nil {
@@ -409,6 +410,9 @@ func (d *decoder) policy(blk *hclsyntax.Block) *Policy {
 	}
 	if ps := b.block("planned_stop"); ps != nil {
 		p.PlannedStop = d.plannedStop(ps)
+	}
+	if sb := b.block("sentinel"); sb != nil {
+		p.Sentinel = d.sentinel(sb, base)
 	}
 	if len(d.diags.Errs()) > errsBefore {
 		return nil

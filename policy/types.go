@@ -262,6 +262,8 @@ type Policy struct {
 	// PlannedStop says what an orderly stop of the agent means (stop.go);
 	// nil: the defaults (no sender allowed, DefaultMaxOffline).
 	PlannedStop *PlannedStop
+	// Sentinel judges Sentinel's records (sentinel.go); nil: DefaultSentinel.
+	Sentinel *Sentinel
 
 	setDigest string
 	nameRange hcl.Range

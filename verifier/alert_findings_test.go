@@ -49,7 +49,10 @@ func mildSevereEnv(t *testing.T, id string) (*env, *verifiertest.Client) {
 		t.Fatal(res.GetMessage())
 	}
 	a.MeasureBinary()
-	a.Measure(&cel.FortressState{Active: true, Mechanism: "bpf-lsm"})
+	// Fortress's program measured at load; whether it is in force is what
+	// the kernel reports in each pulse (setFortress).
+	a.Measure(&cel.EBPFProgram{Name: "fortress_task_kill", ProgramType: "lsm", AttachPoint: "lsm/task_kill", Tag: fortressTestTag, KernelRelease: "test"})
+	setFortress(a, true)
 	a.Challenge()
 	wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
 	return e, a
@@ -92,9 +95,9 @@ func TestDenialAlertsPerFindingSet(t *testing.T) {
 	if e == nil {
 		return
 	}
-	a.Measure(&cel.FortressState{Active: false, Mechanism: "bpf-lsm", Reason: "lockdown=integrity"})
+	setFortress(a, false)
 	wantVerdict(t, a.Pulse(nil), untrusted, pulsev1.Reason_REASON_POLICY_DENIED)
-	a.Measure(&cel.FortressState{Active: true, Mechanism: "bpf-lsm"})
+	setFortress(a, true)
 	wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
 	implant(t, a, e)
 	got := untrustedAlerts(t, e, "edge-dedup")
@@ -117,7 +120,7 @@ func TestPersistentMildDenialDoesNotMaskImplant(t *testing.T) {
 	if e == nil {
 		return
 	}
-	a.Measure(&cel.FortressState{Active: false, Mechanism: "bpf-lsm", Reason: "lockdown=integrity"})
+	setFortress(a, false)
 	wantVerdict(t, a.Pulse(nil), untrusted, pulsev1.Reason_REASON_POLICY_DENIED)
 	e.clock.Advance(3 * time.Hour)
 	a.Challenge()
@@ -125,6 +128,18 @@ func TestPersistentMildDenialDoesNotMaskImplant(t *testing.T) {
 	if got := untrustedAlerts(t, e, "edge-mask"); !containsAlert(got, "sev1", "agent binary") {
 		t.Fatalf("alerts %q: the implant raised no severity-1 alert", got)
 	}
+}
+
+var fortressTestTag = [8]byte{0xf0, 0x57, 1, 2, 3, 4, 5, 6}
+
+// setFortress makes the device report Fortress as the kernel lists it: an
+// attached link running the measured program, or refused by the kernel.
+func setFortress(a *verifiertest.Client, active bool) {
+	st := &pulsev1.FortressStatus{Reason: "kernel refused to load the BPF-LSM program: operation not permitted (EPERM); kernel lockdown=integrity"}
+	if active {
+		st = &pulsev1.FortressStatus{Active: true, LsmListed: true, Loaded: true, Attached: true, ProgramId: 700, LinkId: 701, Tag: fortressTestTag[:]}
+	}
+	a.PayloadHook = func(p *pulsev1.PulsePayload) { p.Fortress = st }
 }
 
 func containsAlert(alerts []string, prefix, text string) bool {

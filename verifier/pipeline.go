@@ -66,6 +66,9 @@ type Outcome struct {
 	evidence        *policy.Evidence
 	// pol is the policy selected for the agent (nil when none).
 	pol *policy.Policy
+	// sentinel is what the pulse brought from Sentinel, recorded after
+	// the commit (sentinel.go).
+	sentinel *sentinelOutcome
 	// clockOff is set when the payload's time is outside the skew; the
 	// verdict becomes CLOCK_DESYNC only if everything else is accepted.
 	clockOff bool
@@ -304,6 +307,9 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	// The boot evidence is shared by every agent booted this way; this
 	// pulse's copy adds the runtime PCR's pre-OS history (its runtime PCR).
 	boot := *fw.verified.boot
+	if out := v.checkSentinel(ctx, o, p, rt); out != nil {
+		return out
+	}
 	boot.RuntimePCRHistory = history
 	return v.evaluate(ctx, o, pol, p, &boot, rt, now)
 }
@@ -725,7 +731,7 @@ func buildEvidence(a *store.Agent, partition string, quoted bool, p *pulsev1.Pul
 				r.BPFObjects[pin.GetName()] = hex.EncodeToString(m.objectSHA256)
 			}
 		}
-		r.FortressActive = rt.fortressActive
+		r.FortressActive = judgeFortress(p.GetFortress(), rt).active
 		ev.Runtime = r
 	}
 	return ev

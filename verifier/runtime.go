@@ -30,6 +30,8 @@ type runtimeEvidence struct {
 	fortressActive bool
 	// kernel is what the log says about kernel evidence (kernel.go).
 	kernel kernelLog
+	// sentinel is what the log says about Sentinel (sentinel.go).
+	sentinel sentinelLog
 }
 
 type binaryMeasurement struct {
@@ -112,5 +114,6 @@ func verifyRuntime(stored []byte, storedCount, first uint64, fresh []byte, pcr u
 		rt.fortressActive = st.Fortress.Active
 	}
 	rt.kernel = readKernelLog(records)
+	rt.sentinel = readSentinelLog(records)
 	return rt, pulsev1.Reason_REASON_OK, nil
 }

@@ -46,6 +46,9 @@ type Client struct {
 	Seq       uint64
 	Binary    [32]byte
 	Nonce     []byte
+	// PayloadHook, when set, changes every payload BasePayload builds
+	// (state the test's device keeps reporting, e.g. Fortress's status).
+	PayloadHook func(*pulsev1.PulsePayload)
 }
 
 // NewClient issues an agent certificate for id from ca, dials addr over
@@ -185,12 +188,16 @@ func (a *Client) BasePayload() *pulsev1.PulsePayload {
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	return &pulsev1.PulsePayload{
+	p := &pulsev1.PulsePayload{
 		AgentId: a.ID, Partition: a.Partition, Time: timestamppb.Now(), VerifierNonce: a.Nonce, PulseNonce: pn,
 		Sequence: a.Seq, LeafKeySha256: leaf[:], AgentBinarySha256: a.Binary[:], Tpm: a.Dev != nil,
 		RuntimePcr: RuntimePCR, RuntimeFirstRecord: a.SentUpTo, RuntimeRecords: rtBytes, FirmwareLogSha256: fw[:],
 		AgentBinaryPath: "/usr/bin/pulse-agent", AgentBinaryDiskSha256: a.Binary[:],
 	}
+	if a.PayloadHook != nil {
+		a.PayloadHook(p)
+	}
+	return p
 }
 
 // build makes a signed, quoted pulse request.
