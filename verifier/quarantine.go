@@ -315,13 +315,27 @@ func expectedQuarantine(qs []store.Quarantine, agentID string, mine []string, no
 	return want, young, own
 }
 
+// quarantineTable is the quarantine table without protected addresses
+// (protected after they were isolated: fan-out never sends them, so no
+// agent is expected to hold them).
+func (v *Verifier) quarantineTable(ctx context.Context) ([]store.Quarantine, error) {
+	qs, err := v.store.ListQuarantine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(qs, func(q store.Quarantine) bool {
+		c, err := quarset.Canonical(q.Address)
+		return err == nil && v.protectedAddr(c)
+	}), nil
+}
+
 // replayQuarantine sends a trusted agent whose directive stream opened the
 // whole quarantine it should hold, signed for it.
 func (v *Verifier) replayQuarantine(ctx context.Context, agentID string) {
 	if !v.isTrusted(ctx, agentID) {
 		return
 	}
-	qs, err := v.store.ListQuarantine(ctx)
+	qs, err := v.quarantineTable(ctx)
 	if err != nil || len(qs) == 0 {
 		return
 	}
@@ -347,7 +361,7 @@ func (v *Verifier) checkQuarantine(ctx context.Context, o *Outcome, p *pulsev1.P
 		return nil
 	}
 	id := o.agent.ID
-	qs, err := v.store.ListQuarantine(ctx)
+	qs, err := v.quarantineTable(ctx)
 	if err != nil {
 		v.log.Warn("reading the quarantine for reconciliation failed", "agent_id", id, "error", err)
 		return nil

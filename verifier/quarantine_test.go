@@ -306,7 +306,10 @@ func TestIsolationBehindProxy(t *testing.T) {
 // is a divergence; agreeing again clears it.
 func TestQuarantineReconciliation(t *testing.T) {
 	withKey, pub := directiveKeyFile(t)
-	e := newEnvCfg(t, "rhel8-uefi", both(withKey, fleetPolicy(t, "  heartbeat {\n    interval = \"10s\"\n  }\n")))
+	protect := func(c *config.Config) {
+		c.ProtectedAddresses = append(c.ProtectedAddresses, netip.MustParsePrefix("198.18.0.0/15"))
+	}
+	e := newEnvCfg(t, "rhel8-uefi", both(withKey, protect, fleetPolicy(t, "  heartbeat {\n    interval = \"10s\"\n  }\n")))
 	if e == nil {
 		return
 	}
@@ -322,6 +325,9 @@ func TestQuarantineReconciliation(t *testing.T) {
 	}
 	add("192.0.2.7", "edge-x", e.clock.Now().Add(-time.Hour))
 	add("192.0.2.8", "edge-q", e.clock.Now().Add(-time.Hour)) // its own: it may hold it or not
+	// Isolated before the operator protected it: no agent is sent it, and
+	// none is expected to hold it.
+	add("198.18.0.1", "edge-z", e.clock.Now().Add(-time.Hour))
 
 	digest := func(set ...string) []byte {
 		d, _, err := quarset.Digest(set)
@@ -379,7 +385,7 @@ func TestQuarantineReconciliation(t *testing.T) {
 	waitFor(t, "the correcting quarantine directive", func() bool {
 		return slices.Contains(dirs.quarantined(t, pub, "edge-q"), "192.0.2.7")
 	})
-	if got := dirs.quarantined(t, pub, "edge-q"); slices.Contains(got, "192.0.2.8") {
-		t.Errorf("the agent was told to drop its own isolated address: %v", got)
+	if got := dirs.quarantined(t, pub, "edge-q"); slices.Contains(got, "192.0.2.8") || slices.Contains(got, "198.18.0.1") {
+		t.Errorf("the agent was told to drop its own isolated address or a protected one: %v", got)
 	}
 }
