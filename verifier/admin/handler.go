@@ -137,6 +137,7 @@ func (h *handler) routes(reg *prometheus.Registry) {
 	m.HandleFunc("POST /api/v1/release", h.release)
 	m.HandleFunc("GET /api/v1/quarantine", h.quarantined)
 	h.revocationRoutes()
+	h.decommissionRoutes()
 	h.maintenanceRoutes()
 	if reg != nil {
 		m.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
