@@ -139,3 +139,30 @@ func TestKeysRoundTrip(t *testing.T) {
 		t.Error("ParsePrivateKey accepted a public key")
 	}
 }
+
+// BenchmarkSignOpen: one directive signed for one recipient (the
+// verifier's per-agent cost at fan-out) and opened (the agent's).
+func BenchmarkSignOpen(b *testing.B) {
+	seed := [32]byte{1}
+	priv := ed25519.NewKeyFromSeed(seed[:])
+	pub := priv.Public().(ed25519.PublicKey)
+	now := time.Now()
+	b.Run("sign", func(b *testing.B) {
+		for b.Loop() {
+			if err := Sign(priv, quarantine("10.0.0.9", "edge-1", now)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	d := quarantine("10.0.0.9", "edge-1", now)
+	if err := Sign(priv, d); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("open", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := Open(pub, d, "edge-1"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
