@@ -163,6 +163,9 @@ func (v *Verifier) afterPulse(ctx context.Context, p Peer, o *Outcome) {
 	}
 	now := v.now()
 	pol := o.pol
+	if o.lockoutAlert != nil {
+		v.raise(ctx, o.lockoutAlert)
+	}
 	if o.lkgAlert != nil {
 		// One alert per change (its dedup key names the change).
 		v.raise(ctx, o.lkgAlert)

@@ -69,6 +69,9 @@ type Outcome struct {
 	// sentinel is what the pulse brought from Sentinel, recorded after
 	// the commit (sentinel.go).
 	sentinel *sentinelOutcome
+	// lockoutAlert is the tpm_lockout alert of a quoted pulse from a TPM
+	// in lockout (lockout.go), raised after the commit.
+	lockoutAlert *store.Alert
 	// clockOff is set when the payload's time is outside the skew; the
 	// verdict becomes CLOCK_DESYNC only if everything else is accepted.
 	clockOff bool
@@ -187,13 +190,14 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 		if p.GetTime() == nil {
 			o.clockMsg = "pulse carries no time"
 		}
+		o.clockMsg += clockSyncNote(p.GetClockSync())
 	}
 
 	// 5. Quote.
 	q := req.GetQuote()
 	if q == nil {
 		if agent.TPM {
-			return o.untrusted(pulsev1.Reason_REASON_TPM_DOWNGRADE, "agent enrolled with a TPM sent a pulse without a quote")
+			return unquoted(o, agent, p)
 		}
 		return v.evaluate(ctx, o, pol, p, nil, nil, now)
 	}
@@ -243,6 +247,7 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 		return o.untrusted(pulsev1.Reason_REASON_PCR_SELECTION, "quote does not cover PCRs %v", missing)
 	}
 	o.TPM = true
+	noteLockout(o, p, now)
 	// Evidence fields are written only after a verified pulse. The reset
 	// baseline belongs to the enrolled AK: a re-enrollment with another AK
 	// drops it (store.EnrollAgent), so a new AK is never a reboot.
@@ -626,6 +631,7 @@ func (v *Verifier) evaluate(ctx context.Context, o *Outcome, pol *policy.Policy,
 		return o.untrusted(pulsev1.Reason_REASON_NO_POLICY, "no policy selects agent %q in partition %q (Pulse fails closed)", o.agent.ID, v.partitionOf(o.agent.ID))
 	}
 	ev := buildEvidence(o.agent, v.partitionOf(o.agent.ID), o.TPM, p, boot, rt)
+	ev.Clock = clockEvidence(p.GetClockSync())
 	o.evidence = &ev
 	res := pol.Evaluate(ev, now)
 	for _, f := range res.Findings {
