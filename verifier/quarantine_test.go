@@ -146,7 +146,7 @@ func refusedMentioning(t *testing.T, st *store.Store, agent, addr string) bool {
 // nothing new and keeps its real address isolated.
 func TestIsolationNeighbourAddress(t *testing.T) {
 	withKey, pub := directiveKeyFile(t)
-	e := newEnvCfg(t, "rhel8-uefi", both(ekBacks(3), withKey))
+	e := newEnvCfg(t, "rhel8-uefi", both(ekBacks(4), withKey))
 	if e == nil {
 		return
 	}
@@ -196,6 +196,30 @@ func TestIsolationNeighbourAddress(t *testing.T) {
 				t.Errorf("%s was told to drop %s", who, a)
 			}
 		}
+	}
+
+	// The offender's address moves to another device (a new lease): it is
+	// accepted from it and opens its stream. The replay of the table gives
+	// it every other address but never its own.
+	if _, err := st.AddQuarantine(context.Background(), store.Quarantine{Address: "192.0.2.50", Offender: "edge-old", Reason: "REASON_TEST", Since: e.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := e.sharing(watch, "edge-fresh", "127.0.0.5")
+	wantVerdict(t, fresh.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	freshDirs := openDirectives(t, fresh)
+	waitFor(t, "the replay to the new device", func() bool { return slices.Contains(freshDirs.quarantined(t, pub, "edge-fresh"), "192.0.2.50") })
+	if got := freshDirs.quarantined(t, pub, "edge-fresh"); slices.Contains(got, "127.0.0.5") {
+		t.Fatalf("the new device was told to drop its own address: %v", got)
+	}
+	// It fails in turn: its address is still the first offender's entry
+	// and, shared with it, is refused for the second.
+	fresh.Challenge()
+	wantVerdict(t, fresh.Pulse(func(p *parts) { p.Payload.AgentBinaryDiskSha256 = make([]byte, 32) }), untrusted, pulsev1.Reason_REASON_AGENT_BINARY_MISMATCH)
+	if got := quarantineAddrs(quarantined(t, st)); !slices.Equal(got, []string{"127.0.0.5@edge-bad", "192.0.2.50@edge-old"}) {
+		t.Fatalf("quarantine %v after the new device failed", got)
+	}
+	if !refusedMentioning(t, st, "edge-fresh", "127.0.0.5") {
+		t.Fatal("no isolation_refused alert for the new device's shared address")
 	}
 }
 
