@@ -105,6 +105,9 @@ type Agent struct {
 	// addresses Shield never drops (directives_sig.go).
 	dauth *directiveAuth
 
+	sentinelMu   sync.Mutex    // guards sentinelRead
+	sentinelRead SentinelBatch // the last read of Sentinel, acknowledged once committed
+
 	mu           sync.Mutex // guards the fields below
 	interval     time.Duration
 	nonce        *pulsev1.Nonce

@@ -42,6 +42,7 @@ type PayloadInput struct {
 	BPF                   *pulsev1.BPFSnapshot
 	Fortress              *pulsev1.FortressStatus
 	SentinelEvents        []*pulsev1.SentinelEvent
+	Sentinel              *pulsev1.SentinelReport
 	Quarantined           []string
 	Health                *pulsev1.Health
 	// ClockSync is the kernel's clock discipline state (adjtimex).
@@ -79,6 +80,7 @@ func (in *PayloadInput) Payload() (*pulsev1.PulsePayload, error) {
 		Bpf:                   in.BPF,
 		Fortress:              in.Fortress,
 		SentinelEvents:        in.SentinelEvents,
+		Sentinel:              in.Sentinel,
 		Health:                in.Health,
 		Quarantined:           in.Quarantined,
 		AgentBinaryPath:       in.AgentBinaryPath,

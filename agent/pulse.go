@@ -90,6 +90,7 @@ func (a *Agent) pulseAttempt(ctx context.Context, s *session) (*pulsev1.PulseRes
 	}
 	a.counters.pulsesSent.Add(1)
 	a.ackEvents(events)
+	a.ackSentinel(resp)
 	if resp.GetVerdict() == pulsev1.Verdict_VERDICT_TRUSTED || resp.GetVerdict() == pulsev1.Verdict_VERDICT_DEGRADED {
 		a.mu.Lock()
 		a.logStarted = logStarted
@@ -154,6 +155,7 @@ func (a *Agent) collect(ctx context.Context, s *session) (*PayloadInput, int, er
 		FirmwareLogSHA256:     a.fwDigest,
 		BPF:                   snap,
 		Fortress:              fortress,
+		Sentinel:              a.sentinelReport(),
 		SentinelEvents:        events,
 		Quarantined:           quarantined,
 		Health:                a.health(),
@@ -221,6 +223,9 @@ func sameProgram(a, b *cel.EBPFProgram) bool {
 
 // takeEvents drains Sentinel and returns every event not yet delivered.
 func (a *Agent) takeEvents(ctx context.Context) []*pulsev1.SentinelEvent {
+	if src, ok := a.bpf.(SentinelSource); ok {
+		return a.readSentinel(ctx, src)
+	}
 	ev, err := a.bpf.SentinelEvents(ctx)
 	if err != nil {
 		a.log.Warn("sentinel events unavailable", "error", err)

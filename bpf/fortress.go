@@ -83,8 +83,10 @@ func (f *Fortress) attach() error {
 	return nil
 }
 
-// Status reports what the kernel allowed. For an attached Fortress it checks
-// that the agent's link still runs the program.
+// Status reports what the kernel allowed, read from the kernel now: for an
+// attached Fortress, the link's ID and the ID and tag of the program the
+// kernel says it runs, which must be the program the agent loaded and
+// measured. Active holds only while they are.
 func (f *Fortress) Status() FortressStatus {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -96,14 +98,37 @@ func (f *Fortress) Status() FortressStatus {
 	l := f.m.links[fortressAttachment().linkName]
 	f.m.mu.Unlock()
 	if l == nil {
-		st.Active, st.Attached = false, false
-		st.Reason = "fortress link released"
-		return st
+		return fortressLost(st, "fortress link released")
 	}
 	info, err := l.Info()
-	if err != nil || uint32(info.Program) != f.prog.id {
-		st.Active, st.Attached = false, false
-		st.Reason = fmt.Sprintf("fortress link no longer runs program %d (%v)", f.prog.id, err)
+	if err != nil {
+		return fortressLost(st, fmt.Sprintf("fortress link unreadable: %v", err))
 	}
+	st.LinkID = uint32(info.ID)
+	st.ProgramID = uint32(info.Program)
+	if st.ProgramID != f.prog.id {
+		return fortressLost(st, fmt.Sprintf("fortress link %d runs program %d, not the measured program %d", st.LinkID, st.ProgramID, f.prog.id))
+	}
+	p, err := ebpf.NewProgramFromID(ebpf.ProgramID(st.ProgramID))
+	if err != nil {
+		return fortressLost(st, fmt.Sprintf("fortress program %d: %v", st.ProgramID, err))
+	}
+	defer p.Close()
+	pi, err := p.Info()
+	if err != nil {
+		return fortressLost(st, fmt.Sprintf("fortress program %d info: %v", st.ProgramID, err))
+	}
+	st.Tag = pi.Tag
+	if pi.Tag != f.prog.tag {
+		return fortressLost(st, fmt.Sprintf("fortress program %d has tag %s, the measured one %s", st.ProgramID, pi.Tag, f.prog.tag))
+	}
+	return st
+}
+
+// fortressLost is st with Fortress no longer active for reason; the IDs
+// read so far stay, so the verifier sees what the kernel runs instead.
+func fortressLost(st FortressStatus, reason string) FortressStatus {
+	st.Active, st.Attached = false, false
+	st.Reason = reason
 	return st
 }

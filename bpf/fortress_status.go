@@ -26,6 +26,12 @@ type FortressStatus struct {
 	Errno syscall.Errno `json:"-"`
 	// ErrnoName is Errno's symbolic name ("EPERM").
 	ErrnoName string `json:"errno,omitempty"`
+	// ProgramID, LinkID and Tag are what the kernel reports for Fortress's
+	// link and the program it runs, read when the status is taken (zero
+	// when not attached): Active is derived from them, never from a log.
+	ProgramID uint32 `json:"program_id,omitempty"`
+	LinkID    uint32 `json:"link_id,omitempty"`
+	Tag       string `json:"tag,omitempty"`
 }
 
 // FortressProbe is what the loader observed; DecideFortressStatus turns it

@@ -56,6 +56,9 @@ func TestFortressStatusOnThisKernel(t *testing.T) {
 		if st.Active || st.Loaded || st.Attached {
 			t.Errorf("status %+v although the kernel refuses LSM programs (%v)", st, loadErr)
 		}
+		if st.ProgramID != 0 || st.LinkID != 0 || st.Tag != "" {
+			t.Errorf("status %+v names kernel IDs for a program the kernel refused", st)
+		}
 		if st.Errno != errno || !strings.Contains(st.Reason, st.ErrnoName) || !strings.Contains(st.Reason, errno.Error()) {
 			t.Errorf("status errno %v reason %q; kernel said %v", st.Errno, st.Reason, errno)
 		}
@@ -72,6 +75,9 @@ func TestFortressStatusOnThisKernel(t *testing.T) {
 	default:
 		if st.Active != st.LSMListed || !st.Loaded || !st.Attached || !measured {
 			t.Errorf("kernel allows BPF-LSM but status is %+v (measured %v)", st, measured)
+		}
+		if st.Active && (st.ProgramID == 0 || st.LinkID == 0 || st.Tag == "") {
+			t.Errorf("active status %+v lacks the kernel's link and program IDs", st)
 		}
 	}
 }

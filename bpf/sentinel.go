@@ -67,7 +67,36 @@ type SentinelReport struct {
 	// Through is the sequence number to pass to Ack once the report is safe
 	// with the verifier.
 	Through uint64 `json:"through"`
+	// NextSeq is the kernel's sequence counter when the ring was read: the
+	// last sequence number handed out.
+	NextSeq uint64 `json:"next_seq"`
+	// Truncated: more records follow Through (the read was bounded).
+	Truncated bool `json:"truncated,omitempty"`
 }
+
+// SentinelConfig is the content of the pinned sentinel_cfg map.
+type SentinelConfig struct {
+	AgentPID   uint32 `json:"agent_pid"`
+	ManagerPID uint32 `json:"manager_pid"`
+	AckedSeq   uint64 `json:"acked_seq"`
+}
+
+// ErrSentinelTampered is matched (errors.Is) by a *SentinelTamperError.
+var ErrSentinelTampered = errors.New("sentinel configuration changed behind the agent")
+
+// SentinelTamperError says which field of sentinel_cfg is not what the
+// agent wrote.
+type SentinelTamperError struct {
+	Field     string
+	Want, Got uint64
+}
+
+func (e *SentinelTamperError) Error() string {
+	return fmt.Sprintf("sentinel_cfg %s is %d, the agent wrote %d", e.Field, e.Got, e.Want)
+}
+
+// Is makes errors.Is(err, ErrSentinelTampered) hold.
+func (e *SentinelTamperError) Is(target error) bool { return target == ErrSentinelTampered }
 
 // Sentinel reads the pinned event ring.
 type Sentinel struct {
@@ -77,6 +106,13 @@ type Sentinel struct {
 	events  *ebpf.Map
 	threads *ebpf.Map
 	mu      sync.Mutex
+	// want is what this agent wrote into sentinel_cfg (configure, Ack);
+	// configured is false until configure ran.
+	want       SentinelConfig
+	configured bool
+	// startupTamper is set when configure found the pinned config blinded
+	// (agent_tgid 0 on a ring already used): reported until acknowledged.
+	startupTamper *SentinelTamperError
 }
 
 func newSentinel(log hclog.Logger, coll *ebpf.Collection) (*Sentinel, error) {
@@ -106,11 +142,24 @@ func (s *Sentinel) configure(agentPID, managerPID int) error {
 		return err
 	}
 	prev := cfg.AgentTgid
+	var next uint64
+	if err := s.seq.Lookup(uint32(0), &next); err != nil {
+		return fmt.Errorf("sentinel: read sequence: %w", err)
+	}
+	if prev == 0 && (cfg.AckedSeq > 0 || next > 0) {
+		// A ring that has recorded and been read before always names the
+		// agent that configured it: zero means someone blinded Sentinel
+		// while no agent ran.
+		s.startupTamper = &SentinelTamperError{Field: "agent_tgid", Want: 1, Got: 0}
+		s.log.Warn("sentinel was blinded while no agent ran", "acked_seq", cfg.AckedSeq, "next_seq", next)
+	}
 	cfg.AgentTgid = uint32(agentPID)
 	cfg.ManagerTgid = uint32(managerPID)
 	if err := s.cfg.Put(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("sentinel: write config: %w", err)
 	}
+	s.want = SentinelConfig{AgentPID: cfg.AgentTgid, ManagerPID: cfg.ManagerTgid, AckedSeq: cfg.AckedSeq}
+	s.configured = true
 	n, err := s.seedThreads(agentPID)
 	if err != nil {
 		return err
@@ -194,11 +243,22 @@ func checkSentinelTracepoints() error {
 // agent received (including the ones that killed a previous agent process),
 // Fortress refusals and eBPF program loads by other processes.
 func (s *Sentinel) Events() (SentinelReport, error) {
+	return s.EventsUpTo(0)
+}
+
+// EventsUpTo is Events returning at most max records (all when max is 0);
+// the report says Truncated when more follow. The records start after the
+// acknowledgement this agent wrote (not whatever sentinel_cfg now holds:
+// a cursor moved behind the agent hides nothing from it).
+func (s *Sentinel) EventsUpTo(max int) (SentinelReport, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cfg, err := s.config()
 	if err != nil {
 		return SentinelReport{}, err
+	}
+	if s.configured {
+		cfg.AckedSeq = s.want.AckedSeq
 	}
 	var next uint64
 	if err := s.seq.Lookup(uint32(0), &next); err != nil {
@@ -209,25 +269,50 @@ func (s *Sentinel) Events() (SentinelReport, error) {
 		return SentinelReport{}, err
 	}
 	from, lost := ringWindow(cfg.AckedSeq, next, SentinelSlots)
-	rep := SentinelReport{Lost: lost, Through: cfg.AckedSeq}
+	rep := SentinelReport{Lost: lost, Through: cfg.AckedSeq, NextSeq: next}
 	for seq := from; seq <= next && seq != 0; seq++ {
-		var raw sentinelSentinelEvent
-		if err := s.events.Lookup(uint32(seq%SentinelSlots), &raw); err != nil {
-			return SentinelReport{}, fmt.Errorf("sentinel: read slot: %w", err)
-		}
-		switch {
-		case raw.Seq == seq:
-			rep.Events = append(rep.Events, decodeEvent(raw, clk))
-		case raw.Seq > seq:
-			// Overwritten by a newer record since we read the sequence.
-			rep.Lost++
-		default:
-			// Still being written: report up to here, the rest next time.
+		if max > 0 && len(rep.Events) >= max {
+			rep.Truncated = true
 			return rep, nil
+		}
+		raw, err := s.readSlot(seq)
+		if err != nil {
+			return SentinelReport{}, err
+		}
+		if raw.Seq == seq {
+			rep.Events = append(rep.Events, decodeEvent(raw, clk))
+		} else {
+			// Overwritten by a newer record since we read the sequence,
+			// or a slot whose writer never finished: either way the
+			// record is gone.
+			rep.Lost++
 		}
 		rep.Through = seq
 	}
 	return rep, nil
+}
+
+// slotRetries and slotRetryWait bound the wait for a record whose writer
+// took its sequence number but has not stored it yet (a few instructions
+// on another CPU).
+const (
+	slotRetries   = 20
+	slotRetryWait = 50 * time.Microsecond
+)
+
+// readSlot reads the slot of seq, waiting briefly while its record is
+// still being written (slot seq older than seq).
+func (s *Sentinel) readSlot(seq uint64) (sentinelSentinelEvent, error) {
+	var raw sentinelSentinelEvent
+	for i := 0; ; i++ {
+		if err := s.events.Lookup(uint32(seq%SentinelSlots), &raw); err != nil {
+			return raw, fmt.Errorf("sentinel: read slot: %w", err)
+		}
+		if raw.Seq >= seq || i == slotRetries {
+			return raw, nil
+		}
+		time.Sleep(slotRetryWait)
+	}
 }
 
 // ringWindow returns the first sequence number still in the ring after acked
@@ -260,14 +345,104 @@ func (s *Sentinel) Ack(through uint64) error {
 	if err != nil {
 		return err
 	}
-	if through <= cfg.AckedSeq {
+	if !s.configured {
+		if through <= cfg.AckedSeq {
+			return nil
+		}
+		cfg.AckedSeq = through
+		if err := s.cfg.Put(uint32(0), &cfg); err != nil {
+			return fmt.Errorf("sentinel: write ack: %w", err)
+		}
 		return nil
 	}
-	cfg.AckedSeq = through
+	// The acknowledgement follows a pulse the verifier committed, which
+	// carried Check's result: whatever was changed behind the agent has
+	// been reported, and the configuration is restored with the cursor.
+	s.startupTamper = nil
+	want := s.want
+	if through > want.AckedSeq {
+		want.AckedSeq = through
+	}
+	if cfg.AgentTgid == want.AgentPID && cfg.ManagerTgid == want.ManagerPID && cfg.AckedSeq == want.AckedSeq {
+		s.want = want
+		return nil
+	}
+	cfg.AgentTgid, cfg.ManagerTgid, cfg.AckedSeq = want.AgentPID, want.ManagerPID, want.AckedSeq
 	if err := s.cfg.Put(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("sentinel: write ack: %w", err)
 	}
+	s.want = want
 	return nil
+}
+
+// Config reads the pinned sentinel_cfg map as the kernel holds it.
+func (s *Sentinel) Config() (SentinelConfig, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cfg, err := s.config()
+	if err != nil {
+		return SentinelConfig{}, err
+	}
+	return SentinelConfig{AgentPID: cfg.AgentTgid, ManagerPID: cfg.ManagerTgid, AckedSeq: cfg.AckedSeq}, nil
+}
+
+// Wanted returns what this agent wrote into sentinel_cfg.
+func (s *Sentinel) Wanted() SentinelConfig {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.want
+}
+
+// Check re-reads sentinel_cfg and compares it with what this agent wrote:
+// the agent's tgid (0 blinds Sentinel and Fortress), the service manager
+// Fortress lets through, and the acknowledgement cursor (moved ahead, it
+// would hide records from a restarted agent). A difference is a
+// *SentinelTamperError (errors.Is ErrSentinelTampered); got is the map's
+// content either way.
+func (s *Sentinel) Check() (SentinelConfig, error) {
+	got, err := s.Config()
+	if err != nil {
+		return got, err
+	}
+	s.mu.Lock()
+	want, ok := s.want, s.configured
+	s.mu.Unlock()
+	if !ok {
+		return got, errors.New("sentinel: not configured")
+	}
+	if err := compareSentinelConfig(want, got); err != nil {
+		return got, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.startupTamper != nil {
+		return got, s.startupTamper
+	}
+	return got, nil
+}
+
+// compareSentinelConfig returns the first field of got that differs from want.
+func compareSentinelConfig(want, got SentinelConfig) error {
+	switch {
+	case got.AgentPID != want.AgentPID:
+		return &SentinelTamperError{Field: "agent_tgid", Want: uint64(want.AgentPID), Got: uint64(got.AgentPID)}
+	case got.ManagerPID != want.ManagerPID:
+		return &SentinelTamperError{Field: "manager_tgid", Want: uint64(want.ManagerPID), Got: uint64(got.ManagerPID)}
+	case got.AckedSeq != want.AckedSeq:
+		return &SentinelTamperError{Field: "acked_seq", Want: want.AckedSeq, Got: got.AckedSeq}
+	}
+	return nil
+}
+
+// ConfigMapID is the kernel's ID of the sentinel_cfg map this agent
+// configured (0 when unknown).
+func (s *Sentinel) ConfigMapID() uint32 {
+	info, err := s.cfg.Info()
+	if err != nil {
+		return 0
+	}
+	id, _ := info.ID()
+	return uint32(id)
 }
 
 // clocks pairs the wall clock with CLOCK_BOOTTIME, which the records use.

@@ -14,7 +14,6 @@ import (
 	"sort"
 
 	"github.com/hashicorp/go-hclog"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pulse-attest/pulse/agent"
 	"github.com/pulse-attest/pulse/bpf"
@@ -70,6 +69,10 @@ func New(ctx context.Context, pinDir string, interfaces []string, measure agent.
 		}),
 	})
 	if err != nil {
+		return nil, fmt.Errorf("ebpf: %w", err)
+	}
+	if err := measureSentinel(ctx, m, measure); err != nil {
+		m.Close()
 		return nil, fmt.Errorf("ebpf: %w", err)
 	}
 	st := m.Fortress().Status()
@@ -152,41 +155,18 @@ func (a *Adapter) Measured(context.Context) ([]*cel.EBPFProgram, error) {
 	return out, nil
 }
 
-// Fortress reports what the kernel allowed.
+// Fortress reports what the kernel allowed, with the IDs and tag the
+// kernel gives for Fortress's link and program (what Active is derived from).
 func (a *Adapter) Fortress(context.Context) (*pulsev1.FortressStatus, error) {
-	st := a.m.Fortress().Status()
-	return &pulsev1.FortressStatus{Active: st.Active, LsmListed: st.LSMListed, Loaded: st.Loaded, Attached: st.Attached, Reason: st.Reason}, nil
+	return fortressStatus(a.m.Fortress().Status()), nil
 }
 
-// SentinelEvents drains and acknowledges Sentinel's records.
-func (a *Adapter) SentinelEvents(context.Context) ([]*pulsev1.SentinelEvent, error) {
-	r, err := a.m.Sentinel().Events()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*pulsev1.SentinelEvent, 0, len(r.Events))
-	for _, e := range r.Events {
-		se := &pulsev1.SentinelEvent{Time: timestamppb.New(e.Time), SenderPid: uint32(e.SenderPID), SenderComm: e.SenderComm,
-			TargetPid: uint32(e.TargetPID), Signal: int32(e.Signal)}
-		switch e.Kind {
-		case bpf.EventSignal:
-			se.Kind = pulsev1.SentinelEvent_KIND_SIGNAL
-			se.Detail = e.SignalName + " " + e.Outcome
-		case bpf.EventBPFProgLoad:
-			se.Kind = pulsev1.SentinelEvent_KIND_BPF_LOAD
-			se.Detail = e.ProgType + " " + e.ProgName
-		case bpf.EventFortressDenied:
-			se.Kind = pulsev1.SentinelEvent_KIND_FORTRESS_DENIED
-			se.Detail = e.SignalName
-		}
-		out = append(out, se)
-	}
-	if r.Through > 0 {
-		if err := a.m.Sentinel().Ack(r.Through); err != nil {
-			a.log.Warn("acknowledging sentinel events failed", "error", err)
-		}
-	}
-	return out, nil
+// SentinelEvents reads the records after the last acknowledgement without
+// acknowledging them (SentinelAck does, once a pulse carrying them was
+// committed by the verifier).
+func (a *Adapter) SentinelEvents(ctx context.Context) ([]*pulsev1.SentinelEvent, error) {
+	b, err := a.SentinelRead(ctx, 0)
+	return b.Events, err
 }
 
 // Quarantine adds an address to Shield's drop list.
