@@ -185,6 +185,7 @@ func TestPlannedStopBySystemd(t *testing.T) {
 				t.Fatal("the agent did not stop on SIGTERM")
 			}
 			v := f.waitVerdict(id, "VERDICT_OFFLINE", "REASON_AGENT_STOPPED", 10*time.Second)
+			t.Logf("verdict: %s", v.Message)
 			if !strings.Contains(v.Message, strconv.Quote(name)) {
 				t.Fatalf("the verdict does not name the sender %q: %s", name, v.Message)
 			}
