@@ -87,9 +87,12 @@ func TestPowerCutDrill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("after %d power cuts: lockout counter %d of %d, in lockout %t", powerCuts, lo.Counter, lo.MaxAuthFail, lo.InLockout)
+	t.Logf("after %d power cuts: lockout counter %d of %d, in lockout %t, last shutdown orderly %t", powerCuts, lo.Counter, lo.MaxAuthFail, lo.InLockout, lo.Orderly)
 	if lo.Counter != 0 || lo.InLockout || lo.MaxAuthFail != 3 {
 		t.Fatalf("after %d power cuts the TPM's lockout state is %+v; want counter 0 of swtpm's default 3", powerCuts, lo)
+	}
+	if lo.Orderly {
+		t.Fatal("the TPM reports its last shutdown orderly: the reboots were not power cuts")
 	}
 	getcapLockout(t, sw.ServerSocket(), sw.CtrlSocket(), lo.Counter)
 	alerts, err := st.ListAlerts(ctx, store.AlertFilter{AgentID: "edge-1"})

@@ -16,8 +16,8 @@ var ErrLockout = tpm2.TPMRCLockout
 
 // LockoutState is the TPM's dictionary-attack state (TPM 2.0 Part 1, 19.8):
 // TPM2_GetCapability(TPM_CAP_TPM_PROPERTIES) TPM_PT_LOCKOUT_COUNTER,
-// TPM_PT_MAX_AUTH_FAIL, TPM_PT_LOCKOUT_INTERVAL, TPM_PT_LOCKOUT_RECOVERY and
-// TPMA_PERMANENT's inLockout bit.
+// TPM_PT_MAX_AUTH_FAIL, TPM_PT_LOCKOUT_INTERVAL, TPM_PT_LOCKOUT_RECOVERY,
+// TPMA_PERMANENT's inLockout bit and TPMA_STARTUP_CLEAR's orderly bit.
 type LockoutState struct {
 	// Counter is the number of authorisation failures the TPM counts now.
 	Counter uint32
@@ -29,15 +29,23 @@ type LockoutState struct {
 	Interval time.Duration
 	// Recovery is how long lockoutAuth stays locked after a failure of it.
 	Recovery time.Duration
+	// Orderly is TPMA_STARTUP_CLEAR.orderly: the TPM was shut down with
+	// TPM2_Shutdown before its last reset (false after a power cut: then
+	// the counter went up by one if a DA-protected object had been used).
+	Orderly bool
 }
 
-// permanentInLockout is TPMA_PERMANENT.inLockout (bit 9).
-const permanentInLockout = 1 << 9
+// permanentInLockout is TPMA_PERMANENT.inLockout (bit 9);
+// startupClearOrderly is TPMA_STARTUP_CLEAR.orderly (bit 31).
+const (
+	permanentInLockout  = 1 << 9
+	startupClearOrderly = 1 << 31
+)
 
 // lockoutProperties are the properties LockoutState needs, all in the
 // TPM_PT_PERMANENT group (0x200-0x211).
 var lockoutProperties = []tpm2.TPMPT{
-	tpm2.TPMPTPermanent, tpm2.TPMPTLockoutCounter, tpm2.TPMPTMaxAuthFail,
+	tpm2.TPMPTPermanent, tpm2.TPMPTStartupClear, tpm2.TPMPTLockoutCounter, tpm2.TPMPTMaxAuthFail,
 	tpm2.TPMPTLockoutInterval, tpm2.TPMPTLockoutRecovery,
 }
 
@@ -60,6 +68,7 @@ func ParseLockout(props []tpm2.TPMSTaggedProperty) (LockoutState, error) {
 		InLockout:   got[tpm2.TPMPTPermanent]&permanentInLockout != 0,
 		Interval:    time.Duration(got[tpm2.TPMPTLockoutInterval]) * time.Second,
 		Recovery:    time.Duration(got[tpm2.TPMPTLockoutRecovery]) * time.Second,
+		Orderly:     got[tpm2.TPMPTStartupClear]&startupClearOrderly != 0,
 	}, nil
 }
 

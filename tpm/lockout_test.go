@@ -18,7 +18,8 @@ func TestParseLockout(t *testing.T) {
 	full := func(permanent, counter uint32) []tpm2.TPMSTaggedProperty {
 		return []tpm2.TPMSTaggedProperty{
 			prop(tpm2.TPMPTPermanent, permanent),
-			prop(tpm2.TPMPTStartupClear, 0xffffffff), // ignored
+			prop(tpm2.TPMPTStartupClear, 0x0000000f), // enables, not orderly
+			prop(tpm2.TPMPTNVIndexMax, 2048),         // ignored
 			prop(tpm2.TPMPTLockoutCounter, counter),
 			prop(tpm2.TPMPTMaxAuthFail, 3),
 			prop(tpm2.TPMPTLockoutInterval, 1000),
@@ -38,6 +39,8 @@ func TestParseLockout(t *testing.T) {
 		{"missing counter", []tpm2.TPMSTaggedProperty{prop(tpm2.TPMPTPermanent, 0), prop(tpm2.TPMPTMaxAuthFail, 3),
 			prop(tpm2.TPMPTLockoutInterval, 1), prop(tpm2.TPMPTLockoutRecovery, 1)}, tpm.LockoutState{}, true},
 		{"missing permanent", full(0, 0)[1:], tpm.LockoutState{}, true},
+		{"orderly", append(full(0x1, 0), prop(tpm2.TPMPTStartupClear, 0x8000000f)), tpm.LockoutState{MaxAuthFail: 3, Interval: 1000 * time.Second, Recovery: 1000 * time.Second, Orderly: true}, false},
+		{"missing startup clear", append(full(0, 0)[:1], full(0, 0)[2:]...), tpm.LockoutState{}, true},
 		{"empty", nil, tpm.LockoutState{}, true},
 	}
 	for _, tc := range tests {
@@ -99,5 +102,54 @@ func TestLockoutOnSwtpm(t *testing.T) {
 	_, _, err = tp.Quote(legacy, []uint32{0, 7}, nonce)
 	if !tpm.IsLockout(err) || !errors.Is(err, tpm.ErrLockout) {
 		t.Fatalf("legacy AK in lockout: %v, want TPM_RC_LOCKOUT", err)
+	}
+}
+
+// TestOrderlyRebootCountsNothing: with a DA-protected key in use (Pulse's
+// earlier AK), a reboot preceded by TPM2_Shutdown leaves the lockout
+// counter alone and the TPM reports the shutdown orderly; a reset without
+// it (a power cut) counts one failure and is reported unorderly.
+func TestOrderlyRebootCountsNothing(t *testing.T) {
+	sw := simtest.StartFresh(t, "")
+	if sw == nil {
+		return
+	}
+	tp, err := sw.Open(simtest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	legacy := persistLegacyAK(t, tp, legacyAKHandle)
+	nonce := make([]byte, 32)
+	state := func() tpm.LockoutState {
+		t.Helper()
+		st, err := tp.Lockout()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	for i := 0; i < 5; i++ {
+		if _, _, err := tp.Quote(legacy, []uint32{0}, nonce); err != nil {
+			t.Fatal(err)
+		}
+		if err := sw.Shutdown(); err != nil {
+			t.Fatal(err)
+		}
+		if err := sw.Reboot(); err != nil {
+			t.Fatal(err)
+		}
+		if st := state(); st.Counter != 0 || !st.Orderly {
+			t.Fatalf("orderly reboot %d: %+v", i+1, st)
+		}
+	}
+	if _, _, err := tp.Quote(legacy, []uint32{0}, nonce); err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.Reboot(); err != nil {
+		t.Fatal(err)
+	}
+	if st := state(); st.Counter != 1 || st.Orderly {
+		t.Fatalf("after a power cut: %+v, want counter 1 and not orderly", st)
 	}
 }

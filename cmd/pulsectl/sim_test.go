@@ -146,3 +146,45 @@ func TestSimCommandUsage(t *testing.T) {
 		t.Errorf("missing boot log: exit %d, %q", code, errOut)
 	}
 }
+
+// TestSimRebootUnclean: sim reboot is orderly (TPM2_Shutdown first, as the
+// kernel does on a reboot); --unclean is a power loss, which the TPM
+// reports as an unorderly shutdown.
+func TestSimRebootUnclean(t *testing.T) {
+	testutil.RequireTools(t, "swtpm", "swtpm_setup", "swtpm_ioctl", "swtpm_localca")
+	state := filepath.Join(t.TempDir(), "sim")
+	code, out, errOut := run(t, "sim", "start", "--state", state)
+	if code != 0 {
+		t.Fatalf("sim start: exit %d: %s", code, errOut)
+	}
+	t.Cleanup(func() { run(t, "sim", "stop", "--state", state) })
+	spec := keyValues(t, out)["tpm_spec"]
+	orderly := func() bool {
+		t.Helper()
+		tp, err := tpm.Open(spec, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tp.Close()
+		st, err := tp.Lockout()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Orderly
+	}
+	for _, c := range []struct {
+		args    []string
+		orderly bool
+	}{
+		{[]string{"sim", "reboot", "--state", state, "--unclean"}, false},
+		{[]string{"sim", "reboot", "--state", state}, true},
+		{[]string{"sim", "reboot", "--state", state, "--unclean"}, false},
+	} {
+		if code, _, errOut := run(t, c.args...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", c.args, code, errOut)
+		}
+		if got := orderly(); got != c.orderly {
+			t.Fatalf("%v: the TPM reports the shutdown orderly=%t, want %t", c.args, got, c.orderly)
+		}
+	}
+}
