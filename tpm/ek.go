@@ -198,7 +198,9 @@ func nvBufferMax(tr transport.TPM) int {
 
 // readNV reads a whole NV index, in chunks of TPM_PT_NV_BUFFER_MAX,
 // authorising with the index's own (empty) auth when it allows AUTHREAD and
-// with the owner's (empty) auth otherwise. An absent index gives an error
+// is NO_DA, else with the owner's (empty) auth when it allows OWNERREAD
+// (neither then counts against dictionary-attack protection), else with
+// the index's. An absent index gives an error
 // matching tpm2.TPMRCHandle.
 func readNV(tr transport.TPM, index uint32) ([]byte, error) {
 	pubRsp, err := (tpm2.NVReadPublic{NVIndex: tpm2.TPMHandle(index)}).Execute(tr)
@@ -211,9 +213,16 @@ func readNV(tr transport.TPM, index uint32) ([]byte, error) {
 	}
 	auth := tpm2.AuthHandle{Handle: tpm2.TPMHandle(index), Name: pubRsp.NVName, Auth: tpm2.PasswordAuth(nil)}
 	switch {
-	case nvPub.Attributes.AuthRead:
+	case nvPub.Attributes.AuthRead && nvPub.Attributes.NoDA:
+		// The index's own auth, exempt from dictionary-attack protection
+		// (TCG's EK certificate indices are NO_DA).
 	case nvPub.Attributes.OwnerRead:
+		// The owner's: hierarchy authorisations are exempt from DA
+		// protection, so a power cut after this read counts nothing.
 		auth = tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)}
+	case nvPub.Attributes.AuthRead:
+		// Only the index's auth, DA-protected: the read marks the TPM as
+		// having used DA protection until the next orderly shutdown.
 	default:
 		return nil, fmt.Errorf("nv index 0x%08x is readable neither with its auth nor the owner's", index)
 	}

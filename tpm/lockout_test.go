@@ -1,6 +1,8 @@
 package tpm_test
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"errors"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/pulse-attest/pulse/simulator/simtest"
 	"github.com/pulse-attest/pulse/tpm"
+	"github.com/pulse-attest/pulse/tpm/credential"
 )
 
 func TestParseLockout(t *testing.T) {
@@ -151,5 +154,58 @@ func TestOrderlyRebootCountsNothing(t *testing.T) {
 	}
 	if st := state(); st.Counter != 1 || st.Orderly {
 		t.Fatalf("after a power cut: %+v, want counter 1 and not orderly", st)
+	}
+}
+
+// TestAgentObjectsSurvivePowerCut: everything the agent does with the TPM
+// (read the EK and its certificate, activate a credential with EK and AK,
+// extend the runtime PCR, quote) uses no DA-protected authorisation, so a
+// power cut right after counts nothing (TestOrderlyRebootCountsNothing is
+// the other side: a DA-protected key in use makes it count).
+func TestAgentObjectsSurvivePowerCut(t *testing.T) {
+	sw := simtest.StartFresh(t, "")
+	if sw == nil {
+		return
+	}
+	tp, err := sw.Open(simtest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	for i := 0; i < 3; i++ {
+		ak, err := tp.AK(tpm.AKOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ek, err := tp.EK()
+		if err != nil || len(ek.Certificate) == 0 {
+			t.Fatalf("ek: certificate %d bytes, %v", len(ek.Certificate), err)
+		}
+		secret := bytes.Repeat([]byte{byte(i + 1)}, 32)
+		blob, enc, err := credential.MakeForPublic(ek.PublicBlob, ak.Name(), secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := tp.ActivateCredential(ak, blob, enc)
+		if err != nil || !bytes.Equal(got, secret) {
+			t.Fatalf("activate credential: %v", err)
+		}
+		d := sha256.Sum256([]byte("runtime record"))
+		if err := tp.Extend(14, map[uint16][]byte{tpm.AlgSHA256: d[:]}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := tp.Quote(ak, []uint32{0, 14}, d[:]); err != nil {
+			t.Fatal(err)
+		}
+		if err := sw.Reboot(); err != nil {
+			t.Fatal(err)
+		}
+		st, err := tp.Lockout()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Counter != 0 || st.Orderly {
+			t.Fatalf("power cut %d after the agent's TPM work: %+v, want counter 0 (and an unorderly shutdown)", i+1, st)
+		}
 	}
 }
