@@ -124,7 +124,7 @@ func describeStop(ps *pulsev1.PlannedStop) string {
 	if e == nil {
 		return sig + "; sender not recorded (no Sentinel record)"
 	}
-	return fmt.Sprintf("%s from pid %d %s, as Sentinel recorded it", sig, e.GetSenderPid(), quoteName(e.GetSenderComm()))
+	return fmt.Sprintf("%s from pid %d %s (uid %d), as Sentinel recorded it", sig, e.GetSenderPid(), quoteName(e.GetSenderComm()), senderUID(e))
 }
 
 // quoteName quotes a name from an agent or operator, bounded.

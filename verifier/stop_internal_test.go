@@ -1,10 +1,12 @@
 package verifier
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/pulse-attest/pulse/policy"
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
@@ -56,6 +58,32 @@ func TestJudgeStop(t *testing.T) {
 			j := judgeStop(c.pol, c.m, c.sender, now)
 			if j.Basis != c.basis || j.Severity != c.sev || j.Shelter != c.shelter {
 				t.Fatalf("judged %+v, want basis %d severity %d shelter %s", j, c.basis, c.sev, c.shelter)
+			}
+		})
+	}
+}
+
+// TestDescribeStop: the verdict message names the signal and, when
+// Sentinel recorded it, the sender's pid, command name and uid; a sender
+// name is quoted and bounded.
+func TestDescribeStop(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		ps   *pulsev1.PlannedStop
+		want string
+	}{
+		{"recorded", &pulsev1.PlannedStop{Signo: 15, Signal: &pulsev1.SentinelEvent{Kind: pulsev1.SentinelEvent_KIND_SIGNAL, SenderPid: 1, SenderComm: "systemd", Signal: 15}},
+			`SIGTERM (signal 15) from pid 1 "systemd" (uid 0), as Sentinel recorded it`},
+		{"uid", &pulsev1.PlannedStop{Signo: 2, Signal: &pulsev1.SentinelEvent{Kind: pulsev1.SentinelEvent_KIND_SIGNAL, SenderPid: 77, SenderComm: "bash", Signal: 2, Value: 1000}},
+			`SIGINT (signal 2) from pid 77 "bash" (uid 1000), as Sentinel recorded it`},
+		{"not recorded", &pulsev1.PlannedStop{Signo: 15}, "SIGTERM (signal 15); sender not recorded (no Sentinel record)"},
+		{"odd signal", &pulsev1.PlannedStop{Signo: 999}, "signal 999; sender not recorded (no Sentinel record)"},
+		{"long name", &pulsev1.PlannedStop{Signo: 15, Signal: &pulsev1.SentinelEvent{Kind: pulsev1.SentinelEvent_KIND_SIGNAL, SenderComm: strings.Repeat("x", 100) + "\n"}},
+			`"` + strings.Repeat("x", 32) + `..."`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := describeStop(c.ps); !strings.Contains(got, c.want) {
+				t.Fatalf("describeStop = %q, want it to contain %q", got, c.want)
 			}
 		})
 	}
