@@ -83,6 +83,9 @@ func (b AdminBackend) GetAgent(ctx context.Context, id string) (*admin.AgentDeta
 		return nil, err
 	}
 	d := &admin.AgentDetail{AgentStatus: statusOf(a, len(open), b.connected([]*store.Agent{a})[id])}
+	if d.SentinelEvents, err = sentinelEventsOf(ctx, b.V.store, id); err != nil {
+		return nil, err
+	}
 	for _, h := range hist {
 		d.History = append(d.History, admin.HistoryEntry{At: h.At, Verdict: pulsev1.Verdict(h.Verdict).String(),
 			Reason: pulsev1.Reason(h.Reason).String(), Message: h.Message})

@@ -11,6 +11,7 @@ import (
 	"github.com/pulse-attest/pulse/policy"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/tpm/cel"
+	"github.com/pulse-attest/pulse/verifier/admin"
 	"github.com/pulse-attest/pulse/verifier/alert"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
@@ -372,4 +373,22 @@ func describeSignal(e store.SentinelEvent) string {
 		verb = "tried to send it (Fortress refused)"
 	}
 	return fmt.Sprintf("Sentinel recorded %s: pid %d (%q, uid %d) %s at %s", policy.SignalName(int(e.Signal)), e.SenderPID, e.SenderComm, e.SenderUID, verb, e.At.UTC().Format("2006-01-02T15:04:05Z"))
+}
+
+// sentinelEventsOf is the admin API's view of the agent's stored records.
+func sentinelEventsOf(ctx context.Context, st *store.Store, id string) ([]admin.SentinelEvent, error) {
+	evs, err := st.SentinelEvents(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]admin.SentinelEvent, 0, len(evs))
+	for _, e := range evs {
+		ae := admin.SentinelEvent{Seq: e.Seq, Kind: e.Kind, At: e.At, SenderPID: e.SenderPID, SenderUID: e.SenderUID,
+			SenderComm: e.SenderComm, Detail: e.Detail, Finding: e.Finding}
+		if e.Kind == "signal" || e.Kind == "fortress_denied" {
+			ae.Signal = policy.SignalName(int(e.Signal))
+		}
+		out = append(out, ae)
+	}
+	return out, nil
 }

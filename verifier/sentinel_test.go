@@ -2,6 +2,8 @@ package verifier_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -10,6 +12,8 @@ import (
 	"github.com/pulse-attest/pulse/bpf/sentinelrec"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/tpm/cel"
+	"github.com/pulse-attest/pulse/verifier/admin"
+	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/store"
 	"github.com/pulse-attest/pulse/verifier/verifiertest"
 )
@@ -72,7 +76,16 @@ func bpfLoad(pid uint32, comm string) *pulsev1.SentinelEvent {
 // Sentinel report) is TRUSTED; each attack is UNTRUSTED with its own
 // reason, and the agent's next honest pulse is TRUSTED again.
 func TestSentinelAndFortressJudged(t *testing.T) {
-	e := newEnvCfg(t, "rhel8-uefi", fleetPolicy(t, "  fortress {}\n  sentinel {\n    bpf_loaders = [\"systemd\"]\n  }\n"))
+	const token = "sentinel-admin-0123456789abcdef"
+	pol := fleetPolicy(t, "  fortress {}\n  sentinel {\n    bpf_loaders = [\"systemd\"]\n  }\n")
+	e := newEnvCfg(t, "rhel8-uefi", func(c *config.Config) {
+		pol(c)
+		c.AdminListen = "127.0.0.1:0"
+		c.AdminTokenFile = filepath.Join(filepath.Dir(c.TLS.AgentCA), "admin-token")
+		if err := os.WriteFile(c.AdminTokenFile, []byte("alice:"+token+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	})
 	if e == nil {
 		return
 	}
@@ -174,6 +187,29 @@ func TestSentinelAndFortressJudged(t *testing.T) {
 		if kinds[k] == 0 {
 			t.Errorf("no %s alert; alerts by kind %v", k, kinds)
 		}
+	}
+
+	// The admin API's agent detail shows the records, newest first.
+	cl, err := admin.NewClient(admin.ClientOptions{URL: "https://" + e.daemon.AdminAddr(), CAFile: e.caFile, ServerName: "localhost", Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cl.GetAgent(ctx, "edge-sentinel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := resp.Agent
+	var shown bool
+	for i, ev := range d.SentinelEvents {
+		if i > 0 && ev.Seq > d.SentinelEvents[i-1].Seq {
+			t.Errorf("admin records not newest first: %+v", d.SentinelEvents)
+		}
+		if ev.SenderPID == 4242 && ev.SenderComm == "bash" && ev.Signal == "SIGKILL" && ev.Finding == "REASON_AGENT_SIGNALLED" {
+			shown = true
+		}
+	}
+	if !shown || len(d.SentinelEvents) > store.MaxSentinelEvents {
+		t.Fatalf("admin agent detail records %+v", d.SentinelEvents)
 	}
 }
 

@@ -38,6 +38,9 @@ type agentView struct {
 	EnrolledAt   time.Time `json:"enrolled_at"`
 	// Quarantined is what the agent's Shield reported dropping.
 	Quarantined []string `json:"quarantined"`
+	// SentinelEvents are the last Sentinel records the agent reported
+	// (agents show only), newest first.
+	SentinelEvents []store.SentinelEvent `json:"sentinel_events,omitempty"`
 }
 
 func viewOf(a *store.Agent) agentView {
@@ -123,13 +126,36 @@ func runAgentsShow(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	v := viewOf(a)
+	if v.SentinelEvents, err = st.SentinelEvents(context.Background(), a.ID); err != nil {
+		fmt.Fprintf(stderr, "pulsectl: agent %s: %s\n", termsafe.String(a.ID), termsafe.Line(err.Error()))
+		return 1
+	}
 	if asJSON {
 		return printJSON(stdout, stderr, v)
 	}
 	fmt.Fprintf(stdout, "agent:     %s (partition %s, %s)\nverdict:   %s\nreason:    %s\nmessage:   %s\nlast pulse: %s\nsequence:  %d\npolicy:    %s\nquarantined by this agent: %s\n",
 		termsafe.String(v.ID), termsafe.String(v.Partition), v.Trust, termsafe.String(v.Verdict), termsafe.String(v.Reason), termsafe.Line(v.Message),
 		v.LastPulse.Format(time.RFC3339), v.Sequence, termsafe.String(v.PolicyDigest), strings.Join(termsafe.Strings(v.Quarantined), ", "))
+	printSentinelEvents(stdout, v.SentinelEvents)
 	return 0
+}
+
+// printSentinelEvents prints the agent's last Sentinel records: who
+// signalled the agent, who loaded eBPF programs, with the verifier's
+// finding where there was one. Every agent-reported string is escaped.
+func printSentinelEvents(w io.Writer, evs []store.SentinelEvent) {
+	if len(evs) == 0 {
+		fmt.Fprintln(w, "sentinel:  no records")
+		return
+	}
+	fmt.Fprintf(w, "sentinel:  last %d records, newest first\n", len(evs))
+	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+	fmt.Fprintln(tw, "  SEQ\tTIME\tKIND\tSENDER PID\tCOMM\tUID\tDETAIL\tFINDING")
+	for _, e := range evs {
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", e.Seq, e.At.UTC().Format(time.RFC3339), termsafe.String(e.Kind),
+			e.SenderPID, termsafe.String(e.SenderComm), e.SenderUID, termsafe.Line(e.Detail), termsafe.String(e.Finding))
+	}
+	tw.Flush()
 }
 
 func printJSON(stdout, stderr io.Writer, v any) int {

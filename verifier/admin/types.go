@@ -99,6 +99,25 @@ type AgentDetail struct {
 	AgentStatus
 	History  []HistoryEntry `json:"history"`
 	Findings []Finding      `json:"findings"`
+	// SentinelEvents are the last records Sentinel reported for the agent
+	// (signals to it, eBPF loads, exits), newest first.
+	SentinelEvents []SentinelEvent `json:"sentinel_events"`
+}
+
+// SentinelEvent is one Sentinel record an agent reported in a committed
+// pulse. Sender fields are what the kernel said about the sending process
+// (its comm can be chosen by root on the device).
+type SentinelEvent struct {
+	Seq        uint64    `json:"seq"`
+	Kind       string    `json:"kind"`
+	At         time.Time `json:"at"`
+	SenderPID  uint32    `json:"sender_pid"`
+	SenderUID  uint32    `json:"sender_uid"`
+	SenderComm string    `json:"sender_comm"`
+	Signal     string    `json:"signal,omitempty"`
+	Detail     string    `json:"detail,omitempty"`
+	// Finding is the reason the verifier judged it a finding, if any.
+	Finding string `json:"finding,omitempty"`
 }
 
 // Alert is one raised alert.
