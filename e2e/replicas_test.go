@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -68,15 +69,25 @@ func TestReplicas(t *testing.T) {
 		f.waitVerdict(id, trusted, "REASON_OK", 45*time.Second)
 	}
 
-	// edge-3 (on replica 1) goes silent: exactly one BLINDED alert, and its
-	// address is isolated — the directive reaches edge-2 on replica 2.
+	// edge-3 (on replica 1) goes silent: exactly one BLINDED alert. Its
+	// address (127.0.0.1) is every agent's here, so isolating it is
+	// refused — one isolation_refused alert across both replicas — and
+	// nothing is quarantined. (An isolation raised on one replica reaching
+	// agents on the other: TestIsolationAcrossReplicas.)
 	f.stopAgent("edge-3", syscall.SIGKILL)
 	f.waitVerdict("edge-3", "VERDICT_BLINDED", "REASON_SILENT", 30*time.Second)
 	time.Sleep(3 * time.Second)
 	if n := f.alerts("edge-3", "compromised"); n != 1 {
 		t.Fatalf("%d compromised alerts for one silence across two replicas, want 1", n)
 	}
-	waitLog(t, filepath.Join(f.dir, "agent-edge-2.log"), "offender=edge-3", 15*time.Second)
+	waitFor(t, "edge-3's isolation refused", func() bool { return f.alerts("edge-3", "isolation_refused") > 0 })
+	time.Sleep(2 * time.Second)
+	if n := f.alerts("edge-3", "isolation_refused"); n != 1 {
+		t.Fatalf("%d isolation_refused alerts across two replicas, want 1", n)
+	}
+	if qs, err := f.store().ListQuarantine(context.Background()); err != nil || len(qs) != 0 {
+		t.Fatalf("quarantine %+v %v: an address other agents share was isolated", qs, err)
+	}
 
 	// Replica 1 dies: edge-1 carries on with replica 2, nobody is BLINDED
 	// (the deadline, 2s x 5, covers the failover).
