@@ -2,9 +2,11 @@ package verifier_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,6 +16,7 @@ import (
 	"github.com/pulse-attest/pulse/verifier/admin"
 	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/store"
+	"github.com/pulse-attest/pulse/verifier/verifiertest"
 )
 
 // stopEnv is a verifier whose policy has stopSections, with its own
@@ -216,5 +219,60 @@ func TestMaintenanceThroughAdminAPI(t *testing.T) {
 	wantVerdict(t, a.Pulse(stopMark("kill")), pulsev1.Verdict_VERDICT_OFFLINE, pulsev1.Reason_REASON_AGENT_STOPPED)
 	if al := alertsOf(t, e.daemon.Store, id, "agent_stopped"); len(al) != 1 || al[0].Severity != 4 {
 		t.Fatalf("agent_stopped alerts %+v, want one of severity 4", al)
+	}
+}
+
+// TestPlannedStopComeback: a planned stop inside a maintenance window
+// shelters nothing of what the agent brings back: another binary outside
+// an update window is BINARY_CHANGED (severity 1), and another boot is
+// noted REBOOTED and judged in full (TRUSTED when its logs replay).
+func TestPlannedStopComeback(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		back   func(e *env, a *verifiertest.Client)
+		want   pulsev1.Verdict
+		reason pulsev1.Reason
+		note   pulsev1.Reason
+	}{
+		{"another binary", func(e *env, a *verifiertest.Client) {
+			a.Binary = sha256.Sum256([]byte("build installed during the maintenance"))
+			a.MeasureBinary()
+		}, untrusted, pulsev1.Reason_REASON_BINARY_CHANGED, 0},
+		{"another boot", func(e *env, a *verifiertest.Client) {
+			if err := e.sw.Reboot(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.sw.Boot(e.fwLog); err != nil {
+				t.Fatal(err)
+			}
+			a.Records, a.SentUpTo = nil, 0
+			a.MeasureBinary()
+		}, trusted, pulsev1.Reason_REASON_OK, pulsev1.Reason_REASON_REBOOTED},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := stopEnv(t)
+			if e == nil {
+				return
+			}
+			st := e.daemon.Store
+			const id = "edge-back"
+			a := e.enrolled(id)
+			if err := st.SetMaintenance(ctx(t), store.Maintenance{AgentID: id, Until: e.clock.Now().Add(time.Hour), By: "alice", At: e.clock.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			wantVerdict(t, a.Pulse(stopMark("systemd")), pulsev1.Verdict_VERDICT_OFFLINE, pulsev1.Reason_REASON_AGENT_STOPPED)
+			c.back(e, a)
+			a.Challenge()
+			resp := a.Pulse(nil)
+			wantVerdict(t, resp, c.want, c.reason)
+			if c.note != 0 && !slices.Contains(resp.GetNotes(), c.note) {
+				t.Fatalf("notes %v, want %s", resp.GetNotes(), c.note)
+			}
+			if c.reason == pulsev1.Reason_REASON_BINARY_CHANGED {
+				if al := alertsOf(t, st, id, "binary_changed"); len(al) != 1 || al[0].Severity != 1 {
+					t.Fatalf("binary_changed alerts %+v, want one of severity 1", al)
+				}
+			}
+		})
 	}
 }
