@@ -209,3 +209,23 @@ func TestAgentObjectsSurvivePowerCut(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkLockout is the per-pulse cost of reading the lockout state
+// (one TPM2_GetCapability) on swtpm.
+func BenchmarkLockout(b *testing.B) {
+	sw := simtest.Start(b, "")
+	if sw == nil {
+		return
+	}
+	tp, err := sw.Open(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tp.Close()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := tp.Lockout(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

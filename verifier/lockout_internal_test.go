@@ -41,3 +41,25 @@ func TestUnquoted(t *testing.T) {
 		})
 	}
 }
+
+// FuzzAKNoDA: the enrolled AK's public area is parsed for its noDA bit;
+// any bytes give an answer or an error, never a panic, and only a key
+// whose attributes say noDA is reported so.
+func FuzzAKNoDA(f *testing.F) {
+	f.Add(tpm2.Marshal(tpm.AKTemplate()))
+	f.Add(tpm2.Marshal(tpm.LegacyAKTemplate()))
+	f.Add([]byte{0, 0x23, 0, 0x0b})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		noDA, err := akNoDA(b)
+		if err != nil {
+			if noDA {
+				t.Fatal("noDA reported with an error")
+			}
+			return
+		}
+		pub, err := tpm2.Unmarshal[tpm2.TPMTPublic](b)
+		if err != nil || pub.ObjectAttributes.NoDA != noDA {
+			t.Fatalf("akNoDA %t disagrees with the attributes (%v)", noDA, err)
+		}
+	})
+}
