@@ -6,7 +6,7 @@ BIN := bin
 PKGS := ./...
 TEST_TIMEOUT ?= 30m
 
-.PHONY: help deps build test test-short lint vet fmt-check staticcheck generate generate-check bench demo clean
+.PHONY: release release-check package-check help deps build test test-short lint vet fmt-check staticcheck generate generate-check bench demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -52,5 +52,14 @@ demo: deps build ## the product on one machine: swtpm, verifier with dashboard a
 	@# and exits 0, and not make, which would die of it.
 	@if [ -t 0 ] && [ -t 1 ]; then bash --norc --noprofile -i -c scripts/demo.sh; else scripts/demo.sh; fi
 
+release: ## reproducible static linux/amd64+arm64 binaries, .deb packages, SBOMs and SHA256SUMS into dist/
+	scripts/release.sh --out dist
+
+release-check: ## build the release twice from two checkouts of HEAD: byte-identical, static, no build paths
+	scripts/release-check.sh
+
+package-check: ## install the amd64 .deb packages on this machine, validate, verify the units, remove (root)
+	scripts/package-check.sh
+
 clean: ## remove build output
-	rm -rf $(BIN)
+	rm -rf $(BIN) dist

@@ -4,7 +4,7 @@
 # bpftool and iproute2 (eBPF tests), libssl-dev (the cgo in-process TPM
 # simulator), PostgreSQL (replicated store tests), Chromium with NSS tools and
 # openssl (dashboard tests with an operator certificate),
-# staticcheck. Idempotent: installs only what is missing. Needs root for apt.
+# staticcheck, nfpm and cyclonedx-gomod (make release). Idempotent: installs only what is missing. Needs root for apt.
 set -euo pipefail
 pkgs=(swtpm swtpm-tools protobuf-compiler clang llvm libbpf-dev bpftool
       libssl-dev iproute2 iputils-ping postgresql chromium openssl libnss3-tools)
@@ -23,6 +23,19 @@ STATICCHECK_VERSION=v0.8.2
 if ! command -v staticcheck >/dev/null 2>&1 && [ ! -x "$(go env GOPATH)/bin/staticcheck" ]; then
   echo "install-deps: installing staticcheck $STATICCHECK_VERSION"
   GOFLAGS= go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+fi
+# Release tooling (make release): nfpm builds the .deb packages,
+# cyclonedx-gomod the SBOMs. Pinned; installed from the Go module proxy.
+NFPM_VERSION=v2.48.0
+CYCLONEDX_GOMOD_VERSION=v1.10.0
+gobin=$(go env GOPATH)/bin
+if ! go version -m "$gobin/nfpm" 2>/dev/null | grep -q "mod.*github.com/goreleaser/nfpm/v2.*$NFPM_VERSION"; then
+  echo "install-deps: installing nfpm $NFPM_VERSION"
+  GOFLAGS= go install "github.com/goreleaser/nfpm/v2/cmd/nfpm@$NFPM_VERSION"
+fi
+if ! go version -m "$gobin/cyclonedx-gomod" 2>/dev/null | grep -q "mod.*github.com/CycloneDX/cyclonedx-gomod.*$CYCLONEDX_GOMOD_VERSION"; then
+  echo "install-deps: installing cyclonedx-gomod $CYCLONEDX_GOMOD_VERSION"
+  GOFLAGS= go install "github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@$CYCLONEDX_GOMOD_VERSION"
 fi
 go mod download
 echo "install-deps: ok"
