@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/tpm/cel"
+	"github.com/pulse-attest/pulse/tpm/quote"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
@@ -176,6 +178,10 @@ func TestVerdictDecidedOnce(t *testing.T) {
 			if _, err := pf.v.store.DB().Exec(`UPDATE agents SET desync_streak = ` + fmt.Sprint(c.streak)); err != nil {
 				t.Fatal(err)
 			}
+			// Nothing commits here, so nothing would find the cached rows
+			// stale: read them again.
+			pf.v.agents.drop(fuzzTPMAgent)
+			pf.v.agents.drop(fuzzMTLSAgent)
 			dev := c.dev
 			if dev == nil {
 				dev = pf.dev
@@ -202,5 +208,78 @@ func TestVerdictDecidedOnce(t *testing.T) {
 				t.Fatalf("a %s pulse would move the last-known-good", o.Verdict)
 			}
 		})
+	}
+}
+
+// TestAgentCacheStaleRow: a steady-state pulse is judged against this
+// process's cached row of the agent, which is exactly the row its commit
+// left; a row that changed under a pulse (here a re-enrolment with another
+// attestation key, between the pulse's verification and its commit) makes
+// the commit write nothing, and the pulse is judged again against the row
+// as it is: the quote of the old key no longer verifies.
+func TestAgentCacheStaleRow(t *testing.T) {
+	pf := newPulseFuzz(t)
+	ctx := context.Background()
+	st := pf.v.store
+	// The first pulse's commit cached the row it left.
+	cached := pf.v.agents.get(fuzzTPMAgent)
+	stored, err := st.GetAgent(ctx, fuzzTPMAgent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cached == nil || !reflect.DeepEqual(*cached, *stored) {
+		t.Fatalf("cached row\n%+v\nthe store holds\n%+v", cached, stored)
+	}
+
+	// Honest: judged against the cache, committed, cache = store again.
+	o := pf.v.verify(ctx, pf.tpm.peer, pf.pulse(t, pf.dev, nil), fuzzNow)
+	pf.v.settle(ctx, o)
+	if !pf.v.commit(ctx, o) || o.Verdict != pulsev1.Verdict_VERDICT_TRUSTED {
+		t.Fatalf("steady pulse: %s/%s (%s)", o.Verdict, o.Reason, o.Message)
+	}
+	stored, err = st.GetAgent(ctx, fuzzTPMAgent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := pf.v.agents.get(fuzzTPMAgent); c == nil || !reflect.DeepEqual(*c, *stored) {
+		t.Fatalf("after a commit the cache holds\n%+v\nthe store\n%+v", c, stored)
+	}
+	if pf.v.agents.len() != 1 {
+		t.Fatalf("%d cached rows, want the one agent that pulsed", pf.v.agents.len())
+	}
+
+	// Attack-side: the agent is enrolled again with another AK after the
+	// pulse was verified against the cached row.
+	pf.tpmNonce = pf.nonce(t, fuzzTPMAgent, stored.NonceEpoch)
+	o = pf.v.verify(ctx, pf.tpm.peer, pf.pulse(t, pf.dev, nil), fuzzNow)
+	if o.Verdict != pulsev1.Verdict_VERDICT_TRUSTED {
+		t.Fatalf("pulse before the re-enrolment: %s/%s (%s)", o.Verdict, o.Reason, o.Message)
+	}
+	otherAK, err := quote.SoftwareAK(&fuzzKey(t, "another ak").PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherName, err := quote.AKName(otherAK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := *stored
+	re.AKPublic, re.AKName = otherAK, otherName
+	if err := st.EnrollAgent(ctx, &re); err != nil {
+		t.Fatal(err)
+	}
+	pf.v.settle(ctx, o)
+	if pf.v.commit(ctx, o) && o.Verdict == pulsev1.Verdict_VERDICT_TRUSTED {
+		t.Fatal("a pulse judged against the row before a re-enrolment was committed TRUSTED")
+	}
+	if o.Verdict != pulsev1.Verdict_VERDICT_UNTRUSTED || o.decisions != 1 {
+		t.Fatalf("judged again: %s/%s (%s), decided %d times; want UNTRUSTED once", o.Verdict, o.Reason, o.Message, o.decisions)
+	}
+	got, err := st.GetAgent(ctx, fuzzTPMAgent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pulsev1.Verdict(got.LastVerdict) != pulsev1.Verdict_VERDICT_UNTRUSTED || !bytes.Equal(got.AKPublic, otherAK) {
+		t.Fatalf("stored %s/%s with AK %x; want the second judgement recorded", pulsev1.Verdict(got.LastVerdict), pulsev1.Reason(got.LastReason), got.AKPublic)
 	}
 }

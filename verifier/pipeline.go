@@ -93,6 +93,11 @@ type Outcome struct {
 	// decisions counts how often the verdict was decided: exactly once
 	// for a pulse that commits (Verifier.commit refuses any other count).
 	decisions int
+	// peer, req and now are what the pulse was verified from: a commit
+	// that finds the agent's row changed under it verifies them again.
+	peer Peer
+	req  *pulsev1.PulseRequest
+	now  time.Time
 }
 
 // Failure is a typed verification failure.
@@ -132,7 +137,7 @@ var firmwarePCRs = []uint32{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
 // verify runs the pipeline of docs/threat-model.md ("What a verdict proves") in order; the first
 // failure decides.
 func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequest, now time.Time) *Outcome {
-	o := &Outcome{update: store.PulseUpdate{At: now, Address: peer.Addr}}
+	o := &Outcome{update: store.PulseUpdate{At: now, Address: peer.Addr}, peer: peer, req: req, now: now}
 
 	// 1. Identity: the payload names the TLS peer and its key.
 	if len(req.GetPayload()) == 0 || len(req.GetPayload()) > MaxPayloadBytes {
@@ -354,7 +359,18 @@ func (v *Verifier) checkNonce(ctx context.Context, o *Outcome, agentID string, r
 	case err != nil:
 		return nil, o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "nonce: %v", err)
 	}
-	agent, err := v.store.GetAgent(ctx, agentID)
+	// The steady state reads nothing: the row this process last wrote, if
+	// it is at the nonce's epoch (agentcache.go; the commit checks it is
+	// still the row). Anything else is read from the store.
+	agent := v.agents.get(agentID)
+	if agent == nil || agent.NonceEpoch != n.Epoch {
+		agent, err = v.store.GetAgent(ctx, agentID)
+		if err == nil {
+			v.agents.put(agent)
+		} else {
+			v.agents.drop(agentID)
+		}
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, o.untrusted(pulsev1.Reason_REASON_NOT_ENROLLED, "agent is not enrolled")
@@ -377,13 +393,50 @@ func (v *Verifier) checkNonce(ctx context.Context, o *Outcome, agentID string, r
 // the agent's (replayed, or the agent is gone) or the store failed:
 // then nothing was written, and nothing may follow (alerts, history,
 // isolation: afterPulse runs only after a commit that won).
+//
+// The commit is conditional on the agent's row being the one the pulse was
+// judged against (its version): a pulse judged against a row that changed
+// meanwhile (a re-enrolment, an approved update, another replica's pulse,
+// a cached row gone stale) writes nothing and is verified again, from its
+// request, against the row as it is (up to maxStaleCommits times).
 func (v *Verifier) commit(ctx context.Context, o *Outcome) bool {
+	for attempt := 1; ; attempt++ {
+		won, stale := v.commitOnce(ctx, o)
+		if !stale {
+			return won
+		}
+		v.agents.drop(o.agent.ID)
+		if attempt == maxStaleCommits || o.req == nil {
+			o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "agent %s's record changed under %d verifications in a row; not recorded", o.agent.ID, attempt)
+			return false
+		}
+		fresh := v.verify(ctx, o.peer, o.req, o.now)
+		if fresh.agent == nil || fresh.Reason == pulsev1.Reason_REASON_INTERNAL {
+			*o = *fresh
+			return false
+		}
+		v.settle(ctx, fresh)
+		*o = *fresh
+	}
+}
+
+// maxStaleCommits bounds how often one pulse is verified again because
+// the agent's row changed under it.
+const maxStaleCommits = 3
+
+// commitOnce is one conditional commit: won, or stale when the row changed
+// since the pulse read it (nothing written either way unless won).
+func (v *Verifier) commitOnce(ctx context.Context, o *Outcome) (won, stale bool) {
 	if o.decisions != 1 {
 		o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "verdict decided %d times (last %s/%s); not recorded", o.decisions, o.Verdict, o.Reason)
-		return false
+		return false, false
 	}
 	o.update.Verdict, o.update.Reason, o.update.Message = int32(o.Verdict), int32(o.Reason), o.Message
+	o.update.RowVersion, o.update.NextRowVersion = o.agent.RowVersion, store.NewRowVersion()
 	st, err := v.store.CommitPulse(ctx, o.agent.ID, o.epoch, o.update)
+	if err != nil || st != store.NonceOK {
+		v.agents.drop(o.agent.ID)
+	}
 	switch {
 	case errors.Is(err, store.ErrFirmwareLogGone):
 		// The log was collected between the pulse's check and its commit
@@ -396,16 +449,22 @@ func (v *Verifier) commit(ctx context.Context, o *Outcome) bool {
 	case err != nil:
 		o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "nonce store: %v", err)
 	case st == store.NonceOK:
+		// What the commit wrote is the row as it is now: the next pulse
+		// reads it from the cache.
+		next := o.agent.AfterCommit(o.update)
+		v.agents.put(&next)
 		// The response's next nonce names the epoch after the spend (o.agent
 		// is this pulse's own read of the row).
 		o.agent.NonceEpoch = o.epoch + 1
-		return true
+		return true, false
+	case st == store.NonceStale:
+		return false, true
 	case st == store.NonceReplayed:
 		o.lost(pulsev1.Reason_REASON_NONCE_REPLAYED, "nonce already spent: replayed pulse")
 	default:
 		o.lost(pulsev1.Reason_REASON_NONCE_UNKNOWN, fmt.Sprintf("nonce names epoch %d, which the store no longer holds", o.epoch))
 	}
-	return false
+	return false, false
 }
 
 // lost turns a pulse whose commit wrote nothing into a rejection that

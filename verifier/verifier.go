@@ -61,6 +61,9 @@ type Verifier struct {
 
 	// aks caches parsed AKs by public area (bounded by the fleet size).
 	aks sync.Map
+	// agents caches agents' rows, checked by each pulse's commit
+	// (agentcache.go).
+	agents agentCache
 
 	// nonces issues and checks nonces with the key every replica shares.
 	nonces *nonce.Keyring

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 )
 
@@ -72,8 +73,9 @@ const qLogExists = `SELECT 1 FROM firmware_logs WHERE sha256 = ?`
 // succeeds (NonceOK) for exactly one caller per epoch across all replicas;
 // otherwise nothing is written and it reports NonceReplayed (the epoch was
 // spent, perhaps by a concurrent pulse), NonceUnknown (an epoch never
-// reached) or ErrNotFound (no such agent). Evidence fields move only when
-// u.Evidence is set. A firmware-log reference that fails (ErrQuota,
+// reached), NonceStale (the epoch is the pulse's but the row is no longer
+// at u.RowVersion) or ErrNotFound (no such agent). Evidence fields move
+// only when u.Evidence is set. A firmware-log reference that fails (ErrQuota,
 // ErrFirmwareLogGone) rolls the whole commit back: nothing is written.
 func (s *Store) CommitPulse(ctx context.Context, agentID string, epoch uint64, u PulseUpdate) (NonceStatus, error) {
 	if u.FirmwareLog != nil {
@@ -114,6 +116,9 @@ func (s *Store) commitRow(ctx context.Context, r runner, agentID string, epoch u
 		return NonceUnknown, nil, fmt.Errorf("store: commit pulse for %s: %w", agentID, err)
 	case uint64(stored) > epoch:
 		return NonceReplayed, nil, nil
+	case uint64(stored) == epoch && u.RowVersion != 0:
+		// The epoch is the pulse's; the row moved under it.
+		return NonceStale, nil, nil
 	}
 	return NonceUnknown, nil, nil
 }
@@ -165,52 +170,110 @@ func (s *Store) commitWithFirmwareLog(ctx context.Context, agentID string, epoch
 }
 
 // recordPulse writes u and spends epoch, only while epoch is the agent's
-// current one.
+// current one (and, when u.RowVersion is set, while the row is at that
+// version). The row gets u.NextRowVersion (or a random version).
 func (s *Store) recordPulse(ctx context.Context, r runner, agentID string, epoch int64, u PulseUpdate) (sql.Result, error) {
-	var (
-		res sql.Result
-		err error
-	)
-	// Casts keep PostgreSQL from inferring int4 for the parameters.
-	// The deadline is the database's clock plus DeadlineIn (ops.go dbNow).
-	dl := `, deadline_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN ` + s.dbNow() + ` + CAST(? AS BIGINT) ELSE deadline_at END,
-		interval_ms = CASE WHEN CAST(? AS BIGINT) > 0 THEN CAST(? AS BIGINT) ELSE interval_ms END,
-		blinded_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN 0 ELSE blinded_at END,
-		silence_confirmed_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN 0 ELSE silence_confirmed_at END,
-		hold_until = CASE WHEN CAST(? AS BIGINT) > 0 THEN 0 ELSE hold_until END`
 	in := int64(u.DeadlineIn)
-	dlArgs := []any{in, in, u.Interval.Milliseconds(), u.Interval.Milliseconds(), in, in, in}
-	dl += `, transient_streak = ?, desync_streak = ?,
-		lkg_binary_sha256 = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE lkg_binary_sha256 END,
-		lkg_bpf = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE lkg_bpf END,
-		lkg_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN CAST(? AS BIGINT) ELSE lkg_at END,
-		lkg_boot = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE lkg_boot END,
-		lkg_bpf_builds = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE lkg_bpf_builds END`
 	var setLKG int64
 	var lkg LKG
 	if u.LKG != nil {
 		setLKG, lkg = 1, *u.LKG
 	}
-	dlArgs = append(dlArgs, int64(u.TransientStreak), int64(u.DesyncStreak), setLKG, lkg.BinarySHA256, setLKG, lkg.BPF,
-		setLKG, nanos(lkg.At), setLKG, lkg.Boot, setLKG, lkg.BPFBuilds)
-	if u.Evidence && u.RuntimeUnchanged {
-		res, err = r.exec(ctx, `UPDATE agents SET nonce_epoch = nonce_epoch + 1, last_pulse_at = ?, last_verdict = ?, last_reason = ?,
-			last_message = ?, policy_digest = ?, address = COALESCE(NULLIF(?, ''), address), quarantined = ?, last_seq = ?, reset_count = ?, restart_count = ?,
-			tpm_clock = ?, firmware_log_sha256 = ?`+dl+` WHERE id = ? AND nonce_epoch = ?`,
-			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined, int64(u.Seq), int64(u.ResetCount),
-				int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256)},
-				append(dlArgs, agentID, epoch)...)...)
-	} else if u.Evidence {
-		res, err = r.exec(ctx, `UPDATE agents SET nonce_epoch = nonce_epoch + 1, last_pulse_at = ?, last_verdict = ?, last_reason = ?,
-			last_message = ?, policy_digest = ?, address = COALESCE(NULLIF(?, ''), address), quarantined = ?, last_seq = ?, reset_count = ?, restart_count = ?,
-			tpm_clock = ?, firmware_log_sha256 = ?, runtime_records = ?, runtime_count = ?`+dl+` WHERE id = ? AND nonce_epoch = ?`,
-			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined, int64(u.Seq), int64(u.ResetCount),
-				int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256), nilIfEmpty(u.RuntimeRecords), int64(u.RuntimeCount)},
-				append(dlArgs, agentID, epoch)...)...)
-	} else {
-		res, err = r.exec(ctx, `UPDATE agents SET nonce_epoch = nonce_epoch + 1, last_pulse_at = ?, last_verdict = ?, last_reason = ?,
-			last_message = ?, policy_digest = ?, address = COALESCE(NULLIF(?, ''), address), quarantined = ?`+dl+` WHERE id = ? AND nonce_epoch = ?`,
-			append([]any{nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined}, append(dlArgs, agentID, epoch)...)...)
+	next := u.NextRowVersion
+	if next == 0 {
+		next = NewRowVersion()
 	}
-	return res, err
+	args := make([]any, 0, 48)
+	args = append(args, nanos(u.At), u.Verdict, u.Reason, u.Message, u.PolicyDigest, u.Address, u.Quarantined)
+	kind := pulseNoEvidence
+	if u.Evidence {
+		kind = pulseEvidence
+		args = append(args, int64(u.Seq), int64(u.ResetCount), int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256))
+		if u.RuntimeUnchanged {
+			kind = pulseEvidenceRuntimeUnchanged
+		} else {
+			args = append(args, nilIfEmpty(u.RuntimeRecords), int64(u.RuntimeCount))
+		}
+	}
+	args = append(args, in, in, u.Interval.Milliseconds(), u.Interval.Milliseconds(), in, in, in,
+		int64(u.TransientStreak), int64(u.DesyncStreak), setLKG, lkg.BinarySHA256, setLKG, lkg.BPF,
+		setLKG, nanos(lkg.At), setLKG, lkg.Boot, setLKG, lkg.BPFBuilds, next,
+		agentID, epoch, u.RowVersion, u.RowVersion)
+	return r.exec(ctx, s.pulseQuery(kind), args...)
+}
+
+// The three forms of the pulse's statement: without evidence, with
+// evidence, with evidence and the runtime log unchanged.
+const (
+	pulseNoEvidence = iota
+	pulseEvidence
+	pulseEvidenceRuntimeUnchanged
+)
+
+// pulseQuery returns the pulse statement's text, built once per store
+// (it names the database's clock, which differs by engine).
+func (s *Store) pulseQuery(kind int) string {
+	s.pulseQueriesOnce.Do(func() {
+		// Casts keep PostgreSQL from inferring int4 for the parameters.
+		// The deadline is the database's clock plus DeadlineIn (ops.go
+		// dbNow).
+		tail := `, deadline_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN ` + s.dbNow() + ` + CAST(? AS BIGINT) ELSE deadline_at END,
+		interval_ms = CASE WHEN CAST(? AS BIGINT) > 0 THEN CAST(? AS BIGINT) ELSE interval_ms END,
+		blinded_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN 0 ELSE blinded_at END,
+		silence_confirmed_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN 0 ELSE silence_confirmed_at END,
+		hold_until = CASE WHEN CAST(? AS BIGINT) > 0 THEN 0 ELSE hold_until END,
+		transient_streak = ?, desync_streak = ?,
+		lkg_binary_sha256 = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE lkg_binary_sha256 END,
+		lkg_bpf = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE lkg_bpf END,
+		lkg_at = CASE WHEN CAST(? AS BIGINT) > 0 THEN CAST(? AS BIGINT) ELSE lkg_at END,
+		lkg_boot = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE lkg_boot END,
+		lkg_bpf_builds = CASE WHEN CAST(? AS BIGINT) > 0 THEN ? ELSE lkg_bpf_builds END,
+		row_version = CAST(? AS BIGINT)
+		WHERE id = ? AND nonce_epoch = ? AND (CAST(? AS BIGINT) = 0 OR row_version = CAST(? AS BIGINT))`
+		head := `UPDATE agents SET nonce_epoch = nonce_epoch + 1, last_pulse_at = ?, last_verdict = ?, last_reason = ?,
+			last_message = ?, policy_digest = ?, address = COALESCE(NULLIF(?, ''), address), quarantined = ?`
+		evidence := `, last_seq = ?, reset_count = ?, restart_count = ?, tpm_clock = ?, firmware_log_sha256 = ?`
+		s.pulseQueries = [3]string{
+			pulseNoEvidence:               head + tail,
+			pulseEvidence:                 head + evidence + `, runtime_records = ?, runtime_count = ?` + tail,
+			pulseEvidenceRuntimeUnchanged: head + evidence + tail,
+		}
+	})
+	return s.pulseQueries[kind]
+}
+
+// NewRowVersion returns a random row version (never 0).
+func NewRowVersion() int64 {
+	for {
+		if v := rand.Int64(); v != 0 {
+			return v
+		}
+	}
+}
+
+// AfterCommit returns the row a won CommitPulse of u left, computed from
+// a (the row the pulse read) as the statement computes it: what a cache
+// of the row holds next, without reading it again. u.NextRowVersion must
+// be the version the commit wrote.
+func (a Agent) AfterCommit(u PulseUpdate) Agent {
+	a.NonceEpoch++
+	a.LastPulseAt = fromNanos(nanos(u.At))
+	a.LastVerdict, a.LastReason, a.LastMessage, a.PolicyDigest = u.Verdict, u.Reason, u.Message, u.PolicyDigest
+	if u.Address != "" {
+		a.Address = u.Address
+	}
+	a.Quarantined = u.Quarantined
+	if u.Evidence {
+		a.LastSeq, a.ResetCount, a.RestartCount, a.TPMClock = u.Seq, u.ResetCount, u.RestartCount, u.TPMClock
+		a.FirmwareLogSHA256 = nilIfEmpty(u.FirmwareLogSHA256)
+		if !u.RuntimeUnchanged {
+			a.RuntimeRecords, a.RuntimeCount = nilIfEmpty(u.RuntimeRecords), u.RuntimeCount
+		}
+	}
+	a.TransientStreak, a.DesyncStreak = u.TransientStreak, u.DesyncStreak
+	if u.LKG != nil {
+		a.LKG = LKG{BinarySHA256: u.LKG.BinarySHA256, BPF: u.LKG.BPF, At: fromNanos(nanos(u.LKG.At)), Boot: u.LKG.Boot, BPFBuilds: u.LKG.BPFBuilds}
+	}
+	a.RowVersion = u.NextRowVersion
+	return a
 }

@@ -21,13 +21,24 @@ type dialect struct {
 	txid string
 	// numbered placeholders ($1, $2, ...) instead of '?'.
 	numbered bool
+	// rowVersionTriggers give an agent's row a new random row_version on
+	// every insert and on every update that does not set one itself.
+	rowVersionTriggers string
 }
 
 var (
 	sqliteDialect = dialect{name: EngineSQLite, blob: "BLOB", bigint: "INTEGER", serial: "INTEGER PRIMARY KEY AUTOINCREMENT",
-		txid: "INTEGER NOT NULL DEFAULT 0"}
+		txid: "INTEGER NOT NULL DEFAULT 0",
+		rowVersionTriggers: `UPDATE agents SET row_version = random();
+	CREATE TRIGGER agents_row_version_insert AFTER INSERT ON agents FOR EACH ROW
+	BEGIN UPDATE agents SET row_version = random() WHERE id = NEW.id; END;
+	CREATE TRIGGER agents_row_version_update AFTER UPDATE ON agents FOR EACH ROW WHEN NEW.row_version = OLD.row_version
+	BEGIN UPDATE agents SET row_version = random() WHERE id = NEW.id; END`}
 	postgresDialect = dialect{name: EnginePostgres, blob: "BYTEA", bigint: "BIGINT", serial: "BIGSERIAL PRIMARY KEY", numbered: true,
-		txid: "BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint)"}
+		txid: "BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint)",
+		rowVersionTriggers: `UPDATE agents SET row_version = (random() * 9.2e18)::bigint;
+	CREATE FUNCTION pulse_agents_row_version() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF TG_OP = 'INSERT' OR NEW.row_version = OLD.row_version THEN NEW.row_version := (random() * 9.2e18)::bigint; END IF; RETURN NEW; END $$;
+	CREATE TRIGGER agents_row_version BEFORE INSERT OR UPDATE ON agents FOR EACH ROW EXECUTE FUNCTION pulse_agents_row_version()`}
 )
 
 // rebind turns '?' placeholders into the engine's form. Queries never hold a
@@ -51,8 +62,9 @@ func (d dialect) rebind(q string) string {
 	return b.String()
 }
 
-// ddl expands {{blob}}, {{bigint}}, {{serial}} and {{txid}} in a schema
-// statement.
+// ddl expands {{blob}}, {{bigint}}, {{serial}}, {{txid}} and
+// {{row_version_triggers}} in a schema statement.
 func (d dialect) ddl(s string) string {
-	return strings.NewReplacer("{{blob}}", d.blob, "{{bigint}}", d.bigint, "{{serial}}", d.serial, "{{txid}}", d.txid).Replace(s)
+	return strings.NewReplacer("{{blob}}", d.blob, "{{bigint}}", d.bigint, "{{serial}}", d.serial, "{{txid}}", d.txid,
+		"{{row_version_triggers}}", d.rowVersionTriggers).Replace(s)
 }

@@ -3,9 +3,12 @@ package store
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 )
+
+var statementEnd = regexp.MustCompile(`;[ \t]*(\r?\n|$)`)
 
 // migrations are applied in order, once each, inside a transaction. Never edit
 // a released migration: append a new one.
@@ -256,6 +259,14 @@ var migrations = []string{
 		last_seq {{bigint}} NOT NULL,
 		updated_at {{bigint}} NOT NULL
 	)`,
+	// Row versions: every write of an agent's row gives it a new random
+	// version (the pulse commit sets its own; triggers every other writer,
+	// present and future), so a verifier's cached copy of the row is valid
+	// exactly while the version is the one it read (commit.go, the
+	// verifier's agent cache). Random, not a counter: a row deleted and
+	// enrolled again never repeats a version a cache may hold.
+	`ALTER TABLE agents ADD COLUMN row_version {{bigint}} NOT NULL DEFAULT 0;
+	{{row_version_triggers}}`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {
@@ -314,9 +325,11 @@ func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
 	return v, nil
 }
 
+// splitStatements splits a migration at each ';' that ends a line (a
+// trigger's body holds ';' inside a line).
 func splitStatements(ddl string) []string {
 	var out []string
-	for _, stmt := range strings.Split(ddl, ";") {
+	for _, stmt := range statementEnd.Split(ddl, -1) {
 		if strings.TrimSpace(stmt) != "" {
 			out = append(out, stmt)
 		}

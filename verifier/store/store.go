@@ -35,6 +35,10 @@ const (
 	NonceOK NonceStatus = iota
 	NonceUnknown
 	NonceReplayed
+	// NonceStale: the epoch is the agent's, but its row changed since the
+	// pulse read it (PulseUpdate.RowVersion): nothing was written, and the
+	// pulse must be judged again against the row as it is.
+	NonceStale
 )
 
 func (s NonceStatus) String() string {
@@ -45,6 +49,8 @@ func (s NonceStatus) String() string {
 		return "unknown"
 	case NonceReplayed:
 		return "replayed"
+	case NonceStale:
+		return "stale"
 	}
 	return fmt.Sprintf("nonce_status(%d)", int(s))
 }
@@ -100,6 +106,10 @@ type Agent struct {
 	// CLOCK_DESYNC verdicts in a row; an accepted pulse clears both.
 	TransientStreak uint32
 	DesyncStreak    uint32
+	// RowVersion changes with every write of the row (random, never a
+	// counter): a copy read at one version is the row while the version
+	// is the same (CommitPulse's PulseUpdate.RowVersion).
+	RowVersion int64
 }
 
 // Enrollment is a pending credential-activation challenge.
@@ -157,6 +167,12 @@ type PulseUpdate struct {
 	// FirmwareLog, when set, is the firmware-log reference the commit
 	// records (CommitPulse).
 	FirmwareLog *FirmwareLogWrite
+	// RowVersion, when not 0, is the agent row's version the pulse was
+	// judged against: the commit writes only while the row is still at it
+	// (else NonceStale). NextRowVersion is the version the commit gives
+	// the row (0: the store picks one at random).
+	RowVersion     int64
+	NextRowVersion int64
 }
 
 // Store is the verifier's state.
@@ -170,6 +186,10 @@ type Store struct {
 	group *batcher
 	// ckpt checkpoints a SQLite file's WAL off the write path (checkpoint.go).
 	ckpt *checkpointer
+
+	// pulseQueries are the pulse statement's forms (commit.go).
+	pulseQueriesOnce sync.Once
+	pulseQueries     [3]string
 }
 
 // prepared returns a cached prepared statement for the query (written with
@@ -306,7 +326,7 @@ func fromNanos(n int64) time.Time {
 const agentColumns = `id, partition, tpm, ek_public, ek_sha256, ek_certificate, ak_public, ak_name, enrolled_at,
 	last_seq, reset_count, restart_count, tpm_clock, firmware_log_sha256, runtime_records, runtime_count,
 	last_pulse_at, last_verdict, last_reason, last_message, policy_digest, address, quarantined,
-	lkg_binary_sha256, lkg_bpf, lkg_at, stream_replica, nonce_epoch, runtime_pcr, transient_streak, desync_streak, lkg_boot, lkg_bpf_builds`
+	lkg_binary_sha256, lkg_bpf, lkg_at, stream_replica, nonce_epoch, runtime_pcr, transient_streak, desync_streak, lkg_boot, lkg_bpf_builds, row_version`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -326,7 +346,7 @@ func scanAgent(row scanner) (*Agent, error) {
 	err := row.Scan(&a.ID, &a.Partition, &tpm, &ekPub, &ekSHA, &ekCert, &akPub, &akName, &enrolled,
 		&seq, &reset, &restart, &clock, &fwSHA, &rtR, &runtimeCount,
 		&lastPulse, &verdict, &reason, &a.LastMessage, &a.PolicyDigest, &a.Address, &a.Quarantined,
-		&a.LKG.BinarySHA256, &a.LKG.BPF, &lkgAt, &a.StreamReplica, &epoch, &rtPCR, &tStreak, &dStreak, &a.LKG.Boot, &a.LKG.BPFBuilds)
+		&a.LKG.BinarySHA256, &a.LKG.BPF, &lkgAt, &a.StreamReplica, &epoch, &rtPCR, &tStreak, &dStreak, &a.LKG.Boot, &a.LKG.BPFBuilds, &a.RowVersion)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
