@@ -72,6 +72,38 @@ type MapMeasurer interface {
 	MeasureMaps(ctx context.Context, maps MapMeasurement) error
 }
 
+// InterfaceMeasurement is the interfaces Shield is about to attach to,
+// measured (through InterfaceMeasurer) before their programs: interface
+// name to ifindex, in the agent's network namespace.
+type InterfaceMeasurement map[string]uint32
+
+// InterfaceMeasurer records the ifindex of the interfaces Shield is about to
+// attach to, before their programs are measured. An error aborts the load
+// or the attach, as for programs.
+type InterfaceMeasurer interface {
+	MeasureInterfaces(ctx context.Context, ifaces InterfaceMeasurement) error
+}
+
+// InterfaceMeasurerFunc adapts a function to the InterfaceMeasurer interface.
+type InterfaceMeasurerFunc func(ctx context.Context, ifaces InterfaceMeasurement) error
+
+// MeasureInterfaces calls f.
+func (f InterfaceMeasurerFunc) MeasureInterfaces(ctx context.Context, ifaces InterfaceMeasurement) error {
+	return f(ctx, ifaces)
+}
+
+// interfaceMeasurement is the interfaces of the planned attachments (those
+// with an interface): name to ifindex.
+func interfaceMeasurement(plan []attachment) InterfaceMeasurement {
+	out := InterfaceMeasurement{}
+	for _, a := range plan {
+		if a.ifname != "" {
+			out[a.ifname] = a.ifindex
+		}
+	}
+	return out
+}
+
 // shieldHooks returns the hooks Pulse enforces on one Shield interface, in
 // report order: tcx ingress, tcx egress, XDP (whatever Shield's mode: a
 // foreign XDP program runs before tc and could pass anything).

@@ -55,6 +55,28 @@ func (m *Manager) measureMaps(ctx context.Context) error {
 	return nil
 }
 
+// measureInterfaces hands the interfaces of the planned attachments, with
+// their ifindex, to the InterfaceMeasurer before any of their programs is
+// measured. Nothing to measure without Shield interfaces.
+func (m *Manager) measureInterfaces(ctx context.Context, plan []attachment) error {
+	im := interfaceMeasurement(plan)
+	if len(im) == 0 {
+		return nil
+	}
+	if m.ifMeas == nil {
+		m.log.Warn("no interface measurer: Shield's interfaces are bound by name only")
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("ebpf: measure interfaces: %w", err)
+	}
+	if err := m.ifMeas.MeasureInterfaces(ctx, im); err != nil {
+		return fmt.Errorf("ebpf: measure interfaces before attaching: %w", err)
+	}
+	m.log.Info("measured interfaces", "interfaces", len(im))
+	return nil
+}
+
 // pinFreshMaps pins the maps this load created under their names,
 // replacing (rename over) whatever was pinned there.
 func (m *Manager) pinFreshMaps() error {

@@ -270,3 +270,54 @@ func BenchmarkKernelEvidence(b *testing.B) {
 		}
 	}
 }
+
+// TestLoadMeasuresMapsAndInterfacesFirst: a load measures its maps, then
+// the interfaces Shield is about to attach to with their ifindex, then the
+// programs; when the interfaces are measured nothing is attached to them.
+func TestLoadMeasuresMapsAndInterfacesFirst(t *testing.T) {
+	requireKernel(t)
+	testutil.RequireTools(t, "ip")
+	sfx := randomSuffix(t)[:6]
+	ifname := "pki" + sfx
+	run(t, "ip", "link", "add", ifname, "type", "veth", "peer", "name", "pkj"+sfx)
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", ifname).Run() })
+	ifc, err := net.InterfaceByName(ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	var ifaces InterfaceMeasurement
+	var attachedThen []uint32
+	dir := tempPinDir(t)
+	rm := &recordingMeasurer{pinDir: dir}
+	_, _ = loadTestManager(t, Options{PinDir: dir, Interfaces: []string{ifname},
+		Measurer: MeasurerFunc(func(ctx context.Context, pm ProgramMeasurement) error {
+			order = append(order, "program "+pm.Name)
+			return rm.MeasureProgram(ctx, pm)
+		}),
+		MapMeasurer: MapMeasurerFunc(func(_ context.Context, mm MapMeasurement) error {
+			order = append(order, "maps")
+			return nil
+		}),
+		InterfaceMeasurer: InterfaceMeasurerFunc(func(_ context.Context, im InterfaceMeasurement) error {
+			order = append(order, "interfaces")
+			ifaces = im
+			for _, h := range []string{kernelev.HookTCXIngress, kernelev.HookTCXEgress} {
+				attachedThen = append(attachedThen, chainIDs(QueryHook(HookChain{Hook: h, Target: ifname, Ifindex: uint32(ifc.Index)}))...)
+			}
+			return nil
+		}),
+	})
+	if len(order) < 3 || order[0] != "maps" || order[1] != "interfaces" || slices.Contains(order[2:], "maps") || slices.Contains(order[2:], "interfaces") {
+		t.Fatalf("measurement order %v, want maps, interfaces, then programs", order)
+	}
+	if len(ifaces) != 1 || ifaces[ifname] != uint32(ifc.Index) {
+		t.Errorf("interfaces measured %v, want %s: %d", ifaces, ifname, ifc.Index)
+	}
+	if len(attachedThen) != 0 {
+		t.Errorf("programs %v already attached when the interfaces were measured", attachedThen)
+	}
+	if _, violations := rm.snapshot(); len(violations) > 0 {
+		t.Errorf("violations: %v", violations)
+	}
+}

@@ -48,6 +48,10 @@ type Options struct {
 	// before any program is attached. When nil the maps are not measured
 	// and a verifier cannot tell them from planted ones.
 	MapMeasurer MapMeasurer
+	// InterfaceMeasurer records the ifindex of every interface Shield is
+	// about to attach to, before the programs are measured. When nil the
+	// interfaces are not measured and a verifier binds hooks by name only.
+	InterfaceMeasurer InterfaceMeasurer
 	// Logger is named "ebpf" by Load; a null logger when nil.
 	Logger hclog.Logger
 	// AgentPID is the process Sentinel watches and Fortress protects, in the
@@ -75,6 +79,7 @@ type Manager struct {
 	log      hclog.Logger
 	measurer Measurer
 	mapMeas  MapMeasurer
+	ifMeas   InterfaceMeasurer
 	pinDir   string
 	mapsDir  string
 	linksDir string
@@ -118,6 +123,8 @@ type attachment struct {
 	point     string // as measured
 	linkName  string // pin name under links/
 	updatable bool   // a pinned link of this kind can take a new program atomically
+	ifname    string // the interface, for Shield's attachments
+	ifindex   uint32
 	attach    func(*ebpf.Program) (link.Link, error)
 }
 
@@ -188,6 +195,7 @@ func Load(ctx context.Context, opts Options) (*Manager, error) {
 		log:      logger,
 		measurer: opts.Measurer,
 		mapMeas:  opts.MapMeasurer,
+		ifMeas:   opts.InterfaceMeasurer,
 		fresh:    map[string]*ebpf.Map{},
 		pinDir:   opts.PinDir,
 		mapsDir:  filepath.Join(opts.PinDir, "maps"),
@@ -276,6 +284,9 @@ func (m *Manager) load(ctx context.Context, opts Options) error {
 		loaded = append(loaded, fp)
 	}
 	if err := m.measureMaps(ctx); err != nil {
+		return err
+	}
+	if err := m.measureInterfaces(ctx, plan); err != nil {
 		return err
 	}
 	if err := m.measureAll(ctx, loaded, plan); err != nil {

@@ -195,6 +195,8 @@ func (s *Shield) attachments(ifname string) ([]attachment, error) {
 			point:     "xdp:" + ifname,
 			linkName:  "shield_xdp@" + ifname,
 			updatable: true,
+			ifname:    ifname,
+			ifindex:   uint32(idx),
 			attach: func(p *ebpf.Program) (link.Link, error) {
 				return link.AttachXDP(link.XDPOptions{Program: p, Interface: idx})
 			},
@@ -206,6 +208,8 @@ func (s *Shield) attachments(ifname string) ([]attachment, error) {
 			point:     "tcx/" + dir + ":" + ifname,
 			linkName:  prog + "@" + ifname,
 			updatable: true,
+			ifname:    ifname,
+			ifindex:   uint32(idx),
 			attach: func(p *ebpf.Program) (link.Link, error) {
 				return link.AttachTCX(link.TCXOptions{Program: p, Interface: idx, Attach: at})
 			},
@@ -234,6 +238,11 @@ func (s *Shield) Attach(ctx context.Context, ifname string) error {
 		if progs[i] == nil {
 			return fmt.Errorf("shield: program %s not loaded", a.program)
 		}
+	}
+	if err := s.m.measureInterfaces(ctx, as); err != nil {
+		return err
+	}
+	for i, a := range as {
 		if err := s.m.measure(ctx, progs[i], a.point); err != nil {
 			return err
 		}

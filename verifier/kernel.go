@@ -3,6 +3,7 @@ package verifier
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -34,6 +35,11 @@ type kernelLog struct {
 	// it (Shield's maps are created fresh at every load).
 	adopted   string
 	adoptedID uint32
+	// ifindex is the interfaces the current load measured before
+	// attaching Shield to them: name to ifindex; ifErr why a record of
+	// them did not decode.
+	ifindex map[string]uint32
+	ifErr   error
 }
 
 type hookMeasurement struct {
@@ -43,18 +49,30 @@ type hookMeasurement struct {
 
 // readKernelLog folds verified runtime records into a kernelLog.
 func readKernelLog(records []cel.Record) kernelLog {
-	kl := kernelLog{hooks: map[kernelev.Hook]hookMeasurement{}}
+	kl := kernelLog{hooks: map[kernelev.Hook]hookMeasurement{}, ifindex: map[string]uint32{}}
 	// earlier is every Shield map ID a previous load of this boot measured.
 	earlier := map[uint32]bool{}
 	for _, r := range records {
 		switch c := r.Content.(type) {
 		case *cel.Generic:
+			if c.Name == kernelev.InterfacesRecordName {
+				ifs, err := kernelev.DecodeMaps(c.Data)
+				if err != nil {
+					kl.ifErr = err
+					continue
+				}
+				maps.Copy(kl.ifindex, ifs)
+				continue
+			}
 			if c.Name != kernelev.MapsRecordName {
 				continue
 			}
-			// A new load: its maps, and the hooks it measures from here.
+			// A new load: its maps, and the hooks and interfaces it
+			// measures from here.
 			kl.hasMaps, kl.maps, kl.mapsErr = true, nil, nil
 			clear(kl.hooks)
+			clear(kl.ifindex)
+			kl.ifErr = nil
 			ms, err := kernelev.DecodeMaps(c.Data)
 			if err != nil {
 				kl.mapsErr = err
@@ -141,6 +159,9 @@ func judgeKernel(s *pulsev1.BPFSnapshot, kl kernelLog) *kernelFinding {
 		if !kl.hasMaps || kl.mapsErr != nil {
 			return kernelFail(pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING, "the runtime log measured Shield at %s but holds no readable maps record (%v)", enforced[0], kl.mapsErr)
 		}
+		if kl.ifErr != nil {
+			return kernelFail(pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING, "the runtime log measured Shield at %s but its interfaces record does not decode: %v", enforced[0], kl.ifErr)
+		}
 	}
 	// Every measured enforced hook, and XDP on every Shield interface
 	// (XDP runs before tc whatever Shield's mode), must be reported.
@@ -165,6 +186,12 @@ func judgeKernel(s *pulsev1.BPFSnapshot, kl kernelLog) *kernelFinding {
 			return kernelFail(pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING, "hook %s could not be queried: %q", h, e)
 		}
 		m, measured := kl.hooks[h]
+		if want, ok := kl.ifindex[h.Target]; ok && kernelev.Enforced(h.Kind) && c.GetIfindex() != want {
+			// Another device under the name Shield was attached by (the
+			// guarded one renamed, a new one given its name).
+			return kernelFail(pulsev1.Reason_REASON_BPF_PROGRAM_MISSING, "hook %s is on ifindex %d; Shield was attached to ifindex %d under that name",
+				h, c.GetIfindex(), want)
+		}
 		if !kernelev.Enforced(h.Kind) || (!measured && h.Kind != kernelev.HookXDP) {
 			// Not a hook Pulse enforces (tcx while Shield runs as XDP):
 			// only the maps of Pulse's programs there are judged.

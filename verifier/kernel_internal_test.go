@@ -52,6 +52,21 @@ func tcxLoad(t testing.TB) []cel.Record {
 	}
 }
 
+func ifRec(t testing.TB, ifs map[string]uint32) cel.Record {
+	t.Helper()
+	data, err := kernelev.EncodeMaps(ifs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cel.Record{Content: &cel.Generic{Name: kernelev.InterfacesRecordName, Data: data}}
+}
+
+// tcxLoadIf is tcxLoad with eth0's ifindex (7) measured before Shield.
+func tcxLoadIf(t testing.TB) []cel.Record {
+	rs := tcxLoad(t)
+	return append([]cel.Record{rs[0], ifRec(t, map[string]uint32{"eth0": 7})}, rs[1:]...)
+}
+
 func honestTCX() *pulsev1.BPFSnapshot {
 	return &pulsev1.BPFSnapshot{
 		Hooks: []*pulsev1.HookChain{
@@ -164,6 +179,37 @@ func TestJudgeKernel(t *testing.T) {
 			s.Hooks = append(s.Hooks, chain(kernelev.HookTracepoint, "signal/signal_generate", prog(54, tagForeign, 98)))
 			return s
 		}, pulsev1.Reason_REASON_OK},
+		{"measured ifindex matches", tcxLoadIf, honestTCX, pulsev1.Reason_REASON_OK},
+		{"guarded interface renamed, another one given its name", tcxLoadIf, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			for _, h := range s.Hooks {
+				h.Ifindex = 8
+			}
+			return s
+		}, pulsev1.Reason_REASON_BPF_PROGRAM_MISSING},
+		{"only the XDP hook on another device", tcxLoadIf, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks[2].Ifindex = 8
+			return s
+		}, pulsev1.Reason_REASON_BPF_PROGRAM_MISSING},
+		{"an earlier load's interfaces do not bind", func(t testing.TB) []cel.Record {
+			first := tcxLoadIf(t)
+			first[1] = ifRec(t, map[string]uint32{"eth0": 3})
+			second := tcxLoad(t)
+			second[0] = mapsRec(t, map[string]uint32{"shield_quarantine": 31, "sentinel_cfg": 12})
+			return append(first, second...)
+		}, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks[0].Programs[0].MapIds = []uint32{31}
+			s.Hooks[1].Programs[0].MapIds = []uint32{31}
+			s.Maps[0].Id = 31
+			return s
+		}, pulsev1.Reason_REASON_OK},
+		{"interfaces record that does not decode", func(t testing.TB) []cel.Record {
+			rs := tcxLoadIf(t)
+			rs[1] = cel.Record{Content: &cel.Generic{Name: kernelev.InterfacesRecordName, Data: []byte("eth0 7")}}
+			return rs
+		}, honestTCX, pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING},
 		{"lying agent: no hook chains", tcxLoad, func() *pulsev1.BPFSnapshot {
 			s := honestTCX()
 			s.Hooks = nil

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -34,7 +35,13 @@ func TestKernelEvidenceRealKernel(t *testing.T) {
 	if err := bpf.EnsureFilesystems(simtest.Logger(t)); err != nil {
 		t.Fatalf("mount bpffs: %v", err)
 	}
-	e := newEnvCfg(t, "rhel8-uefi", fleetPolicy(t, "  measured_boot {\n    secure_boot {}\n  }\n"))
+	// The test process is the agent here, so the signals its own `ip`
+	// children send it (SIGCHLD) are Sentinel records. Records carried by
+	// a pulse refused before the pipeline's Sentinel step are acknowledged
+	// without moving the verifier's Sentinel cursor (its boot is not known
+	// yet), and a later pulse reports them lost: a warning here, since
+	// Sentinel is not this test's subject.
+	e := newEnvCfg(t, "rhel8-uefi", fleetPolicy(t, "  measured_boot {\n    secure_boot {}\n  }\n  sentinel {\n    allow_lost = true\n  }\n"))
 	if e == nil {
 		return
 	}
@@ -56,18 +63,38 @@ func TestKernelEvidenceRealKernel(t *testing.T) {
 	t.Cleanup(func() { ad.Close() })
 	a.Challenge()
 
-	// pulse sends what the adapter reads from the kernel now, changed by
-	// lie (a lying agent) when given.
+	// pulse sends what the adapter reads from the kernel now, as the agent
+	// does (snapshot, Sentinel's report and records, acknowledged once the
+	// verifier committed the pulse; Fortress), the snapshot changed by lie
+	// (a lying agent) when given.
 	pulse := func(lie func(*pulsev1.BPFSnapshot)) *pulsev1.PulseResponse {
 		t.Helper()
-		snap, err := ad.Snapshot(context.Background())
+		bg := context.Background()
+		snap, err := ad.Snapshot(bg)
 		if err != nil {
 			t.Fatalf("snapshot: %v", err)
 		}
 		if lie != nil {
 			lie(snap)
 		}
-		return a.Pulse(func(p *parts) { p.Payload.Bpf = snap })
+		sent, err := ad.SentinelRead(bg, 256)
+		if err != nil {
+			t.Fatalf("sentinel: %v", err)
+		}
+		fortress, err := ad.Fortress(bg)
+		if err != nil {
+			t.Fatalf("fortress: %v", err)
+		}
+		resp := a.Pulse(func(p *parts) {
+			p.Payload.Bpf, p.Payload.Fortress = snap, fortress
+			p.Payload.Sentinel, p.Payload.SentinelEvents = sent.Report, sent.Events
+		})
+		if resp.GetVerdict() != pulsev1.Verdict_VERDICT_UNSPECIFIED {
+			if err := ad.SentinelAck(sent.Through); err != nil {
+				t.Fatalf("sentinel ack: %v", err)
+			}
+		}
+		return resp
 	}
 	honest := func(t *testing.T) {
 		t.Helper()
@@ -143,6 +170,54 @@ func TestKernelEvidenceRealKernel(t *testing.T) {
 		honest(t)
 	})
 
+	t.Run("guarded interface renamed and Shield attached to a new one of its name", func(t *testing.T) {
+		renamed := ifname + "r"
+		ipLink(t, "set", ifname, "down")
+		ipLink(t, "set", ifname, "name", renamed)
+		t.Cleanup(func() { exec.Command("ip", "link", "del", renamed).Run() }) //nolint:errcheck // best effort
+		// A new veth pair under the old name; cleaned up by its peer's
+		// name, since the old name goes back to the guarded interface.
+		newIf, peer := ifname, "pkn"+ifname[3:]
+		ipLink(t, "add", newIf, "type", "veth", "peer", "name", peer)
+		t.Cleanup(func() { exec.Command("ip", "link", "del", peer).Run() }) //nolint:errcheck // best effort
+		ipLink(t, "set", newIf, "up")
+		nif, err := net.InterfaceByName(newIf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		newIndex := nif.Index
+		var links []link.Link
+		for _, x := range []struct {
+			prog string
+			at   ebpf.AttachType
+		}{{"shield_ingress", ebpf.AttachTCXIngress}, {"shield_egress", ebpf.AttachTCXEgress}} {
+			p, err := ebpf.LoadPinnedProgram(filepath.Join(pinDir, x.prog), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l, err := link.AttachTCX(link.TCXOptions{Program: p, Interface: newIndex, Attach: x.at})
+			p.Close()
+			if err != nil {
+				t.Fatalf("attach %s to %s: %v", x.prog, newIf, err)
+			}
+			links = append(links, l)
+		}
+		// Same name, Shield's own programs on the measured maps: only the
+		// device differs.
+		resp := pulse(nil)
+		wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_BPF_PROGRAM_MISSING)
+		if !strings.Contains(resp.GetMessage(), "ifindex") {
+			t.Fatalf("message %q does not name the ifindex", resp.GetMessage())
+		}
+		for _, l := range links {
+			l.Close()
+		}
+		ipLink(t, "del", newIf)
+		ipLink(t, "set", renamed, "name", ifname)
+		ipLink(t, "set", ifname, "up")
+		honest(t)
+	})
+
 	t.Run("lying agent omits the kernel evidence", func(t *testing.T) {
 		for _, lie := range []struct {
 			name string
@@ -190,6 +265,13 @@ func vethPair(t *testing.T) (string, int) {
 		t.Fatal(err)
 	}
 	return a, ifc.Index
+}
+
+func ipLink(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", append([]string{"link"}, args...)...).CombinedOutput(); err != nil {
+		t.Fatalf("ip link %s: %v: %s", strings.Join(args, " "), err, out)
+	}
 }
 
 func randHex(t *testing.T, n int) string {

@@ -20,6 +20,16 @@ func mapsRecord(mm bpf.MapMeasurement) (*cel.Generic, error) {
 	return &cel.Generic{Name: kernelev.MapsRecordName, Data: data}, nil
 }
 
+// interfacesRecord is the runtime-log record of the interfaces Shield is
+// about to attach to (kernelev.InterfacesRecordName, "name ifindex" lines).
+func interfacesRecord(im bpf.InterfaceMeasurement) (*cel.Generic, error) {
+	data, err := kernelev.EncodeMaps(im)
+	if err != nil {
+		return nil, fmt.Errorf("ebpf: interfaces record: %w", err)
+	}
+	return &cel.Generic{Name: kernelev.InterfacesRecordName, Data: data}, nil
+}
+
 // hookChains converts the kernel's hook chains to the protocol's.
 func hookChains(hs []bpf.HookChain) []*pulsev1.HookChain {
 	out := make([]*pulsev1.HookChain, 0, len(hs))

@@ -78,3 +78,16 @@ func TestMapsRecord(t *testing.T) {
 		t.Errorf("map without ID: %v", err)
 	}
 }
+
+func TestInterfacesRecord(t *testing.T) {
+	rec, err := interfacesRecord(bpf.InterfaceMeasurement{"eth1": 4, "eth0": 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Name != kernelev.InterfacesRecordName || !bytes.Equal(rec.Data, []byte("eth0 2\neth1 4\n")) {
+		t.Errorf("record %q %q", rec.Name, rec.Data)
+	}
+	if _, err := interfacesRecord(bpf.InterfaceMeasurement{"eth0": 0}); !errors.Is(err, kernelev.ErrMalformed) {
+		t.Errorf("interface without ifindex: %v", err)
+	}
+}

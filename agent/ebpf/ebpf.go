@@ -67,6 +67,13 @@ func New(ctx context.Context, pinDir string, interfaces []string, measure agent.
 			}
 			return measure(ctx, rec)
 		}),
+		InterfaceMeasurer: bpf.InterfaceMeasurerFunc(func(ctx context.Context, im bpf.InterfaceMeasurement) error {
+			rec, err := interfacesRecord(im)
+			if err != nil {
+				return err
+			}
+			return measure(ctx, rec)
+		}),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ebpf: %w", err)

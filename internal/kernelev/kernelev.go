@@ -17,6 +17,13 @@ import (
 // program: the name and kernel ID of every map its programs use.
 const MapsRecordName = "pulse.bpf.maps"
 
+// InterfacesRecordName names the cel.Generic runtime-log record an agent
+// appends before it measures Shield's programs for interfaces: the name and
+// ifindex of each interface, so that a hook is bound to the device Shield
+// was attached to, not only to its name. Same canonical form as a maps
+// record ("name ifindex" lines sorted by name): EncodeMaps and DecodeMaps.
+const InterfacesRecordName = "pulse.bpf.interfaces"
+
 // Hook kinds as HookChain.hook names them.
 const (
 	HookTCXIngress = "tcx_ingress"
