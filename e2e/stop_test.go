@@ -176,11 +176,13 @@ func TestPlannedStopBySystemd(t *testing.T) {
 			p := f.agents[id]
 			delete(f.agents, id)
 			f.mu.Unlock()
+			sent := time.Now()
 			if out, err := exec.Command(c.sender, "-c", fmt.Sprintf("kill -TERM %d", p.cmd.Process.Pid)).CombinedOutput(); err != nil {
 				t.Fatalf("%s: %v %s", name, err, out)
 			}
 			select {
 			case <-p.done:
+				t.Logf("SIGTERM to exit, final pulse included: %s", time.Since(sent).Round(time.Millisecond))
 			case <-time.After(20 * time.Second):
 				t.Fatal("the agent did not stop on SIGTERM")
 			}
