@@ -28,7 +28,7 @@ func TestRealAgentEBPF(t *testing.T) {
 	if sw == nil {
 		return
 	}
-	f := newFleet(t, fleetPolicy, sw)
+	f := newFleet(t, bpfFleetPolicy, sw)
 	suffix := make([]byte, 4)
 	rand.Read(suffix) //nolint:errcheck
 	pinDir := "/sys/fs/bpf/pulse-e2e-" + hex.EncodeToString(suffix)
