@@ -401,6 +401,8 @@ func (a *Agent) noteVerdict(resp *pulsev1.PulseResponse, seq uint64, rtt time.Du
 		} else {
 			log.Debug("pulse accepted", args...)
 		}
+	case pulsev1.Verdict_VERDICT_OFFLINE:
+		log.Info("verifier recorded the planned stop", append(args, "message", resp.GetMessage())...)
 	default:
 		args = append(args, "message", resp.GetMessage())
 		log.Warn("pulse not trusted", args...)

@@ -112,8 +112,8 @@ func TestPlannedStop(t *testing.T) {
 			}
 			f.noVerdictInHistory(c.id, pulsev1.Verdict_VERDICT_BLINDED)
 			log, err := os.ReadFile(filepath.Join(f.dir, "agent-"+c.id+".log"))
-			if err != nil || !strings.Contains(string(log), "final pulse sent: planned stop") {
-				t.Fatalf("the agent did not log its final pulse (%v)", err)
+			if err != nil || !strings.Contains(string(log), "final pulse sent: planned stop") || !strings.Contains(string(log), "verifier recorded the planned stop") {
+				t.Fatalf("the agent did not log its final pulse and the verifier's answer (%v)", err)
 			}
 		})
 	}

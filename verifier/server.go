@@ -352,6 +352,8 @@ func (v *Verifier) Pulse(ctx context.Context, req *pulsev1.PulseRequest) (*pulse
 		log.Debug("pulse verified", "seq", o.payload.GetSequence(), "elapsed", time.Since(start))
 	case pulsev1.Verdict_VERDICT_CLOCK_DESYNC:
 		log.Warn("pulse clock desync", "detail", o.Message)
+	case pulsev1.Verdict_VERDICT_OFFLINE:
+		log.Info("planned stop recorded", "detail", o.Message)
 	default:
 		log.Warn("pulse rejected", "detail", o.Message)
 	}
