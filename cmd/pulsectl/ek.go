@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,6 +42,7 @@ func runEKDigest(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	spec := fs.String("tpm", "/dev/tpmrm0", "TPM to read: /dev/tpmrm0, or swtpm:SOCKET")
 	roots := fs.String("roots", "", "comma-separated PEM files of EK roots/intermediates (the verifier's ek_roots) to check the EK certificate against")
+	certOut := fs.String("cert-out", "", "write the EK certificate (PEM) to this file, to inspect it with openssl")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -68,6 +70,16 @@ func runEKDigest(args []string, stdout, stderr io.Writer) int {
 	} else {
 		fmt.Fprintf(stdout, "ek_certificate_issuer=%s\n", termsafe.Line(c.Issuer.String()))
 		fmt.Fprintf(stdout, "ek_certificate_not_after=%s\n", c.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if *certOut != "" {
+		if len(ek.Certificate) == 0 {
+			fmt.Fprintln(stderr, "pulsectl ek digest: --cert-out: this TPM holds no EK certificate")
+			return 1
+		}
+		if err := os.WriteFile(*certOut, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ek.Certificate}), 0o644); err != nil {
+			fmt.Fprintf(stderr, "pulsectl ek digest: %v\n", err)
+			return 1
+		}
 	}
 	if *roots == "" {
 		return 0

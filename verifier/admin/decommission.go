@@ -29,8 +29,11 @@ type RemovedAgent struct {
 // DecommissionBackend is the part of a Backend that removes agents. A
 // backend without it answers 501 on the endpoint.
 type DecommissionBackend interface {
-	// RemoveAgent removes an enrolled agent; ErrNotFound when none.
-	RemoveAgent(ctx context.Context, id string) (*RemovedAgent, error)
+	// RemoveAgent removes an enrolled agent; ErrNotFound when none. With
+	// afterRevocation it first waits until a revocation just added is in
+	// force on every replica (they re-read the list periodically), so the
+	// device cannot enroll again between the removal and the refresh.
+	RemoveAgent(ctx context.Context, id string, afterRevocation bool) (*RemovedAgent, error)
 }
 
 // RemoveRequest is the body of POST /api/v1/agents/{id}/remove.
@@ -73,6 +76,14 @@ func (h *handler) removeAgent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "reason: too long")
 		return
 	}
+	// An unknown ID is answered before anything is revoked.
+	if d, err := h.backend.GetAgent(r.Context(), id); err != nil || d == nil {
+		if err == nil {
+			err = ErrNotFound
+		}
+		h.backendError(w, r, err)
+		return
+	}
 	var rb RevocationBackend
 	if req.Revoke {
 		if rb, ok = h.revocations(w); !ok {
@@ -100,7 +111,7 @@ func (h *handler) removeAgent(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ra, err := db.RemoveAgent(r.Context(), id)
+	ra, err := db.RemoveAgent(r.Context(), id, revoked)
 	if err == nil && ra == nil {
 		err = ErrNotFound
 	}
