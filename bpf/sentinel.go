@@ -27,9 +27,10 @@ const (
 	EventSignal         EventKind = "signal"
 	EventBPFProgLoad    EventKind = "bpf_prog_load"
 	EventFortressDenied EventKind = "fortress_denied"
+	EventExit           EventKind = "exit"
 )
 
-var eventKinds = map[uint32]EventKind{1: EventSignal, 2: EventBPFProgLoad, 3: EventFortressDenied}
+var eventKinds = map[uint32]EventKind{1: EventSignal, 2: EventBPFProgLoad, 3: EventFortressDenied, 4: EventExit}
 
 // signal_generate's result codes (enum trace_signal_result in the kernel).
 var signalResults = map[int32]string{0: "delivered", 1: "ignored", 2: "already_pending", 3: "overflow_fail", 4: "lose_info"}
@@ -53,6 +54,10 @@ type Event struct {
 	// "ignored", ...); "denied" for Fortress refusals; "attr_unreadable" when
 	// a program load's attributes could not be read.
 	Outcome string `json:"outcome,omitempty"`
+	// ExitCode is the agent's exit code as the kernel keeps it (wait
+	// status: the terminating signal in the low 7 bits, else the exit
+	// status shifted left by 8), for exits.
+	ExitCode int32 `json:"exit_code,omitempty"`
 	// Program loads.
 	ProgType  string `json:"prog_type,omitempty"`
 	ProgName  string `json:"prog_name,omitempty"`
@@ -491,6 +496,17 @@ func decodeEvent(raw sentinelSentinelEvent, clk clocks) Event {
 			ev.Outcome = r
 		} else {
 			ev.Outcome = "result_" + strconv.Itoa(int(raw.Result))
+		}
+	case EventExit:
+		ev.TargetPID = int(raw.TargetTgid)
+		ev.TargetTID = int(raw.TargetTid)
+		ev.ExitCode = raw.Result
+		if sig := raw.Result & 0x7f; sig != 0 {
+			ev.Signal = int(sig)
+			ev.SignalName = unix.SignalName(syscall.Signal(sig))
+			ev.Outcome = "killed by " + ev.SignalName
+		} else {
+			ev.Outcome = "exited " + strconv.Itoa(int(raw.Result>>8&0xff))
 		}
 	case EventBPFProgLoad:
 		ev.ProgType = ProgramTypeName(raw.ProgType)

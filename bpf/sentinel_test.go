@@ -83,6 +83,13 @@ func TestSentinelReportsKillerAfterRestart(t *testing.T) {
 	if rep.Through < ev.Seq {
 		t.Errorf("through %d before the record's seq %d", rep.Through, ev.Seq)
 	}
+	exit, ok := findEvent(rep.Events, func(e Event) bool { return e.Kind == EventExit && e.TargetPID == agentPID })
+	if !ok {
+		t.Fatalf("no exit record for pid %d in %+v", agentPID, rep.Events)
+	}
+	if exit.Seq <= ev.Seq || exit.ExitCode&0x7f != int32(syscall.SIGKILL) || exit.Outcome != "killed by SIGKILL" || exit.SenderPID != agentPID {
+		t.Errorf("exit record %+v; want after the signal, killed by SIGKILL, from the agent itself", exit)
+	}
 
 	if err := m2.Sentinel().Ack(rep.Through); err != nil {
 		t.Fatal(err)

@@ -65,6 +65,16 @@ func TestDecodeEvent(t *testing.T) {
 	if unreadable.Outcome != "attr_unreadable" || unreadable.ProgType != "" {
 		t.Errorf("unreadable load event %+v", unreadable)
 	}
+	for _, tc := range []struct {
+		code    int32
+		outcome string
+		signal  int
+	}{{9, "killed by SIGKILL", 9}, {0x80 | 6, "killed by SIGABRT", 6}, {1 << 8, "exited 1", 0}, {0, "exited 0", 0}} {
+		ex := decodeEvent(sentinelSentinelEvent{Seq: 11, Kind: 4, Result: tc.code, TargetTgid: 100, SenderTgid: 100}, clk)
+		if ex.Kind != EventExit || ex.Outcome != tc.outcome || ex.Signal != tc.signal || ex.ExitCode != tc.code || ex.TargetPID != 100 {
+			t.Errorf("exit code %#x decoded as %+v", tc.code, ex)
+		}
+	}
 	if k := decodeEvent(sentinelSentinelEvent{Kind: 77}, clk).Kind; k != "unknown_77" {
 		t.Errorf("unknown kind decoded as %q", k)
 	}

@@ -83,6 +83,10 @@ func sentinelEvents(evs []bpf.Event) []*pulsev1.SentinelEvent {
 			se.Kind = pulsev1.SentinelEvent_KIND_FORTRESS_DENIED
 			se.Detail = fmt.Sprintf("%s denied uid %d", e.SignalName, e.SenderUID)
 			se.Value = e.SenderUID
+		case bpf.EventExit:
+			se.Kind = pulsev1.SentinelEvent_KIND_EXIT
+			se.Detail = e.Outcome
+			se.Value = uint32(e.ExitCode)
 		default:
 			se.Detail = string(e.Kind)
 		}

@@ -98,13 +98,36 @@ int sentinel_newtask(struct task_newtask_args *ctx)
 	return 0;
 }
 
-/* A task exits: forget it if it was one of the agent's threads. */
+/* Only the field Sentinel reads, relocated against the running kernel's BTF
+ * (CO-RE) by the agent before it hashes the instructions. */
+struct task_struct {
+	int exit_code;
+} __attribute__((preserve_access_index));
+
+/* A task exits: forget it if it was one of the agent's threads, and record
+ * the agent's main thread exiting with its exit code (wait status: the
+ * terminating signal in the low 7 bits, or the exit status << 8). */
 SEC("tracepoint/sched/sched_process_exit")
 int sentinel_exit(void *ctx)
 {
+	struct sentinel_event ev = {};
+	struct sentinel_config *cfg;
+	struct task_struct *task;
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	int code = 0;
 
 	bpf_map_delete_elem(&sentinel_threads, &tid);
+	cfg = sentinel_lookup_config();
+	if (!cfg || cfg->agent_tgid == 0 || tid != cfg->agent_tgid)
+		return 0;
+	task = (struct task_struct *)bpf_get_current_task();
+	bpf_probe_read_kernel(&code, sizeof(code), &task->exit_code);
+	sentinel_sender(&ev);
+	ev.kind = SENTINEL_KIND_EXIT;
+	ev.target_tgid = cfg->agent_tgid;
+	ev.target_tid = tid;
+	ev.result = code;
+	sentinel_append(&ev);
 	return 0;
 }
 

@@ -28,6 +28,7 @@ enum sentinel_kind {
 	SENTINEL_KIND_SIGNAL = 1,          /* a signal generated for the agent */
 	SENTINEL_KIND_BPF_PROG_LOAD = 2,   /* a BPF_PROG_LOAD attempt on the host */
 	SENTINEL_KIND_FORTRESS_DENIED = 3, /* Fortress refused a signal to the agent */
+	SENTINEL_KIND_EXIT = 4,            /* the agent's main thread exited */
 };
 
 struct sentinel_config {
@@ -46,7 +47,7 @@ struct sentinel_event {
 	__u32 target_tgid;
 	__u32 target_tid;
 	__s32 signal;
-	__s32 result; /* signal_generate result code, or the LSM verdict */
+	__s32 result; /* signal_generate result code, the LSM verdict, or the exit code */
 	__u32 prog_type;
 	__u32 insn_cnt;
 	char sender_comm[16];
