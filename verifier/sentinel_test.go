@@ -237,3 +237,55 @@ func TestFortressDefaultWarns(t *testing.T) {
 	// The default sentinel rule still enforces: a SIGKILL by a shell.
 	wantVerdict(t, a.pulse([]*pulsev1.SentinelEvent{signal(9, 4242, "sh", 0)}, nil), untrusted, pulsev1.Reason_REASON_AGENT_SIGNALLED)
 }
+
+// TestComebackAlertNamesSignal: an agent killed by its service manager
+// (PID 1, allowed) goes silent and BLINDED; the pulse it comes back with
+// carries Sentinel's record, is TRUSTED, and the alert that follows names
+// the signal and its sender. The same allowed signal from an agent that
+// was never BLINDED raises nothing.
+func TestComebackAlertNamesSignal(t *testing.T) {
+	e := newEnvCfg(t, "rhel8-uefi", fleetPolicy(t, "  heartbeat {\n    interval = \"1s\"\n    missed   = 2\n    grace    = \"0s\"\n  }\n"))
+	if e == nil {
+		return
+	}
+	st := openStore(t, e)
+	a := newSentinelAgent(e, "edge-comeback")
+	wantVerdict(t, a.pulse(nil, nil), trusted, pulsev1.Reason_REASON_OK)
+	comebacks := func() []*store.Alert {
+		t.Helper()
+		all, err := st.ListAlerts(context.Background(), store.AlertFilter{AgentID: "edge-comeback"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []*store.Alert
+		for _, al := range all {
+			if al.Kind == "agent_signalled" {
+				out = append(out, al)
+			}
+		}
+		return out
+	}
+	// Honest side: PID 1's SIGKILL while the agent was never BLINDED.
+	wantVerdict(t, a.pulse([]*pulsev1.SentinelEvent{signal(9, 1, "init", 0)}, nil), trusted, pulsev1.Reason_REASON_OK)
+	if got := comebacks(); len(got) != 0 {
+		t.Fatalf("alerts without a comeback: %+v", got)
+	}
+	waitFor(t, "BLINDED", func() bool {
+		ag, err := st.GetAgent(context.Background(), "edge-comeback")
+		return err == nil && pulsev1.Verdict(ag.LastVerdict) == pulsev1.Verdict_VERDICT_BLINDED
+	})
+	a.Challenge()
+	wantVerdict(t, a.pulse([]*pulsev1.SentinelEvent{signal(9, 1, "init", 0)}, nil), trusted, pulsev1.Reason_REASON_OK)
+	got := comebacks()
+	if len(got) != 1 {
+		t.Fatalf("comeback alerts %+v, want one", got)
+	}
+	for _, w := range []string{"BLINDED", "SIGKILL", "pid 1", `"init"`, "uid 0"} {
+		if !strings.Contains(got[0].Message, w) {
+			t.Errorf("comeback alert %q does not name %q", got[0].Message, w)
+		}
+	}
+	if got[0].Severity != 4 {
+		t.Errorf("comeback alert severity %d, want 4 (the signal was allowed)", got[0].Severity)
+	}
+}
