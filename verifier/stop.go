@@ -106,7 +106,9 @@ func (v *Verifier) plannedStop(ctx context.Context, o *Outcome, now time.Time) *
 	o.stopShelter = j.Shelter
 	out := o.fail(pulsev1.Verdict_VERDICT_OFFLINE, pulsev1.Reason_REASON_AGENT_STOPPED, "planned stop: %s; %s; OFFLINE until %s, then silence is BLINDED",
 		describeStop(ps), j.Why, until.UTC().Format(time.RFC3339))
-	o.stopAlert = &store.Alert{DedupKey: fmt.Sprintf("agent_stopped:%s:%d", id, o.payload.GetSequence()), AgentID: id,
+	// One alert per agent, severity and dedup window: an agent restarted
+	// in a loop (or a modified one marking every pulse) does not flood.
+	o.stopAlert = &store.Alert{DedupKey: fmt.Sprintf("agent_stopped:%s:%d:%d", id, j.Severity, dedupBucket(now)), AgentID: id,
 		Kind: AlertAgentStopped, Severity: j.Severity, Reason: o.Reason.String(), Message: o.Message}
 	v.log.Info("planned stop", "agent_id", id, "signo", ps.GetSigno(), "sender_comm", quoteName(sender),
 		"sender_pid", ps.GetSignal().GetSenderPid(), "severity", j.Severity, "offline_until", until.UTC().Format(time.RFC3339))

@@ -48,7 +48,8 @@ func stopMark(comm string) func(*parts) {
 // an operator's maintenance window or when the recorded sender matches
 // stopped_by, else severity 2. Its deadline moves to the end of the
 // window (or max_offline), so the agent is not BLINDED while it stays
-// away, and its next ordinary pulse is TRUSTED again. No compromised alert.
+// away, and its next ordinary pulse is TRUSTED again; a second stop within
+// the hour raises no second alert. No compromised alert.
 func TestPlannedStop(t *testing.T) {
 	for _, c := range []struct {
 		name       string
@@ -96,6 +97,11 @@ func TestPlannedStop(t *testing.T) {
 			wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
 			if ops, _ := st.GetAgentOps(ctx(t), id); time.Until(ops.Deadline) > 10*time.Minute {
 				t.Fatalf("deadline still %s away after an ordinary pulse", time.Until(ops.Deadline).Round(time.Second))
+			}
+			// Stopped again within the hour: OFFLINE again, no second alert.
+			wantVerdict(t, a.Pulse(stopMark(c.comm)), pulsev1.Verdict_VERDICT_OFFLINE, pulsev1.Reason_REASON_AGENT_STOPPED)
+			if al := alertsOf(t, st, id, "agent_stopped"); len(al) != 1 {
+				t.Fatalf("%d agent_stopped alerts after a second stop within the hour, want 1", len(al))
 			}
 		})
 	}
