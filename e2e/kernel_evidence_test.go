@@ -28,9 +28,11 @@ import (
 // mode on a veth interface and reports the hook chains the kernel lists.
 // A foreign TCX_PASS program at the head of tcx ingress and egress, and a
 // foreign XDP program on the Shield interface, are each UNTRUSTED with
-// BPF_FOREIGN_PROGRAM, and TRUSTED again once removed; a compatible
-// quarantine map pinned where the agent pins its own is not adopted by the
-// agent's next load; an agent restarted without eBPF, while the runtime
+// BPF_FOREIGN_PROGRAM once attached (their load alone is Sentinel's
+// FOREIGN_BPF_LOAD, waited for first so that the load record is not carried
+// by the pulse kernel evidence refuses), and TRUSTED again once removed; a
+// compatible quarantine map pinned where the agent pins its own is not
+// adopted by the agent's next load; an agent restarted without eBPF, while the runtime
 // log says Shield is loaded, is KERNEL_EVIDENCE_MISSING.
 func TestKernelEvidenceRealAgent(t *testing.T) {
 	testutil.RequireRoot(t)
@@ -52,7 +54,10 @@ func TestKernelEvidenceRealAgent(t *testing.T) {
 	f.waitVerdict("edge-kev", trusted, "REASON_OK", 45*time.Second)
 
 	t.Run("foreign TCX_PASS program ahead of Shield", func(t *testing.T) {
+		// Loading it is Sentinel's finding, once; attaching it ahead of
+		// Shield is kernel evidence's, every pulse while it stays.
 		foreign := foreignPass(t, ebpf.SchedCLS)
+		f.waitVerdict("edge-kev", untrusted, "REASON_FOREIGN_BPF_LOAD", 20*time.Second)
 		var links []link.Link
 		for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
 			l, err := link.AttachTCX(link.TCXOptions{Program: foreign, Interface: ifindex, Attach: at, Anchor: link.Head()})
@@ -73,7 +78,9 @@ func TestKernelEvidenceRealAgent(t *testing.T) {
 	})
 
 	t.Run("foreign XDP program on the Shield interface", func(t *testing.T) {
-		l, err := link.AttachXDP(link.XDPOptions{Program: foreignPass(t, ebpf.XDP), Interface: ifindex})
+		x := foreignPass(t, ebpf.XDP)
+		f.waitVerdict("edge-kev", untrusted, "REASON_FOREIGN_BPF_LOAD", 20*time.Second)
+		l, err := link.AttachXDP(link.XDPOptions{Program: x, Interface: ifindex})
 		if err != nil {
 			t.Fatalf("attach foreign XDP program: %v", err)
 		}
