@@ -32,8 +32,8 @@ import (
 // FOREIGN_BPF_LOAD, waited for first so that the load record is not carried
 // by the pulse kernel evidence refuses), and TRUSTED again once removed; a
 // compatible quarantine map pinned where the agent pins its own is not
-// adopted by the agent's next load; an agent restarted without eBPF, while the runtime
-// log says Shield is loaded, is KERNEL_EVIDENCE_MISSING.
+// adopted by the agent's next load; an agent restarted without eBPF, while
+// the runtime log says Shield is loaded, is KERNEL_EVIDENCE_MISSING.
 func TestKernelEvidenceRealAgent(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.RequireTools(t, "ip")
