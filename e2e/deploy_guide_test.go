@@ -302,3 +302,49 @@ func TestDeployGuide(t *testing.T) {
 		t.Fatalf("docs/deploy.md blocks the test never ran: %v", missed)
 	}
 }
+
+// TestDocsStayInRepository: README.md and docs/ link only to files of the
+// repository (or to web addresses), and cite no design document kept
+// outside it.
+func TestDocsStayInRepository(t *testing.T) {
+	files, err := filepath.Glob("../docs/*.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, "../README.md")
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	outside := regexp.MustCompile(`shared/|DESIGN`)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			if outside.MatchString(line) {
+				t.Errorf("%s:%d refers outside the repository: %s", f, i+1, line)
+			}
+			for _, m := range link.FindAllStringSubmatch(line, -1) {
+				target := m[1]
+				if strings.Contains(target, "://") || strings.HasPrefix(target, "#") || strings.HasPrefix(target, "mailto:") {
+					continue
+				}
+				target, _, _ = strings.Cut(target, "#")
+				abs, err := filepath.Abs(filepath.Join(filepath.Dir(f), target))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.HasPrefix(abs, root+string(filepath.Separator)) && abs != root {
+					t.Errorf("%s:%d links outside the repository: %s", f, i+1, m[1])
+					continue
+				}
+				if _, err := os.Stat(abs); err != nil {
+					t.Errorf("%s:%d links to a missing file: %s", f, i+1, m[1])
+				}
+			}
+		}
+	}
+}
