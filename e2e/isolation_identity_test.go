@@ -217,3 +217,72 @@ func splice(a, b net.Conn) {
 	<-done
 	<-done
 }
+
+// TestQuarantineReconciledWithShield: real agents with Shield on the real
+// kernel report the digest of their Shield map every pulse. An address
+// enters the quarantine table without any directive (as if an agent missed
+// it): the agent with the verifier's directive key is sent the missing
+// address, signed, applies it and stays TRUSTED; the agent without a key
+// refuses the unsigned-to-it order (it cannot verify any), keeps diverging,
+// and is UNTRUSTED with REASON_QUARANTINE_DIVERGED once the grace is over.
+func TestQuarantineReconciledWithShield(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireTools(t, "ip")
+	suffix := make([]byte, 3)
+	rand.Read(suffix) //nolint:errcheck
+	id := hex.EncodeToString(suffix)
+	ns := "pulse-rq-" + id
+	sh(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	sh(t, "ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+	ifs := map[string]string{"keyed": "prk" + id, "keyless": "prn" + id}
+	// One veth pair inside the namespace: each agent's Shield on one end.
+	sh(t, "ip", "netns", "exec", ns, "ip", "link", "add", ifs["keyed"], "type", "veth", "peer", "name", ifs["keyless"])
+	for _, ifName := range ifs {
+		sh(t, "ip", "netns", "exec", ns, "ip", "link", "set", ifName, "up")
+	}
+	tpms := map[string]*simulator.Swtpm{}
+	for name := range ifs {
+		if tpms[name] = startTPM(t, "rhel8-uefi", false); tpms[name] == nil {
+			return
+		}
+	}
+	f := newFleet(t, replicaPolicy, tpms["keyed"])
+	f.netns = ns
+	f.verifier.stop(syscall.SIGTERM)
+	f.startVerifier()
+	for name, ifName := range ifs {
+		pinDir := "/sys/fs/bpf/pulse-e2e-rq-" + name + "-" + id
+		t.Cleanup(func() { bpf.RemoveAll(pinDir) })
+		cfg := f.agentConfig(name, tpms[name], "")
+		replaceInFile(t, cfg, "bpf {\n  enabled = false\n}", fmt.Sprintf("bpf {\n  enabled    = true\n  pin_dir    = %q\n  interfaces = [%q]\n}", pinDir, ifName))
+		if name == "keyless" {
+			replaceInFile(t, cfg, fmt.Sprintf("directive_key = %q\n", filepath.Join(f.dir, "directive.pub")), "")
+		}
+		f.launchAgent(name, cfg, bin("pulse-agent"))
+	}
+	for name := range ifs {
+		f.waitVerdict(name, trusted, "REASON_OK", 45*time.Second)
+	}
+
+	const missed = "203.0.113.9"
+	if _, err := f.store().AddQuarantine(context.Background(), store.Quarantine{Address: missed, Offender: "someone-else",
+		Reason: "REASON_AGENT_BINARY_MISMATCH", Since: time.Now().Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	f.waitVerdict("keyless", untrusted, "REASON_QUARANTINE_DIVERGED", 30*time.Second)
+	waitLog(t, filepath.Join(f.dir, "agent-keyless.log"), "directive refused", 5*time.Second)
+	if f.alerts("keyless", "quarantine_diverged") == 0 {
+		t.Fatal("no quarantine_diverged alert for the agent that diverges")
+	}
+	waitFor(t, "the keyed agent's Shield to hold the missed address", func() bool {
+		q, ok := f.showQuarantined("keyed")
+		return ok && strings.Contains(q, missed)
+	})
+	// It keeps agreeing: TRUSTED over several more pulses.
+	time.Sleep(6 * time.Second)
+	f.waitVerdict("keyed", trusted, "REASON_OK", time.Second)
+	if n := f.alerts("keyed", "quarantine_diverged"); n != 0 {
+		t.Fatalf("%d quarantine_diverged alerts for the agent that applied the correction", n)
+	}
+}
