@@ -84,6 +84,14 @@ func (s *Store) CommitPulse(ctx context.Context, agentID string, epoch uint64, u
 	st := NonceUnknown
 	var rs error
 	err := s.submit(ctx, agentID, func(ctx context.Context, r runner) error {
+		if u.Explanation != nil {
+			// Row and explanation stand or fall together (evidence.go).
+			return s.commitInTx(ctx, r, func(r runner) (bool, error) {
+				var err error
+				st, rs, err = s.commitRow(ctx, r, agentID, epoch, u)
+				return err == nil && rs == nil && st == NonceOK, err
+			})
+		}
 		var err error
 		st, rs, err = s.commitRow(ctx, r, agentID, epoch, u)
 		return err
@@ -105,6 +113,11 @@ func (s *Store) commitRow(ctx context.Context, r runner, agentID string, epoch u
 	if n, err := res.RowsAffected(); err != nil {
 		return NonceUnknown, nil, fmt.Errorf("store: commit pulse for %s: %w", agentID, err)
 	} else if n > 0 {
+		if u.Explanation != nil {
+			if err := s.putExplanation(ctx, r, agentID, u.Explanation); err != nil {
+				return NonceUnknown, nil, fmt.Errorf("store: commit pulse for %s: %w", agentID, err)
+			}
+		}
 		return NonceOK, nil, nil
 	}
 	var stored int64
@@ -141,7 +154,7 @@ func (s *Store) commitWithFirmwareLog(ctx context.Context, agentID string, epoch
 	}
 	// Prepared outside the transaction (on SQLite it holds the only
 	// connection; a transaction uses the cached statements).
-	for _, query := range []string{lockAgent, qAgentRefs, qEvictRef, qTouchLog, qStoreLog, qPutRef} {
+	for _, query := range []string{lockAgent, qAgentRefs, qEvictRef, qTouchLog, qStoreLog, qPutRef, qPutExplanation} {
 		if _, err := s.prepared(ctx, query); err != nil {
 			return NonceUnknown, fmt.Errorf("store: commit pulse for %s: %w", agentID, err)
 		}

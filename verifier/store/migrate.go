@@ -267,6 +267,20 @@ var migrations = []string{
 	// enrolled again never repeats a version a cache may hold.
 	`ALTER TABLE agents ADD COLUMN row_version {{bigint}} NOT NULL DEFAULT 0;
 	{{row_version_triggers}}`,
+	// Explanations: per agent, the findings of its last verdict and the
+	// evidence of its last verified pulse, bounded (evidence.go), written
+	// only by the pulse's commit.
+	`CREATE TABLE agent_explanations (
+		agent_id TEXT PRIMARY KEY,
+		at {{bigint}} NOT NULL,
+		verdict {{bigint}} NOT NULL DEFAULT 0,
+		reason {{bigint}} NOT NULL DEFAULT 0,
+		policy TEXT NOT NULL DEFAULT '',
+		findings {{blob}},
+		evidence_at {{bigint}} NOT NULL DEFAULT 0,
+		evidence {{blob}},
+		digest {{blob}} NOT NULL
+	)`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

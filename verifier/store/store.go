@@ -173,6 +173,9 @@ type PulseUpdate struct {
 	// the row (0: the store picks one at random).
 	RowVersion     int64
 	NextRowVersion int64
+	// Explanation, when set, is written with the row in the commit's
+	// transaction (evidence.go).
+	Explanation *Explanation
 }
 
 // Store is the verifier's state.
