@@ -268,8 +268,9 @@ func judgeSentinel(rule policy.Sentinel, p *pulsev1.PulsePayload, sl sentinelLog
 		if rep != nil && !rep.GetTruncated() && rep.GetNextSeq() > through && (len(evs) > 0 || known) {
 			res.record.cursor.LastSeq = rep.GetNextSeq()
 		}
-		if !known && len(evs) == 0 && rep != nil {
-			// First sight of this boot's ring: start from its counter.
+		if rep != nil && ((!known && len(evs) == 0) || (known && rep.GetNextSeq() < cursor.LastSeq)) {
+			// First sight of this boot's ring, or a ring whose counter
+			// started over (reported once): go on from its counter.
 			res.record.cursor.LastSeq = rep.GetNextSeq()
 		}
 	}

@@ -40,8 +40,9 @@ type SentinelCursor struct {
 }
 
 // RecordSentinel stores the events of a committed pulse (ignoring ones
-// already held), keeps the newest MaxSentinelEvents per agent, and moves
-// the agent's cursor to cursor (a new boot replaces the old one's).
+// already held), keeps the newest MaxSentinelEvents per agent, and sets the
+// agent's cursor (only a pulse that won its commit calls it, one per nonce
+// epoch, so the last write is the newest judgement).
 func (s *Store) RecordSentinel(ctx context.Context, agentID string, cursor SentinelCursor, events []SentinelEvent, at time.Time) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -67,9 +68,7 @@ func (s *Store) RecordSentinel(ctx context.Context, agentID string, cursor Senti
 	if cursor.Boot != "" {
 		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO sentinel_cursors (agent_id, boot, last_seq, updated_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (agent_id) DO UPDATE SET
-				last_seq = CASE WHEN sentinel_cursors.boot = excluded.boot AND sentinel_cursors.last_seq > excluded.last_seq
-					THEN sentinel_cursors.last_seq ELSE excluded.last_seq END,
-				boot = excluded.boot, updated_at = excluded.updated_at`),
+				last_seq = excluded.last_seq, boot = excluded.boot, updated_at = excluded.updated_at`),
 			agentID, cursor.Boot, int64(cursor.LastSeq), nanos(at)); err != nil {
 			return fmt.Errorf("store: sentinel cursor: %w", err)
 		}

@@ -11,8 +11,7 @@ import (
 )
 
 // TestSentinelEvents: events are kept per agent, newest first, duplicates
-// ignored, bounded to MaxSentinelEvents; the cursor follows the boot and
-// never goes back within one.
+// ignored, bounded to MaxSentinelEvents; the cursor is the last one set.
 func TestSentinelEvents(t *testing.T) {
 	for name, s := range engines(t) {
 		t.Run(name, func(t *testing.T) {
@@ -41,11 +40,11 @@ func TestSentinelEvents(t *testing.T) {
 			if other, _ := s.SentinelEvents(ctx, "b"); len(other) != 0 {
 				t.Errorf("agent b sees a's events: %+v", other)
 			}
-			// A cursor never goes back within a boot; a new boot resets it.
+			// The cursor is what the last committed pulse set.
 			for _, tc := range []struct {
 				set, want store.SentinelCursor
 			}{
-				{store.SentinelCursor{Boot: "1.0", LastSeq: 3}, store.SentinelCursor{Boot: "1.0", LastSeq: 7}},
+				{store.SentinelCursor{Boot: "1.0", LastSeq: 3}, store.SentinelCursor{Boot: "1.0", LastSeq: 3}},
 				{store.SentinelCursor{Boot: "1.0", LastSeq: 9}, store.SentinelCursor{Boot: "1.0", LastSeq: 9}},
 				{store.SentinelCursor{Boot: "2.0", LastSeq: 2}, store.SentinelCursor{Boot: "2.0", LastSeq: 2}},
 			} {

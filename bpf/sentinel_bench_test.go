@@ -1,0 +1,36 @@
+package bpf
+
+import (
+	"os/exec"
+	"testing"
+
+	"github.com/pulse-attest/pulse/internal/testutil"
+)
+
+// BenchmarkSentinelPulseRead is the agent's per-pulse Sentinel cost on the
+// real kernel: the sentinel_cfg check and a read of up to 256 records.
+func BenchmarkSentinelPulseRead(b *testing.B) {
+	requireKernel(b)
+	testutil.RequireTools(b, "sleep")
+	cmd := exec.Command("sleep", "600")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	m, _ := loadTestManager(b, Options{AgentPID: cmd.Process.Pid})
+	s := m.Sentinel()
+	for i := 0; i < 256; i++ {
+		trivialProgram(b, "pulse_bench_t", 0).Close()
+	}
+	b.ResetTimer()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Check(); err != nil {
+			b.Fatal(err)
+		}
+		rep, err := s.EventsUpTo(256)
+		if err != nil || len(rep.Events) == 0 {
+			b.Fatalf("%d records, %v", len(rep.Events), err)
+		}
+	}
+}
