@@ -26,7 +26,9 @@ func TestJudgeSentinelStream(t *testing.T) {
 	rep := func(next uint64) *pulsev1.SentinelReport {
 		return &pulsev1.SentinelReport{NextSeq: next, CfgAgentTgid: 100, AgentTgid: 100}
 	}
-	cur := func(boot string, last uint64) *store.SentinelCursor { return &store.SentinelCursor{Boot: boot, LastSeq: last} }
+	cur := func(boot string, last uint64) *store.SentinelCursor {
+		return &store.SentinelCursor{Boot: boot, LastSeq: last}
+	}
 	load := pulsev1.SentinelEvent_KIND_BPF_LOAD
 	for _, tc := range []struct {
 		name       string
