@@ -4,7 +4,8 @@
 # bpftool and iproute2 (eBPF tests), libssl-dev (the cgo in-process TPM
 # simulator), PostgreSQL (replicated store tests), Chromium with NSS tools and
 # openssl (dashboard tests with an operator certificate),
-# staticcheck, nfpm and cyclonedx-gomod (make release). Idempotent: installs only what is missing. Needs root for apt.
+# staticcheck, nfpm and cyclonedx-gomod (make release), grpcurl and
+# grpc-health-probe (health and reflection tests). Idempotent: installs only what is missing. Needs root for apt.
 set -euo pipefail
 pkgs=(swtpm swtpm-tools protobuf-compiler clang llvm libbpf-dev bpftool
       libssl-dev iproute2 iputils-ping postgresql chromium openssl libnss3-tools)
@@ -36,6 +37,18 @@ fi
 if ! go version -m "$gobin/cyclonedx-gomod" 2>/dev/null | grep -q "mod.*github.com/CycloneDX/cyclonedx-gomod.*$CYCLONEDX_GOMOD_VERSION"; then
   echo "install-deps: installing cyclonedx-gomod $CYCLONEDX_GOMOD_VERSION"
   GOFLAGS= go install "github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@$CYCLONEDX_GOMOD_VERSION"
+fi
+# gRPC tools the verifier's health and reflection tests run (the README's
+# grpcurl line).
+GRPCURL_VERSION=v1.9.3
+GRPC_HEALTH_PROBE_VERSION=v0.4.63
+if ! go version -m "$gobin/grpcurl" 2>/dev/null | grep -q "mod.*github.com/fullstorydev/grpcurl.*$GRPCURL_VERSION"; then
+  echo "install-deps: installing grpcurl $GRPCURL_VERSION"
+  GOFLAGS= go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
+fi
+if ! go version -m "$gobin/grpc-health-probe" 2>/dev/null | grep -q "mod.*github.com/grpc-ecosystem/grpc-health-probe.*$GRPC_HEALTH_PROBE_VERSION"; then
+  echo "install-deps: installing grpc-health-probe $GRPC_HEALTH_PROBE_VERSION"
+  GOFLAGS= go install "github.com/grpc-ecosystem/grpc-health-probe@$GRPC_HEALTH_PROBE_VERSION"
 fi
 go mod download
 echo "install-deps: ok"

@@ -34,10 +34,10 @@ func (s *syncBuffer) String() string {
 }
 
 // writeConfig writes a verifier configuration with its PKI and policy into
-// dir and returns its path.
-func writeConfig(t *testing.T, dir string) string {
+// dir and returns its path and the PKI.
+func writeConfig(t *testing.T, dir string) (string, *verifiertest.PKI) {
 	t.Helper()
-	verifiertest.WritePKI(t, dir, "run test ca", time.Hour)
+	tp := verifiertest.WritePKI(t, dir, "run test ca", time.Hour)
 	pol := "policy \"fleet\" {\n  match {\n    agents = [\"*\"]\n  }\n  tpm = \"required\"\n}\n"
 	if err := os.WriteFile(filepath.Join(dir, "policy.hcl"), []byte(pol), 0o600); err != nil {
 		t.Fatal(err)
@@ -57,7 +57,7 @@ store {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return path
+	return path, tp
 }
 
 // TestRunNotifiesSystemd: `pulse-verifier run` under a Type=notify unit
@@ -65,7 +65,7 @@ store {
 // and STOPPING on SIGTERM, over the NOTIFY_SOCKET datagram socket.
 func TestRunNotifiesSystemd(t *testing.T) {
 	dir := t.TempDir()
-	cfg := writeConfig(t, dir)
+	cfg, _ := writeConfig(t, dir)
 	sock := filepath.Join(dir, "notify.sock")
 	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
@@ -97,7 +97,10 @@ func TestRunNotifiesSystemd(t *testing.T) {
 		t.Fatal(err)
 	}
 	var usec int64
-	if m := recv(); func() bool { _, err := fmt.Sscanf(m, sdnotify.Reloading+"\nMONOTONIC_USEC=%d", &usec); return err != nil }() {
+	if m := recv(); func() bool {
+		_, err := fmt.Sscanf(m, sdnotify.Reloading+"\nMONOTONIC_USEC=%d", &usec)
+		return err != nil
+	}() {
 		t.Fatalf("after SIGHUP got %q, want RELOADING=1 with MONOTONIC_USEC", m)
 	}
 	if m := recv(); m != sdnotify.Ready {
