@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -52,6 +53,14 @@ func migrateTo(t *testing.T, engine, dsn string, n int) {
 	driver := "sqlite"
 	if engine == EnginePostgres {
 		d, driver = postgresDialect, "pgx"
+	}
+	if engine == EngineSQLite {
+		// The store holds secrets: the verifier wants it 0600.
+		f, err := os.OpenFile(dsn, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
 	}
 	db, err := sql.Open(driver, dsn)
 	if err != nil {
