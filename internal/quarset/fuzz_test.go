@@ -32,6 +32,14 @@ func FuzzDigest(f *testing.F) {
 			}
 			spelled = append(spelled, c, c)
 		}
+		var canon []string
+		for _, s := range set {
+			c, _ := Canonical(s)
+			canon = append(canon, c, c)
+		}
+		if dc, nc := DigestCanonical(canon); dc != d || nc != n {
+			t.Fatalf("DigestCanonical of %q differs from Digest", set)
+		}
 		d2, n2, err := Digest(spelled)
 		if err != nil || d2 != d || n2 != n {
 			t.Fatalf("digest of %q differs from its reordered, duplicated, mapped spelling (%v)", set, err)

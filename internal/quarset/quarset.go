@@ -45,3 +45,28 @@ func Digest(set []string) ([32]byte, int, error) {
 	sort.Strings(out)
 	return sha256.Sum256([]byte(strings.Join(out, "\n"))), len(out), nil
 }
+
+// DigestCanonical is Digest for addresses already canonical (Canonical's
+// output): the same value without parsing them again. It does not check
+// them: a caller passing anything else gets a digest no agent reports.
+func DigestCanonical(set []string) ([32]byte, int) {
+	out := make([]string, len(set))
+	copy(out, set)
+	sort.Strings(out)
+	out = compactSorted(out)
+	return sha256.Sum256([]byte(strings.Join(out, "\n"))), len(out)
+}
+
+func compactSorted(s []string) []string {
+	if len(s) == 0 {
+		return s
+	}
+	j := 1
+	for i := 1; i < len(s); i++ {
+		if s[i] != s[j-1] {
+			s[j] = s[i]
+			j++
+		}
+	}
+	return s[:j]
+}
