@@ -104,6 +104,9 @@ func judgeFortress(fs *pulsev1.FortressStatus, rt *runtimeEvidence) fortressJudg
 type sentinelOutcome struct {
 	cursor store.SentinelCursor
 	events []store.SentinelEvent
+	// write: there is something to record (new events, or a cursor other
+	// than the stored one); the steady state writes nothing.
+	write bool
 }
 
 // checkSentinel judges Fortress and Sentinel (TPM agents: rt is the verified
@@ -274,6 +277,8 @@ func judgeSentinel(rule policy.Sentinel, p *pulsev1.PulsePayload, sl sentinelLog
 			res.record.cursor.LastSeq = rep.GetNextSeq()
 		}
 	}
+	res.record.write = len(res.record.events) > 0 ||
+		(res.record.cursor.Boot != "" && (rep != nil || len(evs) > 0) && (cursor == nil || *cursor != res.record.cursor))
 	return res
 }
 
@@ -346,8 +351,10 @@ func (v *Verifier) recordSentinel(ctx context.Context, o *Outcome) {
 		o.sentinel = &res.record
 	}
 	now := v.now()
-	if err := v.store.RecordSentinel(ctx, o.agent.ID, o.sentinel.cursor, o.sentinel.events, now); err != nil {
-		v.log.Error("recording sentinel events failed", "agent_id", o.agent.ID, "error", err)
+	if o.sentinel.write {
+		if err := v.store.RecordSentinel(ctx, o.agent.ID, o.sentinel.cursor, o.sentinel.events, now); err != nil {
+			v.log.Error("recording sentinel events failed", "agent_id", o.agent.ID, "error", err)
+		}
 	}
 	if pulsev1.Verdict(o.agent.LastVerdict) != pulsev1.Verdict_VERDICT_BLINDED || o.Reason == pulsev1.Reason_REASON_AGENT_SIGNALLED {
 		return

@@ -79,6 +79,10 @@ func TestJudgeSentinelStream(t *testing.T) {
 			if len(res.record.events) != tc.wantStored {
 				t.Errorf("%d records to store, want %d", len(res.record.events), tc.wantStored)
 			}
+			wantWrite := tc.wantStored > 0 || tc.cursor == nil && tc.rep != nil || tc.cursor != nil && *tc.cursor != res.record.cursor
+			if res.record.write != wantWrite {
+				t.Errorf("write %v, want %v", res.record.write, wantWrite)
+			}
 		})
 	}
 }
@@ -113,6 +117,19 @@ func TestJudgeSentinelFindingsOrdered(t *testing.T) {
 	}
 	if findings["bpf_load"] != "REASON_FOREIGN_BPF_LOAD" || findings["signal"] != "REASON_AGENT_SIGNALLED" || findings["exit"] != "" {
 		t.Errorf("stored findings %v", findings)
+	}
+}
+
+// TestJudgeSentinelSteadyStateWritesNothing: a pulse with no new record
+// and the cursor unchanged, or an agent without Sentinel, writes nothing.
+func TestJudgeSentinelSteadyStateWritesNothing(t *testing.T) {
+	sl := sentinelLog{has: true, latest: sentinelrec.Config{AgentTGID: 100, ManagerTGID: 1}, agents: []uint32{100}}
+	p := &pulsev1.PulsePayload{Sentinel: &pulsev1.SentinelReport{NextSeq: 40, CfgAgentTgid: 100, AgentTgid: 100}}
+	if res := judgeSentinel(policy.DefaultSentinel(), p, sl, &store.SentinelCursor{Boot: "1.0", LastSeq: 40}, "1.0"); res.record.write || len(res.findings) != 0 {
+		t.Fatalf("steady state: %+v", res)
+	}
+	if res := judgeSentinel(policy.DefaultSentinel(), &pulsev1.PulsePayload{}, sentinelLog{}, nil, "1.0"); res.record.write || len(res.findings) != 0 {
+		t.Fatalf("agent without Sentinel: %+v", res)
 	}
 }
 
