@@ -1,8 +1,10 @@
 package verifier
 
 import (
+	"bytes"
 	"sync"
 
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
@@ -24,6 +26,8 @@ var AgentCacheSize = 1 << 16
 type agentCache struct {
 	mu   sync.Mutex
 	rows map[string]*store.Agent
+	// runtime memoises each agent's last verified runtime evidence.
+	runtime map[string]*runtimeMemo
 }
 
 func (c *agentCache) get(id string) *store.Agent {
@@ -69,4 +73,52 @@ func (c *agentCache) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.rows)
+}
+
+// runtimeMemo is the runtime evidence last verified for an agent and the
+// exact inputs it was verified from. verifyRuntime is a pure function of
+// them, so a steady-state pulse (no new records, the same stored log, the
+// same quoted runtime PCR: the quote itself is verified every pulse) reuses
+// it instead of decoding and replaying the whole log again.
+type runtimeMemo struct {
+	stored  []byte
+	count   uint64
+	pcr     uint32
+	initial []byte
+	quoted  []byte
+	rt      *runtimeEvidence
+}
+
+// runtimeEvidence returns verifyRuntime's result for these inputs, from
+// the agent's memo when the inputs are the memo's and the pulse brings no
+// records, else verified now (and remembered when it verified).
+func (c *agentCache) runtimeEvidence(id string, stored []byte, storedCount, first uint64, fresh []byte, pcr uint32, initial, quoted []byte) (*runtimeEvidence, pulsev1.Reason, error) {
+	if len(fresh) == 0 && first == storedCount && len(stored) > 0 {
+		c.mu.Lock()
+		m := c.runtime[id]
+		c.mu.Unlock()
+		if m != nil && m.count == storedCount && m.pcr == pcr && bytes.Equal(m.stored, stored) &&
+			bytes.Equal(m.initial, initial) && bytes.Equal(m.quoted, quoted) {
+			return m.rt, pulsev1.Reason_REASON_OK, nil
+		}
+	}
+	rt, reason, err := verifyRuntime(stored, storedCount, first, fresh, pcr, initial, quoted)
+	if err != nil || AgentCacheSize <= 0 {
+		return rt, reason, err
+	}
+	// What the next pulse finds stored is this log (rt.records).
+	m := &runtimeMemo{stored: rt.records, count: rt.count, pcr: pcr, initial: bytes.Clone(initial), quoted: bytes.Clone(quoted), rt: rt}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.runtime == nil {
+		c.runtime = make(map[string]*runtimeMemo)
+	}
+	if _, ok := c.runtime[id]; !ok && len(c.runtime) >= AgentCacheSize {
+		for k := range c.runtime {
+			delete(c.runtime, k)
+			break
+		}
+	}
+	c.runtime[id] = m
+	return rt, reason, nil
 }

@@ -2,11 +2,14 @@ package verifier_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,10 +24,12 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pulse-attest/pulse/internal/pki"
+	"github.com/pulse-attest/pulse/internal/pulsesig"
 	"github.com/pulse-attest/pulse/internal/testutil"
 	"github.com/pulse-attest/pulse/loadgen"
 	"github.com/pulse-attest/pulse/policy"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/tpm/quote"
 	"github.com/pulse-attest/pulse/verifier"
 	"github.com/pulse-attest/pulse/verifier/config"
 	"github.com/pulse-attest/pulse/verifier/ektrust"
@@ -195,6 +200,9 @@ var freshLogs atomic.Uint64
 // pulse, a firmware log the verifier has never seen (the first pulse of a
 // new boot configuration): digest, store, parse, replay.
 //
+// cached-fwlog-uncached-row is cached-fwlog without the verifier's agent
+// cache (every pulse reads the agent's row from the store first).
+//
 // cached-fwlog-parallel is cached-fwlog with the pulses of each round
 // verified by benchWorkers goroutines at once, as gRPC serves a fleet:
 // concurrent pulses share store transactions (group commit) and use both
@@ -202,7 +210,10 @@ var freshLogs atomic.Uint64
 //
 // Metrics: pulses/s (wall), pulses/cpu-s (pulses per second
 // of process CPU while timed: per core), wire-B/pulse (proto.Size of the
-// PulseRequest).
+// PulseRequest), floor-pulses/cpu-s (the crypto floor: what the two P-256
+// verifications alone allow, measured right after the timed loop in the
+// same process, cryptoFloor) and %floor (pulses/cpu-s as a share of it:
+// the figure that stays comparable when the machine's load changes).
 func BenchmarkPipeline(b *testing.B) {
 	// fresh-fwlog moves every agent to a new log each round: evict the
 	// least recently used one instead of refusing the fifth of the day.
@@ -249,9 +260,17 @@ func BenchmarkPipeline(b *testing.B) {
 			name     string
 			fresh    bool
 			parallel bool
-		}{{"cached-fwlog", false, false}, {"cached-fwlog-parallel", false, true}, {"fresh-fwlog", true, false}} {
+			noCache  bool
+		}{{"cached-fwlog", false, false, false}, {"cached-fwlog-parallel", false, true, false}, {"fresh-fwlog", true, false, false},
+			{"cached-fwlog-uncached-row", false, false, true}} {
 			fresh := m.fresh
 			b.Run(m.name+"/"+eng.name, func(b *testing.B) {
+				if m.noCache {
+					// Every pulse reads the agent's row from the store, as
+					// before the agent cache.
+					defer func(n int) { verifier.AgentCacheSize = n }(verifier.AgentCacheSize)
+					verifier.AgentCacheSize = 0
+				}
 				dsn := eng.dsn(b)
 				v, agents := newBenchVerifier(b, fx, eng.name, dsn)
 				reqs := make([]*pulsev1.PulseRequest, len(agents))
@@ -312,9 +331,96 @@ func BenchmarkPipeline(b *testing.B) {
 					b.ReportMetric(float64(b.N)/cpu.Seconds(), "pulses/cpu-s")
 				}
 				b.ReportMetric(float64(wireBytes)/float64(b.N), "wire-B/pulse")
+				// The crypto floor, measured now (same process, same load):
+				// the two P-256 verifications of the last round's pulses.
+				if floor := cryptoFloor(b, agents, reqs); floor > 0 && cpu > 0 {
+					b.ReportMetric(floor, "floor-pulses/cpu-s")
+					b.ReportMetric(100*float64(b.N)/cpu.Seconds()/floor, "%floor")
+				}
 			})
 		}
 	}
+}
+
+// floorVerifications is how many pulses' two verifications cryptoFloor
+// times.
+const floorVerifications = 2048
+
+// cryptoFloor returns the pulses per CPU-second the cryptography alone
+// allows: the two P-256 ECDSA verifications every TPM pulse needs (the
+// pulse signature with the certificate's key, the quote's TPMT_SIGNATURE
+// with the AK: SHA-256 and ecdsa.Verify each), over the given pulses
+// again and again, nothing else.
+func cryptoFloor(b *testing.B, agents []*benchAgent, reqs []*pulsev1.PulseRequest) float64 {
+	b.Helper()
+	type job struct {
+		cert    crypto.PublicKey
+		payload []byte
+		sig     []byte
+		ak      *ecdsa.PublicKey
+		attest  []byte
+		r, s    *big.Int
+	}
+	var jobs []job
+	for i, req := range reqs {
+		if req == nil || req.GetQuote() == nil {
+			continue
+		}
+		id := agents[i].dev.ID
+		pub, err := quote.ParseAKPublic(id.AKPublic)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ak, ok := pub.(*ecdsa.PublicKey)
+		if !ok {
+			b.Fatalf("AK is %T, want ECDSA", pub)
+		}
+		r, s, err := ecdsaTPMSignature(req.GetQuote().GetSignature())
+		if err != nil {
+			b.Fatal(err)
+		}
+		jobs = append(jobs, job{cert: id.Cert.PublicKey, payload: req.GetPayload(), sig: req.GetSignature(), ak: ak, attest: req.GetQuote().GetAttest(), r: r, s: s})
+	}
+	if len(jobs) == 0 {
+		return 0
+	}
+	c0 := cpuTime()
+	for i := 0; i < floorVerifications; i++ {
+		j := jobs[i%len(jobs)]
+		if err := pulsesig.Verify(j.cert, j.payload, j.sig); err != nil {
+			b.Fatal(err)
+		}
+		d := sha256.Sum256(j.attest)
+		if !ecdsa.Verify(j.ak, d[:], j.r, j.s) {
+			b.Fatal("quote signature does not verify")
+		}
+	}
+	cpu := cpuTime() - c0
+	if cpu <= 0 {
+		return 0
+	}
+	return floorVerifications / cpu.Seconds()
+}
+
+// ecdsaTPMSignature decodes an ECDSA TPMT_SIGNATURE (sigAlg, hash, R, S).
+func ecdsaTPMSignature(raw []byte) (*big.Int, *big.Int, error) {
+	if len(raw) < 6 || binary.BigEndian.Uint16(raw) != 0x0018 {
+		return nil, nil, fmt.Errorf("not an ECDSA TPMT_SIGNATURE (%d bytes)", len(raw))
+	}
+	rest := raw[4:]
+	var parts [2]*big.Int
+	for i := range parts {
+		if len(rest) < 2 || len(rest) < 2+int(binary.BigEndian.Uint16(rest)) {
+			return nil, nil, fmt.Errorf("truncated TPMT_SIGNATURE")
+		}
+		n := int(binary.BigEndian.Uint16(rest))
+		parts[i] = new(big.Int).SetBytes(rest[2 : 2+n])
+		rest = rest[2+n:]
+	}
+	if len(rest) != 0 {
+		return nil, nil, fmt.Errorf("%d bytes after the TPMT_SIGNATURE", len(rest))
+	}
+	return parts[0], parts[1], nil
 }
 
 // benchWorkers is how many goroutines verify at once in the parallel mode.
