@@ -326,18 +326,32 @@ func TestRestoreDrill(t *testing.T) {
 	}
 	backedUpAudit := auditLines(t, backup+".audit.log")
 
-	// A fresh verifier directory: same PKI and EK roots, empty state.
+	// A fresh verifier directory: the same configuration, PKI, keys and
+	// policy (what an operator keeps in configuration management), none of
+	// the state (store, audit log, logs) and none of the agents' files.
 	fresh := t.TempDir()
-	cfg, err := os.ReadFile(f.vcfg)
+	entries, err := os.ReadDir(f.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pkiAbs := filepath.Join(f.dir, "pki")
-	newCfg := strings.NewReplacer(`"pki/`, `"`+pkiAbs+`/`, `"policy.hcl"`, `"`+filepath.Join(f.dir, "policy.hcl")+`"`).Replace(string(cfg))
-	newVcfg := filepath.Join(fresh, "verifier.hcl")
-	if err := os.WriteFile(newVcfg, []byte(newCfg), 0o600); err != nil {
-		t.Fatal(err)
+	for _, e := range entries {
+		n := e.Name()
+		if strings.HasPrefix(n, "verifier.db") || strings.HasPrefix(n, "audit.log") || strings.HasSuffix(n, ".log") || strings.HasPrefix(n, "agent-") {
+			continue
+		}
+		if e.IsDir() {
+			copyTree(t, filepath.Join(f.dir, n), filepath.Join(fresh, n))
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(f.dir, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(fresh, n), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
+	newVcfg := filepath.Join(fresh, "verifier.hcl")
 	// Refused while a verifier holds the audit log (the old one, here).
 	if out, code := runCode(t, "pulsectl", "store", "restore", "--config", f.vcfg, "--from", backup, "--force"); code == 0 || !strings.Contains(out, "stop it before restoring") {
 		t.Fatalf("restore under a running verifier: exit %d\n%s", code, out)
