@@ -286,3 +286,156 @@ func TestQuarantineReconciledWithShield(t *testing.T) {
 		t.Fatalf("%d quarantine_diverged alerts for the agent that applied the correction", n)
 	}
 }
+
+// takeoverPolicy is replicaPolicy with a silence that outlasts the
+// takeover below (30 missed pulses of 2 s): the neighbour is away, not
+// BLINDED, while its address is used by the offender.
+const takeoverPolicy = `
+policy "fleet" {
+  match {
+    agents = ["*"]
+  }
+  tpm = "required"
+  heartbeat {
+    interval = "2s"
+    missed   = 30
+    grace    = "2s"
+  }
+  on_failure {
+    isolate = true
+  }
+  measured_boot {
+    secure_boot {}
+  }
+}
+`
+
+// TestIsolationNeighbourTakeover: test hosts on one bridge. The offender,
+// accepted from its own address, takes over its neighbour's address while
+// the neighbour is away and fails from it (its build replaced). Only the
+// offender's own address is isolated — the guard's Shield drops it — and
+// the neighbour's is refused (isolation_refused naming the neighbour);
+// back on its address, the neighbour is TRUSTED and reaches the site.
+func TestIsolationNeighbourTakeover(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireTools(t, "ip", "ping")
+	suffix := make([]byte, 3)
+	rand.Read(suffix) //nolint:errcheck
+	id := hex.EncodeToString(suffix)
+	const (
+		siteAddr  = "192.0.2.1"
+		offAddr   = "192.0.2.2"
+		neighAddr = "192.0.2.3"
+	)
+	site, offNS, neighNS := "pulse-tsite-"+id, "pulse-toff-"+id, "pulse-tnb-"+id
+	br, sOff, sNeigh, offIf, neighIf := "ptb"+id, "pto"+id, "ptn"+id, "pho"+id, "phn"+id
+	for _, ns := range []string{site, offNS, neighNS} {
+		sh(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		sh(t, "ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+	}
+	inNS := func(ns string, args ...string) { sh(t, "ip", append([]string{"netns", "exec", ns}, args...)...) }
+	inNS(site, "ip", "link", "add", br, "type", "bridge")
+	inNS(site, "ip", "addr", "add", siteAddr+"/24", "dev", br)
+	inNS(site, "ip", "link", "set", br, "up")
+	for _, h := range []struct{ ns, port, ifName, addr string }{{offNS, sOff, offIf, offAddr}, {neighNS, sNeigh, neighIf, neighAddr}} {
+		sh(t, "ip", "link", "add", h.port, "netns", site, "type", "veth", "peer", "name", h.ifName, "netns", h.ns)
+		inNS(site, "ip", "link", "set", h.port, "master", br)
+		inNS(site, "ip", "link", "set", h.port, "up")
+		inNS(h.ns, "ip", "addr", "add", h.addr+"/24", "dev", h.ifName)
+		inNS(h.ns, "ip", "link", "set", h.ifName, "up")
+	}
+	reaches := func(ns string) bool {
+		return exec.Command("ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "1", siteAddr).Run() == nil
+	}
+	waitFor(t, "both test hosts to reach the site", func() bool { return reaches(offNS) && reaches(neighNS) })
+
+	guardTPM, neighTPM, badTPM := startTPM(t, "rhel8-uefi", false), startTPM(t, "rhel8-uefi", false), startTPM(t, "rhel8-uefi", false)
+	if guardTPM == nil || neighTPM == nil || badTPM == nil {
+		return
+	}
+	f := newFleet(t, takeoverPolicy, guardTPM)
+	f.netns = site
+	f.verifier.stop(syscall.SIGTERM)
+	vAddr := fmt.Sprintf("%s:%d", siteAddr, f.port)
+	replaceInFile(t, f.vcfg, fmt.Sprintf(`listen = "127.0.0.1:%d"`, f.port), fmt.Sprintf(`listen = %q`, vAddr))
+	f.startVerifierAt(vAddr)
+
+	pinDir := "/sys/fs/bpf/pulse-e2e-takeover-" + id
+	t.Cleanup(func() { bpf.RemoveAll(pinDir) })
+	gcfg := f.agentConfig("guard", guardTPM, "")
+	replaceInFile(t, gcfg, `verifier     = "`+f.addr()+`"`, `verifier     = "`+vAddr+`"`)
+	replaceInFile(t, gcfg, "bpf {\n  enabled = false\n}", fmt.Sprintf("bpf {\n  enabled    = true\n  pin_dir    = %q\n  interfaces = [%q, %q]\n}", pinDir, sOff, sNeigh))
+	f.launchAgent("guard", gcfg, bin("pulse-agent"))
+
+	hostAgent := func(name, ns, cfg, binary string) *proc {
+		t.Helper()
+		p := f.start("ip", "agent-"+name+".log", "netns", "exec", ns, binary, "launch", "--config", cfg, "--", "run", "--config", cfg)
+		f.mu.Lock()
+		f.agents[name] = p
+		f.mu.Unlock()
+		return p
+	}
+	ncfg := f.agentConfig("neighbour", neighTPM, "")
+	replaceInFile(t, ncfg, `verifier     = "`+f.addr()+`"`, `verifier     = "`+vAddr+`"`)
+	ocfg := f.agentConfig("offender", badTPM, "")
+	replaceInFile(t, ocfg, `verifier     = "`+f.addr()+`"`, `verifier     = "`+vAddr+`"`)
+	offBin := filepath.Join(f.dir, "offender-agent")
+	copyBinary(t, bin("pulse-agent"), offBin, nil)
+	neigh := hostAgent("neighbour", neighNS, ncfg, bin("pulse-agent"))
+	off := hostAgent("offender", offNS, ocfg, offBin)
+	for _, a := range []string{"guard", "neighbour", "offender"} {
+		f.waitVerdict(a, trusted, "REASON_OK", 45*time.Second)
+	}
+
+	// The neighbour goes away; the offender takes its address over (as
+	// its source), replaces its build and attests again: UNTRUSTED.
+	neigh.stop(syscall.SIGKILL)
+	off.stop(syscall.SIGKILL)
+	inNS(neighNS, "ip", "link", "set", neighIf, "down")
+	inNS(offNS, "ip", "addr", "add", neighAddr+"/24", "dev", offIf)
+	inNS(offNS, "ip", "route", "replace", "192.0.2.0/24", "dev", offIf, "src", neighAddr)
+	inNS(site, "ip", "neigh", "flush", "dev", br)
+	copyBinary(t, bin("pulse-agent"), offBin, []byte("\x00implant"))
+	off = hostAgent("offender", offNS, ocfg, offBin)
+	f.waitVerdict("offender", untrusted, "", 30*time.Second)
+	waitFor(t, "the neighbour's address refused for the offender", func() bool {
+		for _, m := range mustAlerts(t, f, "offender", verifier.AlertIsolationRefused) {
+			if strings.Contains(m, "address "+neighAddr+" ") && strings.Contains(m, "neighbour") {
+				return true
+			}
+		}
+		return false
+	})
+	st := f.store()
+	qs, err := st.ListQuarantine(context.Background())
+	if err != nil || len(qs) != 1 || qs[0].Address != offAddr || qs[0].Offender != "offender" {
+		t.Fatalf("quarantine %+v %v, want only the offender's own %s", qs, err, offAddr)
+	}
+	waitFor(t, "the guard's Shield to drop the offender's own address", func() bool {
+		q, ok := f.showQuarantined("guard")
+		return ok && strings.Contains(q, offAddr) && !strings.Contains(q, neighAddr)
+	})
+
+	// The neighbour comes back on its address: TRUSTED, and it reaches the
+	// site through the guard's Shield; the offender's own address does not.
+	off.stop(syscall.SIGKILL)
+	inNS(offNS, "ip", "route", "replace", "192.0.2.0/24", "dev", offIf, "src", offAddr)
+	inNS(offNS, "ip", "addr", "del", neighAddr+"/24", "dev", offIf)
+	inNS(neighNS, "ip", "link", "set", neighIf, "up")
+	inNS(site, "ip", "neigh", "flush", "dev", br)
+	hostAgent("neighbour", neighNS, ncfg, bin("pulse-agent"))
+	waitFor(t, "the neighbour to reach the site", func() bool { return reaches(neighNS) })
+	before, err := st.GetAgent(context.Background(), "neighbour")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "an accepted pulse of the returned neighbour", func() bool {
+		a, err := st.GetAgent(context.Background(), "neighbour")
+		return err == nil && a.LastSeq > before.LastSeq
+	})
+	f.waitVerdict("neighbour", trusted, "REASON_OK", 10*time.Second)
+	if reaches(offNS) {
+		t.Fatal("the offender's own address still reaches the site")
+	}
+}
