@@ -56,6 +56,11 @@ quiet "$bin/pulsectl" pki init --dir "$dir/pki" --force
 quiet "$bin/pulsectl" pki issue --dir "$dir/pki" --role verifier --id demo-verifier --dns localhost --ip 127.0.0.1 --out "$dir/pki/verifier" --force
 quiet "$bin/pulsectl" pki issue --dir "$dir/pki" --role agent --id demo-agent-1 --out "$dir/pki/agent" --force
 quiet "$bin/pulsectl" pki issue --dir "$dir/pki" --role operator --id demo-operator --out "$dir/pki/operator" --force
+# The operator certificate as PKCS#12 (empty password) for a browser.
+if command -v openssl >/dev/null; then
+  (umask 077; openssl pkcs12 -export -in "$dir/pki/operator.pem" -inkey "$dir/pki/operator-key.pem" \
+    -out "$dir/pki/operator.p12" -passout pass: 2>>"$dir/setup.log") || true
+fi
 (umask 077; head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$dir/admin.token")
 token=$(cat "$dir/admin.token")
 
@@ -156,7 +161,7 @@ cat <<EOF
 
   dashboard   https://127.0.0.1:$admin_port/?token=$token
               (the demo CA signed its certificate: $dir/pki/ca.pem;
-               operator certificate for a browser: $dir/pki/operator.pem)
+               operator certificate for a browser: $dir/pki/operator.p12, empty password)
   pulsectl    source $dir/pulsectl.env
               then: pulsectl agents list | pulsectl alerts list | pulsectl updates list
   audit log   $dir/audit.log   (pulsectl audit verify --file $dir/audit.log)
