@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -274,6 +275,22 @@ func TestUpgradeFromSchema14(t *testing.T) {
 	newAudit := auditLines(t, filepath.Join(f.dir, "audit.log"))
 	if len(newAudit) < len(oldAudit) || strings.Join(newAudit[:len(oldAudit)], "\n") != strings.Join(oldAudit, "\n") {
 		t.Fatal("the upgraded verifier rewrote the old audit records")
+	}
+
+	// A downgrade: the store now carries a version this binary does not
+	// know (as a newer release would leave it); check and apply refuse.
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO schema_migrations (version, applied_at) VALUES (?, 1)`, store.KnownSchemaVersion()+1); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	for _, mode := range []string{"--check", "--apply"} {
+		if out, code := runCode(t, "pulse-verifier", "migrate", "--config", f.vcfg, mode); code != 1 || !strings.Contains(out, "newer than this binary") && !strings.Contains(out, "this binary knows versions up to") {
+			t.Fatalf("migrate %s on a newer store: exit %d\n%s", mode, code, out)
+		}
 	}
 }
 
