@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -34,7 +35,8 @@ func statusOf(a *store.Agent, open int, connected bool) admin.AgentStatus {
 	}
 	return admin.AgentStatus{ID: a.ID, Partition: a.Partition, Trust: trust,
 		Verdict: pulsev1.Verdict(a.LastVerdict).String(), Reason: pulsev1.Reason(a.LastReason).String(), Message: a.LastMessage,
-		LastPulse: a.LastPulseAt, Connected: connected, OpenAlerts: open, PolicyDigest: a.PolicyDigest, Address: a.Address}
+		LastPulse: a.LastPulseAt, Connected: connected, OpenAlerts: open, PolicyDigest: a.PolicyDigest, Address: a.Address,
+		AgentVersion: a.AgentVersion}
 }
 
 // connected says which agents have a directive stream open on any replica
@@ -90,7 +92,43 @@ func (b AdminBackend) GetAgent(ctx context.Context, id string) (*admin.AgentDeta
 		d.History = append(d.History, admin.HistoryEntry{At: h.At, Verdict: pulsev1.Verdict(h.Verdict).String(),
 			Reason: pulsev1.Reason(h.Reason).String(), Message: h.Message})
 	}
+	if err := explain(ctx, b.V.store, id, d); err != nil {
+		return nil, err
+	}
 	return d, nil
+}
+
+// explain adds the agent's stored findings and evidence to d.
+func explain(ctx context.Context, s *store.Store, id string, d *admin.AgentDetail) error {
+	x, err := s.GetExplanation(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	fs, err := DecodeFindings(x.Findings)
+	if err != nil {
+		return fmt.Errorf("agent %s: %w", id, err)
+	}
+	d.FindingsAt, d.Policy = x.At, x.Policy
+	for _, f := range fs {
+		d.Findings = append(d.Findings, admin.Finding{Rule: f.Rule, File: f.File, Line: f.Line, Enforce: f.Enforce,
+			Severity: f.Severity, Message: f.Message, Expected: f.Expected, Seen: f.Seen})
+	}
+	if x.Evidence == nil {
+		return nil
+	}
+	se, err := DecodeEvidence(x.Evidence)
+	if err != nil {
+		return fmt.Errorf("agent %s: %w", id, err)
+	}
+	raw, err := json.Marshal(se.Evidence)
+	if err != nil {
+		return fmt.Errorf("agent %s: evidence: %w", id, err)
+	}
+	d.Evidence, d.EvidenceAt, d.EvidenceComplete, d.EvidenceDropped = raw, x.EvidenceAt, se.Complete, se.Dropped
+	return nil
 }
 
 func (b AdminBackend) ListAlerts(ctx context.Context, f admin.AlertFilter) ([]admin.Alert, error) {

@@ -433,6 +433,7 @@ func (v *Verifier) commitOnce(ctx context.Context, o *Outcome) (won, stale bool)
 	}
 	o.update.Verdict, o.update.Reason, o.update.Message = int32(o.Verdict), int32(o.Reason), o.Message
 	o.update.RowVersion, o.update.NextRowVersion = o.agent.RowVersion, store.NewRowVersion()
+	o.update.Explanation = v.explanationOf(o)
 	st, err := v.store.CommitPulse(ctx, o.agent.ID, o.epoch, o.update)
 	if err != nil || st != store.NonceOK {
 		v.agents.drop(o.agent.ID)

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -74,6 +75,9 @@ type AgentStatus struct {
 	OpenAlerts   int       `json:"open_alerts"`
 	PolicyDigest string    `json:"policy_digest"`
 	Address      string    `json:"address"`
+	// AgentVersion is the version the agent's last verified pulse
+	// reported (a claim of the agent; empty before its first one).
+	AgentVersion string `json:"agent_version"`
 }
 
 // HistoryEntry is one past verdict of an agent.
@@ -92,13 +96,31 @@ type Finding struct {
 	Enforce  bool   `json:"enforce"`
 	Severity int    `json:"severity"`
 	Message  string `json:"message"`
+	// Expected is what the rule accepts (from the policy in force when the
+	// verdict was decided); Seen what the verified evidence showed. Empty
+	// for rules that judge sets: the message names what was seen.
+	Expected string `json:"expected,omitempty"`
+	Seen     string `json:"seen,omitempty"`
 }
 
 // AgentDetail is one agent with its history and last findings.
 type AgentDetail struct {
 	AgentStatus
-	History  []HistoryEntry `json:"history"`
-	Findings []Finding      `json:"findings"`
+	History []HistoryEntry `json:"history"`
+	// Findings are the stored findings of the agent's last verdict
+	// (FindingsAt is when it was first decided, Policy the policy that
+	// judged it).
+	Findings   []Finding `json:"findings"`
+	FindingsAt time.Time `json:"findings_at,omitzero"`
+	Policy     string    `json:"policy,omitempty"`
+	// Evidence is the verified evidence of the agent's last verified pulse
+	// (policy evidence JSON, docs/policy.md), at EvidenceAt; null when the
+	// store holds none. EvidenceComplete is false when boot events were
+	// left out to keep it within its bound (EvidenceDropped says what).
+	Evidence         json.RawMessage `json:"evidence"`
+	EvidenceAt       time.Time       `json:"evidence_at,omitzero"`
+	EvidenceComplete bool            `json:"evidence_complete"`
+	EvidenceDropped  string          `json:"evidence_dropped,omitempty"`
 	// SentinelEvents are the last records Sentinel reported for the agent
 	// (signals to it, eBPF loads, exits), newest first.
 	SentinelEvents []SentinelEvent `json:"sentinel_events"`
