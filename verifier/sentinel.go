@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/pulse-attest/pulse/bpf/sentinelrec"
+	"github.com/pulse-attest/pulse/internal/sentinelrec"
 	"github.com/pulse-attest/pulse/policy"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/tpm/cel"
@@ -116,8 +116,9 @@ func (v *Verifier) checkSentinel(ctx context.Context, o *Outcome, p *pulsev1.Pul
 	pol := o.pol
 	// A policy's fortress rule judges Fortress in the policy step (from
 	// the kernel-derived state buildEvidence puts in the evidence); without
-	// one, Fortress not in force is a warning.
-	if fj := judgeFortress(p.GetFortress(), rt); !fj.active {
+	// one, Fortress not in force on an agent running eBPF (its runtime log
+	// measured Sentinel) is a warning.
+	if fj := judgeFortress(p.GetFortress(), rt); !fj.active && rt != nil && rt.sentinel.has {
 		if pol != nil && pol.Fortress == nil {
 			o.Findings = append(o.Findings, &pulsev1.Finding{Rule: "fortress", Severity: uint32(policy.SeverityMedium),
 				Message: "Fortress is not in force (warning: the policy does not require it): " + fj.why})

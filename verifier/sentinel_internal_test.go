@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pulse-attest/pulse/bpf/sentinelrec"
+	"github.com/pulse-attest/pulse/internal/sentinelrec"
 	"github.com/pulse-attest/pulse/policy"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/tpm/cel"

@@ -9,7 +9,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/pulse-attest/pulse/bpf/sentinelrec"
+	"github.com/pulse-attest/pulse/internal/sentinelrec"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/tpm/cel"
 	"github.com/pulse-attest/pulse/verifier/admin"

@@ -11,7 +11,7 @@ import (
 
 	"github.com/pulse-attest/pulse/agent"
 	"github.com/pulse-attest/pulse/bpf"
-	"github.com/pulse-attest/pulse/bpf/sentinelrec"
+	"github.com/pulse-attest/pulse/internal/sentinelrec"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/tpm/cel"
 )

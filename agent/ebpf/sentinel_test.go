@@ -12,7 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/pulse-attest/pulse/bpf"
-	"github.com/pulse-attest/pulse/bpf/sentinelrec"
+	"github.com/pulse-attest/pulse/internal/sentinelrec"
 	"github.com/pulse-attest/pulse/internal/testutil"
 	"github.com/pulse-attest/pulse/simulator/simtest"
 	"github.com/pulse-attest/pulse/tpm/cel"
