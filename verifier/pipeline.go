@@ -305,6 +305,7 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	o.update.RestartCount = res.Clock.RestartCount
 	o.update.TPMClock = res.Clock.Clock
 	o.update.FirmwareLogSHA256 = p.GetFirmwareLogSha256()
+	o.update.AgentVersion = ReportedVersion(p.GetAgentVersion())
 	o.update.RuntimeRecords = rt.records
 	o.update.RuntimeCount = rt.count
 	// A TPM Restart (Shutdown(STATE) before a reboot) keeps the reset

@@ -36,6 +36,8 @@ type agentView struct {
 	PolicyDigest string    `json:"policy_digest"`
 	Address      string    `json:"address"`
 	EnrolledAt   time.Time `json:"enrolled_at"`
+	// AgentVersion is what the agent's last verified pulse reported.
+	AgentVersion string `json:"agent_version"`
 	// Quarantined is what the agent's Shield reported dropping.
 	Quarantined []string `json:"quarantined"`
 	// SentinelEvents are the last Sentinel records the agent reported
@@ -51,7 +53,7 @@ func viewOf(a *store.Agent) agentView {
 	return agentView{ID: a.ID, Partition: a.Partition, Trust: trust,
 		Verdict: pulsev1.Verdict(a.LastVerdict).String(), Reason: pulsev1.Reason(a.LastReason).String(), Message: a.LastMessage,
 		LastPulse: a.LastPulseAt, Sequence: a.LastSeq, ResetCount: a.ResetCount, PolicyDigest: a.PolicyDigest, Address: a.Address, EnrolledAt: a.EnrolledAt,
-		Quarantined: splitList(a.Quarantined)}
+		AgentVersion: a.AgentVersion, Quarantined: splitList(a.Quarantined)}
 }
 
 func openVerifierStore(name string, args []string, stderr io.Writer) (*store.Store, *flag.FlagSet, bool, bool) {
@@ -133,8 +135,8 @@ func runAgentsShow(args []string, stdout, stderr io.Writer) int {
 	if asJSON {
 		return printJSON(stdout, stderr, v)
 	}
-	fmt.Fprintf(stdout, "agent:     %s (partition %s, %s)\nverdict:   %s\nreason:    %s\nmessage:   %s\nlast pulse: %s\nsequence:  %d\npolicy:    %s\nquarantined by this agent: %s\n",
-		termsafe.String(v.ID), termsafe.String(v.Partition), v.Trust, termsafe.String(v.Verdict), termsafe.String(v.Reason), termsafe.Line(v.Message),
+	fmt.Fprintf(stdout, "agent:     %s (partition %s, %s)\nversion:   %s\nverdict:   %s\nreason:    %s\nmessage:   %s\nlast pulse: %s\nsequence:  %d\npolicy:    %s\nquarantined by this agent: %s\n",
+		termsafe.String(v.ID), termsafe.String(v.Partition), v.Trust, termsafe.String(v.AgentVersion), termsafe.String(v.Verdict), termsafe.String(v.Reason), termsafe.Line(v.Message),
 		v.LastPulse.Format(time.RFC3339), v.Sequence, termsafe.String(v.PolicyDigest), strings.Join(termsafe.Strings(v.Quarantined), ", "))
 	printSentinelEvents(stdout, v.SentinelEvents)
 	return 0

@@ -148,7 +148,7 @@ func TestAdminDashboardChromium(t *testing.T) {
 	if v := attr(row, "data-verdict"); v != "UNTRUSTED" {
 		t.Errorf("edge-1 data-verdict=%q after the change, want UNTRUSTED:\n%s", v, row)
 	}
-	for _, want := range []string{"verdict-UNTRUSTED", "POLICY_DENIED", "secure boot is off", "TPM"} {
+	for _, want := range []string{"verdict-UNTRUSTED", "POLICY_DENIED", "secure boot is off", "TPM", "v0.4.0+b6d9127a0c1e"} {
 		if !strings.Contains(row, want) {
 			t.Errorf("edge-1 row lacks %q:\n%s", want, row)
 		}

@@ -178,7 +178,7 @@ func sampleBackend(now time.Time) *fakeBackend {
 			{ID: "edge-2", Partition: "lab", Trust: TrustMTLSOnly, Verdict: "VERDICT_DEGRADED", Reason: "REASON_OK",
 				Message: "mTLS-only pulse accepted by policy", LastPulse: now.Add(-3 * time.Second), Connected: true, Address: "10.0.0.2"},
 			{ID: "edge-1", Partition: "lab", Trust: TrustTPM, Verdict: "VERDICT_TRUSTED", Reason: "REASON_OK",
-				LastPulse: now.Add(-1 * time.Second), Connected: true, PolicyDigest: "ab12", Address: "10.0.0.1"},
+				LastPulse: now.Add(-1 * time.Second), Connected: true, PolicyDigest: "ab12", Address: "10.0.0.1", AgentVersion: "v0.4.0+b6d9127a0c1e"},
 			{ID: "edge-3", Partition: "field", Trust: TrustTPM, Verdict: "BLINDED", Reason: "SILENT",
 				Message: "no pulse for 95s", LastPulse: now.Add(-95 * time.Second), OpenAlerts: 1},
 		},

@@ -201,7 +201,7 @@ func (s *Store) recordPulse(ctx context.Context, r runner, agentID string, epoch
 	kind := pulseNoEvidence
 	if u.Evidence {
 		kind = pulseEvidence
-		args = append(args, int64(u.Seq), int64(u.ResetCount), int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256))
+		args = append(args, int64(u.Seq), int64(u.ResetCount), int64(u.RestartCount), int64(u.TPMClock), nilIfEmpty(u.FirmwareLogSHA256), u.AgentVersion)
 		if u.RuntimeUnchanged {
 			kind = pulseEvidenceRuntimeUnchanged
 		} else {
@@ -245,7 +245,7 @@ func (s *Store) pulseQuery(kind int) string {
 		WHERE id = ? AND nonce_epoch = ? AND (CAST(? AS BIGINT) = 0 OR row_version = CAST(? AS BIGINT))`
 		head := `UPDATE agents SET nonce_epoch = nonce_epoch + 1, last_pulse_at = ?, last_verdict = ?, last_reason = ?,
 			last_message = ?, policy_digest = ?, address = COALESCE(NULLIF(?, ''), address), quarantined = ?`
-		evidence := `, last_seq = ?, reset_count = ?, restart_count = ?, tpm_clock = ?, firmware_log_sha256 = ?`
+		evidence := `, last_seq = ?, reset_count = ?, restart_count = ?, tpm_clock = ?, firmware_log_sha256 = ?, agent_version = ?`
 		s.pulseQueries = [3]string{
 			pulseNoEvidence:               head + tail,
 			pulseEvidence:                 head + evidence + `, runtime_records = ?, runtime_count = ?` + tail,
@@ -279,6 +279,7 @@ func (a Agent) AfterCommit(u PulseUpdate) Agent {
 	if u.Evidence {
 		a.LastSeq, a.ResetCount, a.RestartCount, a.TPMClock = u.Seq, u.ResetCount, u.RestartCount, u.TPMClock
 		a.FirmwareLogSHA256 = nilIfEmpty(u.FirmwareLogSHA256)
+		a.AgentVersion = u.AgentVersion
 		if !u.RuntimeUnchanged {
 			a.RuntimeRecords, a.RuntimeCount = nilIfEmpty(u.RuntimeRecords), u.RuntimeCount
 		}

@@ -281,6 +281,10 @@ var migrations = []string{
 		evidence {{blob}},
 		digest {{blob}} NOT NULL
 	)`,
+	// The agent's version as its last verified pulse reported it
+	// (agent_version, signed with the pulse; informational: the binary's
+	// digest is what is attested).
+	`ALTER TABLE agents ADD COLUMN agent_version TEXT NOT NULL DEFAULT ''`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

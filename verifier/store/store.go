@@ -88,6 +88,9 @@ type Agent struct {
 	LastMessage  string
 	PolicyDigest string
 	Address      string
+	// AgentVersion is the version the agent's last verified pulse reported
+	// (agent_version; a claim of the agent, bounded and printable).
+	AgentVersion string
 	// Quarantined lists the addresses the agent's Shield reported dropping
 	// in its last pulse (comma-separated).
 	Quarantined string
@@ -146,7 +149,9 @@ type PulseUpdate struct {
 	Interval   time.Duration
 	// Evidence fields are written only when Evidence is true (the pulse's
 	// quote and logs verified); a rejected pulse must not move them.
+	// AgentVersion among them: the version the verified pulse reported.
 	Evidence          bool
+	AgentVersion      string
 	Seq               uint64
 	ResetCount        uint32
 	RestartCount      uint32
@@ -329,7 +334,7 @@ func fromNanos(n int64) time.Time {
 const agentColumns = `id, partition, tpm, ek_public, ek_sha256, ek_certificate, ak_public, ak_name, enrolled_at,
 	last_seq, reset_count, restart_count, tpm_clock, firmware_log_sha256, runtime_records, runtime_count,
 	last_pulse_at, last_verdict, last_reason, last_message, policy_digest, address, quarantined,
-	lkg_binary_sha256, lkg_bpf, lkg_at, stream_replica, nonce_epoch, runtime_pcr, transient_streak, desync_streak, lkg_boot, lkg_bpf_builds, row_version`
+	lkg_binary_sha256, lkg_bpf, lkg_at, stream_replica, nonce_epoch, runtime_pcr, transient_streak, desync_streak, lkg_boot, lkg_bpf_builds, row_version, agent_version`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -349,7 +354,7 @@ func scanAgent(row scanner) (*Agent, error) {
 	err := row.Scan(&a.ID, &a.Partition, &tpm, &ekPub, &ekSHA, &ekCert, &akPub, &akName, &enrolled,
 		&seq, &reset, &restart, &clock, &fwSHA, &rtR, &runtimeCount,
 		&lastPulse, &verdict, &reason, &a.LastMessage, &a.PolicyDigest, &a.Address, &a.Quarantined,
-		&a.LKG.BinarySHA256, &a.LKG.BPF, &lkgAt, &a.StreamReplica, &epoch, &rtPCR, &tStreak, &dStreak, &a.LKG.Boot, &a.LKG.BPFBuilds, &a.RowVersion)
+		&a.LKG.BinarySHA256, &a.LKG.BPF, &lkgAt, &a.StreamReplica, &epoch, &rtPCR, &tStreak, &dStreak, &a.LKG.Boot, &a.LKG.BPFBuilds, &a.RowVersion, &a.AgentVersion)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}

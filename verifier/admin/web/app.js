@@ -103,6 +103,7 @@
       cell(tr, null, "status").appendChild(badge(a.verdict));
       const tpm = a.trust === "tpm";
       cell(tr, null, "trust-cell").appendChild(el("span", "trust " + (tpm ? "trust-tpm" : "trust-mtls"), tpm ? "TPM" : "mTLS-only"));
+      cell(tr, a.agent_version || "—", "mono agent-version").title = "as the agent's last verified pulse reported it";
       const age = cell(tr, ago(data.now, a.last_pulse), "age");
       if (a.last_pulse) age.title = when(a.last_pulse);
       cell(tr, a.reason, "mono reason");
