@@ -62,8 +62,12 @@ func untrustedAlerts(t *testing.T, e *env, id string) []string {
 	t.Helper()
 	st := openStore(t, e)
 	var out []string
-	for _, al := range alertsOf(t, st, id, verifier.AlertUntrusted) {
-		out = append(out, fmt.Sprintf("sev%d %s", al.Severity, al.Message))
+	// A denial with an enforced agent_binary finding is binary_changed
+	// (alert.ReasonAlerts), the others untrusted.
+	for _, kind := range []string{verifier.AlertUntrusted, verifier.AlertBinaryChanged} {
+		for _, al := range alertsOf(t, st, id, kind) {
+			out = append(out, fmt.Sprintf("sev%d %s", al.Severity, al.Message))
+		}
 	}
 	return out
 }
@@ -103,6 +107,9 @@ func TestDenialAlertsPerFindingSet(t *testing.T) {
 	got := untrustedAlerts(t, e, "edge-dedup")
 	if len(got) != 2 || !containsAlert(got, "sev4", "Fortress") || !containsAlert(got, "sev1", "agent binary") {
 		t.Fatalf("alerts %q, want the severity-4 Fortress denial and the severity-1 implant", got)
+	}
+	if n := len(alertsOf(t, openStore(t, e), "edge-dedup", verifier.AlertBinaryChanged)); n != 1 {
+		t.Fatalf("%d binary_changed alerts, want the implant's", n)
 	}
 	// The same implant keeps running: one more alert per hour, no flood.
 	a.Challenge()

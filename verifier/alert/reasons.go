@@ -20,6 +20,12 @@ type ReasonAlert struct {
 	// PolicySeverity: the alert takes the most severe enforced policy
 	// finding's severity (REASON_POLICY_DENIED).
 	PolicySeverity bool
+	// RuleKinds: an enforced policy finding of one of these rules sets
+	// the kind, so the kind names what the evidence shows whichever step
+	// found it (an agent binary the allow-list refuses is binary_changed,
+	// as when the last-known-good check refuses it). The first rule, in
+	// the findings' order, that has a kind here wins; otherwise Kind.
+	RuleKinds map[string]Kind
 	// Why explains a row that raises nothing, or a kind or severity that
 	// is not the obvious one. Rendered into docs/alerts.md.
 	Why string
@@ -85,7 +91,8 @@ var ReasonAlerts = map[pulsev1.Reason]ReasonAlert{
 	pulsev1.Reason_REASON_FIRMWARE_LOG_QUOTA:     untrusted(SeverityHigh, "abuse or a broken device, not evidence of compromise (never isolates)"),
 
 	pulsev1.Reason_REASON_POLICY_DENIED: {Raises: true, Kind: KindUntrusted, Severity: SeverityHigh, PolicySeverity: true,
-		Why: "the most severe enforced finding's severity (the policy default, 2, when none sets one)"},
+		RuleKinds: map[string]Kind{RuleAgentBinary: KindBinaryChanged},
+		Why:       "the most severe enforced finding's severity (the policy default, 2, when none sets one)"},
 	pulsev1.Reason_REASON_NO_POLICY: untrusted(SeverityCritical, "Pulse fails closed"),
 
 	pulsev1.Reason_REASON_BINARY_CHANGED:          raises(KindBinaryChanged, SeverityCritical, ""),
@@ -115,6 +122,10 @@ var ReasonAlerts = map[pulsev1.Reason]ReasonAlert{
 	pulsev1.Reason_REASON_INTERNAL: silent("a verifier fault says nothing about the agent: logged, not alerted"),
 }
 
+// RuleAgentBinary is the policy rule that judges the agent binary
+// (agent_binary { allow, update_window, require_launcher }).
+const RuleAgentBinary = "agent_binary"
+
 // failClosed is what a reason missing from ReasonAlerts raises.
 var failClosed = ReasonAlert{Raises: true, Kind: KindUntrusted, Severity: SeverityCritical, Why: "unknown reason: fail closed"}
 
@@ -131,13 +142,20 @@ func Lookup(r pulsev1.Reason) (ra ReasonAlert, known bool) {
 // ForVerdict returns the alert a failed verdict with reason r and the
 // policy's findings raises; ok is false when the reason raises none. With
 // PolicySeverity the severity is the most severe enforced finding's
-// (findings with a severity outside 1..4 are ignored), else the row's.
+// (findings with a severity outside 1..4 are ignored), else the row's. An
+// enforced finding of a rule in RuleKinds sets the kind.
 func ForVerdict(r pulsev1.Reason, findings []*pulsev1.Finding) (k Kind, severity int, ok bool) {
 	ra, _ := Lookup(r)
 	if !ra.Raises {
 		return "", 0, false
 	}
-	severity = ra.Severity
+	k, severity = ra.Kind, ra.Severity
+	for _, f := range findings {
+		if rk, ok := ra.RuleKinds[f.GetRule()]; ok && f.GetEnforce() {
+			k = rk
+			break
+		}
+	}
 	if ra.PolicySeverity {
 		worst := 0
 		for _, f := range findings {
@@ -153,7 +171,7 @@ func ForVerdict(r pulsev1.Reason, findings []*pulsev1.Finding) (k Kind, severity
 			severity = worst
 		}
 	}
-	return ra.Kind, severity, true
+	return k, severity, true
 }
 
 // KindForReason maps a verdict reason to the kind of alert it raises (see

@@ -174,6 +174,14 @@ func TestReasonAlertPolicyDeniedSeverity(t *testing.T) {
 		{"nil finding", pulsev1.Reason_REASON_POLICY_DENIED, []*pulsev1.Finding{nil, f(true, 4)}, KindUntrusted, 4},
 		{"other reasons ignore findings", pulsev1.Reason_REASON_CLOCK_DESYNC, []*pulsev1.Finding{f(true, 1)}, KindClockDesync, SeverityMedium},
 		{"binary change keeps its kind", pulsev1.Reason_REASON_BINARY_CHANGED, []*pulsev1.Finding{f(true, 4)}, KindBinaryChanged, SeverityCritical},
+		{"allow-list refuses the agent binary: binary_changed", pulsev1.Reason_REASON_POLICY_DENIED,
+			[]*pulsev1.Finding{f(true, 3), {Rule: RuleAgentBinary, Enforce: true, Severity: 1}}, KindBinaryChanged, 1},
+		{"agent binary finding at the policy's severity", pulsev1.Reason_REASON_POLICY_DENIED,
+			[]*pulsev1.Finding{{Rule: RuleAgentBinary, Enforce: true, Severity: 3}}, KindBinaryChanged, 3},
+		{"audit-only agent binary finding keeps untrusted", pulsev1.Reason_REASON_POLICY_DENIED,
+			[]*pulsev1.Finding{{Rule: RuleAgentBinary, Enforce: false, Severity: 1}, f(true, 4)}, KindUntrusted, 4},
+		{"agent_binary rule on another reason changes nothing", pulsev1.Reason_REASON_RUNTIME_LOG_REPLAY,
+			[]*pulsev1.Finding{{Rule: RuleAgentBinary, Enforce: true, Severity: 4}}, KindUntrusted, SeverityCritical},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -213,7 +221,16 @@ func renderReasonTable() string {
 				sev = fmt.Sprintf("policy (default %d)", ra.Severity)
 			}
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", r, kind, sev, strings.ReplaceAll(ra.Why, "|", `\|`))
+		why := ra.Why
+		rules := make([]string, 0, len(ra.RuleKinds))
+		for rule := range ra.RuleKinds {
+			rules = append(rules, rule)
+		}
+		sort.Strings(rules)
+		for _, rule := range rules {
+			why += fmt.Sprintf("; `%s` when an enforced `%s` finding is among them", ra.RuleKinds[rule], rule)
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", r, kind, sev, strings.ReplaceAll(why, "|", `\|`))
 	}
 	return b.String()
 }
