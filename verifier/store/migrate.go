@@ -292,6 +292,15 @@ func (s *Store) migrate(ctx context.Context) error {
 		version INTEGER PRIMARY KEY, applied_at {{bigint}} NOT NULL)`)); err != nil {
 		return fmt.Errorf("store: create schema_migrations: %w", err)
 	}
+	// A store a newer release migrated is refused, never served by an
+	// older binary that does not know its tables.
+	applied, err := appliedVersions(ctx, s.db, s.dialect)
+	if err != nil {
+		return err
+	}
+	if err := schemaStatus(s.dialect.name, applied, KnownSchemaVersion()).Err(); err != nil {
+		return err
+	}
 	for i, m := range migrations {
 		version := i + 1
 		if err := s.applyMigration(ctx, version, m); err != nil {

@@ -121,6 +121,13 @@ func TestMigrateRefusesNewerSchema(t *testing.T) {
 	if fileDigest(t, path) != digest {
 		t.Fatal("a refused apply changed the store")
 	}
+	// The verifier's own start refuses it too.
+	if s, err := store.Open(ctx, store.EngineSQLite, path); !errors.Is(err, store.ErrSchemaNewer) {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("open of a newer store: %v, want ErrSchemaNewer", err)
+	}
 }
 
 // TestCheckSchemaNoStore: checking a missing file creates nothing; apply
