@@ -14,9 +14,14 @@ help: ## list the targets
 deps: ## install what the build, demo and tests need (apt, staticcheck)
 	scripts/install-deps.sh
 
-build: ## build the binaries into bin/ (stripped: a smaller agent binary is cheaper to re-hash every pulse; the agent static, without cgo)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ ./cmd/pulse-agent
-	$(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/ $$($(GO) list ./cmd/... | grep -v '/cmd/pulse-agent$$')
+# --version of a build: version, revision and commit time from
+# scripts/version.sh by -ldflags (this machine's Go sets -buildvcs=false, so
+# the toolchain stamps no VCS information by itself).
+VERSION_LDFLAGS = $(shell eval "$$(scripts/version.sh)" && v=github.com/pulse-attest/pulse/internal/version && \
+	echo "-X $$v.version=$$PULSE_VERSION -X $$v.revision=$$PULSE_REVISION -X $$v.buildDate=$$PULSE_BUILD_DATE")
+
+build: ## build the binaries into bin/ (stripped: a smaller agent binary is cheaper to re-hash every pulse; all static, without cgo)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w $(VERSION_LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 vet: ## go vet
 	$(GO) vet -tags pulse_sim $(PKGS)
