@@ -184,3 +184,65 @@ func (b AdminBackend) Quarantined(ctx context.Context) ([]admin.Quarantine, erro
 	}
 	return out, nil
 }
+
+var _ admin.FleetBackend = AdminBackend{}
+
+// QueryAgents pages the fleet in the store (store.QueryAgents).
+func (b AdminBackend) QueryAgents(ctx context.Context, q admin.AgentQuery) (*admin.AgentPage, error) {
+	sq := store.AgentQuery{Partition: q.Partition, Version: q.Version, Trust: q.Trust, Quarantined: q.Quarantined,
+		OpenAlerts: q.OpenAlerts, Search: q.Search, Sort: q.Sort, Desc: q.Desc, After: q.After, Limit: q.Limit}
+	for _, n := range q.Verdicts {
+		v, ok := pulsev1.Verdict_value["VERDICT_"+n]
+		if !ok {
+			return nil, fmt.Errorf("unknown verdict %q: %w", n, admin.ErrInvalid)
+		}
+		sq.Verdicts = append(sq.Verdicts, v)
+	}
+	for _, n := range q.Reasons {
+		v, ok := pulsev1.Reason_value["REASON_"+n]
+		if !ok {
+			return nil, fmt.Errorf("unknown reason %q: %w", n, admin.ErrInvalid)
+		}
+		sq.Reasons = append(sq.Reasons, v)
+	}
+	p, err := b.V.store.QueryAgents(ctx, sq)
+	if errors.Is(err, store.ErrBadQuery) {
+		return nil, fmt.Errorf("%w: %w", admin.ErrInvalid, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	here := map[string]bool{}
+	for _, id := range b.V.hub.connected() {
+		here[id] = true
+	}
+	out := &admin.AgentPage{Total: p.Total, Next: p.Next, Agents: make([]admin.AgentRow, 0, len(p.Agents))}
+	for _, a := range p.Agents {
+		trust := admin.TrustTPM
+		if !a.TPM {
+			trust = admin.TrustMTLSOnly
+		}
+		out.Agents = append(out.Agents, admin.AgentRow{AgentStatus: admin.AgentStatus{ID: a.ID, Partition: a.Partition, Trust: trust,
+			Verdict: pulsev1.Verdict(a.Verdict).String(), Reason: pulsev1.Reason(a.Reason).String(), Message: a.Message,
+			LastPulse: a.LastPulseAt, Connected: a.StreamReplica != "" || here[a.ID], OpenAlerts: a.OpenAlerts,
+			PolicyDigest: a.PolicyDigest, Address: a.Address}, AgentVersion: a.AgentVersion, Quarantined: a.Quarantined})
+	}
+	return out, nil
+}
+
+// CountFleet counts the fleet in one statement (store.CountFleet).
+func (b AdminBackend) CountFleet(ctx context.Context) (*admin.FleetCounts, error) {
+	c, err := b.V.store.CountFleet(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &admin.FleetCounts{Total: c.Total, ByVerdict: map[string]int{}, ByReason: map[string]int{},
+		ByPartition: c.ByPartition, ByVersion: c.ByVersion, ByTrust: c.ByTrust, Quarantined: c.Quarantined, OpenAlerts: c.OpenAlerts}
+	for v, n := range c.ByVerdict {
+		out.ByVerdict[pulsev1.Verdict(v).String()] += n
+	}
+	for r, n := range c.ByReason {
+		out.ByReason[pulsev1.Reason(r).String()] += n
+	}
+	return out, nil
+}

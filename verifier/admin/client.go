@@ -188,6 +188,29 @@ func (c *Client) ListAgents(ctx context.Context) (*AgentList, error) {
 	return &l, nil
 }
 
+// QueryAgents returns one page of agents (GET /api/v1/agents with q's
+// parameters; a zero Limit asks for the API's default page).
+func (c *Client) QueryAgents(ctx context.Context, q AgentQuery) (*AgentPage, error) {
+	v := q.Values()
+	if !isPageQuery(v) {
+		v.Set("limit", strconv.Itoa(DefaultAgentPage))
+	}
+	var p AgentPage
+	if err := c.do(ctx, http.MethodGet, "/api/v1/agents", v, nil, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// CountFleet returns the fleet's counts (GET /api/v1/fleet).
+func (c *Client) CountFleet(ctx context.Context) (*FleetCounts, error) {
+	var f FleetCounts
+	if err := c.do(ctx, http.MethodGet, "/api/v1/fleet", nil, nil, &f); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
+
 // GetAgent returns one agent's detail.
 func (c *Client) GetAgent(ctx context.Context, id string) (*AgentResponse, error) {
 	var a AgentResponse

@@ -139,6 +139,7 @@ func (h *handler) routes(reg *prometheus.Registry) {
 	h.revocationRoutes()
 	h.decommissionRoutes()
 	h.maintenanceRoutes()
+	h.fleetRoutes()
 	if reg != nil {
 		m.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 			Registry:          reg,
@@ -396,6 +397,10 @@ type AgentList struct {
 }
 
 func (h *handler) listAgents(w http.ResponseWriter, r *http.Request) {
+	if isPageQuery(r.URL.Query()) {
+		h.queryAgents(w, r)
+		return
+	}
 	agents, err := h.backend.ListAgents(r.Context())
 	if err != nil {
 		h.backendError(w, r, err)
