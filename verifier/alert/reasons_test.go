@@ -267,3 +267,35 @@ func TestReasonTableInDocs(t *testing.T) {
 	}
 	t.Logf("rewrote %s", path)
 }
+
+// TestReasonKindDefaultsAgree: a kind whose reasons all raise it at one
+// severity has that severity as its default, so docs/alerts.md's kind table
+// and its reason table say the same. Kinds raised at several severities
+// (untrusted, clock_desync) are left to their rows.
+func TestReasonKindDefaultsAgree(t *testing.T) {
+	sevs := map[Kind]map[int]bool{}
+	for _, ra := range ReasonAlerts {
+		if !ra.Raises || ra.PolicySeverity {
+			continue
+		}
+		if sevs[ra.Kind] == nil {
+			sevs[ra.Kind] = map[int]bool{}
+		}
+		sevs[ra.Kind][ra.Severity] = true
+	}
+	checked := 0
+	for k, s := range sevs {
+		if len(s) != 1 {
+			continue
+		}
+		for sev := range s {
+			checked++
+			if k.DefaultSeverity() != sev {
+				t.Errorf("kind %s: default severity %d, every reason raising it says %d", k, k.DefaultSeverity(), sev)
+			}
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("only %d kinds checked", checked)
+	}
+}
