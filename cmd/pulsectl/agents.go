@@ -79,39 +79,6 @@ func openVerifierStore(name string, args []string, stderr io.Writer) (*store.Sto
 	return st, fs, *asJSON, true
 }
 
-func runAgentsList(args []string, stdout, stderr io.Writer) int {
-	st, _, asJSON, ok := openVerifierStore("agents list", args, stderr)
-	if !ok {
-		return 1
-	}
-	defer st.Close()
-	agents, err := st.ListAgents(context.Background())
-	if err != nil {
-		fmt.Fprintf(stderr, "pulsectl: %v\n", err)
-		return 1
-	}
-	views := make([]agentView, 0, len(agents))
-	for _, a := range agents {
-		views = append(views, viewOf(a))
-	}
-	if asJSON {
-		return printJSON(stdout, stderr, views)
-	}
-	// Text output escapes every stored string (agent IDs, messages and
-	// addresses come from agents): see internal/termsafe.
-	tw := tabwriter.NewWriter(stdout, 0, 2, 2, ' ', 0)
-	fmt.Fprintln(tw, "AGENT\tTRUST\tVERDICT\tREASON\tLAST PULSE")
-	for _, v := range views {
-		age := "never"
-		if !v.LastPulse.IsZero() {
-			age = time.Since(v.LastPulse).Round(time.Second).String() + " ago"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", termsafe.String(v.ID), v.Trust, termsafe.String(v.Verdict), termsafe.String(v.Reason), age)
-	}
-	tw.Flush()
-	return 0
-}
-
 func runAgentsShow(args []string, stdout, stderr io.Writer) int {
 	st, fs, asJSON, ok := openVerifierStore("agents show", args, stderr)
 	if !ok {
