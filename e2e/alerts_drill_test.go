@@ -41,8 +41,9 @@ func drillPolicy(extra string) string {
 // and exactly one signed webhook delivery anchored to that record:
 //
 //   - refused handshakes (curl and openssl s_client, without a certificate
-//     and with one from a foreign CA) counted per cause in
-//     pulse_refused_total;
+//     and with one from a foreign CA; curl with the verifier's own
+//     certificate) counted per cause in pulse_refused_total, logged with
+//     the remote address and subject, the burst alerted as probe;
 //   - a pinned program replaced under its pin name (bpftool prog pin id):
 //     bpf_program_changed;
 //   - the agent binary swapped, no allow-list in the policy: binary_changed;
@@ -105,17 +106,39 @@ func TestAlertsDrill(t *testing.T) {
 
 	t.Run("refused handshakes counted by cause", func(t *testing.T) {
 		foreign := foreignAgentCert(t, f.dir)
-		noCert, unknown := d.refused(t, "no_certificate"), d.refused(t, "unknown_authority")
+		// The verifier's own certificate, from the right CA, has the
+		// wrong role for the agent port.
+		own := [2]string{filepath.Join(f.dir, "pki", "verifier.pem"), filepath.Join(f.dir, "pki", "verifier-key.pem")}
+		causes := []string{"no_certificate", "unknown_authority", "wrong_role"}
+		count := map[string]float64{}
+		for _, c := range causes {
+			count[c] = d.refused(t, c)
+		}
 		url := "https://" + f.addr() + "/pulse.v1.Attestation/Pulse"
+		curl := func(cert [2]string) []string {
+			args := []string{"curl", "-sS", "-k", "--max-time", "5"}
+			if cert[0] != "" {
+				args = append(args, "--cert", cert[0], "--key", cert[1])
+			}
+			return append(args, url)
+		}
+		sClient := func(cert [2]string) []string {
+			args := []string{"openssl", "s_client", "-connect", f.addr(), "-servername", "localhost", "-tls1_3"}
+			if cert[0] != "" {
+				args = append(args, "-cert", cert[0], "-key", cert[1])
+			}
+			return args
+		}
 		probes := []struct {
 			name  string
 			cmd   []string
 			cause string
 		}{
-			{"curl without a certificate", []string{"curl", "-sS", "-k", "--max-time", "5", url}, "no_certificate"},
-			{"curl with a foreign CA's certificate", []string{"curl", "-sS", "-k", "--max-time", "5", "--cert", foreign[0], "--key", foreign[1], url}, "unknown_authority"},
-			{"openssl s_client without a certificate", []string{"openssl", "s_client", "-connect", f.addr(), "-servername", "localhost", "-tls1_3"}, "no_certificate"},
-			{"openssl s_client with a foreign CA's certificate", []string{"openssl", "s_client", "-connect", f.addr(), "-servername", "localhost", "-tls1_3", "-cert", foreign[0], "-key", foreign[1]}, "unknown_authority"},
+			{"curl without a certificate", curl([2]string{}), "no_certificate"},
+			{"curl with a foreign CA's certificate", curl(foreign), "unknown_authority"},
+			{"openssl s_client without a certificate", sClient([2]string{}), "no_certificate"},
+			{"openssl s_client with a foreign CA's certificate", sClient(foreign), "unknown_authority"},
+			{"curl with the verifier's own certificate", curl(own), "wrong_role"},
 		}
 		for _, p := range probes {
 			cmd := exec.Command(p.cmd[0], p.cmd[1:]...)
@@ -124,18 +147,29 @@ func TestAlertsDrill(t *testing.T) {
 			if p.cmd[0] == "curl" && err == nil {
 				t.Fatalf("%s: the agent port answered: %s", p.name, out)
 			}
-			if p.cause == "no_certificate" {
-				noCert++
-			} else {
-				unknown++
-			}
+			count[p.cause]++
 			// Each probe moves its own cause's counter by one, and no other.
-			d.waitRefused(t, p.cause, map[string]float64{"no_certificate": noCert, "unknown_authority": unknown}[p.cause])
-			if got := d.refused(t, "no_certificate"); got != noCert {
-				t.Errorf("%s: no_certificate = %v, want %v", p.name, got, noCert)
+			d.waitRefused(t, p.cause, count[p.cause])
+			for _, c := range causes {
+				if got := d.refused(t, c); got != count[c] {
+					t.Errorf("%s: pulse_refused_total cause %s = %v, want %v", p.name, c, got, count[c])
+				}
 			}
-			if got := d.refused(t, "unknown_authority"); got != unknown {
-				t.Errorf("%s: unknown_authority = %v, want %v", p.name, got, unknown)
+		}
+		if len(probes) != drillProbeAlertAfter {
+			t.Fatalf("%d probes, the verifier alerts after %d", len(probes), drillProbeAlertAfter)
+		}
+		d.expectAlert(t, "", "probe", 3, "", fmt.Sprintf("%d TLS handshakes from 127.0.0.1 refused", drillProbeAlertAfter))
+		// Each refusal is logged with the remote address, and the
+		// certificate's subject where there is one.
+		logged, err := os.ReadFile(f.verifier.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range causes {
+			re := regexp.MustCompile(`refused agent connection: cause=` + c + ` remote_addr=127\.0\.0\.1:\d+` + map[bool]string{true: ` peer_subject=`, false: ""}[c != "no_certificate"])
+			if n := len(re.FindAllString(string(logged), -1)); n != int(count[c]) {
+				t.Errorf("verifier log has %d refusals of cause %s matching %s, want %v", n, c, re, count[c])
 			}
 		}
 		// The honest agent was never refused meanwhile.

@@ -113,6 +113,10 @@ func (d *drill) db() *store.Store {
 	return d.st
 }
 
+// drillProbeAlertAfter is the drill verifier's tls.probe_alert_after: the
+// drill's five refused probes from loopback raise one probe alert.
+const drillProbeAlertAfter = 5
+
 // newDrill restarts f's verifier with a webhook to a receiver in the test
 // and an admin listener (enableAdmin).
 func newDrill(t *testing.T, f *fleet) *drill {
@@ -123,6 +127,9 @@ func newDrill(t *testing.T, f *fleet) *drill {
 		t.Fatal(err)
 	}
 	replaceInFile(t, f.vcfg, `audit_log = "audit.log"`, fmt.Sprintf("audit_log = \"audit.log\"\n  webhook \"drill\" {\n    url         = %q\n    secret_file = %q\n  }", d.hook.url, secretFile))
+	// A burst of drillProbeAlertAfter refused handshakes from one address
+	// raises a probe alert.
+	replaceInFile(t, f.vcfg, `agent_ca = "pki/ca.pem"`, fmt.Sprintf("agent_ca = \"pki/ca.pem\"\n  probe_alert_after = %d", drillProbeAlertAfter))
 	d.adminFlag = enableAdmin(t, f)
 	for i, a := range d.adminFlag {
 		switch a {
