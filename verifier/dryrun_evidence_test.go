@@ -18,6 +18,17 @@ import (
 	"github.com/pulse-attest/pulse/verifier/verifiertest"
 )
 
+// explainSections is the fleet policy's body of explainEnv: the agent's
+// default build allowed (and extra digests).
+func explainSections(id string, extra string) string {
+	build := sha256.Sum256([]byte("pulse-agent build for " + id))
+	allow := fmt.Sprintf("%q", hexOf(build[:]))
+	if extra != "" {
+		allow = extra
+	}
+	return fmt.Sprintf("  measured_boot {\n    secure_boot {}\n  }\n  agent_binary {\n    allow = [%s]\n  }\n  fortress {\n    mode = \"warn\"\n  }\n", allow)
+}
+
 const explainToken = "explain-admin-0123456789abcdef"
 
 // explainEnv: a real verifier (swtpm, gRPC over mTLS, admin listener) with
@@ -25,8 +36,7 @@ const explainToken = "explain-admin-0123456789abcdef"
 // enrolled agent that is TRUSTED.
 func explainEnv(t *testing.T, id string) (*env, *verifiertest.Client, *admin.Client) {
 	t.Helper()
-	build := sha256.Sum256([]byte("pulse-agent build for " + id))
-	pol := fleetPolicy(t, fmt.Sprintf("  measured_boot {\n    secure_boot {}\n  }\n  agent_binary {\n    allow = [%q]\n  }\n  fortress {\n    mode = \"warn\"\n  }\n", hexOf(build[:])))
+	pol := fleetPolicy(t, explainSections(id, ""))
 	e := newEnvCfg(t, "rhel8-uefi", func(c *config.Config) {
 		pol(c)
 		c.AdminListen = "127.0.0.1:0"
