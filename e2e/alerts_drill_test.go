@@ -81,6 +81,13 @@ func TestAlertsDrill(t *testing.T) {
 	replaceInFile(t, cfg, "bpf {\n  enabled = false\n}", "bpf {\n  enabled = true\n  pin_dir = \""+pinDir+"\"\n}")
 	f.launchAgent(id, cfg, agentBin)
 	f.waitVerdict(id, trusted, "REASON_OK", 45*time.Second)
+	// Honest: a few pulses, no alert of any kind for the agent.
+	since := d.lastPulseAt(t, id)
+	waitFor(t, "two more pulses", func() bool { return d.lastPulseAt(t, id).After(since.Add(3 * time.Second)) })
+	f.waitVerdict(id, trusted, "REASON_OK", 5*time.Second)
+	if all, err := d.db().ListAlerts(context.Background(), store.AlertFilter{AgentID: id}); err != nil || len(all) != 0 {
+		t.Fatalf("the honest agent raised alerts: %v %v", all, err)
+	}
 	progs := pinnedPrograms(t, pinDir)
 	if len(progs) < 2 {
 		t.Fatalf("agent pinned %d programs under %s: %v", len(progs), pinDir, progs)
@@ -334,6 +341,10 @@ func TestAlertsDrill(t *testing.T) {
 		d.step(t)
 		auditLog := filepath.Join(f.dir, "audit.log")
 		f.verifier.stop(syscall.SIGTERM)
+		// Intact before the damage: one segment, exit 0.
+		if out, code := runCode(t, "pulsectl", "audit", "verify", "--file", auditLog); code != 0 || !strings.HasPrefix(out, "ok: ") {
+			t.Fatalf("pulsectl audit verify of the intact log: exit %d: %s", code, out)
+		}
 		lines := auditLines(t, auditLog)
 		if len(lines) < 3 {
 			t.Fatalf("audit log has %d records", len(lines))
