@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -63,6 +64,12 @@ func (m *Manager) measureInterfaces(ctx context.Context, plan []attachment) erro
 	if len(im) == 0 {
 		return nil
 	}
+	m.mu.Lock()
+	if m.ifIndex == nil {
+		m.ifIndex = map[string]uint32{}
+	}
+	maps.Copy(m.ifIndex, im)
+	m.mu.Unlock()
 	if m.ifMeas == nil {
 		m.log.Warn("no interface measurer: Shield's interfaces are bound by name only")
 		return nil
@@ -126,6 +133,20 @@ func (m *Manager) KernelEvidence(ctx context.Context) KernelEvidence {
 		if err != nil {
 			for _, h := range shieldHooks(ifname, 0) {
 				h.Err = fmt.Sprintf("interface %s: %v", ifname, err)
+				ev.Hooks = append(ev.Hooks, h)
+			}
+			continue
+		}
+		m.mu.Lock()
+		attached, known := m.ifIndex[ifname]
+		m.mu.Unlock()
+		if known && attached != uint32(iface.Index) {
+			// The name now names another device than the one Shield was
+			// attached to (renamed, replaced): reported as such, since a
+			// record in the root-extendable runtime log could name the
+			// new device's ifindex.
+			for _, h := range shieldHooks(ifname, uint32(iface.Index)) {
+				h.Err = fmt.Sprintf("interface %s is ifindex %d; Shield was attached at ifindex %d", ifname, iface.Index, attached)
 				ev.Hooks = append(ev.Hooks, h)
 			}
 			continue

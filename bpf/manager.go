@@ -103,6 +103,10 @@ type Manager struct {
 	fresh map[string]*ebpf.Map
 	// mapIDs is every map of this load's programs: what was measured.
 	mapIDs MapMeasurement
+	// ifIndex is the ifindex each Shield interface had when Shield was
+	// planned onto it (what the interfaces record measured): the device
+	// Shield guards, whatever the name names later.
+	ifIndex map[string]uint32
 }
 
 // program is one of the agent's programs as loaded into the kernel.

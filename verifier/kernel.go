@@ -182,15 +182,18 @@ func judgeKernel(s *pulsev1.BPFSnapshot, kl kernelLog) *kernelFinding {
 	}
 	for _, c := range s.GetHooks() {
 		h := kernelev.Hook{Kind: c.GetHook(), Target: c.GetTarget()}
-		if e := c.GetError(); e != "" {
-			return kernelFail(pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING, "hook %s could not be queried: %q", h, e)
-		}
 		m, measured := kl.hooks[h]
-		if want, ok := kl.ifindex[h.Target]; ok && kernelev.Enforced(h.Kind) && c.GetIfindex() != want {
+		if want, ok := kl.ifindex[h.Target]; ok && kernelev.Enforced(h.Kind) && c.GetIfindex() != 0 && c.GetIfindex() != want {
 			// Another device under the name Shield was attached by (the
 			// guarded one renamed, a new one given its name).
 			return kernelFail(pulsev1.Reason_REASON_BPF_PROGRAM_MISSING, "hook %s is on ifindex %d; Shield was attached to ifindex %d under that name",
 				h, c.GetIfindex(), want)
+		}
+		if e := c.GetError(); e != "" {
+			// Also the agent's own finding that the name no longer names
+			// the device it attached Shield to, whatever a (root-
+			// extendable) interfaces record says.
+			return kernelFail(pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING, "hook %s could not be queried: %q", h, e)
 		}
 		if !kernelev.Enforced(h.Kind) || (!measured && h.Kind != kernelev.HookXDP) {
 			// Not a hook Pulse enforces (tcx while Shield runs as XDP):

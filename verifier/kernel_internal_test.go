@@ -243,6 +243,18 @@ func TestJudgeKernel(t *testing.T) {
 			rs[0] = cel.Record{Content: &cel.Generic{Name: kernelev.MapsRecordName, Data: []byte("shield_quarantine 011\n")}}
 			return rs
 		}, honestTCX, pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING},
+		// The agent's own report that the guarded name now names another
+		// device, whatever a root-appended interfaces record says (issue
+		// 20 attack review; real kernel: attack20_test.go).
+		{"forged interfaces record names the decoy; the agent reports the renamed device", func(t testing.TB) []cel.Record {
+			return append(tcxLoadIf(t), ifRec(t, map[string]uint32{"eth0": 8}))
+		}, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			for _, h := range s.Hooks {
+				h.Ifindex, h.Error = 8, "interface eth0 is ifindex 8; Shield was attached at ifindex 7"
+			}
+			return s
+		}, pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
