@@ -180,6 +180,10 @@ func judgeKernel(s *pulsev1.BPFSnapshot, kl kernelLog) *kernelFinding {
 			return kernelFail(pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING, "hook %s is enforced but not reported", h)
 		}
 	}
+	pinned := make(map[string][]byte, len(s.GetPinned()))
+	for _, pin := range s.GetPinned() {
+		pinned[pin.GetName()] = pin.GetTag()
+	}
 	for _, c := range s.GetHooks() {
 		h := kernelev.Hook{Kind: c.GetHook(), Target: c.GetTarget()}
 		m, measured := kl.hooks[h]
@@ -202,6 +206,16 @@ func judgeKernel(s *pulsev1.BPFSnapshot, kl kernelLog) *kernelFinding {
 				return f
 			}
 			continue
+		}
+		if measured {
+			// The program measured there must be one the agent holds
+			// pinned, with that tag: the runtime PCR is extendable by
+			// root, and a record naming a foreign program at Shield's
+			// attach point would otherwise make it "Pulse's".
+			if tag, ok := pinned[m.program]; !ok || !bytes.Equal(tag, m.tag[:]) {
+				return kernelFail(pulsev1.Reason_REASON_BPF_FOREIGN_PROGRAM, "hook %s: the runtime log's latest record there names %s (tag %x), which is not a program the agent holds pinned with that tag",
+					h, m.program, m.tag)
+			}
 		}
 		shield := false
 		for i, prog := range c.GetPrograms() {
@@ -236,6 +250,16 @@ func judgeKernel(s *pulsev1.BPFSnapshot, kl kernelLog) *kernelFinding {
 		byName := make(map[string]uint32, len(kl.maps))
 		for id, name := range kl.maps {
 			byName[name] = id
+		}
+		// And every map the agent holds must be one the latest load
+		// measured: a maps record root appends after the load (a "new
+		// load" without Shield's maps or programs) would otherwise clear
+		// every enforced hook and leave the agent's maps unchecked.
+		for _, mi := range s.GetMaps() {
+			if _, ok := byName[mi.GetName()]; !ok {
+				return kernelFail(pulsev1.Reason_REASON_BPF_MAP_FOREIGN, "the agent's map %s (id %d) is not in the latest maps record: that record is not the load the agent runs",
+					mi.GetName(), mi.GetId())
+			}
 		}
 		for _, name := range sortedNames(byName) {
 			got, ok := reported[name]

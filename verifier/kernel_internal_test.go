@@ -74,7 +74,8 @@ func honestTCX() *pulsev1.BPFSnapshot {
 			chain(kernelev.HookTCXEgress, "eth0", prog(2, tagEgress[:], 11)),
 			chain(kernelev.HookXDP, "eth0"),
 		},
-		Maps: []*pulsev1.MapIdentity{{Name: "shield_quarantine", Id: 11}, {Name: "sentinel_cfg", Id: 12}},
+		Maps:   []*pulsev1.MapIdentity{{Name: "shield_quarantine", Id: 11}, {Name: "sentinel_cfg", Id: 12}},
+		Pinned: []*pulsev1.PinnedProgram{{Name: "shield_ingress", Tag: tagIngress[:]}, {Name: "shield_egress", Tag: tagEgress[:]}},
 	}
 }
 
@@ -88,7 +89,8 @@ func TestJudgeKernel(t *testing.T) {
 				chain(kernelev.HookTCXIngress, "eth0"), chain(kernelev.HookTCXEgress, "eth0"),
 				chain(kernelev.HookXDP, "eth0", prog(3, tagXDP[:], 21)),
 			},
-			Maps: []*pulsev1.MapIdentity{{Name: "shield_quarantine", Id: 21}},
+			Maps:   []*pulsev1.MapIdentity{{Name: "shield_quarantine", Id: 21}},
+			Pinned: []*pulsev1.PinnedProgram{{Name: "shield_xdp", Tag: tagXDP[:]}},
 		}
 	}
 	tests := []struct {
@@ -243,6 +245,33 @@ func TestJudgeKernel(t *testing.T) {
 			rs[0] = cel.Record{Content: &cel.Generic{Name: kernelev.MapsRecordName, Data: []byte("shield_quarantine 011\n")}}
 			return rs
 		}, honestTCX, pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING},
+		// Records root appends to the runtime log after the agent's load
+		// (issue 20 attack review; the real-kernel exploits are in
+		// attack20_test.go).
+		{"forged maps record without Shield's maps after the load", func(t testing.TB) []cel.Record {
+			return append(tcxLoad(t), mapsRec(t, map[string]uint32{"sentinel_cfg": 12}))
+		}, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks[0].Programs = append([]*pulsev1.ChainProgram{prog(50, tagForeign)}, s.Hooks[0].Programs...)
+			return s
+		}, pulsev1.Reason_REASON_BPF_MAP_FOREIGN},
+		{"forged empty maps record after the load", func(t testing.TB) []cel.Record {
+			return append(tcxLoad(t), cel.Record{Content: &cel.Generic{Name: kernelev.MapsRecordName}})
+		}, honestTCX, pulsev1.Reason_REASON_BPF_MAP_FOREIGN},
+		{"forged record measures a foreign XDP program on the Shield interface", func(t testing.TB) []cel.Record {
+			return append(tcxLoad(t), progRec("foreign_pass", "xdp:eth0", [8]byte(tagForeign)))
+		}, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks[2].Programs = []*pulsev1.ChainProgram{prog(51, tagForeign)}
+			return s
+		}, pulsev1.Reason_REASON_BPF_FOREIGN_PROGRAM},
+		{"forged record measures a foreign program under Shield's name", func(t testing.TB) []cel.Record {
+			return append(tcxLoad(t), progRec("shield_ingress", "tcx/ingress:eth0", [8]byte(tagForeign)))
+		}, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks[0].Programs = []*pulsev1.ChainProgram{prog(50, tagForeign)}
+			return s
+		}, pulsev1.Reason_REASON_BPF_FOREIGN_PROGRAM},
 		// The agent's own report that the guarded name now names another
 		// device, whatever a root-appended interfaces record says (issue
 		// 20 attack review; real kernel: attack20_test.go).

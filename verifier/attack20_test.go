@@ -1,0 +1,222 @@
+package verifier_test
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	ebpfagent "github.com/pulse-attest/pulse/agent/ebpf"
+	"github.com/pulse-attest/pulse/bpf"
+	"github.com/pulse-attest/pulse/internal/kernelev"
+	"github.com/pulse-attest/pulse/internal/testutil"
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/simulator/simtest"
+	"github.com/pulse-attest/pulse/tpm/cel"
+)
+
+// TestAttack20ForgedKernelRecords: white-box attacks on kernel evidence
+// (issue 20) by root on an enrolled device running the real, measured
+// agent: root cannot make the agent report anything but what the kernel
+// runs, but it can extend the runtime PCR with records of its own (the
+// runtime log is root-writable and the PCR extendable by anyone). Each
+// attack first forges records, then bypasses Shield (a foreign TCX_PASS
+// program at the head of its chains, or a foreign XDP program); each is
+// refused with its own reason, and a fresh agent load after it is TRUSTED
+// again (the honest side).
+func TestAttack20ForgedKernelRecords(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireTools(t, "ip")
+	if err := bpf.EnsureFilesystems(simtest.Logger(t)); err != nil {
+		t.Fatalf("mount bpffs: %v", err)
+	}
+	e := newEnvCfg(t, "rhel8-uefi", fleetPolicy(t, "  measured_boot {\n    secure_boot {}\n  }\n  sentinel {\n    allow_lost = true\n  }\n"))
+	if e == nil {
+		return
+	}
+	ifname, ifindex := vethPair(t)
+	a := e.agent("edge-attack20", e.openTPM(e.sw))
+	if res := a.Enroll(); !res.GetEnrolled() {
+		t.Fatalf("enroll: %s", res.GetMessage())
+	}
+	a.MeasureBinary()
+	pinDir := filepath.Join(bpf.BPFFSPath, "pulse-x20-"+randHex(t, 4))
+	t.Cleanup(func() { bpf.RemoveAll(pinDir) }) //nolint:errcheck // best effort
+	measure := func(_ context.Context, c cel.Content) error {
+		a.Measure(c)
+		return nil
+	}
+	// load is a fresh load of the agent's eBPF (an agent restart): new
+	// Shield maps, a new maps record, every program measured again.
+	var ad *ebpfagent.Adapter
+	load := func(t *testing.T) {
+		t.Helper()
+		if ad != nil {
+			ad.Close()
+		}
+		var err error
+		if ad, err = ebpfagent.New(context.Background(), pinDir, []string{ifname}, measure, simtest.Logger(t)); err != nil {
+			t.Fatalf("load eBPF: %v", err)
+		}
+	}
+	load(t)
+	t.Cleanup(func() { ad.Close() })
+	a.Challenge()
+
+	pulse := func() *pulsev1.PulseResponse {
+		t.Helper()
+		bg := context.Background()
+		snap, err := ad.Snapshot(bg)
+		if err != nil {
+			t.Fatalf("snapshot: %v", err)
+		}
+		sent, err := ad.SentinelRead(bg, 256)
+		if err != nil {
+			t.Fatalf("sentinel: %v", err)
+		}
+		fortress, err := ad.Fortress(bg)
+		if err != nil {
+			t.Fatalf("fortress: %v", err)
+		}
+		resp := a.Pulse(func(p *parts) {
+			p.Payload.Bpf, p.Payload.Fortress = snap, fortress
+			p.Payload.Sentinel, p.Payload.SentinelEvents = sent.Report, sent.Events
+		})
+		if resp.GetVerdict() != pulsev1.Verdict_VERDICT_UNSPECIFIED {
+			if err := ad.SentinelAck(sent.Through); err != nil {
+				t.Fatalf("sentinel ack: %v", err)
+			}
+		}
+		return resp
+	}
+	honest := func(t *testing.T) {
+		t.Helper()
+		wantVerdict(t, pulse(), trusted, pulsev1.Reason_REASON_OK)
+	}
+	honest(t)
+	headOfTCX := func(t *testing.T, idx int) (*ebpf.Program, func()) {
+		t.Helper()
+		foreign := passProgram(t, ebpf.SchedCLS)
+		var links []link.Link
+		for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+			l, err := link.AttachTCX(link.TCXOptions{Program: foreign, Interface: idx, Attach: at, Anchor: link.Head()})
+			if err != nil {
+				t.Fatalf("attach foreign tcx program: %v", err)
+			}
+			links = append(links, l)
+		}
+		return foreign, func() {
+			for _, l := range links {
+				l.Close()
+			}
+		}
+	}
+
+	t.Run("maps record without Shield's maps forged after the load clears every enforced hook", func(t *testing.T) {
+		// A "new load" that measures no program: the verifier would
+		// forget every hook the real load measured, and the agent's own
+		// maps would no longer be compared with anything.
+		a.Measure(&cel.Generic{Name: kernelev.MapsRecordName})
+		_, detach := headOfTCX(t, ifindex)
+		wantVerdict(t, pulse(), untrusted, pulsev1.Reason_REASON_BPF_MAP_FOREIGN)
+		detach()
+		load(t)
+		honest(t)
+	})
+
+	t.Run("program records forged for the foreign program on Shield's hooks", func(t *testing.T) {
+		// Records naming the foreign program at Shield's attach points
+		// make it "the program measured there" (tags are public); Shield
+		// itself is then the foreign one, so root swaps it out of the
+		// chain for XDP, where it is not attached: a foreign XDP program
+		// measured by root's own record.
+		foreign := passProgram(t, ebpf.XDP)
+		info, err := foreign.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tag [8]byte
+		if err := decodeTag(info.Tag, &tag); err != nil {
+			t.Fatal(err)
+		}
+		a.Measure(&cel.EBPFProgram{Name: "foreign_pass", ProgramType: "XDP", AttachPoint: "xdp:" + ifname, Tag: tag})
+		l, err := link.AttachXDP(link.XDPOptions{Program: foreign, Interface: ifindex})
+		if err != nil {
+			t.Fatalf("attach foreign XDP program: %v", err)
+		}
+		wantVerdict(t, pulse(), untrusted, pulsev1.Reason_REASON_BPF_FOREIGN_PROGRAM)
+		l.Close()
+		load(t)
+		honest(t)
+	})
+
+	t.Run("interfaces record forged for a decoy given the guarded name", func(t *testing.T) {
+		// The guarded device is renamed and keeps Shield, with a foreign
+		// program ahead of it; a decoy under the guarded name carries
+		// Shield's own programs; a forged interfaces record names the
+		// decoy's ifindex. The agent must report the device Shield
+		// guards, not the decoy.
+		renamed := ifname + "r"
+		ipLink(t, "set", ifname, "down")
+		ipLink(t, "set", ifname, "name", renamed)
+		t.Cleanup(func() { exec.Command("ip", "link", "del", renamed).Run() }) //nolint:errcheck // best effort
+		ipLink(t, "set", renamed, "up")
+		decoy, peer := ifname, "pkx"+ifname[3:]
+		ipLink(t, "add", decoy, "type", "veth", "peer", "name", peer)
+		t.Cleanup(func() { exec.Command("ip", "link", "del", peer).Run() }) //nolint:errcheck // best effort
+		ipLink(t, "set", decoy, "up")
+		nif, err := net.InterfaceByName(decoy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var links []link.Link
+		for _, x := range []struct {
+			prog string
+			at   ebpf.AttachType
+		}{{"shield_ingress", ebpf.AttachTCXIngress}, {"shield_egress", ebpf.AttachTCXEgress}} {
+			p, err := ebpf.LoadPinnedProgram(filepath.Join(pinDir, x.prog), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l, err := link.AttachTCX(link.TCXOptions{Program: p, Interface: nif.Index, Attach: x.at})
+			p.Close()
+			if err != nil {
+				t.Fatalf("attach %s to the decoy: %v", x.prog, err)
+			}
+			links = append(links, l)
+		}
+		data, err := kernelev.EncodeMaps(map[string]uint32{ifname: uint32(nif.Index)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Measure(&cel.Generic{Name: kernelev.InterfacesRecordName, Data: data})
+		_, detach := headOfTCX(t, ifindex)
+		wantVerdict(t, pulse(), untrusted, pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING)
+		detach()
+		for _, l := range links {
+			l.Close()
+		}
+		ipLink(t, "del", decoy)
+		ipLink(t, "set", renamed, "down")
+		ipLink(t, "set", renamed, "name", ifname)
+		ipLink(t, "set", ifname, "up")
+		load(t)
+		honest(t)
+	})
+}
+
+// decodeTag parses a kernel tag (16 hex digits).
+func decodeTag(s string, out *[8]byte) error {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(out) {
+		return fmt.Errorf("kernel tag %q: %v", s, err)
+	}
+	copy(out[:], b)
+	return nil
+}
