@@ -42,7 +42,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	code := pgtest.Main(m)
+	if err := initArtefacts(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(1)
+	}
+	code := finishArtefacts(pgtest.Main(m))
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -221,6 +225,7 @@ replica_id = "r1"
 		}
 		f.mu.Unlock()
 		f.verifier.stop(syscall.SIGTERM)
+		collectArtefacts(t, dir)
 		if t.Failed() {
 			logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
 			for _, path := range logs {
