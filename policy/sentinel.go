@@ -23,6 +23,11 @@ import (
 // severity 1, SIGKILL and SIGSTOP from anyone but the service manager, any
 // eBPF program load by another process than the agent, and any lost or
 // missing record are findings.
+//
+// An enforced violation makes the verdict UNTRUSTED with its own reason;
+// the alert's kind and severity are the reason's (verifier/alert), and
+// isolation follows on_failure. Severity is that of the findings a rule in
+// warn mode adds.
 type Sentinel struct {
 	Rule
 	// Signals are the signal names that are a finding when sent to the
@@ -190,7 +195,9 @@ func SignalName(n int) string {
 
 func (d *decoder) sentinel(blk *hclsyntax.Block, base settings) *Sentinel {
 	file := blk.TypeRange.Filename
-	b := d.content(blk.Body, "sentinel", with(ruleAttrs, "signals", "signal_senders", "bpf_loaders", "allow_lost"), nil)
+	// No isolate: an enforced violation is an UNTRUSTED verdict with its
+	// own reason, isolated as on_failure says (like every such reason).
+	b := d.content(blk.Body, "sentinel", []string{"mode", "severity", "signals", "signal_senders", "bpf_loaders", "allow_lost"}, nil)
 	s := &Sentinel{Rule: d.settings(b, settings{mode: Enforce, severity: SeverityCritical, isolate: base.isolate}).rule("sentinel", blk.TypeRange.Start, file),
 		Signals: DefaultSentinelSignals}
 	if a := b.attrs["signals"]; a != nil {

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -37,6 +38,17 @@ func TestPolicySentinelParse(t *testing.T) {
 	d := (*Policy)(nil).SentinelRule()
 	if !d.Default || d.Mode != Enforce || d.Severity != SeverityCritical || d.AllowLost || len(d.Signals) != 2 || len(d.BPFLoaders) != 0 {
 		t.Errorf("defaults %+v", d)
+	}
+}
+
+// TestPolicySentinelRejectsIsolate: isolation of a Sentinel violation
+// follows on_failure; the block has no isolate of its own.
+func TestPolicySentinelRejectsIsolate(t *testing.T) {
+	src := strings.Replace(sentinelPolicy, "    allow_lost     = true\n", "    allow_lost     = true\n    isolate        = true\n", 1)
+	set, diags := Parse("edge.hcl", []byte(src))
+	text := DiagnosticsText(diags, []Source{{Name: "edge.hcl", Bytes: []byte(src)}})
+	if set != nil || !strings.Contains(text, `"isolate"`) {
+		t.Fatalf("isolate in sentinel accepted (set %v):\n%s", set != nil, text)
 	}
 }
 
