@@ -26,7 +26,7 @@ import (
 // bpfFleetPolicy is fleetPolicy for agents running eBPF on this shared
 // test machine: the default sentinel rule, except that eBPF loads by Go
 // test binaries ("bpf.test", "e2e.test": the other packages' tests, which
-// may run at the same time) and bpftool are allowed.
+// may run at the same time), bpftool, ip and tc are allowed.
 const bpfFleetPolicy = `
 policy "fleet" {
   match {
@@ -42,7 +42,7 @@ policy "fleet" {
     secure_boot {}
   }
   sentinel {
-    bpf_loaders = ["*.test", "bpftool"]
+    bpf_loaders = ["*.test", "bpftool", "ip", "tc"]
   }
 }
 `
