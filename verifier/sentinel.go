@@ -360,19 +360,25 @@ func (v *Verifier) recordSentinel(ctx context.Context, o *Outcome) {
 	if pulsev1.Verdict(o.agent.LastVerdict) != pulsev1.Verdict_VERDICT_BLINDED || o.Reason == pulsev1.Reason_REASON_AGENT_SIGNALLED {
 		return
 	}
-	var sig *store.SentinelEvent
+	var sig, exit *store.SentinelEvent
 	for i := range o.sentinel.events {
-		if e := &o.sentinel.events[i]; e.Kind == "signal" || e.Kind == "fortress_denied" {
+		switch e := &o.sentinel.events[i]; e.Kind {
+		case "signal", "fortress_denied":
 			sig = e
+		case "exit":
+			exit = e
 		}
 	}
 	if sig == nil {
 		return
 	}
+	msg := "agent back from BLINDED: " + describeSignal(*sig)
+	if exit != nil && exit.Seq > sig.Seq {
+		msg += "; then the agent exited (" + exit.Detail + ")"
+	}
 	kind, sev := alert.KindAgentSignalled, alert.SeverityLow
 	v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("comeback:%s:%s:%d", o.agent.ID, sig.Boot, sig.Seq), AgentID: o.agent.ID,
-		Kind: string(kind), Severity: sev, Reason: o.Reason.String(),
-		Message: "agent back from BLINDED: " + describeSignal(*sig)})
+		Kind: string(kind), Severity: sev, Reason: o.Reason.String(), Message: msg})
 }
 
 // describeSignal names a recorded signal and its sender.

@@ -275,12 +275,13 @@ func TestComebackAlertNamesSignal(t *testing.T) {
 		return err == nil && pulsev1.Verdict(ag.LastVerdict) == pulsev1.Verdict_VERDICT_BLINDED
 	})
 	a.Challenge()
-	wantVerdict(t, a.pulse([]*pulsev1.SentinelEvent{signal(9, 1, "init", 0)}, nil), trusted, pulsev1.Reason_REASON_OK)
+	exit := &pulsev1.SentinelEvent{Kind: pulsev1.SentinelEvent_KIND_EXIT, SenderPid: sentinelTestPID, SenderComm: "pulse-agent", Signal: 9, Value: 9, Detail: "killed by SIGKILL"}
+	wantVerdict(t, a.pulse([]*pulsev1.SentinelEvent{signal(9, 1, "init", 0), exit}, nil), trusted, pulsev1.Reason_REASON_OK)
 	got := comebacks()
 	if len(got) != 1 {
 		t.Fatalf("comeback alerts %+v, want one", got)
 	}
-	for _, w := range []string{"BLINDED", "SIGKILL", "pid 1", `"init"`, "uid 0"} {
+	for _, w := range []string{"BLINDED", "SIGKILL", "pid 1", `"init"`, "uid 0", "exited (killed by SIGKILL)"} {
 		if !strings.Contains(got[0].Message, w) {
 			t.Errorf("comeback alert %q does not name %q", got[0].Message, w)
 		}
