@@ -666,13 +666,15 @@ func (v *Verifier) sweepOnce(ctx context.Context) {
 		if pol != nil && pol.Heartbeat.Grace > 0 {
 			grace = pol.Heartbeat.Grace
 		}
-		return now.Before(v.started.Add(grace))
+		return now.Before(v.graceFrom().Add(grace))
 	}
 	over, err := v.store.Overdue(ctx)
 	if err != nil {
+		v.storeFault(storeOpSweep, err)
 		v.log.Warn("sweep failed", "error", err)
 		return
 	}
+	v.storeAnswered()
 	for _, a := range over {
 		if inGrace(v.selectPolicy(a.ID)) {
 			continue
@@ -683,6 +685,7 @@ func (v *Verifier) sweepOnce(ctx context.Context) {
 		}
 		won, err := v.store.MarkBlinded(ctx, a.ID, int32(pulsev1.Verdict_VERDICT_BLINDED), int32(pulsev1.Reason_REASON_SILENT), msg)
 		if err != nil {
+			v.storeFault(storeOpSweep, err)
 			v.log.Warn("marking blinded failed", "agent_id", a.ID, "error", err)
 			continue
 		}

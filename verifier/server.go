@@ -300,7 +300,9 @@ func (v *Verifier) Challenge(ctx context.Context, _ *pulsev1.ChallengeRequest) (
 	}
 	a, err := v.store.GetAgent(ctx, p.AgentID)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, status.Errorf(codes.Internal, "challenge: %v", err)
+		// The store is down: the agent retries, as after a refused pulse.
+		v.storeFault(storeOpChallenge, err)
+		return nil, status.Errorf(codes.Unavailable, "challenge: %v", err)
 	}
 	var epoch uint64
 	if a != nil {
@@ -362,6 +364,9 @@ func (v *Verifier) Pulse(ctx context.Context, req *pulsev1.PulseRequest) (*pulse
 	}
 	resp := &pulsev1.PulseResponse{Verdict: o.Verdict, Reason: o.Reason, Message: o.Message, Findings: o.Findings, PolicyDigest: o.Digest, Notes: o.Notes}
 	if o.Reason == pulsev1.Reason_REASON_INTERNAL {
+		if storeFailed(o) {
+			v.storeFault(storeOpPulse, errors.New(o.Message))
+		}
 		return nil, status.Errorf(codes.Unavailable, "verifier: %s", o.Message)
 	}
 	a := o.agent

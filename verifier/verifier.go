@@ -53,6 +53,8 @@ type Verifier struct {
 	alerter  Alerter
 	metrics  *metrics.Metrics
 	started  time.Time
+	// storeHealth says whether the store answers (storehealth.go).
+	storeHealth storeHealth
 	// lastStatus is when agents-by-status was last exported (sweeper only).
 	lastStatus time.Time
 

@@ -50,6 +50,8 @@ type Metrics struct {
 	policy       *policyCollector
 	divergent    prometheus.Gauge
 	refused      *prometheus.CounterVec
+	storeUp      prometheus.Gauge
+	storeErrors  *prometheus.CounterVec
 
 	reg prometheus.Registerer
 
@@ -91,10 +93,12 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: Namespace, Name: "refused_total",
 			Help: "Refused TLS handshakes and undecodable requests, by listener and cause (docs/operations.md, probes).",
 		}, []string{"listener", "cause"}),
-		seenStatus: map[string]bool{},
-		reg:        reg,
+		storeUp:     newStoreUp(),
+		storeErrors: newStoreErrors(),
+		seenStatus:  map[string]bool{},
+		reg:         reg,
 	}
-	for _, c := range []prometheus.Collector{m.pulses, m.verification, m.alerts, m.agents, m.policy, m.divergent, m.refused} {
+	for _, c := range []prometheus.Collector{m.pulses, m.verification, m.alerts, m.agents, m.policy, m.divergent, m.refused, m.storeUp, m.storeErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: register: %w", err)
 		}
@@ -103,6 +107,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		m.agents.WithLabelValues(s).Set(0)
 		m.seenStatus[s] = true
 	}
+	m.initStore()
 	return m, nil
 }
 
