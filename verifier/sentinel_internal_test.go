@@ -3,6 +3,9 @@ package verifier
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/pulse-attest/pulse/internal/sentinelrec"
 	"github.com/pulse-attest/pulse/policy"
@@ -205,4 +208,31 @@ func BenchmarkJudgeSentinel(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzJudgeSentinel: whatever Sentinel report and records a payload
+// carries, the judgement does not panic, keeps what it stores bounded and
+// valid UTF-8, and never moves the cursor to another boot.
+func FuzzJudgeSentinel(f *testing.F) {
+	seed := &pulsev1.PulsePayload{Sentinel: &pulsev1.SentinelReport{NextSeq: 3, CfgAgentTgid: 100, AgentTgid: 100},
+		SentinelEvents: append(seqEvents(pulsev1.SentinelEvent_KIND_SIGNAL, 1, 2), &pulsev1.SentinelEvent{Seq: 3, Kind: 9, SenderComm: "\xff\xfe", Detail: strings.Repeat("x", 500)})}
+	b, _ := proto.Marshal(seed)
+	f.Add(b, uint64(0))
+	f.Add([]byte{}, uint64(7))
+	sl := sentinelLog{has: true, latest: sentinelrec.Config{AgentTGID: 100, ManagerTGID: 1, MapID: 5}, agents: []uint32{100}}
+	f.Fuzz(func(t *testing.T, raw []byte, last uint64) {
+		p := &pulsev1.PulsePayload{}
+		if proto.Unmarshal(raw, p) != nil {
+			return
+		}
+		res := judgeSentinel(policy.DefaultSentinel(), p, sl, &store.SentinelCursor{Boot: "1.0", LastSeq: last}, "1.0")
+		if res.record.cursor.Boot != "1.0" {
+			t.Fatalf("cursor %+v", res.record.cursor)
+		}
+		for _, e := range res.record.events {
+			if len(e.SenderComm) > 16 || len(e.Detail) > maxStoredText || !utf8.ValidString(e.SenderComm+e.Detail) {
+				t.Fatalf("stored %+v", e)
+			}
+		}
+	})
 }
