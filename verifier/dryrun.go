@@ -6,8 +6,8 @@ import (
 	"strings"
 	"time"
 
-	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/policy"
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
@@ -134,8 +134,8 @@ func DryRun(ctx context.Context, st *store.Store, inForce, candidate *policy.Set
 				continue
 			}
 			rep.Changed = append(rep.Changed, DryRunAgent{AgentID: ae.AgentID, Partition: ae.Partition,
-				Current:    strings.TrimPrefix(pulsev1.Verdict(ae.Verdict).String(), "VERDICT_") + "/" + strings.TrimPrefix(pulsev1.Reason(ae.Reason).String(), "REASON_"),
-				InForce:    was, Candidate: will, EvidenceAt: ae.Explanation.EvidenceAt, Incomplete: !se.Complete})
+				Current: strings.TrimPrefix(pulsev1.Verdict(ae.Verdict).String(), "VERDICT_") + "/" + strings.TrimPrefix(pulsev1.Reason(ae.Reason).String(), "REASON_"),
+				InForce: was, Candidate: will, EvidenceAt: ae.Explanation.EvidenceAt, Incomplete: !se.Complete})
 		}
 		if len(page) < dryRunPage {
 			break
@@ -152,4 +152,6 @@ func DryRun(ctx context.Context, st *store.Store, inForce, candidate *policy.Set
 // EncodeEvidence is the stored form of verified evidence (bounded by
 // budget bytes), as the pulse's commit writes it: for tools and tests
 // that seed a store.
-func EncodeEvidence(ev policy.Evidence, budget int) ([]byte, error) { return encodeEvidence(ev, budget) }
+func EncodeEvidence(ev policy.Evidence, budget int) ([]byte, error) {
+	return encodeEvidence(ev, budget)
+}

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/policy"
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/tpm/cel"
 	"github.com/pulse-attest/pulse/verifier/admin"
 	"github.com/pulse-attest/pulse/verifier/config"

@@ -39,6 +39,8 @@ const (
 	MaxUpdateWindow = 31 * 24 * time.Hour
 	// MaxApprovalGlobs bounds the agent globs of one approval.
 	MaxApprovalGlobs = 256
+	// MaxAckNote bounds an acknowledgement's note.
+	MaxAckNote = 1024
 )
 
 // Options configure New.
@@ -140,6 +142,7 @@ func (h *handler) routes(reg *prometheus.Registry) {
 	h.decommissionRoutes()
 	h.maintenanceRoutes()
 	h.fleetRoutes()
+	h.explorerRoutes()
 	if reg != nil {
 		m.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 			Registry:          reg,
@@ -515,9 +518,16 @@ func (h *handler) ackAlert(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "alert id: "+err.Error())
 		return
 	}
-	var body struct{}
+	// The note (why it was acknowledged) goes on the audit record.
+	var body struct {
+		Note string `json:"note"`
+	}
 	if err := decode(w, r, &body, true); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if len(body.Note) > MaxAckNote || strings.IndexFunc(body.Note, func(c rune) bool { return c < 0x20 && c != '\n' || c == 0x7f }) >= 0 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("note: at most %d bytes of printable text", MaxAckNote))
 		return
 	}
 	p := principalFrom(r.Context())
@@ -525,8 +535,12 @@ func (h *handler) ackAlert(w http.ResponseWriter, r *http.Request) {
 		h.backendError(w, r, err)
 		return
 	}
-	h.log.Info("alert acknowledged", "alert_id", id, "by", p.Name, "auth_method", p.Method)
-	if !h.record(w, r, audit.KindAckAlert, "", map[string]string{"alert_id": id}) {
+	h.log.Info("alert acknowledged", "alert_id", id, "by", p.Name, "auth_method", p.Method, "note_bytes", len(body.Note))
+	fields := map[string]string{"alert_id": id}
+	if body.Note != "" {
+		fields["note"] = body.Note
+	}
+	if !h.record(w, r, audit.KindAckAlert, "", fields) {
 		return
 	}
 	writeJSON(w, http.StatusOK, ActionResult{ID: id, By: p.Name, At: h.now().UTC()})
