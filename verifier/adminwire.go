@@ -1,6 +1,7 @@
 package verifier
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/hashicorp/go-hclog"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/pulse-attest/pulse/internal/tlsconfig"
 	"github.com/pulse-attest/pulse/policy"
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/verifier/admin"
 	"github.com/pulse-attest/pulse/verifier/alert"
 	"github.com/pulse-attest/pulse/verifier/config"
@@ -60,4 +62,19 @@ func startAdmin(cfg *config.Config, tokenFile string, v *Verifier, reg *promethe
 		return nil, err
 	}
 	return admin.Listen(cfg.AdminListen, tlsCfg, h, log)
+}
+
+var _ admin.LiveSource = AdminBackend{}
+
+// AgentVerdicts feeds the admin listener's live updates.
+func (b AdminBackend) AgentVerdicts(ctx context.Context) (map[string]admin.VerdictReason, error) {
+	vs, err := b.V.store.AgentVerdicts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]admin.VerdictReason, len(vs))
+	for id, v := range vs {
+		out[id] = admin.VerdictReason{Verdict: pulsev1.Verdict(v.Verdict).String(), Reason: pulsev1.Reason(v.Reason).String()}
+	}
+	return out, nil
 }

@@ -230,6 +230,7 @@ type FleetCounts struct {
 
 func (h *handler) fleetRoutes() {
 	h.mux.HandleFunc("GET /api/v1/fleet", h.countFleet)
+	h.mux.HandleFunc("GET /api/v1/events", h.events)
 }
 
 func (h *handler) queryAgents(w http.ResponseWriter, r *http.Request) {
@@ -275,8 +276,13 @@ func (h *handler) countFleet(w http.ResponseWriter, r *http.Request) {
 		h.backendError(w, r, err)
 		return
 	}
+	writeJSON(w, http.StatusOK, normCounts(c, h.now()))
+}
+
+// normCounts is c with enum names without their prefix.
+func normCounts(c *FleetCounts, now time.Time) *FleetCounts {
 	out := *c
-	out.Now = h.now().UTC()
+	out.Now = now.UTC()
 	norm := func(m map[string]int, f func(string) string) map[string]int {
 		o := make(map[string]int, len(m))
 		for k, n := range m {
@@ -287,5 +293,5 @@ func (h *handler) countFleet(w http.ResponseWriter, r *http.Request) {
 	out.ByVerdict, out.ByReason = norm(c.ByVerdict, VerdictName), norm(c.ByReason, ReasonName)
 	same := func(s string) string { return s }
 	out.ByPartition, out.ByVersion, out.ByTrust = norm(c.ByPartition, same), norm(c.ByVersion, same), norm(c.ByTrust, same)
-	writeJSON(w, http.StatusOK, out)
+	return &out
 }

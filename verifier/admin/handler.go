@@ -74,6 +74,7 @@ type handler struct {
 	now      func() time.Time
 	mux      *http.ServeMux
 	authFail *prometheus.CounterVec
+	live     liveHub
 }
 
 type ctxKey struct{}
@@ -103,6 +104,7 @@ func New(o Options) (http.Handler, error) {
 			return nil, err
 		}
 	}
+	h.live.h = h
 	h.routes(o.Registry)
 	return h, nil
 }

@@ -369,3 +369,31 @@ func (s *Store) CountFleet(ctx context.Context) (*FleetCounts, error) {
 	}
 	return c, nil
 }
+
+// AgentVerdict is an agent's current verdict and reason.
+type AgentVerdict struct {
+	Verdict, Reason int32
+}
+
+// AgentVerdicts returns every agent's verdict and reason (three narrow
+// columns: what a live view diffs to find the agents that changed).
+func (s *Store) AgentVerdicts(ctx context.Context) (map[string]AgentVerdict, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, last_verdict, last_reason FROM agents`)
+	if err != nil {
+		return nil, fmt.Errorf("store: agent verdicts: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]AgentVerdict{}
+	for rows.Next() {
+		var id string
+		var v, r int64
+		if err := rows.Scan(&id, &v, &r); err != nil {
+			return nil, fmt.Errorf("store: agent verdicts: %w", err)
+		}
+		out[id] = AgentVerdict{Verdict: int32(v), Reason: int32(r)}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: agent verdicts: %w", err)
+	}
+	return out, nil
+}
