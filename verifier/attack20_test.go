@@ -2,11 +2,13 @@ package verifier_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/hex"
 	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -14,11 +16,13 @@ import (
 
 	ebpfagent "github.com/pulse-attest/pulse/agent/ebpf"
 	"github.com/pulse-attest/pulse/bpf"
+	"github.com/pulse-attest/pulse/internal/directivesig"
 	"github.com/pulse-attest/pulse/internal/kernelev"
 	"github.com/pulse-attest/pulse/internal/testutil"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/simulator/simtest"
 	"github.com/pulse-attest/pulse/tpm/cel"
+	"github.com/pulse-attest/pulse/verifier"
 )
 
 // TestAttack20ForgedKernelRecords: white-box attacks on kernel evidence
@@ -219,4 +223,95 @@ func decodeTag(s string, out *[8]byte) error {
 	}
 	copy(out[:], b)
 	return nil
+}
+
+// released returns every release address received so far, after checking
+// each directive's signature for audience with pub.
+func (d *directives) released(t *testing.T, pub ed25519.PublicKey, audience string) []string {
+	t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []string
+	for _, m := range d.got {
+		if m.GetRelease() == nil {
+			continue
+		}
+		s, err := directivesig.Open(pub, m, audience)
+		if err != nil {
+			t.Fatalf("release to %s not signed for it: %v", audience, err)
+		}
+		out = append(out, s.GetRelease().GetAddresses()...)
+	}
+	return out
+}
+
+// TestAttack20PoolAddressPoisoning: root on an enrolled device pulses
+// TRUSTED from free addresses of its network's pool (a secondary address
+// is one `ip addr add` away), then fails. Every address it was accepted
+// from within the TTL is registered to it alone, so isolation hits them
+// all, and the entries stay until an operator releases them: the next
+// device leased one of them is dropped by every other agent's Shield. An
+// isolated address another agent is then accepted from has changed hands
+// or is shared, which isolation never hits: it is released at once
+// (fleet-wide, signed) and the operator told; the offender's own address
+// stays isolated, and failing again from the new holder's address
+// isolates nothing.
+func TestAttack20PoolAddressPoisoning(t *testing.T) {
+	withKey, pub := directiveKeyFile(t)
+	e := newEnvCfg(t, "rhel8-uefi", both(ekBacks(4), withKey))
+	if e == nil {
+		return
+	}
+	st := openStore(t, e)
+	watch := e.agentFrom("edge-watch", e.openTPM(e.sw), "127.0.0.2")
+	if res := watch.Enroll(); !res.GetEnrolled() {
+		t.Fatal(res.GetMessage())
+	}
+	watch.MeasureBinary()
+	watch.Challenge()
+	wantVerdict(t, watch.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	bad := e.sharing(watch, "edge-bad", "127.0.0.5")
+	wantVerdict(t, bad.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	watchDirs := openDirectives(t, watch)
+
+	// Accepted once from a free address of the pool, then failing from
+	// its own.
+	bad.From(e.daemon.Addr(), e.caFile, "127.0.0.6")
+	bad.Challenge()
+	wantVerdict(t, bad.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	bad.From(e.daemon.Addr(), e.caFile, "127.0.0.5")
+	bad.Challenge()
+	wantVerdict(t, bad.Pulse(func(p *parts) { p.Payload.AgentBinaryDiskSha256 = make([]byte, 32) }), untrusted, pulsev1.Reason_REASON_AGENT_BINARY_MISMATCH)
+	if got := quarantineAddrs(quarantined(t, st)); !slices.Equal(got, []string{"127.0.0.5@edge-bad", "127.0.0.6@edge-bad"}) {
+		t.Fatalf("quarantine %v, want both addresses the offender was accepted from", got)
+	}
+	waitFor(t, "the watcher to drop both", func() bool {
+		got := watchDirs.quarantined(t, pub, "edge-watch")
+		return slices.Contains(got, "127.0.0.5") && slices.Contains(got, "127.0.0.6")
+	})
+
+	// An innocent device is leased the free address and accepted from it.
+	lease := e.sharing(watch, "edge-lease", "127.0.0.6")
+	wantVerdict(t, lease.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	if got := quarantineAddrs(quarantined(t, st)); !slices.Equal(got, []string{"127.0.0.5@edge-bad"}) {
+		t.Fatalf("quarantine %v after edge-lease was accepted from 127.0.0.6: every other agent still drops the innocent device", got)
+	}
+	if !refusedMentioning(t, st, "edge-bad", "127.0.0.6") {
+		t.Fatalf("no isolation_refused alert tells the operator 127.0.0.6 was released: %+v", alertsOf(t, st, "edge-bad", verifier.AlertIsolationRefused))
+	}
+	waitFor(t, "the watcher to release 127.0.0.6", func() bool {
+		return slices.Contains(watchDirs.released(t, pub, "edge-watch"), "127.0.0.6")
+	})
+	if got := watchDirs.released(t, pub, "edge-watch"); slices.Contains(got, "127.0.0.5") {
+		t.Fatalf("the offender's own address was released: %v", got)
+	}
+
+	// The offender fails again from the new holder's address: shared,
+	// refused.
+	bad.From(e.daemon.Addr(), e.caFile, "127.0.0.6")
+	bad.Challenge()
+	wantVerdict(t, bad.Pulse(func(p *parts) { p.Payload.AgentBinaryDiskSha256 = make([]byte, 32) }), untrusted, pulsev1.Reason_REASON_AGENT_BINARY_MISMATCH)
+	if got := quarantineAddrs(quarantined(t, st)); !slices.Equal(got, []string{"127.0.0.5@edge-bad"}) {
+		t.Fatalf("quarantine %v after the offender failed from the new holder's address", got)
+	}
 }

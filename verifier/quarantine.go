@@ -135,6 +135,42 @@ func (v *Verifier) registerAddress(ctx context.Context, agentID, addr string) {
 	v.quar.mu.Lock()
 	v.quar.registered[agentID] = registration{addr: addr, at: now}
 	v.quar.mu.Unlock()
+	v.releaseChangedHands(ctx, agentID, addr)
+}
+
+// releaseChangedHands lifts the isolation of addr when agentID, not the
+// offender it was isolated for, was accepted or enrolled from it: the
+// address changed hands (a new lease) or is shared (a NAT), and isolation
+// never hits an address another agent uses; the operator is told instead
+// (isolation_refused). Without it, an offender accepted from free
+// addresses of its network's pool before it failed would have them
+// dropped fleet-wide for whichever device is leased one next. No hold is
+// set on the offender: its other addresses stay isolated and it can be
+// isolated again.
+func (v *Verifier) releaseChangedHands(ctx context.Context, agentID, addr string) {
+	qs, err := v.store.ListQuarantine(ctx)
+	if err != nil {
+		v.log.Warn("reading the quarantine after an address registration failed", "agent_id", agentID, "address", addr, "error", err)
+		return
+	}
+	for _, q := range qs {
+		if c, err := quarset.Canonical(q.Address); err != nil || c != addr || q.Offender == agentID {
+			continue
+		}
+		removed, err := v.store.RemoveQuarantine(ctx, q.Address)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			v.log.Error("releasing an address another agent uses failed", "agent_id", agentID, "address", addr, "offender", q.Offender, "error", err)
+			continue
+		}
+		v.publish(ctx, "*", "release", &pulsev1.Directive{Kind: &pulsev1.Directive_Release{Release: &pulsev1.Release{Addresses: []string{removed.Address}, Offender: removed.Offender}}})
+		v.log.Warn("isolated address released: another agent was accepted from it", "address", removed.Address, "offender", removed.Offender, "agent_id", agentID)
+		v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("isolation_refused:%s:%s:%d", removed.Offender, removed.Address, dedupBucket(v.now())), AgentID: removed.Offender,
+			Kind: AlertIsolationRefused, Severity: 2, Reason: removed.Reason,
+			Message: fmt.Sprintf("address %s no longer isolated: agent %s was accepted from it (a new lease, a NAT or a taken-over address); act on the device itself", removed.Address, agentID)})
+	}
 }
 
 // isolationRefusal is an address an isolation must not hit, and why.
