@@ -186,6 +186,11 @@ func TestAlertsDrill(t *testing.T) {
 	t.Run("pinned program replaced under its pin name", func(t *testing.T) {
 		d.step(t)
 		name := progs[0]
+		for _, p := range progs {
+			if p == "sentinel_signal" {
+				name = p
+			}
+		}
 		path := filepath.Join(pinDir, name)
 		impostor, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "impostor", Type: ebpf.SocketFilter, License: "GPL",
 			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}})
@@ -207,6 +212,7 @@ func TestAlertsDrill(t *testing.T) {
 		sh(t, "bpftool", "prog", "pin", "id", strconv.Itoa(int(progID)), path)
 		f.waitVerdict(id, untrusted, "REASON_BPF_PROGRAM_CHANGED", 20*time.Second)
 		d.expectAlert(t, id, "bpf_program_changed", 1, "REASON_BPF_PROGRAM_CHANGED", name)
+		d.quiet(t, id, "bpf_program_changed", "untrusted")
 	})
 
 	t.Run("agent binary swapped without an allow-list", func(t *testing.T) {
@@ -226,11 +232,13 @@ func TestAlertsDrill(t *testing.T) {
 
 	t.Run("pinned program removed", func(t *testing.T) {
 		d.step(t)
-		if err := os.Remove(filepath.Join(pinDir, progs[1])); err != nil {
+		name := progs[len(progs)-1]
+		if err := os.Remove(filepath.Join(pinDir, name)); err != nil {
 			t.Fatal(err)
 		}
 		f.waitVerdict(id, untrusted, "REASON_BPF_PROGRAM_MISSING", 20*time.Second)
-		d.expectAlert(t, id, "bpf_program_missing", 1, "REASON_BPF_PROGRAM_MISSING", progs[1])
+		d.expectAlert(t, id, "bpf_program_missing", 1, "REASON_BPF_PROGRAM_MISSING", name)
+		d.quiet(t, id, "bpf_program_missing", "untrusted")
 	})
 
 	policyFile := filepath.Join(f.dir, "policy.hcl")
@@ -280,7 +288,7 @@ func TestAlertsDrill(t *testing.T) {
 		v := d.waitReasonIn(t, id, untrusted, 45*time.Second, "REASON_BINARY_CHANGED", "REASON_POLICY_DENIED")
 		t.Logf("swap under an allow-list: %s/%s: %s", v.Verdict, v.Reason, v.Message)
 		d.expectAlert(t, id, "binary_changed", 1, v.Reason, c[:12])
-		d.noNewAlert(t, id, "untrusted")
+		d.quiet(t, id, "binary_changed", "untrusted")
 		// The operator adds the build to the allow-list: TRUSTED.
 		if err := os.WriteFile(policyFile, []byte(drillPolicy(allowList(digests))), 0o644); err != nil {
 			t.Fatal(err)

@@ -362,3 +362,14 @@ func (d *drill) step(t *testing.T) {
 		d.seen[a.ID] = true
 	}
 }
+
+// quiet waits for two more pulses of agent id and fails when they raised
+// another alert of any of kinds: a condition that persists alerts once.
+func (d *drill) quiet(t *testing.T, id string, kinds ...string) {
+	t.Helper()
+	since := d.lastPulseAt(t, id)
+	waitFor(t, "two more pulses", func() bool { return d.lastPulseAt(t, id).After(since.Add(3 * time.Second)) })
+	for _, k := range kinds {
+		d.noNewAlert(t, id, k)
+	}
+}
