@@ -2174,8 +2174,9 @@ type SentinelEvent struct {
 	Detail     string                 `protobuf:"bytes,7,opt,name=detail,proto3" json:"detail,omitempty"`
 	// Sentinel's sequence number of the event (consecutive per boot).
 	Seq uint64 `protobuf:"varint,8,opt,name=seq,proto3" json:"seq,omitempty"`
-	// Kind-specific: for KIND_EXIT the exit code; for KIND_BPF_LOAD the
-	// loaded program's ID when known.
+	// Kind-specific: for KIND_SIGNAL and KIND_FORTRESS_DENIED the sender's
+	// uid; for KIND_EXIT the exit code; for KIND_BPF_LOAD the loaded
+	// program's ID when known.
 	Value         uint32 `protobuf:"varint,9,opt,name=value,proto3" json:"value,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
