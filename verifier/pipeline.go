@@ -252,6 +252,13 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 		return o.untrusted(pulsev1.Reason_REASON_PCR_SELECTION, "quote does not cover PCRs %v", missing)
 	}
 	o.TPM = true
+	// The quoted boot, set before any later step can refuse the pulse:
+	// Sentinel records a refused but committed pulse carried are kept
+	// under it (recordSentinel). A TPM Restart (Shutdown(STATE) before a
+	// reboot) keeps the reset count but resets the PCRs: the restart
+	// count tells it apart. An S3 resume moves it too, and cannot be told
+	// from a Restart.
+	o.boot = fmt.Sprintf("%d.%d", res.Clock.ResetCount, res.Clock.RestartCount)
 	noteLockout(o, p, now)
 	// Evidence fields are written only after a verified pulse. The reset
 	// baseline belongs to the enrolled AK: a re-enrollment with another AK
@@ -308,10 +315,6 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	o.update.AgentVersion = ReportedVersion(p.GetAgentVersion())
 	o.update.RuntimeRecords = rt.records
 	o.update.RuntimeCount = rt.count
-	// A TPM Restart (Shutdown(STATE) before a reboot) keeps the reset
-	// count but resets the PCRs: the restart count tells it apart. An S3
-	// resume moves it too, and cannot be told from a Restart.
-	o.boot = fmt.Sprintf("%d.%d", res.Clock.ResetCount, res.Clock.RestartCount)
 	o.update.RuntimeUnchanged = rt.count == storedCount && len(p.GetRuntimeRecords()) == 0 && len(stored) > 0 && p.GetRuntimeFirstRecord() == storedCount
 
 	// 7-8. Policy over the verified evidence, then state.
