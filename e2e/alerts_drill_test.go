@@ -111,7 +111,7 @@ func TestAlertsDrill(t *testing.T) {
 		return sum
 	}
 
-	t.Run("refused handshakes counted by cause", func(t *testing.T) {
+	drillStep(t, "refused handshakes counted by cause", func(t *testing.T) {
 		foreign := foreignAgentCert(t, f.dir)
 		// The verifier's own certificate, from the right CA, has the
 		// wrong role for the agent port.
@@ -183,7 +183,7 @@ func TestAlertsDrill(t *testing.T) {
 		f.waitVerdict(id, trusted, "REASON_OK", 10*time.Second)
 	})
 
-	t.Run("pinned program replaced under its pin name", func(t *testing.T) {
+	drillStep(t, "pinned program replaced under its pin name", func(t *testing.T) {
 		d.step(t)
 		name := progs[0]
 		for _, p := range progs {
@@ -215,7 +215,7 @@ func TestAlertsDrill(t *testing.T) {
 		d.quiet(t, id, "bpf_program_changed", "untrusted")
 	})
 
-	t.Run("agent binary swapped without an allow-list", func(t *testing.T) {
+	drillStep(t, "agent binary swapped without an allow-list", func(t *testing.T) {
 		d.step(t)
 		var b string
 		relaunch(func() { b = swap("B") })
@@ -230,7 +230,7 @@ func TestAlertsDrill(t *testing.T) {
 		d.noNewAlert(t, id, "binary_changed")
 	})
 
-	t.Run("pinned program removed", func(t *testing.T) {
+	drillStep(t, "pinned program removed", func(t *testing.T) {
 		d.step(t)
 		name := progs[len(progs)-1]
 		if err := os.Remove(filepath.Join(pinDir, name)); err != nil {
@@ -250,7 +250,7 @@ func TestAlertsDrill(t *testing.T) {
 		return "  agent_binary {\n    severity = 1\n    allow = [" + strings.Join(q, ", ") + "]\n  }\n"
 	}
 
-	t.Run("policy edit with a syntax error", func(t *testing.T) {
+	drillStep(t, "policy edit with a syntax error", func(t *testing.T) {
 		d.step(t)
 		broken := drillPolicy("  agent_binary {\n    allow = [\"unterminated\n  }\n")
 		line := 0
@@ -281,7 +281,7 @@ func TestAlertsDrill(t *testing.T) {
 		waitLog(t, f.verifier.log, "policy reloaded", 20*time.Second)
 	})
 
-	t.Run("agent binary swapped under an allow-list", func(t *testing.T) {
+	drillStep(t, "agent binary swapped under an allow-list", func(t *testing.T) {
 		d.step(t)
 		var c string
 		relaunch(func() { c = swap("C") })
@@ -296,7 +296,7 @@ func TestAlertsDrill(t *testing.T) {
 		f.waitVerdict(id, trusted, "REASON_OK", 30*time.Second)
 	})
 
-	t.Run("SIGKILL by a shell", func(t *testing.T) {
+	drillStep(t, "SIGKILL by a shell", func(t *testing.T) {
 		d.step(t)
 		f.mu.Lock()
 		p := f.agents[id]
@@ -316,14 +316,14 @@ func TestAlertsDrill(t *testing.T) {
 		f.waitVerdict(id, trusted, "REASON_OK", 30*time.Second)
 	})
 
-	t.Run("runtime PCR extended behind the agent's back", func(t *testing.T) {
+	drillStep(t, "runtime PCR extended behind the agent's back", func(t *testing.T) {
 		d.step(t)
 		relaunch(func() { extendPCR(t, sw.Spec(), 14, "rootkit") })
 		f.waitVerdict(id, untrusted, "REASON_RUNTIME_LOG_REPLAY", 45*time.Second)
 		d.expectAlert(t, id, "untrusted", 1, "REASON_RUNTIME_LOG_REPLAY")
 	})
 
-	t.Run("firmware PCR changed", func(t *testing.T) {
+	drillStep(t, "firmware PCR changed", func(t *testing.T) {
 		d.step(t)
 		raw, err := os.ReadFile(sw.BootLogPath())
 		if err != nil {
@@ -345,7 +345,7 @@ func TestAlertsDrill(t *testing.T) {
 		d.expectAlert(t, id, "untrusted", 1, v.Reason)
 	})
 
-	t.Run("audit log tail damaged, verifier restarted", func(t *testing.T) {
+	drillStep(t, "audit log tail damaged, verifier restarted", func(t *testing.T) {
 		d.step(t)
 		auditLog := filepath.Join(f.dir, "audit.log")
 		f.verifier.stop(syscall.SIGTERM)

@@ -373,3 +373,12 @@ func (d *drill) quiet(t *testing.T, id string, kinds ...string) {
 		d.noNewAlert(t, id, k)
 	}
 }
+
+// drillStep runs one step of a drill as a subtest; the steps build on each
+// other's state, so a failed step ends the drill.
+func drillStep(t *testing.T, name string, step func(t *testing.T)) {
+	t.Helper()
+	if !t.Run(name, step) {
+		t.FailNow()
+	}
+}
