@@ -9,11 +9,13 @@ import (
 	"crypto/x509"
 	"fmt"
 	mrand "math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/pulse-attest/pulse/internal/pki"
@@ -41,13 +43,18 @@ type vagent struct {
 	// silentSince is when a silent agent sent its last pulse.
 	silentSince time.Time
 	connected   bool
+	// answered is set once the agent's first pulse was answered.
+	answered bool
+	// addr is the verifier replica this agent talks to.
+	addr string
 }
 
 // dialOptions are the gRPC options of every virtual agent's connection:
 // real TLS 1.3 with the agent's certificate, the verifier checked against
-// the CA and its pulse://verifier identity. Buffers are smaller than gRPC's
-// 32 KiB defaults so ten thousand idle connections fit in little memory;
-// messages of any size still pass.
+// the CA and its pulse://verifier identity, and the real agent's keepalive
+// (agent/conn.go). Buffers are smaller than gRPC's 32 KiB defaults so ten
+// thousand idle connections fit in little memory; messages of any size
+// still pass.
 func dialOptions(id *Identity, roots *x509.CertPool, serverName string) []grpc.DialOption {
 	cert := id.TLS
 	tc := &tls.Config{
@@ -72,16 +79,21 @@ func dialOptions(id *Identity, roots *x509.CertPool, serverName string) []grpc.D
 		grpc.WithReadBufferSize(8 << 10),
 		grpc.WithWriteBufferSize(8 << 10),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(8 << 20)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 60 * time.Second, Timeout: 20 * time.Second}),
 	}
 }
 
 // run is a virtual agent's life: start at startAt, pulse every interval
-// (jittered) until stop is closed.
-func (a *vagent) run(stop <-chan struct{}, r *runner, startAt time.Time) {
-	if !sleepUntil(stop, startAt) {
+// (jittered) until quiet is closed, then hold the connection (and its
+// directive stream) open without pulsing until stop is closed. quietDone
+// is called once the agent has stopped pulsing (or never will pulse).
+func (a *vagent) run(quiet, stop <-chan struct{}, quietDone func(), r *runner, startAt time.Time) {
+	once := sync.OnceFunc(quietDone)
+	defer once()
+	if !sleepUntil(quiet, startAt) {
 		return
 	}
-	conn, err := grpc.NewClient("passthrough:///"+r.addr, dialOptions(a.dev.ID, r.roots, r.cfg.ServerName)...)
+	conn, err := grpc.NewClient("passthrough:///"+a.addr, dialOptions(a.dev.ID, r.roots, r.cfg.ServerName)...)
 	if err != nil {
 		r.col.Error("dial", err)
 		return
@@ -89,42 +101,80 @@ func (a *vagent) run(stop <-chan struct{}, r *runner, startAt time.Time) {
 	a.conn = conn
 	defer conn.Close()
 	a.cl = pulsev1.NewAttestationClient(conn)
+	streamDone := func() {}
+	defer func() { streamDone() }()
 	for {
 		select {
-		case <-stop:
+		case <-quiet:
+			once()
+			<-stop
 			return
 		default:
 		}
 		next := time.Now().Add(r.nextInterval())
 		if a.nonce == nil {
 			if !a.challenge(r) {
-				if !sleepUntil(stop, time.Now().Add(min(r.cfg.Interval, 2*time.Second))) {
-					return
-				}
+				sleepUntil(quiet, time.Now().Add(min(r.cfg.Interval, 2*time.Second)))
 				continue
 			}
 			if !a.connected {
 				a.connected = true
 				r.connected.Add(1)
+				if r.cfg.Directives {
+					streamDone = a.directives(r)
+				}
 			}
 		}
 		resp, req, ok := a.honest(r)
 		if ok && a.role == RoleSilent && resp.GetVerdict() == pulsev1.Verdict_VERDICT_TRUSTED {
 			a.silentSince = time.Now()
 			r.connected.Add(-1)
-			return // goes silent; the verifier must notice
+			return // goes silent (closing its connection); the verifier must notice
 		}
 		if ok && resp.GetVerdict() == pulsev1.Verdict_VERDICT_TRUSTED && a.role != RoleHonest && a.role != RoleSilent {
 			a.captured = req
-			if !sleepUntil(stop, time.Now().Add(r.attackDelay())) {
-				return
+			if !sleepUntil(quiet, time.Now().Add(r.attackDelay())) {
+				continue
 			}
 			a.attack(r)
 		}
-		if !sleepUntil(stop, next) {
-			return
+		if !sleepUntil(quiet, next) {
+			continue // the loop's head holds the connection until stop
 		}
 	}
+}
+
+// directives keeps a Directives stream open, as the real agent does
+// (agent/directives.go), until the returned function is called. Directives
+// received are counted; a stream that ends before the run does is an error.
+func (a *vagent) directives(r *runner) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	stream, err := a.cl.Directives(ctx, &pulsev1.DirectivesRequest{})
+	if err != nil {
+		cancel()
+		r.col.Error("directives", err)
+		return func() {}
+	}
+	r.streams.Add(1)
+	go func() {
+		defer close(done)
+		defer r.streams.Add(-1)
+		for {
+			d, err := stream.Recv()
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				r.col.Error("directives", err)
+				return
+			}
+			if d != nil {
+				r.directives.Add(1)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 func sleepUntil(stop <-chan struct{}, t time.Time) bool {
@@ -173,10 +223,14 @@ func (a *vagent) send(r *runner, k Kind, req *pulsev1.PulseRequest) (*pulsev1.Pu
 	if proto.Unmarshal(req.GetPayload(), &p) == nil {
 		hasRecords = len(p.GetRuntimeRecords()) > 0
 	}
-	r.col.Pulse(a.dev.ID.ID, k, lat, proto.Size(req), len(req.GetFirmwareLog()) > 0, hasRecords, resp, err)
+	r.col.Pulse(a.dev.ID.ID, k, start, lat, proto.Size(req), len(req.GetFirmwareLog()) > 0, hasRecords, resp, err)
 	if err != nil {
 		a.nonce = nil // unknown whether it was spent: ask again
 		return nil, err
+	}
+	if !a.answered {
+		a.answered = true
+		r.col.FirstPulse(start.Add(lat))
 	}
 	a.pulses++
 	a.nonce = resp.GetNextNonce().GetValue()
@@ -244,10 +298,11 @@ func (a *vagent) attack(r *runner) {
 // runner holds what the virtual agents share.
 type runner struct {
 	cfg       *Config
-	addr      string
 	roots     *x509.CertPool
 	col       *Collector
 	connected atomic.Int64
+	// streams counts open directive streams, directives those received.
+	streams, directives atomic.Int64
 }
 
 // nextInterval is the interval with up to ±Jitter/2 relative jitter.

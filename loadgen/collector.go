@@ -116,28 +116,48 @@ type second struct {
 
 // Collector gathers what the virtual agents observe. Safe for concurrent use.
 type Collector struct {
-	mu         sync.Mutex
-	start      time.Time
-	steadyFrom time.Time
-	cur        second
+	mu      sync.Mutex
+	start   time.Time
+	rampEnd time.Time
+	cur     second
 
-	all, steady, challenge Histogram
-	verdicts               map[string]uint64
-	kinds                  map[Kind]*KindCount
-	errors                 map[string]uint64
-	errorExamples          []string
-	mismatches             []Mismatch
-	mismatchN              uint64
-	pulses, errorsN        uint64
-	withLog, withRecords   WireBytes
-	steadyBytes            WireBytes
-	series                 []SecondReport
+	all, challenge Histogram
+	// bySecond holds pulse latencies by the Unix second the pulse was
+	// sent; the steady state and the ramp are cut from it at the end
+	// (SteadyStart).
+	bySecond map[int64]*Histogram
+	// firstAnswered counts agents whose first pulse was answered;
+	// lastFirst is when the latest of those answers came.
+	firstAnswered        int
+	lastFirst            time.Time
+	verdicts             map[string]uint64
+	kinds                map[Kind]*KindCount
+	errors               map[string]uint64
+	errorExamples        []string
+	mismatches           []Mismatch
+	mismatchN            uint64
+	pulses, errorsN      uint64
+	withLog, withRecords WireBytes
+	steadyBytes          WireBytes
+	series               []SecondReport
 }
 
-// NewCollector starts collecting; pulses after steadyFrom count as steady state.
-func NewCollector(start, steadyFrom time.Time) *Collector {
-	return &Collector{start: start, steadyFrom: steadyFrom, cur: second{verdicts: map[string]uint64{}},
-		verdicts: map[string]uint64{}, kinds: map[Kind]*KindCount{}, errors: map[string]uint64{}}
+// NewCollector starts collecting; rampEnd is when the last agent is due
+// to start (the steady state starts no earlier: SteadyStart).
+func NewCollector(start, rampEnd time.Time) *Collector {
+	return &Collector{start: start, rampEnd: rampEnd, cur: second{verdicts: map[string]uint64{}},
+		verdicts: map[string]uint64{}, kinds: map[Kind]*KindCount{}, errors: map[string]uint64{},
+		bySecond: map[int64]*Histogram{}}
+}
+
+// FirstPulse records that an agent's first pulse was answered at t.
+func (c *Collector) FirstPulse(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.firstAnswered++
+	if t.After(c.lastFirst) {
+		c.lastFirst = t
+	}
 }
 
 func (c *Collector) kind(k Kind) *KindCount {
@@ -149,10 +169,10 @@ func (c *Collector) kind(k Kind) *KindCount {
 	return kc
 }
 
-// Pulse records one Pulse RPC: its kind, client-observed latency, request
-// size and shape, and the answer or error.
-func (c *Collector) Pulse(agent string, k Kind, lat time.Duration, size int, hasLog, hasRecords bool, resp *pulsev1.PulseResponse, err error) {
-	now := time.Now()
+// Pulse records one Pulse RPC sent at sent: its kind, client-observed
+// latency, request size and shape, and the answer or error.
+func (c *Collector) Pulse(agent string, k Kind, sent time.Time, lat time.Duration, size int, hasLog, hasRecords bool, resp *pulsev1.PulseResponse, err error) {
+	now := sent.Add(lat)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	kc := c.kind(k)
@@ -166,9 +186,13 @@ func (c *Collector) Pulse(agent string, k Kind, lat time.Duration, size int, has
 	c.cur.pulses++
 	c.cur.lat.Record(lat)
 	c.all.Record(lat)
-	if !now.Before(c.steadyFrom) {
-		c.steady.Record(lat)
+	sec := sent.Unix()
+	h := c.bySecond[sec]
+	if h == nil {
+		h = &Histogram{}
+		c.bySecond[sec] = h
 	}
+	h.Record(lat)
 	key := verdictKey(resp.GetVerdict(), resp.GetReason())
 	c.verdicts[key]++
 	c.cur.verdicts[key]++

@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -129,6 +130,19 @@ func Prepare(dir, engine, dsn, listen string, hb Heartbeat) (*Setup, error) {
 	if err := os.WriteFile(s.PolicyFile, []byte(BenchPolicy(hb)), 0o644); err != nil {
 		return nil, fmt.Errorf("loadgen: %w", err)
 	}
+	if err := s.WriteConfig(s.ConfigFile, s.Listen, "", ""); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// WriteConfig writes a pulse-verifier configuration file for this setup at
+// path: the agent listener on listen, the replica name (empty: the
+// verifier's default), and, when adminListen is set, the admin listener
+// (metrics, pprof) with a bearer token written to path + ".token" (0600).
+// Replicas of one fleet share the setup (CA, certificate, policy, store)
+// and differ by listen address and name.
+func (s *Setup) WriteConfig(path, listen, replica, adminListen string) error {
 	conf := fmt.Sprintf(`# Written by pulse-loadgen prepare.
 listen       = %q
 policy_files = [%q]
@@ -145,12 +159,26 @@ store {
   engine = %q
   dsn    = %q
 }
-`, s.Listen, s.PolicyFile, policyDuration(s.NonceTTL), policyDuration(s.ClockSkew), policyDuration(s.StartupGrace), s.LogLevel,
+`, listen, s.PolicyFile, policyDuration(s.NonceTTL), policyDuration(s.ClockSkew), policyDuration(s.StartupGrace), s.LogLevel,
 		s.CertFile, s.KeyFile, s.CAFile, s.Engine, s.DSN)
-	if err := os.WriteFile(s.ConfigFile, []byte(conf), 0o600); err != nil {
-		return nil, fmt.Errorf("loadgen: %w", err)
+	if replica != "" {
+		conf += fmt.Sprintf("replica_id   = %q\n", replica)
 	}
-	return s, nil
+	if adminListen != "" {
+		tok := make([]byte, 32)
+		if _, err := rand.Read(tok); err != nil {
+			return fmt.Errorf("loadgen: admin token: %w", err)
+		}
+		tokenFile := path + ".token"
+		if err := os.WriteFile(tokenFile, []byte(hex.EncodeToString(tok)+"\n"), 0o600); err != nil {
+			return fmt.Errorf("loadgen: %w", err)
+		}
+		conf += fmt.Sprintf("admin_listen = %q\nadmin_token_file = %q\n", adminListen, tokenFile)
+	}
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		return fmt.Errorf("loadgen: %w", err)
+	}
+	return nil
 }
 
 // Config is the verifier configuration of the setup (what ConfigFile says).

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"fmt"
 	"math"
 	"time"
 )
@@ -119,4 +120,43 @@ func ms(d time.Duration) float64 { return math.Round(float64(d)/float64(time.Mil
 func (h *Histogram) Summary() LatencySummary {
 	return LatencySummary{Count: h.n, MeanMs: ms(h.Mean()), P50Ms: ms(h.Quantile(0.50)), P95Ms: ms(h.Quantile(0.95)),
 		P99Ms: ms(h.Quantile(0.99)), MaxMs: ms(h.max)}
+}
+
+// HistData is a Histogram as JSON carries it: the non-empty buckets, so
+// that summaries written by several processes can be merged exactly
+// (MergeSummaries).
+type HistData struct {
+	// Buckets are [bucket index, count] pairs in index order.
+	Buckets [][2]uint64 `json:"b"`
+	SumNs   int64       `json:"sum_ns"`
+	MaxNs   int64       `json:"max_ns"`
+}
+
+// Data exports the histogram.
+func (h *Histogram) Data() HistData {
+	d := HistData{SumNs: int64(h.sum), MaxNs: int64(h.max)}
+	for i, c := range h.counts {
+		if c > 0 {
+			d.Buckets = append(d.Buckets, [2]uint64{uint64(i), c})
+		}
+	}
+	return d
+}
+
+// Histogram rebuilds the histogram; it refuses a bucket index out of range.
+func (d HistData) Histogram() (Histogram, error) {
+	var h Histogram
+	if len(d.Buckets) == 0 {
+		return h, nil
+	}
+	h.counts = make([]uint64, histBuckets)
+	for _, b := range d.Buckets {
+		if b[0] >= histBuckets {
+			return Histogram{}, fmt.Errorf("loadgen: histogram bucket %d out of range", b[0])
+		}
+		h.counts[b[0]] += b[1]
+		h.n += b[1]
+	}
+	h.sum, h.max = time.Duration(d.SumNs), time.Duration(d.MaxNs)
+	return h, nil
 }

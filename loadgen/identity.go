@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -102,8 +103,22 @@ func Preregister(ctx context.Context, st *store.Store, ids []*Identity, partitio
 	now := time.Now()
 	return parallel(ctx, len(ids), workers, func(i int) error {
 		id := ids[i]
-		return st.EnrollAgent(ctx, &store.Agent{ID: id.ID, Partition: partition, TPM: true,
-			EKSHA256: id.EKSHA256, AKPublic: id.AKPublic, AKName: id.AKName, EnrolledAt: now})
+		a := &store.Agent{ID: id.ID, Partition: partition, TPM: true,
+			EKSHA256: id.EKSHA256, AKPublic: id.AKPublic, AKName: id.AKName, EnrolledAt: now}
+		// A running verifier's SQLite checkpointer can hold the file
+		// beyond the busy timeout on a loaded disk: try again a few times.
+		var err error
+		for try := 0; try < 10; try++ {
+			if err = st.EnrollAgent(ctx, a); err == nil || !strings.Contains(err.Error(), "SQLITE_BUSY") {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(try+1) * 100 * time.Millisecond):
+			}
+		}
+		return err
 	})
 }
 

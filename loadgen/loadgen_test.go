@@ -253,7 +253,7 @@ func shortRun(t *testing.T, engine string, mut func(*Config)) *Summary {
 	c := Config{Agents: 12, Interval: time.Second, Duration: 4 * time.Second, Ramp: 500 * time.Millisecond, Jitter: 0.1,
 		ReplayShare: 0.1, BadSignatureShare: 0.1, StaleNonceShare: 0.1, SilentShare: 0.1,
 		FirmwareLog: filepath.Join(testutil.EventLogDir(t), "rhel8-uefi.bin"), Embedded: true, StoreEngine: engine,
-		Missed: 2, Grace: time.Second, WaitBlinded: true, MaxWait: 15 * time.Second, IDPrefix: "t"}
+		Missed: 2, Grace: time.Second, WaitBlinded: true, MaxWait: 15 * time.Second, IDPrefix: "t", Directives: true}
 	if mut != nil {
 		mut(&c)
 	}
@@ -272,6 +272,13 @@ func checkPassed(t *testing.T, s *Summary) {
 	PrintSummary(&out, s)
 	if !s.Pass {
 		t.Fatalf("run failed:\n%s", out.String())
+	}
+	if !s.RampDrained || s.SteadyLatency.Count == 0 || s.RampLatency.Count == 0 || s.SteadyLatency.Count+s.RampLatency.Count != s.Pulses {
+		t.Fatalf("steady state not cut from the ramp: drained %v, steady %d + ramp %d of %d pulses\n%s",
+			s.RampDrained, s.SteadyLatency.Count, s.RampLatency.Count, s.Pulses, out.String())
+	}
+	if s.ConnectedAtEnd == 0 || s.DirectiveStreams != int64(s.ConnectedAtEnd) {
+		t.Fatalf("%d agents connected at the end, %d directive streams\n%s", s.ConnectedAtEnd, s.DirectiveStreams, out.String())
 	}
 	for _, k := range []Kind{KindHonest, Kind(RoleReplay), Kind(RoleBadSignature), Kind(RoleStaleNonce)} {
 		kc := s.Kinds[k]

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,8 +72,27 @@ type Config struct {
 	// (CAFile when empty) and its name.
 	VerifierAddr, CAFile, CAKeyFile, ServerCAFile string
 	ServerName                                    string
-	// VerifierPID, when set, is sampled for the verifier's RSS and CPU.
-	VerifierPID int
+	// Replicas are the verifier replicas' addresses (VerifierAddr when
+	// empty); agent i talks to Replicas[i mod len], as a list or a DNS
+	// name spreads a fleet.
+	Replicas []string
+	// VerifierPIDs, when set, are sampled for the verifiers' RSS and CPU
+	// (summed) and feed the cost model (Summary.Cost).
+	VerifierPIDs []int
+	// Baseline is how long the verifiers are sampled before any agent
+	// connects (with VerifierPIDs; default 5s).
+	Baseline time.Duration
+	// Idle is how long, after the load phase, every agent holds its
+	// connection without pulsing, for the cost of an idle connection
+	// (0: no idle phase). It must end before honest agents' deadlines.
+	Idle time.Duration
+	// Directives opens a Directives stream per agent, as the real agent
+	// does.
+	Directives bool
+	// Gate, when set, is called once setup is done, just before the
+	// baseline and load; the run starts when it returns (several
+	// pulse-loadgen processes start together: --ready-file, --go-file).
+	Gate func(context.Context) error
 
 	// WaitBlinded extends the load phase (all agents still pulsing) until
 	// the silent agents' deadlines have passed, at most MaxWait longer.
@@ -164,8 +184,25 @@ func (c *Config) defaults() error {
 	default:
 		return fmt.Errorf("loadgen: preregister %q (want before, running or none)", c.Preregister)
 	}
+	if c.Idle < 0 || c.Baseline < 0 {
+		return errors.New("loadgen: idle and baseline must be ≥ 0")
+	}
+	if c.Idle > 0 && c.Idle >= c.Interval*time.Duration(c.Missed-1) {
+		return fmt.Errorf("loadgen: an idle phase of %s would reach honest agents' deadlines (keep it under interval × (missed − 1) = %s)",
+			c.Idle, c.Interval*time.Duration(c.Missed-1))
+	}
+	if len(c.VerifierPIDs) > 0 && c.Baseline == 0 {
+		c.Baseline = 5 * time.Second
+	}
+	if len(c.Replicas) == 0 && c.VerifierAddr != "" {
+		for _, a := range strings.Split(c.VerifierAddr, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				c.Replicas = append(c.Replicas, a)
+			}
+		}
+	}
 	if !c.Embedded {
-		if c.VerifierAddr == "" || c.CAFile == "" || c.CAKeyFile == "" {
+		if len(c.Replicas) == 0 || c.CAFile == "" || c.CAKeyFile == "" {
 			return errors.New("loadgen: an external verifier needs --verifier, --ca and --ca-key (or use --embedded)")
 		}
 		if c.Preregister == PreregisterRunning && c.StoreDSN == "" {
@@ -203,10 +240,39 @@ type Summary struct {
 	MismatchCount uint64              `json:"mismatch_count"`
 
 	// Latency is the client-observed Pulse RPC latency over the whole load
-	// phase; SteadyLatency after the ramp (the SLO's figure).
+	// phase; SteadyLatency of the pulses sent once the ramp had drained
+	// (SteadyRule; the SLO's figure), RampLatency of those sent before.
 	Latency          LatencySummary `json:"latency"`
 	SteadyLatency    LatencySummary `json:"steady_latency"`
+	RampLatency      LatencySummary `json:"ramp_latency"`
 	ChallengeLatency LatencySummary `json:"challenge_latency"`
+	SteadyRule       string         `json:"steady_rule"`
+	// RampDrained is false when some agent never had its first pulse
+	// answered: then there is no steady state. SteadyFrom is when it
+	// began; LastFirstPulse when the last agent's first pulse was
+	// answered (FirstAnswered agents in all).
+	RampDrained    bool      `json:"ramp_drained"`
+	SteadyFrom     time.Time `json:"steady_from"`
+	SteadyFromS    float64   `json:"steady_from_s"`
+	LastFirstPulse time.Time `json:"last_first_pulse"`
+	FirstAnswered  int       `json:"first_answered"`
+	RampEnd        time.Time `json:"ramp_end"`
+	// LatencyBySecond is every pulse's latency by the second it was sent,
+	// for MergeSummaries.
+	LatencyBySecond []SecondHist `json:"latency_by_second"`
+	// Replicas the agents were spread over; DirectiveStreams open at the
+	// end of the load phase; ConnectedAtEnd agents holding a connection
+	// then (silent agents have gone).
+	Replicas         []string `json:"replicas,omitempty"`
+	DirectiveStreams int64    `json:"directive_streams"`
+	DirectivesRecv   int64    `json:"directives_received"`
+	ConnectedAtEnd   int      `json:"connected_at_end"`
+	// Phases, the verifiers' samples and the cost model (external
+	// verifiers with VerifierPIDs only).
+	Phases          Phases   `json:"phases"`
+	VerifierPIDs    []int    `json:"verifier_pids,omitempty"`
+	VerifierSamples []Sample `json:"verifier_samples,omitempty"`
+	Cost            *Cost    `json:"cost,omitempty"`
 	// Wire is proto.Size of Pulse requests: steady state (digest only, no
 	// new records), carrying runtime records, carrying the firmware log.
 	Wire struct {
@@ -299,7 +365,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		idents []*Identity
 		emb    *Embedded
 		st     *store.Store
-		addr   string
+		addrs  []string
 		roots  *x509.CertPool
 	)
 	mint := func(ca *pki.CA) error {
@@ -350,7 +416,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		defer emb.Stop()
 		sum.Setup.VerifierS = time.Since(t).Seconds() - sum.Setup.MintS - sum.Setup.PreregisterS
 		st = emb.Daemon.Store
-		addr = emb.Addr()
+		addrs = []string{emb.Addr()}
 		roots = setup.CA.Pool()
 		if cfg.Preregister == PreregisterRunning {
 			if err := prereg(ctx, st); err != nil {
@@ -370,7 +436,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		if roots, err = pki.ReadCertPool(serverCA); err != nil {
 			return nil, err
 		}
-		addr = cfg.VerifierAddr
+		addrs = cfg.Replicas
 		if cfg.StoreDSN != "" {
 			if st, err = store.Open(ctx, cfg.StoreEngine, cfg.StoreDSN); err != nil {
 				return nil, err
@@ -393,19 +459,34 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		if err != nil {
 			return nil, err
 		}
-		agents[i] = &vagent{role: roles[i], dev: dev}
+		agents[i] = &vagent{role: roles[i], dev: dev, addr: addrs[i%len(addrs)]}
 	}
+	sum.Replicas = addrs
+	sum.VerifierPIDs = cfg.VerifierPIDs
 	order := startOrder(roles)
 
-	start := time.Now()
-	steadyFrom := start.Add(cfg.Ramp)
-	if cfg.Ramp == 0 {
-		steadyFrom = start.Add(cfg.Interval)
+	if cfg.Gate != nil {
+		if err := cfg.Gate(ctx); err != nil {
+			return nil, fmt.Errorf("loadgen: waiting for the start: %w", err)
+		}
 	}
-	r := &runner{cfg: &cfg, addr: addr, roots: roots, col: NewCollector(start, steadyFrom)}
+	r := &runner{cfg: &cfg, roots: roots}
+	rep := newReporter(r, cfg.VerifierPIDs, cfg.Out)
+	sum.Phases.BaselineAt = rep.mark()
+	if cfg.Baseline > 0 && len(cfg.VerifierPIDs) > 0 {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(cfg.Baseline):
+		}
+	}
+	start := rep.mark()
+	sum.Phases.LoadAt = start
+	rampEnd := start.Add(cfg.Ramp)
+	r.col = NewCollector(start, rampEnd)
 	sum.StartedAt = start
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
+	quiet, stop := make(chan struct{}), make(chan struct{})
+	var wg, pulsing sync.WaitGroup
 	for k, i := range order {
 		at := start
 		if cfg.Ramp > 0 {
@@ -413,15 +494,16 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			at = start.Add(time.Duration(k)*slot + time.Duration(mrand.Int64N(int64(slot)+1)))
 		}
 		wg.Add(1)
+		pulsing.Add(1)
 		go func(a *vagent, at time.Time) {
 			defer wg.Done()
-			a.run(stop, r, at)
+			a.run(quiet, stop, pulsing.Done, r, at)
 		}(agents[i], at)
 	}
 
-	rep := newReporter(r, cfg.VerifierPID, cfg.Out)
+	repStop := make(chan struct{})
 	repDone := make(chan struct{})
-	go func() { rep.loop(stop); close(repDone) }()
+	go func() { rep.loop(repStop); close(repDone) }()
 
 	end := start.Add(cfg.Duration)
 	wait := func(until time.Time) bool {
@@ -443,7 +525,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 				fmt.Fprintf(cfg.Out, "# waiting %s more for the silent agents' deadlines\n", time.Until(until).Round(time.Second))
 			}
 			sum.ExtendedS = until.Sub(end).Seconds()
-			wait(until)
+			completed = wait(until)
 		}
 	}
 	if cfg.HeapProfile != "" {
@@ -451,16 +533,38 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			r.col.Error("heap profile", err)
 		}
 	}
+	// Quiet: agents finish the pulse in flight and stop pulsing, holding
+	// their connections.
+	close(quiet)
+	quietDone := make(chan struct{})
+	go func() { pulsing.Wait(); close(quietDone) }()
+	select {
+	case <-quietDone:
+	case <-time.After(rpcTimeout + 5*time.Second):
+		r.col.Error("shutdown", errors.New("agents still in RPCs after the deadline"))
+	}
+	sum.Phases.QuietAt = rep.mark()
+	sum.DirectiveStreams = r.streams.Load()
+	sum.DirectivesRecv = r.directives.Load()
+	sum.ConnectedAtEnd = int(r.connected.Load())
+	if completed && cfg.Idle > 0 {
+		if cfg.Out != nil {
+			fmt.Fprintf(cfg.Out, "# idle phase: %d agents connected, none pulsing, for %s\n", sum.ConnectedAtEnd, cfg.Idle)
+		}
+		wait(time.Now().Add(cfg.Idle))
+	}
+	sum.Phases.IdleEnd = rep.mark()
+	close(repStop)
+	<-repDone
 	close(stop)
 	agentsDone := make(chan struct{})
 	go func() { wg.Wait(); close(agentsDone) }()
 	select {
 	case <-agentsDone:
-	case <-time.After(rpcTimeout + 5*time.Second):
-		r.col.Error("shutdown", errors.New("agents still in RPCs after the deadline"))
+	case <-time.After(10 * time.Second):
+		r.col.Error("shutdown", errors.New("agents did not close their connections"))
 	}
-	<-repDone
-	loadEnd := time.Now()
+	loadEnd := sum.Phases.QuietAt
 	sum.LoadSeconds = loadEnd.Sub(start).Seconds()
 
 	// Final checks against the verifier's store.
@@ -469,13 +573,16 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		checkStore(cctx, st, agents, sum, emb, cfg.Grace)
 		cancel()
 	}
-	rep.finish(sum, loadEnd, emb != nil)
+	rep.finish(sum, start, loadEnd, emb != nil)
 	r.col.fill(sum, loadEnd)
 	for _, a := range agents {
 		if a.connected {
 			sum.Connected++
 		}
 	}
+	sum.VerifierSamples = rep.sampled()
+	sum.Cost = ComputeCost(sum.VerifierSamples, sum.Phases, sum.SteadyFrom, sum.RampDrained, sum.SteadyLatency.Count,
+		sum.ConnectedAtEnd, len(addrs), cfg.Interval)
 	judge(sum, &cfg)
 	return sum, nil
 }
@@ -622,7 +729,8 @@ func checkStore(ctx context.Context, st *store.Store, agents []*vagent, sum *Sum
 	}
 }
 
-// fill copies the collector's totals into the summary.
+// fill copies the collector's totals into the summary and cuts the steady
+// state from the ramp (SteadyRule).
 func (c *Collector) fill(sum *Summary, end time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -635,13 +743,28 @@ func (c *Collector) fill(sum *Summary, end time.Time) {
 	sum.Mismatches = c.mismatches
 	sum.MismatchCount = c.mismatchN
 	sum.Latency = c.all.Summary()
-	sum.SteadyLatency = c.steady.Summary()
 	sum.ChallengeLatency = c.challenge.Summary()
 	sum.Wire.Steady, sum.Wire.WithRecords, sum.Wire.WithFirmwareLog = c.steadyBytes, c.withRecords, c.withLog
-	if d := end.Sub(c.steadyFrom).Seconds(); d > 0 {
-		sum.SteadyPPS = math.Round(float64(c.steady.Count())/d*10) / 10
-	}
 	sum.Series = c.series
+	sum.RampEnd, sum.LastFirstPulse, sum.FirstAnswered = c.rampEnd, c.lastFirst, c.firstAnswered
+	sum.LatencyBySecond = secondsData(c.bySecond)
+	sum.SteadyRule = SteadyRule
+	from, ok := SteadyStart(c.rampEnd, c.lastFirst, c.firstAnswered, sum.Agents)
+	steady, ramp := splitLatency(c.bySecond, from, ok)
+	setSteady(sum, from, ok, steady, ramp, c.start, end)
+}
+
+func setSteady(sum *Summary, from time.Time, ok bool, steady, ramp Histogram, start, end time.Time) {
+	sum.RampDrained = ok
+	sum.SteadyLatency, sum.RampLatency = steady.Summary(), ramp.Summary()
+	sum.SteadyFrom, sum.SteadyFromS, sum.SteadyPPS = time.Time{}, 0, 0
+	if ok {
+		sum.SteadyFrom = from
+		sum.SteadyFromS = round(from.Sub(start).Seconds(), 1)
+		if d := end.Sub(from).Seconds(); d > 0 {
+			sum.SteadyPPS = round(float64(steady.Count())/d, 1)
+		}
+	}
 }
 
 // judge decides Pass and SLOMet.
@@ -665,6 +788,9 @@ func judge(sum *Summary, cfg *Config) {
 		if sum.Roles[r] > 0 && (sum.Kinds[Kind(r)] == nil || sum.Kinds[Kind(r)].AsExpected == 0) {
 			fail("no %s attack was sent and caught (kinds seen: %v)", r, kinds)
 		}
+	}
+	if cfg.Directives && sum.DirectiveStreams < int64(sum.ConnectedAtEnd) {
+		fail("%d of %d connected agents hold no directive stream", int64(sum.ConnectedAtEnd)-sum.DirectiveStreams, sum.ConnectedAtEnd)
 	}
 	if sum.Silent.Failed > 0 {
 		fail("%d silent agents not handled as they should be", sum.Silent.Failed)
