@@ -122,6 +122,15 @@ const (
 // document; the script renders the page its path names).
 var explorerPages = []string{"/fleet", "/fleet/agents", "/fleet/agent", "/fleet/alerts", "/fleet/policy"}
 
+func isExplorerPage(p string) bool {
+	for _, e := range explorerPages {
+		if p == e {
+			return true
+		}
+	}
+	return false
+}
+
 func (h *handler) explorerRoutes() {
 	for _, p := range explorerPages {
 		h.mux.HandleFunc("GET "+p, h.explorer)

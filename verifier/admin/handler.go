@@ -259,7 +259,7 @@ func (h *handler) refuse(w http.ResponseWriter, r *http.Request, e *authError) {
 	if e.status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="pulse-admin"`)
 	}
-	if r.URL.Path == "/" && r.Method == http.MethodGet {
+	if (r.URL.Path == "/" || isExplorerPage(r.URL.Path)) && r.Method == http.MethodGet {
 		// A browser opening the dashboard gets a page, not JSON. The text is
 		// fixed: nothing from the request is echoed.
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
