@@ -37,11 +37,11 @@ func TestKernelEvidenceRealKernel(t *testing.T) {
 	}
 	// The test process is the agent here, so the signals its own `ip`
 	// children send it (SIGCHLD) are Sentinel records. Records carried by
-	// a pulse refused before the pipeline's Sentinel step are acknowledged
-	// without moving the verifier's Sentinel cursor (its boot is not known
-	// yet), and a later pulse reports them lost: a warning here, since
-	// Sentinel is not this test's subject.
-	e := newEnvCfg(t, "rhel8-uefi", fleetPolicy(t, "  measured_boot {\n    secure_boot {}\n  }\n  sentinel {\n    allow_lost = true\n  }\n"))
+	// a pulse refused before the pipeline's Sentinel step are kept under
+	// the quoted boot (the verifier's cursor moves), so the honest pulse
+	// after each attack reports nothing lost: Sentinel's default rule
+	// (lost records enforced) holds throughout.
+	e := newEnvCfg(t, "rhel8-uefi", fleetPolicy(t, "  measured_boot {\n    secure_boot {}\n  }\n"))
 	if e == nil {
 		return
 	}
