@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/verifier/alert"
 	"github.com/pulse-attest/pulse/verifier/audit"
 	"github.com/pulse-attest/pulse/verifier/store"
@@ -181,6 +182,15 @@ func (d *drill) expectAlert(t *testing.T, agent, kind string, severity int, reas
 		}
 	}
 	d.seen[got.ID] = true
+	// A verdict alert is what the reason table (alert.ReasonAlerts, the
+	// source of docs/alerts.md) says; a policy denial's kind and severity
+	// also depend on its findings, checked by the caller.
+	if r, ok := pulsev1.Reason_value[reason]; ok && reason != pulsev1.Reason_REASON_POLICY_DENIED.String() {
+		k, sev, raises := alert.ForVerdict(pulsev1.Reason(r), nil)
+		if !raises || string(k) != kind || sev != severity {
+			t.Errorf("the drill expects %s/%d for %s, the reason table says %q/%d (raises %v)", kind, severity, reason, k, sev, raises)
+		}
+	}
 	if got.Severity != severity {
 		t.Errorf("%s alert severity %d, want %d (%s)", kind, got.Severity, severity, got.Message)
 	}
