@@ -16,6 +16,8 @@ import (
 
 	"github.com/pulse-attest/pulse/internal/testutil"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
+	"github.com/pulse-attest/pulse/simulator"
+	"github.com/pulse-attest/pulse/simulator/simtest"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
@@ -275,5 +277,90 @@ func TestDrillSQLiteFullDisk(t *testing.T) {
 	}
 	if check != "ok" {
 		t.Fatalf("PRAGMA integrity_check after the full disk: %s", check)
+	}
+}
+
+// TestDrillSwtpmKilled: the swtpm under a running agent is killed
+// (SIGKILL) and started again from its state, booting the same firmware
+// (the TPM lost power: a TPM reset). The agent, not restarted and with no
+// operator action, is TRUSTED again by a pulse from the new boot (another
+// TPM reset count), whose verdict carries the reboot note, with a new
+// runtime log for the new boot; no BLINDED verdict and no alert.
+func TestDrillSwtpmKilled(t *testing.T) {
+	sw := startTPM(t, "rhel8-uefi", false)
+	if sw == nil {
+		return
+	}
+	// The agent reaches the TPM through a link this test moves to the new
+	// swtpm's socket (a restarted simulator may get another socket path).
+	link := filepath.Join(t.TempDir(), "tpm.sock")
+	if err := os.Symlink(sw.ServerSocket(), link); err != nil {
+		t.Fatal(err)
+	}
+	bootLog, err := os.ReadFile(sw.BootLogPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFleet(t, faultPolicy, sw)
+	const id = "edge-tpm"
+	cfg := f.agentConfig(id, sw, "")
+	replaceInFile(t, cfg, sw.Spec(), "swtpm:"+link)
+	f.launchAgent(id, cfg, bin("pulse-agent"))
+	f.waitVerdict(id, trusted, "REASON_OK", 30*time.Second)
+	st := f.store()
+	start := time.Now()
+	before, err := st.GetAgent(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := syscall.Kill(sw.PID(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	time.Sleep(3 * time.Second) // pulses fail on a missing TPM
+	if err := sw.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	sw2, err := simulator.Start(simulator.Options{StateDir: sw.StateDir(), Logger: simtest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sw2.Stop() })
+	if _, err := sw2.Boot(bootLog); err != nil {
+		t.Fatal(err)
+	}
+	tmp := link + ".new"
+	if err := os.Symlink(sw2.ServerSocket(), tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+
+	a := waitNewBoot(t, st, id, before, 30*time.Second)
+	t.Logf("swtpm down for %s; first trusted pulse of the new boot %s after its restart", restarted.Sub(killed).Round(time.Millisecond), a.LastPulseAt.Sub(restarted).Round(time.Millisecond))
+	f.waitVerdict(id, trusted, "REASON_OK", 10*time.Second)
+	if line := logLine(t, f.verifier.log, "pulse note", "agent_id="+id, "REASON_REBOOTED"); line == "" {
+		t.Error("the verifier noted no reboot for the new boot")
+	}
+	agentLog := filepath.Join(f.dir, "agent-"+id+".log")
+	if line := logLine(t, agentLog, "started a new runtime log", "the tpm was reset"); line == "" {
+		t.Error("the agent started no new runtime log for the new boot")
+	} else {
+		t.Logf("agent: %s", line)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(cfg), "runtime.cel.prev")); err != nil {
+		t.Errorf("the previous boot's runtime log was not kept: %v", err)
+	}
+	if a.ResetCount == before.ResetCount {
+		t.Errorf("TPM reset count %d unchanged after the swtpm restart", a.ResetCount)
+	}
+	time.Sleep(faultDeadline + 2*time.Second)
+	f.waitVerdict(id, trusted, "REASON_OK", 5*time.Second)
+	noFalseAlarm(t, st, start, id)
+	if !f.agents[id].running() {
+		t.Fatal("the agent exited")
 	}
 }
