@@ -54,6 +54,7 @@ func drillPolicy(extra string) string {
 //     binary_changed;
 //   - SIGKILL of the agent by a shell: compromised (BLINDED), then after
 //     the restart agent_signalled naming the shell's pid, comm and uid;
+//   - the agent restarted without its TPM (tpm = "none"): tpm_downgrade;
 //   - the runtime PCR extended behind the agent's back: untrusted;
 //   - a firmware PCR changed: untrusted;
 //   - the audit log's tail torn while the verifier is stopped:
@@ -314,6 +315,37 @@ func TestAlertsDrill(t *testing.T) {
 		d.expectAlert(t, id, "agent_signalled", 1, "REASON_AGENT_SIGNALLED",
 			fmt.Sprintf("pid %d", shPID), `"sh"`, "uid 0", "SIGKILL")
 		f.waitVerdict(id, trusted, "REASON_OK", 30*time.Second)
+	})
+
+	drillStep(t, "agent restarted without its TPM", func(t *testing.T) {
+		d.step(t)
+		// Root restarts the agent with tpm = "none": mTLS-only pulses from
+		// an agent enrolled with a TPM.
+		b, err := os.ReadFile(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		noTPM := filepath.Join(filepath.Dir(cfg), "agent-notpm.hcl")
+		s := strings.Replace(string(b), "tpm          = \""+sw.Spec()+"\"", "tpm          = \"none\"", 1)
+		if s == string(b) {
+			t.Fatal("no tpm line in the agent configuration")
+		}
+		if err := os.WriteFile(noTPM, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f.stopAgent(id, syscall.SIGTERM)
+		const refusal = "enrollment refused: agent_id=" + id
+		before := countInFile(t, f.verifier.log, refusal)
+		f.launchAgent(id, noTPM, agentBin)
+		// The agent tries an mTLS-only enrollment: refused, and alerted
+		// once. The refusal is not a verdict: the agent stays as its
+		// orderly stop left it (OFFLINE), never TRUSTED.
+		d.expectAlert(t, id, "tpm_downgrade", 1, "REASON_TPM_DOWNGRADE", "without one")
+		waitFor(t, "three refused enrollments", func() bool { return countInFile(t, f.verifier.log, refusal) >= before+3 })
+		d.noNewAlert(t, id, "tpm_downgrade")
+		if v, _ := d.show(id); v.Verdict != "VERDICT_OFFLINE" {
+			t.Errorf("verdict %s/%s (%s) during the downgrade attempt, want OFFLINE from the stop", v.Verdict, v.Reason, v.Message)
+		}
 	})
 
 	drillStep(t, "runtime PCR extended behind the agent's back", func(t *testing.T) {
