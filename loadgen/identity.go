@@ -109,7 +109,7 @@ func Preregister(ctx context.Context, st *store.Store, ids []*Identity, partitio
 		// beyond the busy timeout on a loaded disk: try again a few times.
 		var err error
 		for try := 0; try < 10; try++ {
-			if err = st.EnrollAgent(ctx, a); err == nil || !strings.Contains(err.Error(), "SQLITE_BUSY") {
+			if err = st.EnrollAgent(ctx, a); err == nil || !busy(err) {
 				return err
 			}
 			select {
@@ -168,4 +168,11 @@ func parallel(ctx context.Context, n, workers int, f func(i int) error) error {
 		return first
 	}
 	return ctx.Err()
+}
+
+// busy reports SQLite's "database is locked" (SQLITE_BUSY and its
+// extended codes, e.g. 517, BUSY_SNAPSHOT).
+func busy(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "SQLITE_BUSY") || strings.Contains(s, "database is locked")
 }

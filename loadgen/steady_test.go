@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"encoding/json"
+	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -226,5 +227,20 @@ func TestMergeSummaries(t *testing.T) {
 	}
 	if _, err := MergeSummaries(nil); err == nil {
 		t.Error("nothing merged without error")
+	}
+}
+
+func TestBusy(t *testing.T) {
+	for _, tc := range []struct {
+		err  string
+		want bool
+	}{
+		{"store: enroll agent x: database is locked (5) (SQLITE_BUSY)", true},
+		{"store: enroll agent x: database is locked (517)", true},
+		{"store: enroll agent x: UNIQUE constraint failed", false},
+	} {
+		if got := busy(errors.New(tc.err)); got != tc.want {
+			t.Errorf("busy(%q) = %v", tc.err, got)
+		}
 	}
 }
