@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -23,6 +24,7 @@ import (
 	"github.com/pulse-attest/pulse/simulator/simtest"
 	"github.com/pulse-attest/pulse/tpm/cel"
 	"github.com/pulse-attest/pulse/verifier"
+	"github.com/pulse-attest/pulse/verifier/config"
 )
 
 // TestAttack20ForgedKernelRecords: white-box attacks on kernel evidence
@@ -313,5 +315,78 @@ func TestAttack20PoolAddressPoisoning(t *testing.T) {
 	wantVerdict(t, bad.Pulse(func(p *parts) { p.Payload.AgentBinaryDiskSha256 = make([]byte, 32) }), untrusted, pulsev1.Reason_REASON_AGENT_BINARY_MISMATCH)
 	if got := quarantineAddrs(quarantined(t, st)); !slices.Equal(got, []string{"127.0.0.5@edge-bad"}) {
 		t.Fatalf("quarantine %v after the offender failed from the new holder's address", got)
+	}
+}
+
+// TestAttack20LinkLocalIsolation: root on a device on the verifier's link
+// dials the verifier's link-local address with its own identity (its
+// certificate and key are on the device), giving itself the link-local
+// address of the link's router (fe80::1 is a common one), so its pulses
+// are accepted from fe80::1%IF; then it fails. A link-local address names
+// a different device on every link, and Shield drops it without its zone:
+// isolating it would make every agent drop its own router's link-local
+// traffic (neighbour discovery, router advertisements). It is refused
+// (isolation_refused) and sent to no agent; the offender's routable
+// address is isolated as before.
+func TestAttack20LinkLocalIsolation(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireTools(t, "ip", "sysctl")
+	withKey, pub := directiveKeyFile(t)
+	e := newEnvCfg(t, "rhel8-uefi", both(ekBacks(4), withKey, func(c *config.Config) { c.Listen = "[::]:0" }))
+	if e == nil {
+		return
+	}
+	ifname, _ := vethPair(t)
+	if out, err := exec.Command("sysctl", "-qw", "net.ipv6.conf."+ifname+".disable_ipv6=0").CombinedOutput(); err != nil {
+		t.Skipf("IPv6 on %s: %s %v", ifname, out, err)
+	}
+	ipLink(t, "set", ifname, "up")
+	if out, err := exec.Command("ip", "-6", "addr", "add", "fe80::1/64", "dev", ifname, "nodad").CombinedOutput(); err != nil {
+		t.Fatalf("ip -6 addr add: %s %v", out, err)
+	}
+	_, port, err := net.SplitHostPort(e.daemon.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v4 := net.JoinHostPort("127.0.0.1", port)
+	st := openStore(t, e)
+	watch := e.agent("edge-watch", e.openTPM(e.sw)).From(v4, e.caFile, "127.0.0.2")
+	if res := watch.Enroll(); !res.GetEnrolled() {
+		t.Fatal(res.GetMessage())
+	}
+	watch.MeasureBinary()
+	watch.Challenge()
+	wantVerdict(t, watch.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	watchDirs := openDirectives(t, watch)
+
+	bad := e.agent("edge-ll", watch.Dev).From(v4, e.caFile, "127.0.0.5")
+	bad.Records, bad.SentUpTo, bad.Binary = watch.Records, 0, watch.Binary
+	if res := bad.Enroll(); !res.GetEnrolled() {
+		t.Fatalf("enroll: %s", res.GetMessage())
+	}
+	bad.Challenge()
+	wantVerdict(t, bad.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	// Accepted over the link from the router's link-local address.
+	// (gRPC targets are URLs: the zone's % is escaped.)
+	bad.From("passthrough:///"+net.JoinHostPort("fe80::1%25"+ifname, port), e.caFile, "")
+	bad.Challenge()
+	wantVerdict(t, bad.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	bad.Challenge()
+	wantVerdict(t, bad.Pulse(func(p *parts) { p.Payload.AgentBinaryDiskSha256 = make([]byte, 32) }), untrusted, pulsev1.Reason_REASON_AGENT_BINARY_MISMATCH)
+
+	if got := quarantineAddrs(quarantined(t, st)); !slices.Equal(got, []string{"127.0.0.5@edge-ll"}) {
+		t.Fatalf("quarantine %v, want only the offender's routable address", got)
+	}
+	if !refusedMentioning(t, st, "edge-ll", "fe80::1%"+ifname) {
+		t.Fatalf("no isolation_refused alert names the link-local address: %+v", alertsOf(t, st, "edge-ll", verifier.AlertIsolationRefused))
+	}
+	waitFor(t, "the watcher to drop the offender's address", func() bool {
+		return slices.Contains(watchDirs.quarantined(t, pub, "edge-watch"), "127.0.0.5")
+	})
+	time.Sleep(3 * verifier.DirectivePollInterval)
+	for _, a := range watchDirs.quarantined(t, pub, "edge-watch") {
+		if a != "127.0.0.5" {
+			t.Errorf("the watcher was told to drop %s", a)
+		}
 	}
 }

@@ -203,6 +203,10 @@ func (v *Verifier) isolationTargets(ctx context.Context, offender, failedFrom st
 		refused []isolationRefusal
 	)
 	for _, addr := range cands {
+		if why := notIsolatable(addr); why != "" {
+			refused = append(refused, isolationRefusal{addr, why})
+			continue
+		}
 		if v.protectedAddr(addr) {
 			refused = append(refused, isolationRefusal{addr, "it is a protected address (protected_addresses, or the verifier's own listen address)"})
 			continue
@@ -224,6 +228,25 @@ func (v *Verifier) isolationTargets(ctx context.Context, offender, failedFrom st
 		}
 	}
 	return targets, refused
+}
+
+// notIsolatable says why addr cannot name one device fleet-wide, or "": a
+// link-local address (IPv6 fe80::/10, IPv4 169.254.0.0/16, with or without
+// its zone) names a different device on every link, and Shield drops it
+// without the zone, so isolating one would make every agent drop its own
+// neighbour of that address (often its router); an address that does not
+// parse, a multicast or unspecified one is no single device.
+func notIsolatable(addr string) string {
+	a, err := netip.ParseAddr(addr)
+	switch {
+	case err != nil:
+		return "it is not an address"
+	case a.Zone() != "" || a.Unmap().IsLinkLocalUnicast():
+		return "it is link-local: it names a different device on every link (every agent would drop its own neighbour, often its router)"
+	case a.IsMulticast() || a.IsUnspecified():
+		return "it names no single device"
+	}
+	return ""
 }
 
 // protectedAddr: addr may never be quarantined: a configured protected

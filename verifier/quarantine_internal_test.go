@@ -106,3 +106,32 @@ func BenchmarkReconcileTable(b *testing.B) {
 		}
 	}
 }
+
+// TestNotIsolatable: addresses that name no single device fleet-wide are
+// refused for isolation (issue 20 attack review; the link-local exploit
+// over real mTLS is TestAttack20LinkLocalIsolation).
+func TestNotIsolatable(t *testing.T) {
+	for _, tc := range []struct {
+		addr    string
+		refused bool
+	}{
+		{"192.0.2.1", false},
+		{"2001:db8::1", false},
+		{"fd00::1", false},
+		{"127.0.0.5", false}, // loopback: Shield never drops it, but the test fleets use 127/8
+		{"fe80::1", true},
+		{"fe80::1%eth0", true},
+		{"169.254.169.254", true},
+		{"::ffff:169.254.1.1", true},
+		{"ff02::1", true},
+		{"224.0.0.1", true},
+		{"0.0.0.0", true},
+		{"::", true},
+		{"not-an-address", true},
+		{"", true},
+	} {
+		if got := notIsolatable(tc.addr) != ""; got != tc.refused {
+			t.Errorf("notIsolatable(%q) refused %v, want %v", tc.addr, got, tc.refused)
+		}
+	}
+}
