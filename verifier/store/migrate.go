@@ -285,6 +285,11 @@ var migrations = []string{
 	// (agent_version, signed with the pulse; informational: the binary's
 	// digest is what is attested).
 	`ALTER TABLE agents ADD COLUMN agent_version TEXT NOT NULL DEFAULT ''`,
+	// The verifier's state of each agent's host program list, kept with
+	// its Sentinel cursor: the boot's highest accounted program ID, the
+	// digest of the list judged, its unexplained programs and Sentinel's
+	// unmatched load records (JSON; verifier/hostprogs.go).
+	`ALTER TABLE sentinel_cursors ADD COLUMN host_programs TEXT NOT NULL DEFAULT ''`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {

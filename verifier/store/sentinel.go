@@ -37,6 +37,9 @@ type SentinelEvent struct {
 type SentinelCursor struct {
 	Boot    string
 	LastSeq uint64
+	// HostPrograms, when set, replaces the verifier's state of the
+	// agent's host program list (verifier/hostprogs.go); nil keeps it.
+	HostPrograms *string
 }
 
 // RecordSentinel stores the events of a committed pulse (ignoring ones
@@ -72,6 +75,12 @@ func (s *Store) RecordSentinel(ctx context.Context, agentID string, cursor Senti
 			agentID, cursor.Boot, int64(cursor.LastSeq), nanos(at)); err != nil {
 			return fmt.Errorf("store: sentinel cursor: %w", err)
 		}
+		if cursor.HostPrograms != nil {
+			if _, err := tx.ExecContext(ctx, s.q(`UPDATE sentinel_cursors SET host_programs = ? WHERE agent_id = ?`),
+				*cursor.HostPrograms, agentID); err != nil {
+				return fmt.Errorf("store: host program state: %w", err)
+			}
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store: record sentinel: commit: %w", err)
@@ -92,6 +101,20 @@ func (s *Store) GetSentinelCursor(ctx context.Context, agentID string) (Sentinel
 	}
 	c.LastSeq = uint64(last)
 	return c, nil
+}
+
+// GetHostProgramState returns the verifier's state of the agent's host
+// program list (empty: none yet); ErrNotFound when the agent has no cursor.
+func (s *Store) GetHostProgramState(ctx context.Context, agentID string) (string, error) {
+	var st string
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT host_programs FROM sentinel_cursors WHERE agent_id = ?`), agentID).Scan(&st)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("store: host program state: %w", err)
+	}
+	return st, nil
 }
 
 // SentinelEvents returns the agent's stored events, newest first.
