@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,8 +18,10 @@ import (
 // cost is the commit, not the statement, so concurrent callers' statements
 // share transactions: a writer takes whatever is queued (up to maxBatch)
 // and runs it as one transaction. Nothing waits for a timer: a lone caller's
-// statement runs at once, on its own, exactly as before; batches form only
-// while the database is busy with the previous one, which is when they pay.
+// statement runs at once, on its own (on the caller's goroutine when no
+// other operation is queued or running: no hand-off to a writer and back);
+// batches form only while the database is busy with the previous one,
+// which is when they pay.
 //
 // Every caller still waits for its own statement's commit: a pulse's answer
 // is never sent before what it changed is durable, and a spent nonce stays
@@ -107,6 +110,10 @@ type batcher struct {
 	// drains the queue; internal tests lock it to let operations queue up.
 	hold sync.Mutex
 
+	// pending counts the operations queued or running: when it is 0 a
+	// caller runs its operation itself (submit).
+	pending atomic.Int64
+
 	// Counters for tests and metrics.
 	statsMu sync.Mutex
 	stats   BatchStats
@@ -149,15 +156,34 @@ func (s *Store) BatchStats() BatchStats {
 	return s.group.stats
 }
 
-// submit queues an operation and waits for its transaction to end.
+// submit runs an operation and waits for its transaction to end. When no
+// other operation is queued or running, the caller runs it itself, alone,
+// exactly as a writer would run a lone operation (nothing to batch it
+// with), without handing it to a writer goroutine and back; otherwise it
+// is queued for a writer, which batches it with whatever else waits.
 func (s *Store) submit(ctx context.Context, key string, run func(ctx context.Context, r runner) error) error {
-	op := &batchOp{ctx: ctx, key: key, run: run, done: make(chan error, 1)}
 	b := s.group
 	b.mu.RLock()
 	if b.closed {
 		b.mu.RUnlock()
 		return errClosed
 	}
+	if b.pending.CompareAndSwap(0, 1) {
+		if b.hold.TryLock() {
+			b.hold.Unlock()
+			b.statsMu.Lock()
+			b.stats.Ops++
+			b.statsMu.Unlock()
+			// Close waits for this run (it takes mu).
+			err := run(ctx, runner{s: s})
+			b.pending.Add(-1)
+			b.mu.RUnlock()
+			return err
+		}
+		b.pending.Add(-1)
+	}
+	op := &batchOp{ctx: ctx, key: key, run: run, done: make(chan error, 1)}
+	b.pending.Add(1)
 	b.ops <- op
 	b.mu.RUnlock()
 	return <-op.done
@@ -184,6 +210,7 @@ func (s *Store) writeLoop() {
 			}
 		}
 		s.runBatch(batch)
+		s.group.pending.Add(-int64(len(batch)))
 		clear(batch)
 	}
 }

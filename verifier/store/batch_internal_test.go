@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -200,5 +202,79 @@ func TestClosedStoreRefusesWrites(t *testing.T) {
 	s.Close()
 	if _, err := s.CommitPulse(context.Background(), "a", 0, PulseUpdate{At: time.Now()}); !errors.Is(err, errClosed) {
 		t.Fatalf("spend on a closed store: %v, want errClosed", err)
+	}
+}
+
+// onWriter reports whether the calling goroutine is a group-commit writer.
+func onWriter() bool {
+	pcs := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(1, pcs)])
+	for {
+		f, more := frames.Next()
+		if strings.HasSuffix(f.Function, ".writeLoop") {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
+}
+
+// TestLoneOperationRunsOnCaller: with nothing queued or running, an
+// operation runs on its caller's goroutine (no hand-off to a writer and
+// back); while another runs, the next one is queued for a writer, which
+// may batch it. Every caller gets its own answer either way.
+func TestLoneOperationRunsOnCaller(t *testing.T) {
+	for name, s := range batchStores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			ids := enrollN(t, s, 2)
+			var lone bool
+			if err := s.submit(ctx, ids[0], func(ctx context.Context, r runner) error { lone = !onWriter(); return nil }); err != nil || !lone {
+				t.Fatalf("lone operation: on the caller %v, %v", lone, err)
+			}
+			if st, err := s.CommitPulse(ctx, ids[0], 0, PulseUpdate{At: time.Now(), Verdict: 1}); err != nil || st != NonceOK {
+				t.Fatalf("lone commit: %v, %v", st, err)
+			}
+
+			started, release := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			unblock := func() { once.Do(func() { close(release) }) }
+			defer unblock()
+			first := make(chan error, 1)
+			go func() {
+				first <- s.submit(ctx, ids[1], func(ctx context.Context, r runner) error {
+					close(started)
+					<-release
+					return nil
+				})
+			}()
+			<-started
+			var queued bool
+			second := make(chan error, 1)
+			go func() {
+				second <- s.submit(ctx, ids[1], func(ctx context.Context, r runner) error { queued = onWriter(); return nil })
+			}()
+			// A writer runs it while the first still runs on its caller.
+			select {
+			case err := <-second:
+				if err != nil || !queued {
+					t.Fatalf("operation submitted while another ran: on a writer %v, %v", queued, err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("an operation submitted while another ran on its caller waited for it")
+			}
+			unblock()
+			if err := <-first; err != nil {
+				t.Fatal(err)
+			}
+			if p := s.group.pending.Load(); p != 0 {
+				t.Fatalf("%d operations still counted as pending", p)
+			}
+			// Replays still lose, on either path.
+			if st, err := s.CommitPulse(ctx, ids[0], 0, PulseUpdate{At: time.Now()}); err != nil || st != NonceReplayed {
+				t.Fatalf("replayed commit: %v, %v", st, err)
+			}
+		})
 	}
 }

@@ -81,6 +81,15 @@ func (s *Store) CommitPulse(ctx context.Context, agentID string, epoch uint64, u
 	if u.FirmwareLog != nil {
 		return s.commitWithFirmwareLog(ctx, agentID, epoch, u)
 	}
+	// The statements are prepared (and cached) here, outside any
+	// transaction: inside one, a statement not cached yet is prepared on
+	// the transaction's connection and dropped with it, so a commit that is
+	// always a transaction would prepare its statements on every pulse.
+	// A statement that cannot be prepared here fails the commit itself,
+	// with the commit's error (a closed store: errClosed).
+	for _, query := range []string{s.pulseQuery(pulseKind(u)), qNonceEpoch, qPutExplanation} {
+		_, _ = s.prepared(ctx, query)
+	}
 	st := NonceUnknown
 	var rs error
 	err := s.submit(ctx, agentID, func(ctx context.Context, r runner) error {
@@ -121,7 +130,7 @@ func (s *Store) commitRow(ctx context.Context, r runner, agentID string, epoch u
 		return NonceOK, nil, nil
 	}
 	var stored int64
-	err = r.queryRow(ctx, `SELECT nonce_epoch FROM agents WHERE id = ?`, agentID).Scan(&stored)
+	err = r.queryRow(ctx, qNonceEpoch, agentID).Scan(&stored)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return NonceUnknown, fmt.Errorf("store: commit pulse for %s: %w", agentID, ErrNotFound), nil
@@ -222,6 +231,21 @@ const (
 	pulseEvidence
 	pulseEvidenceRuntimeUnchanged
 )
+
+// qNonceEpoch reads why a pulse's statement wrote nothing.
+const qNonceEpoch = `SELECT nonce_epoch FROM agents WHERE id = ?`
+
+// pulseKind is the form of the pulse statement u needs (as recordPulse
+// chooses it).
+func pulseKind(u PulseUpdate) int {
+	switch {
+	case !u.Evidence:
+		return pulseNoEvidence
+	case u.RuntimeUnchanged:
+		return pulseEvidenceRuntimeUnchanged
+	}
+	return pulseEvidence
+}
 
 // pulseQuery returns the pulse statement's text, built once per store
 // (it names the database's clock, which differs by engine).
