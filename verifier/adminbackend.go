@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,7 +85,8 @@ func (b AdminBackend) GetAgent(ctx context.Context, id string) (*admin.AgentDeta
 	if err != nil {
 		return nil, err
 	}
-	d := &admin.AgentDetail{AgentStatus: statusOf(a, len(open), b.connected([]*store.Agent{a})[id])}
+	d := &admin.AgentDetail{AgentStatus: statusOf(a, len(open), b.connected([]*store.Agent{a})[id]),
+		EKSHA256: hex.EncodeToString(a.EKSHA256), AKName: hex.EncodeToString(a.AKName), EnrolledAt: a.EnrolledAt, AgentVersion: a.AgentVersion}
 	if d.SentinelEvents, err = sentinelEventsOf(ctx, b.V.store, id); err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package verifier
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/pulse-attest/pulse/policy"
 	"github.com/pulse-attest/pulse/verifier/store"
@@ -126,6 +128,49 @@ func encodeEvidence(ev policy.Evidence, budget int) ([]byte, error) {
 	return b, nil
 }
 
+// encodedCache holds recent encodings by the SHA-256 of their JSON: the
+// agents of a fleet booted the same way with the same build share one
+// (the stored evidence names no agent: identity and partition are the
+// row's), so most pulses pay the JSON and a hash, not the compression.
+var encodedCache struct {
+	sync.Mutex
+	m map[[32]byte][]byte
+}
+
+// maxEncodedCache bounds encodedCache (entries are ≤ 8 KiB).
+const maxEncodedCache = 512
+
+// encodeEvidenceCached is encodeEvidence without the agent's identity,
+// through encodedCache.
+func encodeEvidenceCached(ev policy.Evidence, budget int) ([]byte, error) {
+	ev.AgentID, ev.Partition = "", ""
+	raw, err := json.Marshal(StoredEvidence{Format: evidenceFormat, Complete: true, Evidence: ev})
+	if err != nil {
+		return nil, fmt.Errorf("encode evidence: %w", err)
+	}
+	h := sha256.New()
+	h.Write(raw)
+	fmt.Fprintf(h, "/%d", budget)
+	var key [32]byte
+	h.Sum(key[:0])
+	encodedCache.Lock()
+	b, ok := encodedCache.m[key]
+	encodedCache.Unlock()
+	if ok {
+		return b, nil
+	}
+	if b, err = encodeEvidence(ev, budget); err != nil {
+		return nil, err
+	}
+	encodedCache.Lock()
+	if encodedCache.m == nil || len(encodedCache.m) >= maxEncodedCache {
+		encodedCache.m = make(map[[32]byte][]byte, maxEncodedCache)
+	}
+	encodedCache.m[key] = b
+	encodedCache.Unlock()
+	return b, nil
+}
+
 // DecodeEvidence reads stored evidence.
 func DecodeEvidence(b []byte) (*StoredEvidence, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(b))
@@ -214,10 +259,13 @@ func (v *Verifier) explanationOf(o *Outcome) *store.Explanation {
 	}
 	x.Findings = findings
 	if o.evidence != nil {
+		// Without its time: evidence unchanged since the last pulse
+		// encodes the same and is not written again (EvidenceAt then says
+		// since when it has been the same).
 		ev := *o.evidence
-		ev.RecordedAt = o.now
+		ev.RecordedAt = time.Time{}
 		budget := store.MaxExplanationBytes - len(x.Findings) - len(x.Policy)
-		if b, err := encodeEvidence(ev, budget); err != nil {
+		if b, err := encodeEvidenceCached(ev, budget); err != nil {
 			v.log.Warn("evidence not stored", "agent_id", o.agent.ID, "error", err)
 		} else {
 			x.Evidence = b

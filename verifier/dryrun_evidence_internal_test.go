@@ -142,3 +142,52 @@ func TestEncodeFindingsBound(t *testing.T) {
 		t.Fatalf("findings %d: %v", len(got), err)
 	}
 }
+
+// BenchmarkEncodeEvidence: what the pulse's commit adds to encode its
+// evidence (JSON, gzip) for a UEFI-sized evidence (60 boot events).
+func BenchmarkEncodeEvidence(b *testing.B) {
+	ev := bigEvidence(60)
+	var n int
+	for b.Loop() {
+		out, err := encodeEvidence(ev, 8<<10)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n = len(out)
+	}
+	b.ReportMetric(float64(n), "bytes")
+}
+
+// BenchmarkEncodeEvidenceCached: the same, for a pulse whose evidence a
+// fleet's other agents (or its own last pulse) already showed.
+func BenchmarkEncodeEvidenceCached(b *testing.B) {
+	ev := bigEvidence(60)
+	for b.Loop() {
+		if _, err := encodeEvidenceCached(ev, 8<<10); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestEncodeEvidenceCachedNamesNoAgent: two agents with the same evidence
+// share one encoding, which names neither.
+func TestEncodeEvidenceCachedNamesNoAgent(t *testing.T) {
+	a, b := bigEvidence(5), bigEvidence(5)
+	a.AgentID, b.AgentID = "edge-a", "edge-b"
+	ea, err := encodeEvidenceCached(a, 8<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eb, _ := encodeEvidenceCached(b, 8<<10)
+	if !bytes.Equal(ea, eb) {
+		t.Fatal("same evidence, two encodings")
+	}
+	se, err := DecodeEvidence(ea)
+	if err != nil || se.Evidence.AgentID != "" || len(se.Evidence.Boot.Events) != 5 {
+		t.Fatalf("decoded %+v %v", se, err)
+	}
+	b.Runtime.AgentBinarySHA256 = strings.Repeat("ef", 32)
+	if ec, _ := encodeEvidenceCached(b, 8<<10); bytes.Equal(ec, ea) {
+		t.Fatal("different evidence, the same encoding")
+	}
+}

@@ -89,6 +89,9 @@ func TestAgentDetailExplainsVerdict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(d.Agent.EKSHA256) != 64 || d.Agent.AKName == "" || d.Agent.EnrolledAt.IsZero() {
+		t.Fatalf("identity: ek %q ak %q enrolled %v", d.Agent.EKSHA256, d.Agent.AKName, d.Agent.EnrolledAt)
+	}
 	if d.Agent.Verdict != "TRUSTED" || len(d.Agent.Findings) != 0 || d.Agent.Policy != "fleet" {
 		t.Fatalf("honest agent: verdict %s findings %v policy %q", d.Agent.Verdict, d.Agent.Findings, d.Agent.Policy)
 	}
@@ -98,6 +101,19 @@ func TestAgentDetailExplainsVerdict(t *testing.T) {
 	}
 	if !ev.TPM || ev.Runtime == nil || ev.Runtime.AgentBinarySHA256 != hexOf(build[:]) || ev.Boot == nil || len(ev.Boot.PCRs) == 0 || !d.Agent.EvidenceComplete {
 		t.Fatalf("honest evidence: %s", d.Agent.Evidence)
+	}
+
+	// The same evidence again: not written again (verified unchanged
+	// since the first pulse that showed it).
+	// (The first pulse's evidence had no last-known-good binary yet.)
+	a.Challenge()
+	wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	d, _ = cl.GetAgent(c, "edge-explain")
+	a.Challenge()
+	wantVerdict(t, a.Pulse(nil), trusted, pulsev1.Reason_REASON_OK)
+	again, err := cl.GetAgent(c, "edge-explain")
+	if err != nil || !again.Agent.EvidenceAt.Equal(d.Agent.EvidenceAt) || !again.Agent.FindingsAt.Equal(d.Agent.FindingsAt) {
+		t.Fatalf("unchanged evidence rewritten: at %v, was %v (%v)", again.Agent.EvidenceAt, d.Agent.EvidenceAt, err)
 	}
 
 	// Fortress off (warn): TRUSTED with a stored warn finding.

@@ -121,6 +121,13 @@ type AgentDetail struct {
 	EvidenceAt       time.Time       `json:"evidence_at,omitzero"`
 	EvidenceComplete bool            `json:"evidence_complete"`
 	EvidenceDropped  string          `json:"evidence_dropped,omitempty"`
+	// Identity from the verifier's records: the EK's SHA-256 and the AK's
+	// TPM name (hex; empty for mTLS-only agents), when it enrolled, and
+	// the version its last verified pulse reported (a claim).
+	EKSHA256     string    `json:"ek_sha256,omitempty"`
+	AKName       string    `json:"ak_name,omitempty"`
+	EnrolledAt   time.Time `json:"enrolled_at,omitzero"`
+	AgentVersion string    `json:"agent_version,omitempty"`
 	// SentinelEvents are the last records Sentinel reported for the agent
 	// (signals to it, eBPF loads, exits), newest first.
 	SentinelEvents []SentinelEvent `json:"sentinel_events"`

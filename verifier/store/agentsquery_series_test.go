@@ -28,7 +28,7 @@ func TestVerdictSeries(t *testing.T) {
 			add("b", 10, 1)
 			add("a", 25, 2)
 			add("b", 50, 2)
-			add("gone", 5, 2) // not enrolled
+			add("gone", 5, 2)                                          // not enrolled
 			pts, err := s.VerdictSeries(ctx, t0, t0.Add(time.Hour), 5) // 0, 15, 30, 45, 60 min
 			if err != nil {
 				t.Fatal(err)

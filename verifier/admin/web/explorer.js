@@ -224,7 +224,7 @@
     const ev = d.evidence;
     $("evidence-none").hidden = !!ev;
     $("evidence").hidden = !ev;
-    $("evidence-at").textContent = d.evidence_at ? "verified " + when(d.evidence_at) : "";
+    $("evidence-at").textContent = d.evidence_at ? "verified, unchanged since " + when(d.evidence_at) : "";
     if (!ev) return;
     const inc = $("evidence-incomplete");
     inc.hidden = d.evidence_complete !== false;
@@ -299,7 +299,7 @@
     const level = pts.map((h) => ({ TRUSTED: 4, DEGRADED: 3, CLOCK_DESYNC: 2, BLINDED: 1, UNTRUSTED: 0 }[h.verdict] ?? 0));
     timelinePlot = new uPlot({
       width: Math.max(320, Math.min(1100, box.clientWidth || 900)), height: 160, scales: { x: { time: true }, y: { range: [-0.5, 4.5] } },
-      axes: [{}, { values: (u, ticks) => ticks.map((t) => ["UNTRUSTED", "BLINDED", "DESYNC", "DEGRADED", "TRUSTED"][t] || "") }],
+      axes: [{}, { size: 90, values: (u, ticks) => ticks.map((t) => ["UNTRUSTED", "BLINDED", "DESYNC", "DEGRADED", "TRUSTED"][t] || "") }],
       series: [{}, { label: "verdict", stroke: "#1565c0", width: 2, paths: uPlot.paths && uPlot.paths.stepped ? uPlot.paths.stepped({ align: 1 }) : undefined }],
       cursor: { points: { size: 8 } },
     }, [xs, level], box);
@@ -328,6 +328,8 @@
     $("agent-policy").textContent = d.policy ? "judged by policy " + d.policy + (d.findings_at ? " since " + when(d.findings_at) : "") : "";
     dl($("agent-identity"), [
       ["partition", d.partition], ["trust", d.trust === "tpm" ? "TPM quote" : "mTLS-only"], ["address", d.address, "mono"],
+      ["EK SHA-256", d.ek_sha256, "mono digest"], ["AK name", d.ak_name, "mono digest"], ["enrolled", when(d.enrolled_at), "mono"],
+      ["agent version (reported)", d.agent_version, "mono"],
       ["last pulse", when(d.last_pulse) || "never", "mono"], ["policy digest", d.policy_digest, "mono digest"],
       ["directive stream", d.connected ? "connected" : "not connected"], ["open alerts", d.open_alerts],
     ]);
