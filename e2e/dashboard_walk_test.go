@@ -177,6 +177,13 @@ func TestDashboardWalk(t *testing.T) {
 	}
 	shot(op, "3-agent-detail")
 
+	// An operator action from the page: a maintenance window, confirmed,
+	// on the audit record.
+	op.js(`(() => { const f = document.getElementById("agent-actions"); f.elements.action.value = "maintenance"; f.elements.action.dispatchEvent(new Event("change")); f.elements.for.value = "10m"; f.elements.reason.value = "walk: reimaging"; document.getElementById("action-submit").click(); })()`)
+	op.waitTrue("confirmation asked", `!document.getElementById("action-confirm").hidden`, 5*time.Second)
+	op.js(`document.getElementById("action-yes").click()`)
+	op.waitTrue("maintenance window opened", `document.getElementById("action-result").getAttribute("data-result") === "ok"`, 10*time.Second)
+
 	// Alerts: acknowledge the agent's alert with a note.
 	op.navigate(base + "/fleet/alerts?open=1&agent=edge-walk")
 	op.waitTrue("alerts", loaded("alerts")+` && document.querySelector("#alert-list-rows tr[data-agent-id=edge-walk] button.ack") !== null`, 30*time.Second)
@@ -197,6 +204,9 @@ func TestDashboardWalk(t *testing.T) {
 	audit, _ := os.ReadFile(filepath.Join(f.dir, "audit.log"))
 	if !strings.Contains(string(audit), "walk: build retired, reimaging") {
 		t.Fatal("the note is not on the audit record")
+	}
+	if !strings.Contains(string(audit), "walk: reimaging") {
+		t.Fatal("the maintenance window is not on the audit record")
 	}
 
 	// Policy: in force, then a candidate that allows the build again.

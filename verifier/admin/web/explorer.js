@@ -374,6 +374,58 @@
       return tr;
     }));
     $("agent-alerts-empty").hidden = al.length > 0;
+    if (!$("agent-actions").hasAttribute("data-bound")) {
+      $("agent-actions").setAttribute("data-bound", "1");
+      bindActions(d);
+    }
+  }
+
+  // Operator actions: chosen, then confirmed, then sent; the API records
+  // each on the audit log.
+  function bindActions(d) {
+    const f = $("agent-actions");
+    const show = () => {
+      const a = f.elements.action.value;
+      for (const l of f.querySelectorAll("label[data-for]")) l.hidden = !a || !l.getAttribute("data-for").split(" ").includes(a);
+    };
+    f.elements.action.addEventListener("change", show);
+    show();
+    let pending = null;
+    f.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const a = f.elements.action.value;
+      const id = d.id;
+      const enc = encodeURIComponent(id);
+      if (a === "approve") {
+        const end = f.elements.end.value ? new Date(f.elements.end.value).toISOString() : new Date(Date.now() + 24 * 3600e3).toISOString();
+        pending = ["approve binary " + f.elements.digest.value.trim().slice(0, 16) + "… for " + id, () => post("/api/v1/updates", { digest: f.elements.digest.value.trim(), agents: [id], end })];
+      } else if (a === "maintenance") {
+        pending = ["open a " + f.elements.for.value + " maintenance window for " + id, () => post("/api/v1/agents/" + enc + "/maintenance", { for: f.elements.for.value.trim(), reason: f.elements.reason.value })];
+      } else if (a === "release") {
+        pending = ["release " + d.address + " from quarantine fleet-wide", () => post("/api/v1/release", { address: d.address })];
+      } else if (a === "remove") {
+        pending = ["remove " + id + (f.elements.revoke.checked ? " and revoke its ID" : ""), () => post("/api/v1/agents/" + enc + "/remove", { revoke: f.elements.revoke.checked, reason: f.elements.reason.value })];
+      } else return;
+      $("action-what").textContent = pending[0];
+      $("action-confirm").hidden = false;
+    });
+    $("action-no").addEventListener("click", () => { pending = null; $("action-confirm").hidden = true; });
+    $("action-yes").addEventListener("click", async () => {
+      if (!pending) return;
+      const [what, run] = pending;
+      pending = null;
+      $("action-confirm").hidden = true;
+      try {
+        await run();
+        $("action-result").textContent = "done: " + what;
+        $("action-result").setAttribute("data-result", "ok");
+        clearError();
+      } catch (e) {
+        $("action-result").textContent = "";
+        $("action-result").setAttribute("data-result", "error");
+        showError(e.message);
+      }
+    });
   }
 
   // ------------------------------------------------------------ alerts
