@@ -144,6 +144,7 @@ func TestDashboardWalk(t *testing.T) {
 	if href != "/fleet/agents?verdict=UNTRUSTED" {
 		t.Fatalf("UNTRUSTED count links to %q", href)
 	}
+	op.waitTrue("verifier health sampled", `Number(document.getElementById("health-chart").getAttribute("data-samples")) >= 1`, 15*time.Second)
 	shot(op, "1-overview")
 
 	// The count's link: the filtered list, its filter in the URL.

@@ -74,6 +74,15 @@ func TestExplorerAPI(t *testing.T) {
 		}
 	}
 
+	// The replica's health counters.
+	hs, err := cl.HealthSummary(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hs.Pulses < 2 || hs.VerificationCount < 2 || len(hs.Buckets) == 0 || hs.Buckets[len(hs.Buckets)-1].Count > hs.VerificationCount {
+		t.Fatalf("health %+v", hs)
+	}
+
 	// Acknowledge with a note: on the audit record.
 	al, err := cl.ListAlerts(c, admin.AlertFilter{AgentID: "edge-explore", OpenOnly: true, Limit: 10})
 	if err != nil || len(al.Alerts) == 0 {

@@ -145,6 +145,7 @@ func (h *handler) routes(reg *prometheus.Registry) {
 	h.maintenanceRoutes()
 	h.fleetRoutes()
 	h.explorerRoutes()
+	h.healthRoutes(reg)
 	if reg != nil {
 		m.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 			Registry:          reg,

@@ -118,9 +118,51 @@
     seriesPlot = new uPlot(opts, data, box);
   }
 
+  // Verifier health: rates between samples of the replica's counters.
+  const health = { prev: null, at: [], pulses: [], refused: [], p99: [], plot: null };
+
+  function p99Between(a, b) {
+    const n = b.verification_count - a.verification_count;
+    if (n <= 0) return null;
+    const prev = new Map(a.buckets.map((x) => [x.le, x.count]));
+    for (const bk of b.buckets) {
+      if (bk.count - (prev.get(bk.le) || 0) >= 0.99 * n) return bk.le * 1000;
+    }
+    return null;
+  }
+
+  async function sampleHealth() {
+    const s = await api("/api/v1/health/summary");
+    $("health-replicas").textContent = s.replicas ? "(" + s.replicas + " replicas alive)" : "";
+    const p = health.prev;
+    health.prev = s;
+    if (!p) return;
+    const dt = (Date.parse(s.now) - Date.parse(p.now)) / 1000;
+    if (dt <= 0) return;
+    health.at.push(Date.parse(s.now) / 1000);
+    health.pulses.push((s.pulses - p.pulses) / dt);
+    health.refused.push((s.refused - p.refused) / dt);
+    health.p99.push(p99Between(p, s));
+    for (const k of ["at", "pulses", "refused", "p99"]) if (health[k].length > 720) health[k].shift();
+    const box = $("health-chart");
+    box.setAttribute("data-samples", String(health.at.length));
+    if (typeof uPlot === "undefined") return;
+    const data = [health.at, health.pulses, health.refused, health.p99];
+    if (health.plot) { health.plot.setData(data); return; }
+    health.plot = new uPlot({
+      width: Math.max(320, Math.min(1100, box.clientWidth || 900)), height: 200,
+      scales: { x: { time: true }, ms: {} },
+      axes: [{}, { label: "per second" }, { scale: "ms", side: 1, label: "p99 ms", grid: { show: false } }],
+      series: [{}, { label: "pulses/s", stroke: "#1565c0", width: 2 }, { label: "refused/s", stroke: "#c62828", width: 1 },
+        { label: "p99 verification ms", stroke: "#6a1b9a", width: 1, scale: "ms" }],
+    }, data, box);
+  }
+
   async function overview() {
     renderCounts(await api("/api/v1/fleet"));
     await loadSeries();
+    await sampleHealth();
+    setInterval(() => sampleHealth().catch((e) => showError(e.message)), 5000);
   }
 
   // ------------------------------------------------------------ agent list
