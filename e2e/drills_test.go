@@ -3,8 +3,11 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -17,6 +20,7 @@ import (
 	"time"
 
 	"github.com/pulse-attest/pulse/internal/pgtest"
+	"github.com/pulse-attest/pulse/internal/pki"
 	"github.com/pulse-attest/pulse/internal/testutil"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/simulator"
@@ -606,4 +610,207 @@ func TestDrillPostgresOutage(t *testing.T) {
 		t.Fatalf("%d load agents in the store, want %d", len(ids), pgOutageAgents)
 	}
 	noFalseAlarm(t, st, start, ids...)
+}
+
+// certSerial reads the serial of the first certificate of a PEM file.
+func certSerial(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatalf("%s: no PEM", path)
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.SerialNumber.String()
+}
+
+// servedSerial is the serial of the certificate the verifier presents to
+// a new connection (made with an agent's certificate).
+func servedSerial(t *testing.T, f *fleet, certFile, keyFile string) string {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pki.ReadCertPool(f.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tls.Dial("tcp", f.addr(), &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: "localhost",
+		Certificates: []tls.Certificate{pair}, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+}
+
+// TestDrillCertRotation: the verifier's and an agent's certificates are
+// replaced on disk and the daemons told with SIGHUP, under a load of 50
+// pulse-loadgen agents and a real agent on swtpm. The verifier serves its
+// new certificate to new connections while the connections it holds go on;
+// the agent moves to a connection made with its new certificate. No pulse
+// fails (the agent logs no failed or untrusted pulse; the load generator
+// sees no error and every verdict as deserved), the agent's accepted
+// pulses never stop for more than an interval and a half, and no alert or
+// BLINDED verdict is raised.
+func TestDrillCertRotation(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	if dsn == "" {
+		return
+	}
+	loadgen := buildLoadgen(t)
+	sw := startTPM(t, "rhel8-uefi", false)
+	if sw == nil {
+		return
+	}
+	f := newFleetWith(t, dsn, faultPolicy, sw)
+	st := openStore(t, store.EnginePostgres, dsn)
+	ctx := context.Background()
+	const id = "edge-rot"
+	cfg := f.agentConfig(id, sw, "")
+	adir := filepath.Dir(cfg)
+	f.launchAgent(id, cfg, bin("pulse-agent"))
+
+	const loadAgents = 50
+	summary := filepath.Join(f.dir, "loadgen-summary.json")
+	lg := f.start(loadgen, "loadgen.log", "run", "--quiet",
+		"--verifier", f.addr(), "--ca", f.caFile, "--ca-key", filepath.Join(f.dir, "pki", "ca-key.pem"),
+		"--store-engine", "postgres", "--store-dsn", dsn, "--preregister", "running",
+		"--agents", strconv.Itoa(loadAgents), "--interval", "2s", "--ramp", "2s", "--duration", "35s",
+		"--id-prefix", "lg", "--partition", "fleet", "--wait-blinded=false",
+		"--firmware-log", "../testdata/eventlogs/rhel8-uefi.bin", "--summary", summary)
+	t.Cleanup(func() { lg.stop(syscall.SIGTERM) })
+	f.waitVerdict(id, trusted, "REASON_OK", 30*time.Second)
+	waitFor(t, "the load agents TRUSTED", func() bool {
+		counts, err := st.CountByVerdict(ctx)
+		return err == nil && counts[int32(pulsev1.Verdict_VERDICT_TRUSTED)] >= loadAgents+1
+	})
+	start := time.Now()
+
+	// The agent's accepted pulses, sampled until the end of the drill.
+	gaps := make(chan time.Duration, 1)
+	stopWatch := make(chan struct{})
+	go func() {
+		var last time.Time
+		var worst time.Duration
+		for {
+			select {
+			case <-stopWatch:
+				gaps <- worst
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			a, err := st.GetAgent(ctx, id)
+			if err != nil || a.LastVerdict != int32(pulsev1.Verdict_VERDICT_TRUSTED) || !a.LastPulseAt.After(last) {
+				continue
+			}
+			if !last.IsZero() && a.LastPulseAt.Sub(last) > worst {
+				worst = a.LastPulseAt.Sub(last)
+			}
+			last = a.LastPulseAt
+		}
+	}()
+
+	// 1. The verifier's certificate: a new one issued, written over the
+	// old files (key first, each atomically), SIGHUP.
+	pkiDir := filepath.Join(f.dir, "pki")
+	oldVerifier := certSerial(t, filepath.Join(pkiDir, "verifier.pem"))
+	nextOut := filepath.Join(t.TempDir(), "verifier-next")
+	run(t, "pulsectl", "pki", "issue", "--dir", pkiDir, "--role", "verifier", "--id", "v1", "--dns", "localhost", "--ip", "127.0.0.1", "--out", nextOut)
+	replacePair(t, nextOut+".pem", nextOut+"-key.pem", filepath.Join(pkiDir, "verifier.pem"), filepath.Join(pkiDir, "verifier-key.pem"))
+	newVerifier := certSerial(t, filepath.Join(pkiDir, "verifier.pem"))
+	if err := f.verifier.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the verifier to serve its new certificate", func() bool {
+		return servedSerial(t, f, filepath.Join(adir, "agent.pem"), filepath.Join(adir, "agent-key.pem")) == newVerifier
+	})
+	if line := logLine(t, f.verifier.log, "reloaded certificate", "serial="+newVerifier, "previous_serial="+oldVerifier); line == "" {
+		t.Error("the verifier did not log the reload of its certificate")
+	}
+	// Two intervals on the new verifier certificate.
+	time.Sleep(4 * time.Second)
+
+	// 2. The agent's certificate, the same way.
+	oldAgent := certSerial(t, filepath.Join(adir, "agent.pem"))
+	is, err := pki.Issue(f.ca, pki.Request{Role: pki.RoleAgent, ID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := is.WriteFiles(filepath.Join(adir, "agent.pem"), filepath.Join(adir, "agent-key.pem"), true); err != nil {
+		t.Fatal(err)
+	}
+	newAgent := certSerial(t, filepath.Join(adir, "agent.pem"))
+	f.mu.Lock()
+	agent := f.agents[id]
+	f.mu.Unlock()
+	if err := agent.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	agentLog := filepath.Join(f.dir, "agent-"+id+".log")
+	waitFor(t, "the agent to reload its certificate", func() bool {
+		return logLine(t, agentLog, "reloaded certificate", "serial="+newAgent, "previous_serial="+oldAgent) != ""
+	})
+	rotated := time.Now()
+	waitPulseAfter(t, st, id, rotated, 2*faultDeadline)
+	time.Sleep(4 * time.Second)
+
+	close(stopWatch)
+	worst := <-gaps
+	t.Logf("verifier certificate %s -> %s, agent certificate %s -> %s; longest wait between the agent's accepted pulses %s",
+		oldVerifier, newVerifier, oldAgent, newAgent, worst.Round(time.Millisecond))
+	if worst > 3*time.Second {
+		t.Errorf("the agent's accepted pulses stopped for %s during the rotation (interval 2s)", worst.Round(time.Millisecond))
+	}
+	for _, bad := range []string{"pulse failed", "pulse not trusted", "new certificate not usable", "certificate reload refused", "enrollment failed"} {
+		if line := logLine(t, agentLog, bad); line != "" {
+			t.Errorf("agent: %s", line)
+		}
+	}
+
+	select {
+	case <-lg.done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("pulse-loadgen did not finish")
+	}
+	var sum loadSummary
+	b, err := os.ReadFile(summary)
+	if err != nil {
+		out, _ := os.ReadFile(lg.log)
+		t.Fatalf("no loadgen summary: %v\n%s", err, tail(string(out), 30))
+	}
+	if err := json.Unmarshal(b, &sum); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("loadgen: %d pulses answered %v; errors %v", sum.Pulses, sum.Verdicts, sum.Errors)
+	if len(sum.Errors) != 0 || sum.MismatchCount != 0 || sum.HonestStore.Trusted != loadAgents {
+		t.Errorf("under the rotation the load generator saw errors %v (%q), %d undeserved verdicts, %d of %d TRUSTED at the end",
+			sum.Errors, sum.ErrorExamples, sum.MismatchCount, sum.HonestStore.Trusted, loadAgents)
+	}
+	f.waitVerdict(id, trusted, "REASON_OK", 5*time.Second)
+	noFalseAlarm(t, st, start, id)
+}
+
+// replacePair writes a certificate and key pair over another, as an
+// operator's rotation does (key first, each file atomically).
+func replacePair(t *testing.T, certFrom, keyFrom, certTo, keyTo string) {
+	t.Helper()
+	c, err := os.ReadFile(certFrom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := os.ReadFile(keyFrom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WritePair(certTo, c, keyTo, k, true); err != nil {
+		t.Fatal(err)
+	}
 }
