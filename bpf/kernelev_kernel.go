@@ -152,7 +152,7 @@ func (m *Manager) KernelEvidence(ctx context.Context) KernelEvidence {
 			continue
 		}
 		for _, h := range shieldHooks(ifname, uint32(iface.Index)) {
-			ev.Hooks = append(ev.Hooks, QueryHook(h))
+			ev.Hooks = append(ev.Hooks, m.ownLinkListed(QueryHook(h)))
 		}
 	}
 	ev.Hooks = append(ev.Hooks, m.tracepointHooks()...)
@@ -176,6 +176,47 @@ func (m *Manager) KernelEvidence(ctx context.Context) KernelEvidence {
 	}
 	ev.QuarantineSHA256, ev.QuarantineCount, ev.QuarantineErr = m.shield.kernelDigest()
 	return ev
+}
+
+// ownLinkListed sets h's error when the agent holds a Shield tcx link for
+// h's hook and interface that the chain the kernel lists there does not
+// hold: the device under that name and ifindex is not the one Shield was
+// attached to (the guarded device moved to another network namespace and a
+// decoy of its name and ifindex put in its place, with Shield's programs
+// on new links). XDP links are not told apart this way (the kernel lists no
+// link per XDP program).
+func (m *Manager) ownLinkListed(h HookChain) HookChain {
+	if h.Err != "" {
+		return h
+	}
+	var prog string
+	switch h.Hook {
+	case kernelev.HookTCXIngress:
+		prog = "shield_ingress"
+	case kernelev.HookTCXEgress:
+		prog = "shield_egress"
+	default:
+		return h
+	}
+	m.mu.Lock()
+	l, ok := m.links[prog+"@"+h.Target]
+	m.mu.Unlock()
+	if !ok {
+		return h
+	}
+	info, err := l.Info()
+	if err != nil {
+		h.Err, h.Programs = fmt.Sprintf("Shield's link for %s on %s: info: %v", h.Hook, h.Target, err), nil
+		return h
+	}
+	for _, p := range h.Programs {
+		if p.LinkID == uint32(info.ID) {
+			return h
+		}
+	}
+	h.Err, h.Programs = fmt.Sprintf("Shield's link %d is not in the %s chain of %s (ifindex %d): the device there is not the one Shield was attached to",
+		info.ID, h.Hook, h.Target, h.Ifindex), nil
+	return h
 }
 
 // tracepointHooks reports the programs the agent's own tracepoint links

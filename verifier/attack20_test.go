@@ -121,6 +121,7 @@ func TestAttack20ForgedKernelRecords(t *testing.T) {
 			for _, l := range links {
 				l.Close()
 			}
+			foreign.Close() // unloaded: undone entirely
 		}
 	}
 
@@ -158,6 +159,7 @@ func TestAttack20ForgedKernelRecords(t *testing.T) {
 		}
 		wantVerdict(t, pulse(), untrusted, pulsev1.Reason_REASON_BPF_FOREIGN_PROGRAM)
 		l.Close()
+		foreign.Close()
 		load(t)
 		honest(t)
 	})
@@ -211,6 +213,54 @@ func TestAttack20ForgedKernelRecords(t *testing.T) {
 		ipLink(t, "del", decoy)
 		ipLink(t, "set", renamed, "down")
 		ipLink(t, "set", renamed, "name", ifname)
+		ipLink(t, "set", ifname, "up")
+		load(t)
+		honest(t)
+	})
+
+	t.Run("guarded device moved to another netns, a decoy of its name and ifindex in its place", func(t *testing.T) {
+		// No record forged: the decoy has the guarded device's name and
+		// ifindex and Shield's own programs on Shield's maps; the guarded
+		// device, Shield's links still on it, is in a namespace the agent
+		// does not look at, where root runs what it likes ahead of Shield.
+		ns := "x20-" + randHex(t, 3)
+		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+			t.Skipf("ip netns add: %s %v", out, err)
+		}
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() }) //nolint:errcheck // best effort
+		ipLink(t, "set", ifname, "netns", ns)
+		decoy, peer := ifname, "pky"+ifname[3:]
+		ipLink(t, "add", decoy, "index", fmt.Sprint(ifindex), "type", "veth", "peer", "name", peer)
+		t.Cleanup(func() { exec.Command("ip", "link", "del", peer).Run() }) //nolint:errcheck // best effort
+		ipLink(t, "set", decoy, "up")
+		var links []link.Link
+		for _, x := range []struct {
+			prog string
+			at   ebpf.AttachType
+		}{{"shield_ingress", ebpf.AttachTCXIngress}, {"shield_egress", ebpf.AttachTCXEgress}} {
+			p, err := ebpf.LoadPinnedProgram(filepath.Join(pinDir, x.prog), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l, err := link.AttachTCX(link.TCXOptions{Program: p, Interface: ifindex, Attach: x.at})
+			p.Close()
+			if err != nil {
+				t.Fatalf("attach %s to the decoy: %v", x.prog, err)
+			}
+			links = append(links, l)
+		}
+		resp := pulse()
+		if resp.GetVerdict() == trusted {
+			t.Fatalf("TRUSTED (%s): the agent reports the decoy's chain, not the guarded device's", resp.GetMessage())
+		}
+		wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING)
+		for _, l := range links {
+			l.Close()
+		}
+		ipLink(t, "del", decoy)
+		if out, err := exec.Command("ip", "-n", ns, "link", "set", ifname, "netns", "1").CombinedOutput(); err != nil {
+			t.Fatalf("move %s back: %s %v", ifname, out, err)
+		}
 		ipLink(t, "set", ifname, "up")
 		load(t)
 		honest(t)
