@@ -117,16 +117,22 @@ func TestKernelEvidenceRealKernel(t *testing.T) {
 		for _, l := range links {
 			l.Close()
 		}
+		// Unloaded too: the test process is the agent, whose own loads
+		// Sentinel does not record, so a program it loaded and left
+		// loaded is one Sentinel did not see (host programs).
+		foreign.Close()
 		honest(t)
 	})
 
 	t.Run("foreign XDP program on the Shield interface", func(t *testing.T) {
-		l, err := link.AttachXDP(link.XDPOptions{Program: passProgram(t, ebpf.XDP), Interface: ifindex})
+		foreign := passProgram(t, ebpf.XDP)
+		l, err := link.AttachXDP(link.XDPOptions{Program: foreign, Interface: ifindex})
 		if err != nil {
 			t.Fatalf("attach foreign XDP program: %v", err)
 		}
 		wantVerdict(t, pulse(nil), untrusted, pulsev1.Reason_REASON_BPF_FOREIGN_PROGRAM)
 		l.Close()
+		foreign.Close()
 		honest(t)
 	})
 
@@ -167,6 +173,7 @@ func TestKernelEvidenceRealKernel(t *testing.T) {
 			t.Fatal(err)
 		}
 		restored = true
+		impostor.Close()
 		honest(t)
 	})
 
@@ -328,6 +335,12 @@ func shieldOnPlantedMap(t *testing.T, program string) *ebpf.Program {
 	p := coll.Programs[program]
 	if p == nil {
 		t.Fatalf("no program %s in Shield's object", program)
+	}
+	// Only the impostor stays loaded (closing it unloads it).
+	for name, q := range coll.Programs {
+		if name != program {
+			q.Close()
+		}
 	}
 	return p
 }

@@ -69,6 +69,9 @@ type Outcome struct {
 	// sentinel is what the pulse brought from Sentinel, recorded after
 	// the commit (sentinel.go).
 	sentinel *sentinelOutcome
+	// hostHeld is the digest of the host program list the verifier holds
+	// after this pulse (hostprogs.go): the agent need not send it again.
+	hostHeld []byte
 	// lockoutAlert is the tpm_lockout alert of a quoted pulse from a TPM
 	// in lockout (lockout.go), raised after the commit.
 	lockoutAlert *store.Alert
@@ -325,6 +328,10 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 		return out
 	}
 	boot.RuntimePCRHistory = history
+	// After checkSentinel, whose outcome records what it decides.
+	if out := v.checkHostPrograms(ctx, o, p, rt); out != nil {
+		return out
+	}
 	return v.evaluate(ctx, o, pol, p, &boot, rt, now)
 }
 

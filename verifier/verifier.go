@@ -202,6 +202,7 @@ func (v *Verifier) state(a *store.Agent, o *Outcome) *pulsev1.VerifierState {
 			st.RuntimeRecordsAcked = 0
 		}
 		st.SendFirmwareLog = o.sendFirmwareLog
+		st.HostProgramsSha256 = o.hostHeld
 		if o.interval > 0 {
 			interval = o.interval
 		}

@@ -24,9 +24,8 @@ import (
 
 // Adapter is the agent's BPF backed by the kernel.
 type Adapter struct {
-	m        *bpf.Manager
-	log      hclog.Logger
-	lastHost [32]byte
+	m   *bpf.Manager
+	log hclog.Logger
 }
 
 var _ agent.BPF = (*Adapter)(nil)
@@ -97,7 +96,7 @@ func toCEL(pm bpf.ProgramMeasurement) *cel.EBPFProgram {
 }
 
 // Snapshot resolves every pin to its live program and lists the host's
-// programs; the host list rides only when it changed since the last call.
+// programs (the agent drops the host list when the verifier holds it).
 func (a *Adapter) Snapshot(ctx context.Context) (*pulsev1.BPFSnapshot, error) {
 	s, err := a.m.Snapshot(ctx)
 	if err != nil {
@@ -123,13 +122,11 @@ func (a *Adapter) Snapshot(ctx context.Context) (*pulsev1.BPFSnapshot, error) {
 		fmt.Fprintf(h, "%d\x00%s\x00%s\x00%x\n", p.ID, p.Name, p.Type, tag)
 		hosts = append(hosts, &pulsev1.HostProgram{Id: p.ID, Name: p.Name, Type: p.Type, Tag: tag})
 	}
-	var sum [32]byte
-	copy(sum[:], h.Sum(nil))
-	out.HostProgramsSha256 = sum[:]
-	if sum != a.lastHost {
-		out.HostPrograms = hosts
-		a.lastHost = sum
-	}
+	out.HostProgramsSha256 = h.Sum(nil)
+	// The list always goes with its digest; the agent leaves it out only
+	// when the verifier says it holds that digest (VerifierState), so a
+	// list in a pulse the verifier never judged is sent again.
+	out.HostPrograms = hosts
 	ev := a.m.KernelEvidence(ctx)
 	if ev.QuarantineErr != nil {
 		a.log.Warn("reading the quarantine map failed", "error", ev.QuarantineErr)
