@@ -9,11 +9,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"net"
+	"net/http"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/pulse-attest/pulse/internal/secretscan"
+	"github.com/pulse-attest/pulse/verifier/alert"
 )
 
 // The e2e suite's artefacts: every daemon log, audit log segment and
@@ -160,21 +164,57 @@ func registerSecret(s secretscan.Secret) {
 	}
 }
 
-// saveArtefact writes one artefact a test captured itself (a webhook body)
-// under the suite's artefact directory.
-func saveArtefact(t *testing.T, name string, b []byte) {
+// bodyHook is a webhook receiver that checks each delivery's HMAC
+// signature and keeps its raw body as an artefact: DIR/webhooks/N.json of
+// the fleet's directory, which collectArtefacts copies for the scan.
+type bodyHook struct {
+	url, dir string
+	secret   []byte
+	mu       sync.Mutex
+	n        int
+	bad      []string
+}
+
+func newBodyHook(t *testing.T, fleetDir string, secret []byte) *bodyHook {
 	t.Helper()
-	if artefactDir == "" {
+	h := &bodyHook{dir: filepath.Join(fleetDir, "webhooks"), secret: secret}
+	if err := os.MkdirAll(h.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(l) //nolint:errcheck // ends with Close
+	t.Cleanup(func() { srv.Close() })
+	h.url = "http://" + l.Addr().String() + "/pulse"
+	return h
+}
+
+func (h *bodyHook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err == nil {
+		err = alert.VerifySignature(h.secret, body, r.Header.Get(alert.HeaderSignature))
+	}
+	if err != nil {
+		h.bad = append(h.bad, err.Error())
+		http.Error(w, "refused", http.StatusUnauthorized)
 		return
 	}
-	path := filepath.Join(artefactDir, unsafeName.ReplaceAllString(t.Name(), "_"), name)
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Error(err)
-		return
+	h.n++
+	if err := os.WriteFile(filepath.Join(h.dir, fmt.Sprintf("%d.json", h.n)), body, 0o644); err != nil {
+		h.bad = append(h.bad, err.Error())
 	}
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Error(err)
-	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *bodyHook) received() (int, []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n, append([]string(nil), h.bad...)
 }
 
 // scanArtefacts scans dir for the registered secrets and the generic
@@ -245,12 +285,35 @@ func finishArtefacts(code int) int {
 // careless debug line would print it) or a PEM private key in a webhook
 // body fail the scan, each with the finding's kind.
 func TestArtefactScan(t *testing.T) {
-	f := newFleet(t, fleetPolicy)
-	newDrill(t, f)
-	tokenFile := filepath.Join(f.dir, "admin.token")
-	if err := os.WriteFile(tokenFile, []byte("e2e-admin-token-0123456789abcdef"), 0o600); err != nil {
+	sw := startTPM(t, "rhel8-uefi", false)
+	if sw == nil {
+		return
+	}
+	f := newFleet(t, fleetPolicy, sw)
+	secret := []byte(fmt.Sprintf("artefact-scan-webhook-secret-%d", os.Getpid()))
+	secretFile := filepath.Join(f.dir, "webhook.secret")
+	if err := os.WriteFile(secretFile, secret, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	hook := newBodyHook(t, f.dir, secret)
+	f.verifier.stop(syscall.SIGTERM)
+	replaceInFile(t, f.vcfg, `audit_log = "audit.log"`, fmt.Sprintf("audit_log = \"audit.log\"\n  webhook \"scan\" {\n    url         = %q\n    secret_file = %q\n  }", hook.url, secretFile))
+	f.startVerifier()
+	if err := os.WriteFile(filepath.Join(f.dir, "admin.token"), []byte("e2e-admin-token-0123456789abcdef"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A planned stop raises an agent_stopped alert: an audit record and a
+	// signed webhook body.
+	f.launchAgent("edge-scan", f.agentConfig("edge-scan", sw, ""), bin("pulse-agent"))
+	f.waitVerdict("edge-scan", trusted, "REASON_OK", 30*time.Second)
+	f.stopAgent("edge-scan", syscall.SIGTERM)
+	waitFor(t, "the agent_stopped webhook", func() bool {
+		n, bad := hook.received()
+		if len(bad) > 0 {
+			t.Fatalf("webhook deliveries refused: %q", bad)
+		}
+		return n > 0
+	})
 	f.verifier.stop(syscall.SIGTERM)
 
 	// What the suite's cleanup does, into a directory of this test's own.
@@ -272,7 +335,7 @@ func TestArtefactScan(t *testing.T) {
 	for _, s := range local {
 		names[s.Name] = true
 	}
-	for _, want := range []string{"webhook.secret", "admin.token", "directive-key.pem (seed)", "pki/ca-key.pem (DER)", "pki/verifier-key.pem (DER)"} {
+	for _, want := range []string{"webhook.secret", "admin.token", "directive-key.pem (seed)", "pki/ca-key.pem (DER)", "pki/verifier-key.pem (DER)", "agent-edge-scan/agent-key.pem (DER)"} {
 		if !names[want] {
 			t.Errorf("secret %q not registered from the fleet's directory (got %v)", want, names)
 		}
@@ -289,12 +352,10 @@ func TestArtefactScan(t *testing.T) {
 	}
 
 	logs, _ := filepath.Glob(filepath.Join(dir, "*", "verifier.log"))
-	if len(logs) != 1 {
-		t.Fatalf("verifier.log not collected: %v", logs)
-	}
-	secret, err := os.ReadFile(filepath.Join(f.dir, "webhook.secret"))
-	if err != nil {
-		t.Fatal(err)
+	bodies, _ := filepath.Glob(filepath.Join(dir, "*", "webhooks", "*.json"))
+	audits, _ := filepath.Glob(filepath.Join(dir, "*", "audit.log"))
+	if len(logs) != 1 || len(bodies) == 0 || len(audits) != 1 {
+		t.Fatalf("artefacts not collected: logs %v, webhook bodies %v, audit logs %v", logs, bodies, audits)
 	}
 	caKey, err := os.ReadFile(filepath.Join(f.dir, "pki", "ca-key.pem"))
 	if err != nil {
@@ -304,7 +365,8 @@ func TestArtefactScan(t *testing.T) {
 		name, file, plant, kind string
 	}{
 		{"webhook secret in a log", logs[0], fmt.Sprintf("[DEBUG] alerts: signing with %x\n", secret), secretscan.KindKnownSecret},
-		{"ca key in a webhook body", filepath.Join(filepath.Dir(logs[0]), "webhooks", "1.json"), string(caKey), secretscan.KindPEMPrivateKey},
+		{"ca key in a webhook body", bodies[0], string(caKey), secretscan.KindPEMPrivateKey},
+		{"agent key scalar in the audit log", audits[0], fmt.Sprintf("{\"d\":\"%x\"}\n", agentScalar(t, filepath.Join(f.dir, "agent-edge-scan", "agent-key.pem"))), secretscan.KindKnownSecret},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			planted := t.TempDir()
@@ -334,4 +396,24 @@ func TestArtefactScan(t *testing.T) {
 			}
 		})
 	}
+}
+
+// agentScalar is the private scalar (or seed) of an agent's key file.
+func agentScalar(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secs, err := secretscan.KeySecrets("agent key", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range secs {
+		if !strings.HasSuffix(s.Name, "(DER)") {
+			return s.Value
+		}
+	}
+	t.Fatalf("no scalar in %s", path)
+	return nil
 }
