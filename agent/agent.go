@@ -134,6 +134,9 @@ type Agent struct {
 	// retryBounds gives the retry waits for an interval (the package's
 	// retryBounds; tests replace it).
 	retryBounds func(interval time.Duration) (lo, hi time.Duration)
+
+	// releaseOff: releasing code pages after a pulse failed once (memory.go).
+	releaseOff bool
 }
 
 // Run loads the configuration's TPM, runtime log, state and certificate,
@@ -559,6 +562,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		a.releaseAfterPulse()
 		switch {
 		case errors.Is(err, errNeedEnroll):
 			pulseLog.Warn("verifier does not know this agent's attestation key; enrolling again", "error", err)

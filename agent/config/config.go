@@ -37,6 +37,9 @@ const (
 	// DefaultBinaryRehashEvery: the running binary is hashed in full at
 	// least every 10th pulse, and at once when its file's identity changes.
 	DefaultBinaryRehashEvery = 10
+	// DefaultReleaseCodePages: after each pulse the agent drops its mappings
+	// of its binary's code and read-only data (they stay in the page cache).
+	DefaultReleaseCodePages = true
 
 	// MinInterval and MaxInterval bound interval (and the verifier's
 	// set_interval directives, which the agent clamps to them).
@@ -91,6 +94,10 @@ type Config struct {
 	// ProtectedAddresses are never quarantined by this agent's Shield, in
 	// addition to the verifier's addresses (replicas, gateways, proxies).
 	ProtectedAddresses []netip.Prefix
+	// ReleaseCodePages: after each pulse, drop the process's mappings of its
+	// own binary's read-only pages (madvise MADV_DONTNEED); they stay in the
+	// page cache and fault back in as the next pulse runs them.
+	ReleaseCodePages bool
 }
 
 // String summarises the configuration (no secrets: only paths).
@@ -139,6 +146,8 @@ type rawConfig struct {
 	// DirectiveKey and ProtectedAddresses: see Config.
 	DirectiveKey       *string  `hcl:"directive_key,optional"`
 	ProtectedAddresses []string `hcl:"protected_addresses,optional"`
+	// ReleaseCodePages: see Config.
+	ReleaseCodePages *bool `hcl:"release_code_pages,optional"`
 }
 
 type rawTLS struct {
@@ -230,6 +239,10 @@ func decode(f *hclconf.File) (*Config, error) {
 	c.Interval = f.Duration(str(raw.Interval, ""), DefaultInterval, MinInterval, MaxInterval, "interval")
 	if raw.Partition != nil {
 		checkPartition(f, c.Partition)
+	}
+	c.ReleaseCodePages = DefaultReleaseCodePages
+	if raw.ReleaseCodePages != nil {
+		c.ReleaseCodePages = *raw.ReleaseCodePages
 	}
 	c.BinaryRehashEvery = DefaultBinaryRehashEvery
 	if raw.BinaryRehashEvery != nil {

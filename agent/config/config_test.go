@@ -57,6 +57,7 @@ func TestDefaults(t *testing.T) {
 		LogLevel:    "info",
 
 		BinaryRehashEvery: 10,
+		ReleaseCodePages:  true,
 	}
 	if !reflect.DeepEqual(*c, want) {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", *c, want)
@@ -82,6 +83,7 @@ interval     = "5s"
 partition    = "edge-west.1"
 log_level    = "DEBUG"
 log_json     = true
+release_code_pages = false
 bpf {
   enabled = true
   pin_dir = "/sys/fs/bpf/pulse-test"
@@ -96,7 +98,7 @@ bpf {
 		c.TPM != "swtpm:/tmp/swtpm/server.sock", c.AKHandle != 0x81020002, c.RuntimePCR != 15,
 		c.RuntimeLog != filepath.Join(dir, "run/runtime.cel"), c.FirmwareLog != "/tmp/fw.bin",
 		c.StateDir != filepath.Join(dir, "state"), c.Interval != 5*time.Second, c.Partition != "edge-west.1",
-		!c.BPF.Enabled, c.BPF.PinDir != "/sys/fs/bpf/pulse-test", !c.LogJSON:
+		!c.BPF.Enabled, c.BPF.PinDir != "/sys/fs/bpf/pulse-test", !c.LogJSON, c.ReleaseCodePages:
 		t.Fatalf("unexpected config %+v", *c)
 	}
 	if c.Level().String() != "debug" {
@@ -176,6 +178,7 @@ func TestDiagnostics(t *testing.T) {
 		{"partition charset", base + `partition = "a b"` + "\n", []string{"agent.hcl:7:13: invalid partition"}},
 		{"empty partition", base + `partition = ""` + "\n", []string{"agent.hcl:7:13: invalid partition"}},
 		{"log level", base + `log_level = "verbose"` + "\n", []string{"agent.hcl:7:13: invalid log level"}},
+		{"release code pages type", base + `release_code_pages = "yes"` + "\n", []string{"agent.hcl:7:23: Unsuitable value type"}},
 		{"rehash zero", base + `binary_rehash_every = 0` + "\n", []string{"agent.hcl:7:23: invalid binary_rehash_every"}},
 		{"empty state dir", base + `state_dir = ""` + "\n", []string{"agent.hcl:7:13: empty path"}},
 		{"bpf enabled type", base + "bpf {\n  enabled = \"maybe\"\n}\n", []string{"agent.hcl:8:14: Unsuitable value type"}},

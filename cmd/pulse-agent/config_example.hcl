@@ -27,6 +27,7 @@ tpm = "auto" # auto: /dev/tpmrm0, else /dev/tpm0, else mTLS only; none; a device
 # interval            = "30s"        # heartbeat until the verifier sets another (1s-24h)
 # partition           = ""           # the partition this agent expects (the verifier assigns it)
 # binary_rehash_every = 10           # hash the running binary in full at least every N pulses
+# release_code_pages  = true         # after each pulse, unmap the binary's code pages (they stay cached)
 # log_level           = "info"
 # log_json            = false
 
