@@ -16,8 +16,13 @@ import (
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
+// walkPolicy is the e2e fleet policy allowing one agent build. The
+// heartbeat's deadline is long: only accepted pulses move an agent's
+// deadline, so a denied agent would otherwise turn silent (BLINDED) while
+// the walk looks at it UNTRUSTED.
 func walkPolicy(allow string) string {
-	return strings.Replace(fleetPolicy, "  measured_boot {", fmt.Sprintf("  agent_binary {\n    allow = [%q]\n  }\n  measured_boot {", allow), 1)
+	p := strings.Replace(fleetPolicy, "  measured_boot {", fmt.Sprintf("  agent_binary {\n    allow = [%q]\n  }\n  measured_boot {", allow), 1)
+	return strings.Replace(p, "missed   = 3", "missed   = 300", 1)
 }
 
 // TestDashboardWalk: the fleet explorer in headless Chromium (DevTools
@@ -188,6 +193,7 @@ func TestDashboardWalk(t *testing.T) {
 	// Alerts: acknowledge the agent's alert with a note.
 	op.navigate(base + "/fleet/alerts?open=1&agent=edge-walk")
 	op.waitTrue("alerts", loaded("alerts")+` && document.querySelector("#alert-list-rows tr[data-agent-id=edge-walk] button.ack") !== null`, 30*time.Second)
+	op.waitTrue("audit chain verified", `document.getElementById("audit-status").getAttribute("data-whole") === "true"`, 10*time.Second)
 	alertID := op.text(`document.querySelector("#alert-list-rows tr[data-agent-id=edge-walk]").getAttribute("data-alert-id")`)
 	shot(op, "4-alerts")
 	op.js(`(() => { const tr = document.querySelector("#alert-list-rows tr[data-agent-id=edge-walk]"); tr.querySelector("input.ack-note").value = "walk: build retired, reimaging"; tr.querySelector("button.ack").click(); })()`)

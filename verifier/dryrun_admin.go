@@ -10,6 +10,7 @@ import (
 	"github.com/pulse-attest/pulse/policy"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/verifier/admin"
+	"github.com/pulse-attest/pulse/verifier/audit"
 )
 
 // The fleet explorer's views (admin.ExplorerBackend): verdicts over time,
@@ -111,4 +112,41 @@ func diagErrs(d hcl.Diagnostics) hcl.Diagnostics {
 		return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "no policy loaded"}}
 	}
 	return d
+}
+
+var _ admin.AuditStatuser = AdminBackend{}
+
+// AuditStatus verifies the configured audit log's segments and links.
+func (b AdminBackend) AuditStatus(ctx context.Context) (*admin.AuditStatus, error) {
+	path := b.V.cfg.Alerts.AuditLog
+	out := &admin.AuditStatus{Configured: path != ""}
+	if path == "" {
+		return out, nil
+	}
+	res, err := audit.VerifySegments(path, nil)
+	if err != nil {
+		return nil, fmt.Errorf("audit status: %w", err)
+	}
+	out.Segments, out.Whole = len(res), true
+	for _, r := range res {
+		if r.Summary.Records > 0 || r.Summary.LastSeq > 0 {
+			out.VerifiedUpTo, out.LastHash = r.Summary.LastSeq, r.Summary.LastHash
+		}
+		switch {
+		case r.Broken != nil:
+			out.Whole = false
+			if out.Problem == "" {
+				out.Problem = fmt.Sprintf("segment %d: %v", r.N, r.Broken)
+			}
+		case r.Anchor != nil:
+			out.Whole = false
+			if out.Problem == "" {
+				out.Problem = r.Anchor.Error()
+			}
+		}
+		if !out.Whole {
+			break
+		}
+	}
+	return out, nil
 }

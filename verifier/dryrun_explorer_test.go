@@ -98,4 +98,25 @@ func TestExplorerAPI(t *testing.T) {
 		b, err := os.ReadFile(e.dir + "/audit.log")
 		return err == nil && strings.Contains(string(b), "implant under investigation, ticket 42")
 	})
+
+	// The audit chain: whole, then broken by an edit of its first record.
+	as, err := cl.AuditStatus(c)
+	if err != nil || !as.Configured || !as.Whole || as.VerifiedUpTo < 2 || len(as.LastHash) != 64 || as.Problem != "" {
+		t.Fatalf("audit status %+v %v", as, err)
+	}
+	raw, err := os.ReadFile(e.dir + "/audit.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(raw), "POLICY_DENIED", "POLICY_DENIEZ", 1)
+	if edited == string(raw) {
+		t.Fatal("nothing to edit in the audit log")
+	}
+	if err := os.WriteFile(e.dir+"/audit.log", []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	as, err = cl.AuditStatus(c)
+	if err != nil || as.Whole || as.Problem == "" || as.VerifiedUpTo != 0 {
+		t.Fatalf("audit status after an edit of record 1: %+v %v", as, err)
+	}
 }

@@ -139,6 +139,7 @@ func (h *handler) explorerRoutes() {
 	h.mux.HandleFunc("GET /api/v1/fleet/series", h.fleetSeries)
 	h.mux.HandleFunc("GET /api/v1/policy", h.policyStatus)
 	h.mux.HandleFunc("POST /api/v1/policy/dryrun", h.dryRun)
+	h.mux.HandleFunc("GET /api/v1/audit/status", h.auditStatus)
 }
 
 func (h *handler) explorer(w http.ResponseWriter, _ *http.Request) {
@@ -296,4 +297,55 @@ func (c *Client) AckAlertNote(ctx context.Context, id, note string) (*ActionResu
 		return nil, err
 	}
 	return &r, nil
+}
+
+// AuditStatuser is implemented by backends that verify the audit log's
+// hash chain for the alerts page. Optional: without it GET
+// /api/v1/audit/status answers 404.
+type AuditStatuser interface {
+	AuditStatus(ctx context.Context) (*AuditStatus, error)
+}
+
+// AuditStatus is the body of GET /api/v1/audit/status: the audit log's
+// chain as verified now (every segment, every link).
+type AuditStatus struct {
+	Now        time.Time `json:"now"`
+	Configured bool      `json:"configured"`
+	Segments   int       `json:"segments"`
+	// Whole is true when every record and every segment's anchor verified.
+	Whole bool `json:"whole"`
+	// VerifiedUpTo is the seq of the last record verified; LastHash its
+	// hash (the anchor to note elsewhere).
+	VerifiedUpTo uint64 `json:"verified_up_to"`
+	LastHash     string `json:"last_hash,omitempty"`
+	// Problem names the first broken record or anchor.
+	Problem string `json:"problem,omitempty"`
+}
+
+func (h *handler) auditStatus(w http.ResponseWriter, r *http.Request) {
+	as, ok := h.backend.(AuditStatuser)
+	if !ok {
+		writeError(w, http.StatusNotFound, "this verifier does not report its audit log")
+		return
+	}
+	s, err := as.AuditStatus(r.Context())
+	if err == nil && s == nil {
+		err = ErrNotFound
+	}
+	if err != nil {
+		h.backendError(w, r, err)
+		return
+	}
+	out := *s
+	out.Now = h.now().UTC()
+	writeJSON(w, http.StatusOK, out)
+}
+
+// AuditStatus verifies the audit log's chain (GET /api/v1/audit/status).
+func (c *Client) AuditStatus(ctx context.Context) (*AuditStatus, error) {
+	var s AuditStatus
+	if err := c.do(ctx, http.MethodGet, "/api/v1/audit/status", nil, nil, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
 }

@@ -481,7 +481,14 @@
     const q = new URLSearchParams({ limit: "1000" });
     if (open) q.set("open", "1");
     if (p.get("agent")) q.set("agent", p.get("agent"));
-    const data = await api("/api/v1/alerts?" + q.toString());
+    const [data, audit] = await Promise.all([api("/api/v1/alerts?" + q.toString()), api("/api/v1/audit/status").catch(() => null)]);
+    const as = $("audit-status");
+    if (audit && audit.configured) {
+      as.textContent = audit.whole ? "Audit log: chain verified up to record " + audit.verified_up_to + " (" + audit.segments + " segment" + (audit.segments === 1 ? "" : "s") + "), last hash " + audit.last_hash
+        : "Audit log BROKEN: verified up to record " + audit.verified_up_to + "; " + audit.problem;
+      as.className = audit.whole ? "hint" : "warn";
+      as.setAttribute("data-whole", String(audit.whole));
+    } else as.textContent = "No audit log configured.";
     const kind = (p.get("kind") || "").toLowerCase();
     const sev = Number(p.get("severity") || 0);
     const list = (data.alerts || []).filter((a) => (!kind || a.kind.toLowerCase().includes(kind)) && (!sev || a.severity <= sev));
