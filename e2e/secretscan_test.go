@@ -106,9 +106,7 @@ func collectArtefacts(t *testing.T, dir string) {
 			if err != nil {
 				return err
 			}
-			if v := bytes.TrimSpace(b); len(v) >= secretscan.MinSecretLen {
-				registerSecret(secretscan.Secret{Name: rel, Value: v})
-			}
+			registerSecretFile(rel, b)
 		case strings.HasSuffix(rel, ".pem") || strings.HasSuffix(rel, ".key"):
 			b, err := os.ReadFile(path)
 			if err != nil {
@@ -150,6 +148,23 @@ func copyArtefact(from, to string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// registerSecretFile registers a secret file's content, and each of its
+// lines and each line's part after "name:" (an admin token file holds
+// one token per line as name:token).
+func registerSecretFile(name string, b []byte) {
+	registerSecret(secretscan.Secret{Name: name, Value: bytes.TrimSpace(b)})
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 || line[0] == '#' {
+			continue
+		}
+		registerSecret(secretscan.Secret{Name: name, Value: line})
+		if _, tok, ok := bytes.Cut(line, []byte(":")); ok {
+			registerSecret(secretscan.Secret{Name: name, Value: bytes.TrimSpace(tok)})
+		}
+	}
 }
 
 // registerSecret adds a secret the artefacts must not contain.
@@ -299,7 +314,7 @@ func TestArtefactScan(t *testing.T) {
 	f.verifier.stop(syscall.SIGTERM)
 	replaceInFile(t, f.vcfg, `audit_log = "audit.log"`, fmt.Sprintf("audit_log = \"audit.log\"\n  webhook \"scan\" {\n    url         = %q\n    secret_file = %q\n  }", hook.url, secretFile))
 	f.startVerifier()
-	if err := os.WriteFile(filepath.Join(f.dir, "admin.token"), []byte("e2e-admin-token-0123456789abcdef"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(f.dir, "admin.token"), []byte("# operators\nalice:e2e-admin-token-0123456789abcdef\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// A planned stop raises an agent_stopped alert: an audit record and a
@@ -334,6 +349,13 @@ func TestArtefactScan(t *testing.T) {
 	names := map[string]bool{}
 	for _, s := range local {
 		names[s.Name] = true
+	}
+	tokenFound := false
+	for _, s := range local {
+		tokenFound = tokenFound || string(s.Value) == "e2e-admin-token-0123456789abcdef"
+	}
+	if !tokenFound {
+		t.Error("the token of an admin token file's name:token line is not registered")
 	}
 	for _, want := range []string{"webhook.secret", "admin.token", "directive-key.pem (seed)", "pki/ca-key.pem (DER)", "pki/verifier-key.pem (DER)", "agent-edge-scan/agent-key.pem (DER)"} {
 		if !names[want] {
