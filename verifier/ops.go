@@ -170,6 +170,10 @@ func (v *Verifier) afterPulse(ctx context.Context, p Peer, o *Outcome) {
 		// One alert per change (its dedup key names the change).
 		v.raise(ctx, o.lkgAlert)
 	}
+	if l, prev := o.update.LKG, o.agent.LKG; l != nil && prev.BinarySHA256 != "" && (l.BinarySHA256 != prev.BinarySHA256 || l.BPF != prev.BPF) {
+		// Logged once the commit that wrote it won (a losing copy says nothing).
+		v.log.Info("approved update: new last-known-good", "agent_id", o.agent.ID, "agent_binary_sha256", l.BinarySHA256)
+	}
 	if o.streakAlert != nil {
 		v.raise(ctx, o.streakAlert)
 	}
@@ -296,9 +300,7 @@ func (v *Verifier) checkLastKnownGood(ctx context.Context, o *Outcome, pol *poli
 	}
 	cur.BPFBuilds = learned.with(cur.BinarySHA256, cur.BPF).String()
 	if lkg.BinarySHA256 != cur.BinarySHA256 || lkg.BPF != cur.BPF || lkg.Boot != cur.Boot || lkg.BPFBuilds != cur.BPFBuilds {
-		if binChanged || lkg.BPF != cur.BPF {
-			v.log.Info("approved update: new last-known-good", "agent_id", o.agent.ID, "agent_binary_sha256", cur.BinarySHA256)
-		}
+		// Written by the commit; logged after it (afterPulse).
 		o.update.LKG = &cur
 	}
 	return nil
