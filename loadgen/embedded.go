@@ -162,7 +162,8 @@ store {
 `, listen, s.PolicyFile, policyDuration(s.NonceTTL), policyDuration(s.ClockSkew), policyDuration(s.StartupGrace), s.LogLevel,
 		s.CertFile, s.KeyFile, s.CAFile, s.Engine, s.DSN)
 	if replica != "" {
-		conf += fmt.Sprintf("replica_id   = %q\n", replica)
+		// Each replica keeps its own audit log (one writer per file).
+		conf += fmt.Sprintf("replica_id   = %q\nalerts {\n  audit_log = %q\n}\n", replica, strings.TrimSuffix(path, ".hcl")+"-audit.log")
 	}
 	if adminListen != "" {
 		tok := make([]byte, 32)

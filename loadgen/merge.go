@@ -15,7 +15,7 @@ import (
 // phases are the first summary's (every process samples the same pids);
 // the per-second series adds pulses, errors and connections and keeps
 // the largest percentiles of any process (an upper bound, not a merged
-// percentile).
+// percentile), and so does the challenge latency.
 func MergeSummaries(sums []*Summary) (*Summary, error) {
 	if len(sums) == 0 {
 		return nil, errors.New("loadgen: no summaries to merge")
@@ -32,7 +32,8 @@ func MergeSummaries(sums []*Summary) (*Summary, error) {
 		VerifierSamples: first.VerifierSamples, Phases: first.Phases, Setup: first.Setup, Verifier: first.Verifier,
 		SteadyRule: SteadyRule}
 	by := map[int64]*Histogram{}
-	var all, challenge Histogram
+	var all Histogram
+	var ch LatencySummary // challenges: counts add, quantiles the largest of any process
 	rampEnd, lastFirst := first.RampEnd, first.LastFirstPulse
 	series := map[int]*SecondReport{}
 	for i, s := range sums {
@@ -104,7 +105,10 @@ func MergeSummaries(sums []*Summary) (*Summary, error) {
 			by[sh.Unix].Merge(&h)
 			all.Merge(&h)
 		}
-		challenge.n += s.ChallengeLatency.Count // counts only: challenge latencies are not kept per second
+		cl := s.ChallengeLatency
+		ch.Count += cl.Count
+		ch.MeanMs, ch.P50Ms, ch.P95Ms = math.Max(ch.MeanMs, cl.MeanMs), math.Max(ch.P50Ms, cl.P50Ms), math.Max(ch.P95Ms, cl.P95Ms)
+		ch.P99Ms, ch.MaxMs = math.Max(ch.P99Ms, cl.P99Ms), math.Max(ch.MaxMs, cl.MaxMs)
 		if s.RampEnd.After(rampEnd) {
 			rampEnd = s.RampEnd
 		}
@@ -132,7 +136,7 @@ func MergeSummaries(sums []*Summary) (*Summary, error) {
 		}
 	}
 	m.Latency = all.Summary()
-	m.ChallengeLatency = LatencySummary{Count: challenge.n}
+	m.ChallengeLatency = ch
 	for t := 0; len(series) > 0; t++ {
 		if r, ok := series[t]; ok {
 			m.Series = append(m.Series, *r)

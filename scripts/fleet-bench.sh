@@ -155,6 +155,9 @@ for run in $(seq 1 "$REPEAT"); do
       port=$(( base + i ))
       for _ in $(seq 1 300); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+        if ! kill -0 "${vpids[-1]}" 2>/dev/null; then
+          echo "fleet-bench: replica $i did not start:" >&2; cat "$dir/verifier-$i.log" >&2; exit 1
+        fi
         sleep 0.1
       done
     done
