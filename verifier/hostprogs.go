@@ -140,12 +140,6 @@ func judgeHostPrograms(in hostInput) hostResult {
 	list := snap.GetHostPrograms()
 	count := snap.GetHostProgramCount()
 	digest := snap.GetHostProgramsSha256()
-	if len(digest) == 0 && len(list) == 0 && count == 0 {
-		if in.required {
-			add(pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING, false, "the pulse carries no host program list")
-		}
-		return res
-	}
 	if in.boot == "" {
 		return res
 	}
@@ -153,33 +147,20 @@ func judgeHostPrograms(in hostInput) hostResult {
 	if held != nil && held.Boot != in.boot {
 		held = nil
 	}
-	omitted := len(list) == 0 && count > 0
-	switch {
-	case len(digest) != sha256.Size:
-		add(pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING, false, "the host program list's digest is %d bytes, not %d", len(digest), sha256.Size)
-		return res
-	case omitted && (held == nil || held.SHA256 != hex.EncodeToString(digest)):
-		add(pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING, false, "the pulse omits the host program list (%d programs, %x) the verifier does not hold", count, digest[:8])
-		return res
-	case !omitted && uint32(len(list)) != count:
-		add(pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING, false, "the host program list has %d entries but counts %d (truncated)", len(list), count)
-		return res
-	}
-	if !omitted {
-		if sum := hostProgramsDigest(list); !bytes.Equal(sum[:], digest) {
-			add(pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING, false, "the host program list hashes to %x, not to its digest %x", sum[:8], digest[:8])
-			return res
-		}
-	}
+	// first: no list of this boot judged yet.
+	first := held == nil || held.SHA256 == ""
 
-	next := &hostState{Boot: in.boot, SHA256: hex.EncodeToString(digest)}
+	// This pulse's load records join the unmatched ones, whatever becomes
+	// of its list: once the pulse is committed the agent acknowledges
+	// them and never sends them again.
+	next := &hostState{Boot: in.boot}
 	if held != nil {
-		next.Mark, next.Through = held.Mark, held.Through
+		next.Mark, next.Through, next.SHA256, next.OpenMore = held.Mark, held.Through, held.SHA256, held.OpenMore
+		next.Open = append(next.Open, held.Open...)
 		next.Loads = append(next.Loads, held.Loads...)
 	}
-	// This pulse's load records join the unmatched ones.
 	for _, e := range in.events {
-		if e.GetKind() != pulsev1.SentinelEvent_KIND_BPF_LOAD || (held != nil && e.GetSeq() <= held.Through) {
+		if e.GetKind() != pulsev1.SentinelEvent_KIND_BPF_LOAD || e.GetSeq() <= next.Through {
 			continue
 		}
 		if l, ok := loadOf(e); ok {
@@ -187,7 +168,36 @@ func judgeHostPrograms(in hostInput) hostResult {
 		}
 		next.Through = max(next.Through, e.GetSeq())
 	}
-
+	if n := len(next.Loads); n > maxHostLoads {
+		next.Loads = next.Loads[n-maxHostLoads:]
+	}
+	// refuse: the list cannot be judged; the held state stands, with this
+	// pulse's records.
+	refuse := func(format string, args ...any) hostResult {
+		add(pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING, false, format, args...)
+		res.next = next
+		return res
+	}
+	if len(digest) == 0 && len(list) == 0 && count == 0 {
+		if in.required {
+			return refuse("the pulse carries no host program list")
+		}
+		return res
+	}
+	omitted := len(list) == 0 && count > 0
+	switch {
+	case len(digest) != sha256.Size:
+		return refuse("the host program list's digest is %d bytes, not %d", len(digest), sha256.Size)
+	case omitted && (first || held.SHA256 != hex.EncodeToString(digest)):
+		return refuse("the pulse omits the host program list (%d programs, %x) the verifier does not hold", count, digest[:8])
+	case !omitted && uint32(len(list)) != count:
+		return refuse("the host program list has %d entries but counts %d (truncated)", len(list), count)
+	}
+	if !omitted {
+		if sum := hostProgramsDigest(list); !bytes.Equal(sum[:], digest) {
+			return refuse("the host program list hashes to %x, not to its digest %x", sum[:8], digest[:8])
+		}
+	}
 	// The programs to explain: above the mark in a new list, or the ones
 	// still open in the held one.
 	var todo []hostProg
@@ -206,11 +216,10 @@ func judgeHostPrograms(in hostInput) hostResult {
 			// The agent lists programs as the kernel iterates them: in
 			// ascending ID order, each once.
 			if i > 0 && id <= list[i-1].GetId() {
-				add(pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING, false, "the host program list names program %d after %d (not in ascending ID order, or twice)", id, list[i-1].GetId())
-				return res
+				return refuse("the host program list names program %d after %d (not in ascending ID order, or twice)", id, list[i-1].GetId())
 			}
 			high = max(high, id)
-			if held == nil || (id <= held.Mark && !open[id]) {
+			if first || (id <= held.Mark && !open[id]) {
 				continue
 			}
 			if tag, ok := in.own[id]; ok && bytes.Equal(tag, p.GetTag()) {
@@ -221,16 +230,16 @@ func judgeHostPrograms(in hostInput) hostResult {
 		// Every program the pulse names as Pulse's own is on the host.
 		for id := range in.own {
 			if _, ok := slices.BinarySearchFunc(list, id, func(p *pulsev1.HostProgram, id uint32) int { return cmp.Compare(p.GetId(), id) }); !ok {
-				add(pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING, false, "the host program list lacks program %d, which the pulse names as Pulse's own", id)
-				return res
+				return refuse("the host program list lacks program %d, which the pulse names as Pulse's own", id)
 			}
 		}
 		next.Mark = high
-		if held == nil {
+		if first {
 			// First list of the boot: everything predates the check.
 			todo = nil
 		}
 	}
+	next.SHA256 = hex.EncodeToString(digest)
 	// Match the programs to load records: by ID when the record knows it,
 	// else by type and name, each record used once.
 	used := make([]bool, len(next.Loads))
@@ -341,12 +350,23 @@ func ownPrograms(p *pulsev1.PulsePayload, rt *runtimeEvidence) map[uint32][]byte
 	return own
 }
 
-// checkHostPrograms judges the host program list (after checkSentinel,
-// whose outcome carries what is recorded after the commit). Enforced
-// findings of the sentinel rule turn the verdict UNTRUSTED with their own
-// reason; in warn mode they are findings.
-func (v *Verifier) checkHostPrograms(ctx context.Context, o *Outcome, p *pulsev1.PulsePayload, rt *runtimeEvidence) *Outcome {
-	if o.sentinel == nil || o.boot == "" {
+// hostOutcome is what judging the host program list decided: its findings
+// (applied by hostVerdict, after checkSentinel), the state to record with
+// the Sentinel cursor after the commit (recordSentinel) and the digest of
+// the list the verifier then holds (told to the agent, VerifierState).
+type hostOutcome struct {
+	findings []judgedFinding
+	// state: the new state to store (nil: the stored one stands).
+	state *string
+	held  []byte
+}
+
+// judgeHostList judges the host program list as soon as the runtime log is
+// verified, so that the list and Sentinel's load records of a pulse a
+// later step refuses (but commits) are still accounted for; hostVerdict
+// applies its findings.
+func (v *Verifier) judgeHostList(ctx context.Context, o *Outcome, p *pulsev1.PulsePayload, rt *runtimeEvidence) *Outcome {
+	if o.boot == "" || o.agent == nil {
 		return nil
 	}
 	in := hostInput{snap: p.GetBpf(), events: p.GetSentinelEvents(), report: p.GetSentinel(), boot: o.boot,
@@ -365,31 +385,48 @@ func (v *Verifier) checkHostPrograms(ctx context.Context, o *Outcome, p *pulsev1
 		}
 	}
 	res := judgeHostPrograms(in)
+	o.host = &hostOutcome{findings: res.findings}
 	if res.next != nil {
 		b, err := json.Marshal(res.next)
 		if err != nil {
 			return o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "host program state: %v", err)
 		}
 		if s := string(b); s != raw {
-			o.sentinel.cursor.HostPrograms = &s
-			o.sentinel.write = o.sentinel.write || o.sentinel.cursor.Boot != ""
+			o.host.state = &s
 		}
 		if d, err := hex.DecodeString(res.next.SHA256); err == nil {
-			o.hostHeld = d
+			o.host.held = d
 		}
 	}
-	if len(res.findings) == 0 {
+	return nil
+}
+
+// hostVerdict applies the host program findings under the sentinel rule:
+// enforced ones turn the verdict UNTRUSTED with their own reason; in warn
+// mode (or lost records under allow_lost) they are findings.
+func (o *Outcome) hostVerdict() *Outcome {
+	if o.host == nil || len(o.host.findings) == 0 {
 		return nil
 	}
 	rule := o.pol.SentinelRule()
-	for _, f := range res.findings {
+	for _, f := range o.host.findings {
 		if rule.Mode == policy.Enforce && !(f.lost && rule.AllowLost) {
 			return o.untrusted(f.reason, "host programs: %s", f.msg)
 		}
 	}
-	for _, f := range res.findings {
+	for _, f := range o.host.findings {
 		o.Findings = append(o.Findings, &pulsev1.Finding{Rule: rule.Name, File: rule.Pos.File, Line: uint32(rule.Pos.Line),
 			Severity: uint32(rule.Severity), Message: fmt.Sprintf("host programs: %s (%s)", f.msg, f.reason)})
 	}
 	return nil
+}
+
+// withHostState adds the host program state a committed pulse decided to
+// the Sentinel cursor recordSentinel writes.
+func (o *Outcome) withHostState(so *sentinelOutcome) {
+	if o.host == nil || o.host.state == nil || so == nil || so.cursor.Boot == "" {
+		return
+	}
+	so.cursor.HostPrograms = o.host.state
+	so.write = true
 }

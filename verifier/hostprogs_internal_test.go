@@ -64,9 +64,12 @@ func TestJudgeHostPrograms(t *testing.T) {
 		// next: the state the verifier keeps (nil: unchanged).
 		next func(*testing.T, *hostState)
 		msg  string
+		// keeps: the list could not be judged; the held state stands
+		// (with the pulse's load records).
+		keeps bool
 	}
 	noFinding := want{}
-	kem := want{reasons: []pulsev1.Reason{pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING}}
+	kem := want{reasons: []pulsev1.Reason{pulsev1.Reason_REASON_KERNEL_EVIDENCE_MISSING}, keeps: true}
 	tampered := func(open ...uint32) want {
 		return want{reasons: []pulsev1.Reason{pulsev1.Reason_REASON_SENTINEL_TAMPERED}, next: openIs(open...)}
 	}
@@ -104,12 +107,12 @@ func TestJudgeHostPrograms(t *testing.T) {
 			s := hostList(with(foreign)...)
 			s.HostPrograms, s.HostProgramCount = base, 3
 			return s
-		}(), boot: "1.0", held: heldAfterBase()}, want{reasons: kem.reasons, msg: "not to its digest"}},
+		}(), boot: "1.0", held: heldAfterBase()}, want{reasons: kem.reasons, keeps: true, msg: "not to its digest"}},
 		{"digest of the wrong size", hostInput{snap: &pulsev1.BPFSnapshot{HostPrograms: base, HostProgramsSha256: []byte{1}, HostProgramCount: 3}, boot: "1.0"}, kem},
-		{"a program listed twice", hostInput{snap: hostList(with(foreign, foreign)...), boot: "1.0", held: heldAfterBase()}, want{reasons: kem.reasons, msg: "or twice"}},
+		{"a program listed twice", hostInput{snap: hostList(with(foreign, foreign)...), boot: "1.0", held: heldAfterBase()}, want{reasons: kem.reasons, keeps: true, msg: "or twice"}},
 		{"a list out of ID order", hostInput{snap: hostList(hp(5, "xdp", "a", tagOther), hp(4, "xdp", "b", tagOther)), boot: "1.0", held: heldAfterBase()}, kem},
 		{"a program the pulse names as Pulse's own is not listed", hostInput{snap: hostList(base[:2]...), boot: "1.0", held: heldAfterBase(), own: own},
-			want{reasons: kem.reasons, msg: "lacks program 3"}},
+			want{reasons: kem.reasons, keeps: true, msg: "lacks program 3"}},
 		{"a new program of Pulse's own (measured tag, named ID)", hostInput{snap: hostList(with(hp(11, "sched_cls", "shield_ingress", tagOwn))...), boot: "1.0",
 			held: heldAfterBase(), own: map[uint32][]byte{3: tagOwn, 11: tagOwn}}, want{next: openIs()}},
 		{"a new program under an own ID with another tag", hostInput{snap: hostList(with(hp(11, "sched_cls", "shield_ingress", tagOther))...), boot: "1.0",
@@ -160,6 +163,16 @@ func TestJudgeHostPrograms(t *testing.T) {
 			report: &pulsev1.SentinelReport{Truncated: true}}, want{next: openIs(9)}},
 		{"records lost: the finding is a lost one", hostInput{snap: hostList(with(foreign)...), boot: "1.0", held: heldAfterBase(),
 			report: &pulsev1.SentinelReport{Lost: 3}}, want{reasons: []pulsev1.Reason{pulsev1.Reason_REASON_SENTINEL_TAMPERED}, lost: true, next: openIs(9)}},
+		{"the load records of a pulse whose list is refused are kept", hostInput{snap: func() *pulsev1.BPFSnapshot {
+			s := hostList(with(foreign)...)
+			s.HostProgramsSha256 = make([]byte, 32)
+			return s
+		}(), boot: "1.0", held: heldAfterBase(), events: []*pulsev1.SentinelEvent{load(4, "xdp", "xdp_pass")}}, want{reasons: kem.reasons, keeps: true,
+			next: func(t *testing.T, s *hostState) {
+				if len(s.Loads) != 1 || s.Loads[0].Name != "xdp_pass" || s.Through != 4 {
+					t.Errorf("state %+v", s)
+				}
+			}}},
 		{"no boot (no quote): nothing judged", hostInput{snap: hostList(with(foreign)...), held: heldAfterBase()}, noFinding},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -176,6 +189,23 @@ func TestJudgeHostPrograms(t *testing.T) {
 			}
 			if fmt.Sprint(got) != fmt.Sprint(tc.want.reasons) {
 				t.Fatalf("findings %v (%+v), want %v", got, res.findings, tc.want.reasons)
+			}
+			if tc.want.keeps {
+				if res.next == nil {
+					t.Fatal("no state written: the pulse's load records are lost")
+				}
+				var mark uint32
+				var sha string
+				if h := tc.in.held; h != nil && h.Boot == tc.in.boot {
+					mark, sha = h.Mark, h.SHA256
+				}
+				if res.next.Mark != mark || res.next.SHA256 != sha || res.next.Boot != tc.in.boot {
+					t.Errorf("state %+v, want the held mark %d and digest %q", res.next, mark, sha)
+				}
+				if tc.want.next != nil {
+					tc.want.next(t, res.next)
+				}
+				return
 			}
 			switch {
 			case tc.want.next == nil && res.next != nil:

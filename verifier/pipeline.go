@@ -69,9 +69,8 @@ type Outcome struct {
 	// sentinel is what the pulse brought from Sentinel, recorded after
 	// the commit (sentinel.go).
 	sentinel *sentinelOutcome
-	// hostHeld is the digest of the host program list the verifier holds
-	// after this pulse (hostprogs.go): the agent need not send it again.
-	hostHeld []byte
+	// host is what the host program list was judged to be (hostprogs.go).
+	host *hostOutcome
 	// lockoutAlert is the tpm_lockout alert of a quoted pulse from a TPM
 	// in lockout (lockout.go), raised after the commit.
 	lockoutAlert *store.Alert
@@ -300,6 +299,9 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	if err != nil {
 		return o.untrusted(reason, "runtime log: %v", err)
 	}
+	if out := v.judgeHostList(ctx, o, p, rt); out != nil {
+		return out
+	}
 	if out := checkClaims(o, p, rt); out != nil {
 		return out
 	}
@@ -328,8 +330,7 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 		return out
 	}
 	boot.RuntimePCRHistory = history
-	// After checkSentinel, whose outcome records what it decides.
-	if out := v.checkHostPrograms(ctx, o, p, rt); out != nil {
+	if out := o.hostVerdict(); out != nil {
 		return out
 	}
 	return v.evaluate(ctx, o, pol, p, &boot, rt, now)

@@ -351,6 +351,7 @@ func (v *Verifier) recordSentinel(ctx context.Context, o *Outcome) {
 		res := judgeSentinel(o.pol.SentinelRule(), o.payload, sentinelLog{}, cursor, o.boot)
 		o.sentinel = &res.record
 	}
+	o.withHostState(o.sentinel)
 	now := v.now()
 	if o.sentinel.write {
 		if err := v.store.RecordSentinel(ctx, o.agent.ID, o.sentinel.cursor, o.sentinel.events, now); err != nil {

@@ -202,7 +202,9 @@ func (v *Verifier) state(a *store.Agent, o *Outcome) *pulsev1.VerifierState {
 			st.RuntimeRecordsAcked = 0
 		}
 		st.SendFirmwareLog = o.sendFirmwareLog
-		st.HostProgramsSha256 = o.hostHeld
+		if o.host != nil {
+			st.HostProgramsSha256 = o.host.held
+		}
 		if o.interval > 0 {
 			interval = o.interval
 		}
