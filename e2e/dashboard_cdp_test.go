@@ -24,7 +24,7 @@ import (
 // the page the way an operator does (click, type), and screenshot it.
 
 type cdpBrowser struct {
-	t       *testing.T
+	t       testing.TB
 	cmd     *exec.Cmd
 	ws      *websocket.Conn
 	session string
@@ -47,7 +47,7 @@ var devtoolsURL = regexp.MustCompile(`DevTools listening on (ws://\S+)`)
 // startBrowser runs headless Chromium with HOME=home (its NSS database
 // holds the operator's certificate, if any), trusting exactly the admin
 // server's key (SPKI pin).
-func startBrowser(t *testing.T, chromiumBin, home, spki string) *cdpBrowser {
+func startBrowser(t testing.TB, chromiumBin, home, spki string) *cdpBrowser {
 	t.Helper()
 	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",

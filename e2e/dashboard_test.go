@@ -138,7 +138,7 @@ func TestDashboard(t *testing.T) {
 
 // serverSPKI is the base64 SHA-256 of the certificate's public key, the pin
 // Chromium accepts instead of a CA.
-func serverSPKI(t *testing.T, certFile string) string {
+func serverSPKI(t testing.TB, certFile string) string {
 	t.Helper()
 	b, err := os.ReadFile(certFile)
 	if err != nil {
