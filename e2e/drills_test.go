@@ -252,6 +252,10 @@ func TestDrillSQLiteFullDisk(t *testing.T) {
 	} else {
 		t.Logf("verifier: %s", line)
 	}
+	agentLog := filepath.Join(f.dir, "agent-"+id+".log")
+	waitFor(t, "the agent to log the refusal", func() bool {
+		return logLine(t, agentLog, "pulse failed", "Unavailable", "database or disk is full") != ""
+	})
 	// Held past the agent's deadline and two sweeps.
 	time.Sleep(faultDeadline + 3*time.Second)
 	if !f.verifier.running() {
