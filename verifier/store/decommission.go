@@ -47,6 +47,10 @@ func (s *Store) RemoveAgent(ctx context.Context, id string) (*RemovedAgent, erro
 		`DELETE FROM enrollments WHERE agent_id = ?`,
 		`DELETE FROM agent_firmware_logs WHERE agent_id = ?`,
 		`DELETE FROM agent_addresses WHERE agent_id = ?`,
+		`DELETE FROM maintenance_windows WHERE agent_id = ?`,
+		`DELETE FROM sentinel_events WHERE agent_id = ?`,
+		`DELETE FROM sentinel_cursors WHERE agent_id = ?`,
+		`DELETE FROM agent_explanations WHERE agent_id = ?`,
 	} {
 		if _, err := tx.ExecContext(ctx, s.q(q), id); err != nil {
 			return nil, fmt.Errorf("store: remove agent %s: %w", id, err)
