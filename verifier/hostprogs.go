@@ -91,6 +91,9 @@ type hostInput struct {
 	// required: the agent runs eBPF (its runtime log measured Sentinel),
 	// so a pulse without a host program list is a finding.
 	required bool
+	// unwatched: the runtime log never measured Sentinel, so no record
+	// can explain a load: the list is not judged (it is informational).
+	unwatched bool
 }
 
 // hostResult is judgeHostPrograms' decision.
@@ -130,6 +133,19 @@ func loadOf(e *pulsev1.SentinelEvent) (hostLoad, bool) {
 	return l, l.ID != 0 || l.Type != ""
 }
 
+// kernelName is a program name as the kernel keeps it (and Sentinel
+// records it from the load's attributes): at most 15 bytes. The agent lists
+// longer names in full, from the program's BTF.
+func kernelName(name string) string {
+	if len(name) > maxKernelName {
+		return name[:maxKernelName]
+	}
+	return name
+}
+
+// maxKernelName is BPF_OBJ_NAME_LEN less its terminating NUL.
+const maxKernelName = 15
+
 // judgeHostPrograms is the pure judgement of checkHostPrograms.
 func judgeHostPrograms(in hostInput) hostResult {
 	var res hostResult
@@ -140,7 +156,7 @@ func judgeHostPrograms(in hostInput) hostResult {
 	list := snap.GetHostPrograms()
 	count := snap.GetHostProgramCount()
 	digest := snap.GetHostProgramsSha256()
-	if in.boot == "" {
+	if in.boot == "" || in.unwatched {
 		return res
 	}
 	held := in.held
@@ -247,7 +263,7 @@ func judgeHostPrograms(in hostInput) hostResult {
 	for _, p := range todo {
 		hit := -1
 		for i, l := range next.Loads {
-			if !used[i] && (l.ID == p.ID || (l.ID == 0 && l.Type == p.Type && l.Name == p.Name)) {
+			if !used[i] && (l.ID == p.ID || (l.ID == 0 && l.Type == p.Type && l.Name == kernelName(p.Name))) {
 				hit = i
 				break
 			}
@@ -366,11 +382,13 @@ type hostOutcome struct {
 // later step refuses (but commits) are still accounted for; hostVerdict
 // applies its findings.
 func (v *Verifier) judgeHostList(ctx context.Context, o *Outcome, p *pulsev1.PulsePayload, rt *runtimeEvidence) *Outcome {
-	if o.boot == "" || o.agent == nil {
+	if o.boot == "" || o.agent == nil || rt == nil || !rt.sentinel.has {
+		// Without Sentinel measured nothing can explain a load.
 		return nil
 	}
 	in := hostInput{snap: p.GetBpf(), events: p.GetSentinelEvents(), report: p.GetSentinel(), boot: o.boot,
-		own: ownPrograms(p, rt), required: rt != nil && rt.sentinel.has && (len(p.GetBpf().GetPinned()) > 0 || len(p.GetBpf().GetHooks()) > 0)}
+		own: ownPrograms(p, rt), unwatched: rt == nil || !rt.sentinel.has,
+		required: rt != nil && rt.sentinel.has && (len(p.GetBpf().GetPinned()) > 0 || len(p.GetBpf().GetHooks()) > 0)}
 	raw, err := v.store.GetHostProgramState(ctx, o.agent.ID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):

@@ -131,6 +131,10 @@ func TestJudgeHostPrograms(t *testing.T) {
 			return h
 		}()}, want{next: openIs()}},
 		{"a new program Sentinel has no record of", hostInput{snap: hostList(with(foreign)...), boot: "1.0", held: heldAfterBase(), own: own}, tampered(9)},
+		{"a record names the program as the kernel cuts it (15 bytes)", hostInput{snap: hostList(with(hp(9, "tracepoint", "sentinel_newtask", tagOther))...), boot: "1.0",
+			held: heldAfterBase(), events: []*pulsev1.SentinelEvent{load(4, "tracepoint", "sentinel_newtas")}}, want{next: openIs()}},
+		{"a record of a 15-byte prefix of another name explains nothing", hostInput{snap: hostList(with(hp(9, "tracepoint", "sentinel_newtask", tagOther))...), boot: "1.0",
+			held: heldAfterBase(), events: []*pulsev1.SentinelEvent{load(4, "tracepoint", "sentinel_newta")}}, tampered(9)},
 		{"a record of another type or name explains nothing", hostInput{snap: hostList(with(foreign)...), boot: "1.0", held: heldAfterBase(),
 			events: []*pulsev1.SentinelEvent{load(4, "sched_cls", "xdp_pass"), load(5, "xdp", "xdp_drop")}}, tampered(9)},
 		{"a record whose attributes were unreadable explains nothing", hostInput{snap: hostList(with(foreign)...), boot: "1.0", held: heldAfterBase(),
@@ -173,6 +177,8 @@ func TestJudgeHostPrograms(t *testing.T) {
 					t.Errorf("state %+v", s)
 				}
 			}}},
+		{"an agent whose runtime log never measured Sentinel: the list is informational", hostInput{snap: &pulsev1.BPFSnapshot{HostProgramCount: 9},
+			boot: "1.0", held: heldAfterBase(), unwatched: true}, noFinding},
 		{"no boot (no quote): nothing judged", hostInput{snap: hostList(with(foreign)...), held: heldAfterBase()}, noFinding},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
