@@ -3,9 +3,11 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -312,7 +314,11 @@ func TestDrillSwtpmKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := newFleet(t, faultPolicy, sw)
+	// The policy allows only this agent binary: the agent is judged on
+	// its measurement in the new boot's runtime log too.
+	sum := agentDigest(t, bin("pulse-agent"))
+	pol := strings.Replace(faultPolicy, "  measured_boot {", fmt.Sprintf("  agent_binary {\n    allow = [%q]\n  }\n  measured_boot {", sum), 1)
+	f := newFleet(t, pol, sw)
 	const id = "edge-tpm"
 	cfg := f.agentConfig(id, sw, "")
 	replaceInFile(t, cfg, sw.Spec(), "swtpm:"+link)
@@ -817,4 +823,15 @@ func replacePair(t *testing.T, certFrom, keyFrom, certTo, keyTo string) {
 	if err := pki.WritePair(certTo, c, keyTo, k, true); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// agentDigest is the hex SHA-256 of an agent binary.
+func agentDigest(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
