@@ -135,8 +135,8 @@ type Agent struct {
 	// retryBounds; tests replace it).
 	retryBounds func(interval time.Duration) (lo, hi time.Duration)
 
-	// releaseOff: releasing code pages after a pulse failed once (memory.go).
-	releaseOff bool
+	// code: release_code_pages's state (memory.go).
+	code codeRelease
 }
 
 // Run loads the configuration's TPM, runtime log, state and certificate,

@@ -135,37 +135,72 @@ func parseMappingHeader(f [][]byte, dev, ino uint64) (codeMapping, bool, error) 
 	return m, want, nil
 }
 
-// releaseFilePages drops this process's mappings of the file's pages (see
-// codeMappings for which) and returns how many KiB were mapped before.
-func releaseFilePages(dev, ino uint64) (uint64, error) {
+// fileMappings reads /proc/self/smaps for the mappings of the file dev/ino
+// that codeMappings selects.
+func fileMappings(dev, ino uint64) ([]codeMapping, error) {
 	smaps, err := os.ReadFile("/proc/self/smaps")
 	if err != nil {
-		return 0, fmt.Errorf("release code pages: %w", err)
+		return nil, fmt.Errorf("release code pages: %w", err)
 	}
 	ms, err := codeMappings(smaps, dev, ino)
 	if err != nil {
-		return 0, fmt.Errorf("release code pages: %w", err)
+		return nil, fmt.Errorf("release code pages: %w", err)
+	}
+	return ms, nil
+}
+
+// releaseMappings drops this process's page-table entries for ms.
+func releaseMappings(ms []codeMapping) error {
+	for _, m := range ms {
+		if err := madviseDontNeed(m.start, m.end); err != nil {
+			return fmt.Errorf("release code pages %#x-%#x: %w", m.start, m.end, err)
+		}
+	}
+	return nil
+}
+
+// releaseFilePages drops this process's mappings of the file's pages (see
+// codeMappings for which) and returns how many KiB were mapped before.
+func releaseFilePages(dev, ino uint64) (uint64, error) {
+	ms, err := fileMappings(dev, ino)
+	if err != nil {
+		return 0, err
 	}
 	var kib uint64
 	for _, m := range ms {
-		if m.rss == 0 {
-			continue
-		}
-		if err := madviseDontNeed(m.start, m.end); err != nil {
-			return kib, fmt.Errorf("release code pages %#x-%#x: %w", m.start, m.end, err)
-		}
 		kib += m.rss
 	}
-	return kib, nil
+	return kib, releaseMappings(ms)
 }
 
-// releaseCodePages releases the running executable's read-only pages.
+// exeMappings selects the running executable's mappings to release.
+func exeMappings() ([]codeMapping, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(SelfExe, &st); err != nil {
+		return nil, fmt.Errorf("release code pages: stat %s: %w", SelfExe, err)
+	}
+	return fileMappings(st.Dev, st.Ino)
+}
+
+// releaseCodePages releases the running executable's read-only pages and
+// returns how many KiB were mapped before.
 func releaseCodePages() (uint64, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(SelfExe, &st); err != nil {
 		return 0, fmt.Errorf("release code pages: stat %s: %w", SelfExe, err)
 	}
 	return releaseFilePages(st.Dev, st.Ino)
+}
+
+// codeRelease is the agent's state for release_code_pages. The mappings are
+// selected once, at the first release: the executable's mappings do not
+// move, and a read-only mapping only gets anonymous pages from a loader
+// (relocations, before main) or from a debugger or /proc/PID/mem writer,
+// whose changes a later release would undo (set release_code_pages = false
+// to debug the agent). Reading smaps every pulse cost ≈ 0.6 ms here.
+type codeRelease struct {
+	maps []codeMapping
+	off  bool
 }
 
 func madviseDontNeed(start, end uint64) error {
@@ -177,18 +212,35 @@ func madviseDontNeed(start, end uint64) error {
 }
 
 // releaseAfterPulse releases the code pages the pulse faulted in, when
-// release_code_pages is on, and returns how many KiB were mapped. A failure
-// is logged once and turns it off: it costs memory, never a pulse.
+// release_code_pages is on, and returns how many KiB of address space it
+// released (resident or not). A failure is logged once and turns it off: it
+// costs memory, never a pulse.
 func (a *Agent) releaseAfterPulse() uint64 {
-	if !a.cfg.ReleaseCodePages || a.releaseOff {
+	if !a.cfg.ReleaseCodePages || a.code.off {
 		return 0
 	}
-	kib, err := releaseCodePages()
-	if err != nil {
-		a.releaseOff = true
-		a.log.Named("memory").Warn("cannot release code pages; not trying again", "error", err)
+	log := a.log.Named("memory")
+	if a.code.maps == nil {
+		ms, err := exeMappings()
+		if err == nil && len(ms) == 0 {
+			err = errors.New("no read-only mapping of the executable found")
+		}
+		if err != nil {
+			a.code.off = true
+			log.Warn("cannot release code pages; not trying again", "error", err)
+			return 0
+		}
+		a.code.maps = ms
+	}
+	if err := releaseMappings(a.code.maps); err != nil {
+		a.code.off = true
+		log.Warn("cannot release code pages; not trying again", "error", err)
 		return 0
 	}
-	a.log.Named("memory").Trace("released code pages", "kib", kib)
+	var kib uint64
+	for _, m := range a.code.maps {
+		kib += (m.end - m.start) / 1024
+	}
+	log.Trace("released code pages", "mapped_kib", kib)
 	return kib
 }

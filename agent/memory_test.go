@@ -261,7 +261,7 @@ func TestReleaseAfterPulseSetting(t *testing.T) {
 				t.Fatalf("off, yet %d KiB released", kib)
 			case on && (kib == 0 || after >= before):
 				t.Fatalf("on: %d KiB released, RssFile %d -> %d KiB", kib, before, after)
-			case a.releaseOff:
+			case a.code.off:
 				t.Fatal("release turned itself off")
 			}
 		})
@@ -276,7 +276,45 @@ func TestPulsesWithCodePagesReleased(t *testing.T) {
 	a := h.start(nil)
 	requireAccepted(t, h.fv.waitPulses(t, 4, 60*time.Second))
 	h.stopAgent()
-	if a.releaseOff {
-		t.Fatal("the agent stopped releasing code pages")
+	if a.code.off || len(a.code.maps) == 0 {
+		t.Fatalf("the agent stopped releasing code pages (%d mappings)", len(a.code.maps))
+	}
+}
+
+// BenchmarkReleaseCodePages: one release as the agent does it after a
+// pulse, with the pages a pulse would have faulted back in (the test
+// binary's code, re-faulted by hashing a file between releases; that
+// re-fault is timed too: it is what a release costs the next pulse).
+func BenchmarkReleaseCodePages(b *testing.B) {
+	for b.Loop() {
+		if _, err := HashFile("/proc/self/status"); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := releaseCodePages(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkReleaseAfterPulse: the agent's release (mappings selected once)
+// and the re-fault of the code run between two releases.
+func BenchmarkReleaseAfterPulse(b *testing.B) {
+	a := &Agent{cfg: &config.Config{ReleaseCodePages: true}, log: hclog.NewNullLogger()}
+	for b.Loop() {
+		if _, err := HashFile("/proc/self/status"); err != nil {
+			b.Fatal(err)
+		}
+		if a.releaseAfterPulse() == 0 {
+			b.Fatal("nothing released")
+		}
+	}
+}
+
+// BenchmarkReadSmaps: what reading /proc/self/smaps costs here.
+func BenchmarkReadSmaps(b *testing.B) {
+	for b.Loop() {
+		if _, err := os.ReadFile("/proc/self/smaps"); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
