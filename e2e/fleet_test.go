@@ -225,7 +225,7 @@ replica_id = "r1"
 		}
 		f.mu.Unlock()
 		f.verifier.stop(syscall.SIGTERM)
-		collectArtefacts(t, dir)
+		collectArtefacts(t, dir, pgDSN)
 		if t.Failed() {
 			logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
 			for _, path := range logs {

@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"bytes"
+	"context"
+	"database/sql"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"io/fs"
@@ -75,13 +78,16 @@ func isSecretFile(rel string) bool {
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
 // collectArtefacts copies the artefacts of a test's directory into the
-// suite's artefact directory and registers the secrets it holds. It runs
-// from the fleet's cleanup, before the test's temporary directory goes.
-func collectArtefacts(t *testing.T, dir string) {
+// suite's artefact directory and registers the secrets it holds, and those
+// of the verifier's store (the nonce HMAC key: pgDSN, or the directory's
+// verifier.db). It runs from the fleet's cleanup, before the test's
+// temporary directory goes.
+func collectArtefacts(t *testing.T, dir, pgDSN string) {
 	t.Helper()
 	if artefactDir == "" {
 		return
 	}
+	registerStoreSecrets(t, dir, pgDSN)
 	dst := filepath.Join(artefactDir, unsafeName.ReplaceAllString(t.Name(), "_"))
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -148,6 +154,43 @@ func copyArtefact(from, to string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// registerStoreSecrets registers every secret the verifier keeps in its
+// store (the shared nonce HMAC key). A store that is gone is skipped.
+func registerStoreSecrets(t *testing.T, dir, pgDSN string) {
+	t.Helper()
+	driver, dsn := "pgx", pgDSN
+	if pgDSN == "" {
+		driver, dsn = "sqlite", filepath.Join(dir, "verifier.db")
+		if _, err := os.Stat(dsn); err != nil {
+			return
+		}
+		dsn = "file:" + dsn + "?mode=ro"
+	}
+	db, err := sql.Open(driver, dsn)
+	if err != nil {
+		t.Logf("artefact scan: store secrets not read: %v", err)
+		return
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rows, err := db.QueryContext(ctx, "SELECT name, value FROM secrets")
+	if err != nil {
+		t.Logf("artefact scan: store secrets not read: %v", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		var v []byte
+		if err := rows.Scan(&name, &v); err != nil {
+			t.Logf("artefact scan: store secret: %v", err)
+			return
+		}
+		registerSecret(secretscan.Secret{Name: "store secret " + name, Value: v})
+	}
 }
 
 // registerSecretFile registers a secret file's content, and each of its
@@ -335,7 +378,7 @@ func TestArtefactScan(t *testing.T) {
 	saved := artefactDir
 	artefactDir = t.TempDir()
 	savedSecrets := registeredSecrets()
-	collectArtefacts(t, f.dir)
+	collectArtefacts(t, f.dir, "")
 	local := registeredSecrets()
 	dir := artefactDir
 	artefactDir = saved
@@ -357,7 +400,7 @@ func TestArtefactScan(t *testing.T) {
 	if !tokenFound {
 		t.Error("the token of an admin token file's name:token line is not registered")
 	}
-	for _, want := range []string{"webhook.secret", "admin.token", "directive-key.pem (seed)", "pki/ca-key.pem (DER)", "pki/verifier-key.pem (DER)", "agent-edge-scan/agent-key.pem (DER)"} {
+	for _, want := range []string{"store secret nonce_key_v1", "webhook.secret", "admin.token", "directive-key.pem (seed)", "pki/ca-key.pem (DER)", "pki/verifier-key.pem (DER)", "agent-edge-scan/agent-key.pem (DER)"} {
 		if !names[want] {
 			t.Errorf("secret %q not registered from the fleet's directory (got %v)", want, names)
 		}
@@ -383,9 +426,16 @@ func TestArtefactScan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var nonceKey []byte
+	for _, s := range local {
+		if s.Name == "store secret nonce_key_v1" {
+			nonceKey = s.Value
+		}
+	}
 	for _, tt := range []struct {
 		name, file, plant, kind string
 	}{
+		{"nonce key in a log", logs[0], "nonce key " + base64.StdEncoding.EncodeToString(nonceKey) + "\n", secretscan.KindKnownSecret},
 		{"webhook secret in a log", logs[0], fmt.Sprintf("[DEBUG] alerts: signing with %x\n", secret), secretscan.KindKnownSecret},
 		{"ca key in a webhook body", bodies[0], string(caKey), secretscan.KindPEMPrivateKey},
 		{"agent key scalar in the audit log", audits[0], fmt.Sprintf("{\"d\":\"%x\"}\n", agentScalar(t, filepath.Join(f.dir, "agent-edge-scan", "agent-key.pem"))), secretscan.KindKnownSecret},
