@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -19,6 +20,7 @@ import (
 	"github.com/pulse-attest/pulse/bpf"
 	"github.com/pulse-attest/pulse/internal/directivesig"
 	"github.com/pulse-attest/pulse/internal/kernelev"
+	"github.com/pulse-attest/pulse/internal/sentinelrec"
 	"github.com/pulse-attest/pulse/internal/testutil"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/simulator/simtest"
@@ -366,6 +368,180 @@ func TestAttack20PoolAddressPoisoning(t *testing.T) {
 	if got := quarantineAddrs(quarantined(t, st)); !slices.Equal(got, []string{"127.0.0.5@edge-bad"}) {
 		t.Fatalf("quarantine %v after the offender failed from the new holder's address", got)
 	}
+}
+
+// TestAttack20ForgedSentinelRecords: the verifier takes the service
+// manager's tgid (whose signals to the agent are allowed) from the latest
+// Sentinel configuration record of the runtime log, and every agent tgid
+// (whose eBPF loads are the agent's own) from all of them. Root appends
+// records of its own after the real agent's load: one naming its shell as
+// the service manager, and one naming its loader as an agent followed by
+// one restoring the real agent's tgid (so the report still matches). The
+// real agent's report stays honest; the shell's SIGSTOP and the loader's
+// eBPF load must still be findings.
+func TestAttack20ForgedSentinelRecords(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireTools(t, "ip", "sh", "bpftool", "clang")
+	if err := bpf.EnsureFilesystems(simtest.Logger(t)); err != nil {
+		t.Fatalf("mount bpffs: %v", err)
+	}
+	e := newEnvCfg(t, "rhel8-uefi", fleetPolicy(t, "  measured_boot {\n    secure_boot {}\n  }\n  sentinel {\n    allow_lost = true\n  }\n"))
+	if e == nil {
+		return
+	}
+	ifname, _ := vethPair(t)
+	a := e.agent("edge-sentinel20", e.openTPM(e.sw))
+	if res := a.Enroll(); !res.GetEnrolled() {
+		t.Fatalf("enroll: %s", res.GetMessage())
+	}
+	a.MeasureBinary()
+	pinDir := filepath.Join(bpf.BPFFSPath, "pulse-s20-"+randHex(t, 4))
+	t.Cleanup(func() { bpf.RemoveAll(pinDir) }) //nolint:errcheck // best effort
+	measure := func(_ context.Context, c cel.Content) error {
+		a.Measure(c)
+		return nil
+	}
+	var ad *ebpfagent.Adapter
+	load := func(t *testing.T) {
+		t.Helper()
+		if ad != nil {
+			ad.Close()
+		}
+		var err error
+		if ad, err = ebpfagent.New(context.Background(), pinDir, []string{ifname}, measure, simtest.Logger(t)); err != nil {
+			t.Fatalf("load eBPF: %v", err)
+		}
+	}
+	load(t)
+	t.Cleanup(func() { ad.Close() })
+	a.Challenge()
+	pulse := func() *pulsev1.PulseResponse {
+		t.Helper()
+		bg := context.Background()
+		snap, err := ad.Snapshot(bg)
+		if err != nil {
+			t.Fatalf("snapshot: %v", err)
+		}
+		sent, err := ad.SentinelRead(bg, 256)
+		if err != nil {
+			t.Fatalf("sentinel: %v", err)
+		}
+		fortress, err := ad.Fortress(bg)
+		if err != nil {
+			t.Fatalf("fortress: %v", err)
+		}
+		resp := a.Pulse(func(p *parts) {
+			p.Payload.Bpf, p.Payload.Fortress = snap, fortress
+			p.Payload.Sentinel, p.Payload.SentinelEvents = sent.Report, sent.Events
+		})
+		if resp.GetVerdict() != pulsev1.Verdict_VERDICT_UNSPECIFIED {
+			if err := ad.SentinelAck(sent.Through); err != nil {
+				t.Fatalf("sentinel ack: %v", err)
+			}
+		}
+		return resp
+	}
+	honest := func(t *testing.T) {
+		t.Helper()
+		wantVerdict(t, pulse(), trusted, pulsev1.Reason_REASON_OK)
+	}
+	honest(t)
+	cfgMapID := func(t *testing.T) uint32 {
+		t.Helper()
+		snap, err := ad.Snapshot(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range snap.GetMaps() {
+			if m.GetName() == "sentinel_cfg" {
+				return m.GetId()
+			}
+		}
+		t.Fatal("no sentinel_cfg map reported")
+		return 0
+	}
+	self := uint32(os.Getpid())
+	// armed starts a shell that waits for a line on its stdin, then runs
+	// script (its pid is known before it acts: a record can name it).
+	armed := func(t *testing.T, script string) (pid uint32, fire func()) {
+		t.Helper()
+		cmd := exec.Command("sh", "-c", "read go; "+script)
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return uint32(cmd.Process.Pid), func() {
+			fmt.Fprintln(in, "go")
+			in.Close()
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("shell %q: %v", script, err)
+			}
+		}
+	}
+	forge := func(c sentinelrec.Config) {
+		a.Measure(&cel.Generic{Name: sentinelrec.RecordName, Data: sentinelrec.Encode(c)})
+	}
+	stopCont := fmt.Sprintf("kill -STOP %d; kill -CONT %d", self, self)
+
+	t.Run("SIGSTOP by a shell", func(t *testing.T) {
+		_, fire := armed(t, stopCont)
+		fire()
+		wantVerdict(t, pulse(), untrusted, pulsev1.Reason_REASON_AGENT_SIGNALLED)
+		honest(t)
+	})
+
+	t.Run("SIGSTOP by a shell a forged record names the service manager", func(t *testing.T) {
+		pid, fire := armed(t, stopCont)
+		forge(sentinelrec.Config{AgentTGID: self, ManagerTGID: pid, MapID: cfgMapID(t)})
+		fire()
+		resp := pulse()
+		if resp.GetVerdict() == trusted {
+			t.Fatalf("TRUSTED (%s): the shell's SIGSTOP is hidden by a record root appended", resp.GetMessage())
+		}
+		wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_SENTINEL_TAMPERED)
+		load(t)
+		honest(t)
+	})
+
+	// loader is a shell that execs bpftool to load a one-instruction
+	// socket filter of its own (built here with clang).
+	dir := t.TempDir()
+	src, obj := filepath.Join(dir, "pass.c"), filepath.Join(dir, "pass.o")
+	if err := os.WriteFile(src, []byte("__attribute__((section(\"socket\"), used)) int pass(void *ctx) { return 0; }\nchar _license[] __attribute__((section(\"license\"), used)) = \"GPL\";\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("clang", "-O2", "-target", "bpf", "-c", src, "-o", obj).CombinedOutput(); err != nil {
+		t.Fatalf("clang: %s %v", out, err)
+	}
+	loader := func(t *testing.T) string {
+		pin := filepath.Join(bpf.BPFFSPath, "pulse-s20l-"+randHex(t, 4))
+		t.Cleanup(func() { os.Remove(pin) }) //nolint:errcheck // best effort
+		return "exec bpftool prog load " + obj + " " + pin
+	}
+	t.Run("eBPF load by a loader", func(t *testing.T) {
+		_, fire := armed(t, loader(t))
+		fire()
+		wantVerdict(t, pulse(), untrusted, pulsev1.Reason_REASON_FOREIGN_BPF_LOAD)
+		honest(t)
+	})
+
+	t.Run("eBPF load by a loader forged records name an agent", func(t *testing.T) {
+		pid, fire := armed(t, loader(t))
+		id := cfgMapID(t)
+		forge(sentinelrec.Config{AgentTGID: pid, ManagerTGID: 1, MapID: id})
+		forge(sentinelrec.Config{AgentTGID: self, ManagerTGID: 1, MapID: id})
+		fire()
+		resp := pulse()
+		if resp.GetVerdict() == trusted {
+			t.Fatalf("TRUSTED (%s): the loader's eBPF load is hidden by records root appended", resp.GetMessage())
+		}
+		wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_SENTINEL_TAMPERED)
+		load(t)
+		honest(t)
+	})
 }
 
 // TestAttack20LinkLocalIsolation: root on a device on the verifier's link

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/pulse-attest/pulse/internal/kernelev"
+	"github.com/pulse-attest/pulse/internal/sentinelrec"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/tpm/cel"
 )
@@ -40,6 +41,10 @@ type kernelLog struct {
 	// them did not decode.
 	ifindex map[string]uint32
 	ifErr   error
+	// sentinelRecs counts the Sentinel configuration records of the
+	// current load (of the whole log without a maps record): the agent
+	// writes one per load, after its maps record.
+	sentinelRecs int
 }
 
 type hookMeasurement struct {
@@ -55,6 +60,10 @@ func readKernelLog(records []cel.Record) kernelLog {
 	for _, r := range records {
 		switch c := r.Content.(type) {
 		case *cel.Generic:
+			if c.Name == sentinelrec.RecordName {
+				kl.sentinelRecs++
+				continue
+			}
 			if c.Name == kernelev.InterfacesRecordName {
 				ifs, err := kernelev.DecodeMaps(c.Data)
 				if err != nil {
@@ -70,6 +79,7 @@ func readKernelLog(records []cel.Record) kernelLog {
 			// A new load: its maps, and the hooks and interfaces it
 			// measures from here.
 			kl.hasMaps, kl.maps, kl.mapsErr = true, nil, nil
+			kl.sentinelRecs = 0
 			clear(kl.hooks)
 			clear(kl.ifindex)
 			kl.ifErr = nil
@@ -137,6 +147,13 @@ func checkKernel(o *Outcome, p *pulsev1.PulsePayload, rt *runtimeEvidence) *Outc
 
 // judgeKernel is the pure judgement of checkKernel.
 func judgeKernel(s *pulsev1.BPFSnapshot, kl kernelLog) *kernelFinding {
+	if kl.sentinelRecs > 1 {
+		// The runtime PCR is extendable by root: a second record in the
+		// load would name another service manager (whose signals to the
+		// agent are allowed) or another agent tgid (whose eBPF loads are
+		// the agent's own) for Sentinel's judgement.
+		return kernelFail(pulsev1.Reason_REASON_SENTINEL_TAMPERED, "the current load holds %d Sentinel configuration records; the agent writes one per load", kl.sentinelRecs)
+	}
 	var enforced []kernelev.Hook
 	for h := range kl.hooks {
 		if kernelev.Enforced(h.Kind) {

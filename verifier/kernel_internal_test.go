@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/pulse-attest/pulse/internal/kernelev"
+	"github.com/pulse-attest/pulse/internal/sentinelrec"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/tpm/cel"
 )
@@ -50,6 +51,11 @@ func tcxLoad(t testing.TB) []cel.Record {
 		progRec("shield_egress", "tcx/egress:eth0", tagEgress),
 		progRec("sentinel_signal", "tracepoint/signal/signal_generate", [8]byte{5}),
 	}
+}
+
+// sentRec is a Sentinel configuration record (one per agent load).
+func sentRec(agent, manager uint32) cel.Record {
+	return cel.Record{Content: &cel.Generic{Name: sentinelrec.RecordName, Data: sentinelrec.Encode(sentinelrec.Config{AgentTGID: agent, ManagerTGID: manager, MapID: 12})}}
 }
 
 func ifRec(t testing.TB, ifs map[string]uint32) cel.Record {
@@ -272,6 +278,20 @@ func TestJudgeKernel(t *testing.T) {
 			s.Hooks[0].Programs = []*pulsev1.ChainProgram{prog(50, tagForeign)}
 			return s
 		}, pulsev1.Reason_REASON_BPF_FOREIGN_PROGRAM},
+		{"forged Sentinel configuration record after the load's own", func(t testing.TB) []cel.Record {
+			return append(tcxLoad(t), sentRec(1234, 1), sentRec(1234, 666))
+		}, honestTCX, pulsev1.Reason_REASON_SENTINEL_TAMPERED},
+		{"one Sentinel configuration record per load", func(t testing.TB) []cel.Record {
+			second := tcxLoad(t)
+			second[0] = mapsRec(t, map[string]uint32{"shield_quarantine": 31, "sentinel_cfg": 12})
+			return append(append(append(tcxLoad(t), sentRec(1234, 1)), second...), sentRec(1240, 1))
+		}, func() *pulsev1.BPFSnapshot {
+			s := honestTCX()
+			s.Hooks[0].Programs[0].MapIds = []uint32{31}
+			s.Hooks[1].Programs[0].MapIds = []uint32{31}
+			s.Maps[0].Id = 31
+			return s
+		}, pulsev1.Reason_REASON_OK},
 		// The agent's own report that the guarded name now names another
 		// device, whatever a root-appended interfaces record says (issue
 		// 20 attack review; real kernel: attack20_test.go).
