@@ -769,6 +769,9 @@ func TestDrillCertRotation(t *testing.T) {
 		return logLine(t, agentLog, "reloaded certificate", "serial="+newAgent, "previous_serial="+oldAgent) != ""
 	})
 	rotated := time.Now()
+	waitFor(t, "the agent's connection made with its new certificate", func() bool {
+		return logLine(t, agentLog, "connected to verifier", "cert_serial="+newAgent) != ""
+	})
 	waitPulseAfter(t, st, id, rotated, 2*faultDeadline)
 	time.Sleep(4 * time.Second)
 
