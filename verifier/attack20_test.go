@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -615,4 +616,154 @@ func TestAttack20LinkLocalIsolation(t *testing.T) {
 			t.Errorf("the watcher was told to drop %s", a)
 		}
 	}
+}
+
+// TestAttack20DeadAgentPID: Sentinel's judgement treats the eBPF loads of
+// every agent tgid the boot's runtime log measured as the agent's own,
+// including agents that have exited since. After an agent restart (a
+// SIGTERM is not a finding by default), root gives its loader the old
+// agent's pid (kernel.ns_last_pid) and loads what it likes: the load must
+// still be FOREIGN_BPF_LOAD. Open finding (the judgement is in
+// verifier/sentinel.go, engineer S's): runs with PULSE_ATTACK20_OPEN=1.
+func TestAttack20DeadAgentPID(t *testing.T) {
+	if os.Getenv("PULSE_ATTACK20_OPEN") == "" {
+		t.Skip("open finding reported to the lead (fix in verifier/sentinel.go): set PULSE_ATTACK20_OPEN=1 to run the exploit")
+	}
+	testutil.RequireRoot(t)
+	testutil.RequireTools(t, "sh", "sleep", "bpftool", "clang")
+	if err := bpf.EnsureFilesystems(simtest.Logger(t)); err != nil {
+		t.Fatalf("mount bpffs: %v", err)
+	}
+	e := newEnvCfg(t, "rhel8-uefi", fleetPolicy(t, "  measured_boot {\n    secure_boot {}\n  }\n  sentinel {\n    allow_lost = true\n  }\n"))
+	if e == nil {
+		return
+	}
+	a := e.agent("edge-deadpid", e.openTPM(e.sw))
+	if res := a.Enroll(); !res.GetEnrolled() {
+		t.Fatalf("enroll: %s", res.GetMessage())
+	}
+	a.MeasureBinary()
+	pinDir := filepath.Join(bpf.BPFFSPath, "pulse-d20-"+randHex(t, 4))
+	t.Cleanup(func() { bpf.RemoveAll(pinDir) }) //nolint:errcheck // best effort
+	measure := func(_ context.Context, c cel.Content) error {
+		a.Measure(c)
+		return nil
+	}
+
+	// The first agent: a process that then exits. Its load is measured as
+	// the agent's loader measures it (maps, programs, Sentinel's
+	// configuration naming its tgid).
+	old := exec.Command("sleep", "600")
+	if err := old.Start(); err != nil {
+		t.Fatal(err)
+	}
+	oldPID := old.Process.Pid
+	m, err := bpf.Load(context.Background(), bpf.Options{PinDir: pinDir, Logger: simtest.Logger(t), AgentPID: oldPID,
+		Measurer: bpf.MeasurerFunc(func(ctx context.Context, pm bpf.ProgramMeasurement) error {
+			c := &cel.EBPFProgram{Name: pm.Name, ProgramType: pm.Type, AttachPoint: pm.AttachPoint, InsnSHA256: pm.InsnSHA256,
+				ObjectSHA256: append([]byte(nil), pm.ObjectSHA256[:]...), KernelRelease: pm.KernelRelease}
+			if err := decodeTag(pm.KernelTag, &c.Tag); err != nil {
+				return err
+			}
+			return measure(ctx, c)
+		}),
+		MapMeasurer: bpf.MapMeasurerFunc(func(ctx context.Context, mm bpf.MapMeasurement) error {
+			data, err := kernelev.EncodeMaps(mm)
+			if err != nil {
+				return err
+			}
+			return measure(ctx, &cel.Generic{Name: kernelev.MapsRecordName, Data: data})
+		}),
+	})
+	if err != nil {
+		t.Fatalf("first load: %v", err)
+	}
+	w := m.Sentinel().Wanted()
+	a.Measure(&cel.Generic{Name: sentinelrec.RecordName, Data: sentinelrec.Encode(sentinelrec.Config{AgentTGID: w.AgentPID, ManagerTGID: w.ManagerPID, MapID: m.Sentinel().ConfigMapID()})})
+	m.Close()
+	// Stopped the way a service manager restarts it: SIGTERM (not a
+	// finding by default).
+	old.Process.Signal(syscall.SIGTERM) //nolint:errcheck // it exits either way
+	old.Wait()                          //nolint:errcheck // terminated
+
+	// The restarted agent (this process).
+	ad, err := ebpfagent.New(context.Background(), pinDir, nil, measure, simtest.Logger(t))
+	if err != nil {
+		t.Fatalf("second load: %v", err)
+	}
+	t.Cleanup(func() { ad.Close() })
+	a.Challenge()
+	pulse := func() *pulsev1.PulseResponse {
+		t.Helper()
+		bg := context.Background()
+		snap, err := ad.Snapshot(bg)
+		if err != nil {
+			t.Fatalf("snapshot: %v", err)
+		}
+		sent, err := ad.SentinelRead(bg, 256)
+		if err != nil {
+			t.Fatalf("sentinel: %v", err)
+		}
+		fortress, err := ad.Fortress(bg)
+		if err != nil {
+			t.Fatalf("fortress: %v", err)
+		}
+		resp := a.Pulse(func(p *parts) {
+			p.Payload.Bpf, p.Payload.Fortress = snap, fortress
+			p.Payload.Sentinel, p.Payload.SentinelEvents = sent.Report, sent.Events
+		})
+		if resp.GetVerdict() != pulsev1.Verdict_VERDICT_UNSPECIFIED {
+			if err := ad.SentinelAck(sent.Through); err != nil {
+				t.Fatalf("sentinel ack: %v", err)
+			}
+		}
+		return resp
+	}
+	wantVerdict(t, pulse(), trusted, pulsev1.Reason_REASON_OK)
+
+	dir := t.TempDir()
+	src, obj := filepath.Join(dir, "pass.c"), filepath.Join(dir, "pass.o")
+	if err := os.WriteFile(src, []byte("__attribute__((section(\"socket\"), used)) int pass(void *ctx) { return 0; }\nchar _license[] __attribute__((section(\"license\"), used)) = \"GPL\";\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("clang", "-O2", "-target", "bpf", "-c", src, "-o", obj).CombinedOutput(); err != nil {
+		t.Fatalf("clang: %s %v", out, err)
+	}
+	pin := filepath.Join(bpf.BPFFSPath, "pulse-d20l-"+randHex(t, 4))
+	t.Cleanup(func() { os.Remove(pin) }) //nolint:errcheck // best effort
+	// The loader gets the dead agent's pid (retried: other processes on
+	// the host take pids too).
+	var loader *exec.Cmd
+	for range 50 {
+		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(fmt.Sprint(oldPID-1)), 0o644); err != nil {
+			t.Skipf("ns_last_pid: %v", err)
+		}
+		c := exec.Command("sh", "-c", "read go; exec bpftool prog load "+obj+" "+pin)
+		in, err := c.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if c.Process.Pid == oldPID {
+			fmt.Fprintln(in, "go")
+			in.Close()
+			loader = c
+			break
+		}
+		in.Close()
+		c.Wait() //nolint:errcheck // not the one
+	}
+	if loader == nil {
+		t.Skip("could not get the dead agent's pid for the loader")
+	}
+	if err := loader.Wait(); err != nil {
+		t.Fatalf("loader: %v", err)
+	}
+	resp := pulse()
+	if resp.GetVerdict() == trusted {
+		t.Fatalf("TRUSTED (%s): a load by a process given the exited agent's pid is the agent's own", resp.GetMessage())
+	}
+	wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_FOREIGN_BPF_LOAD)
 }
