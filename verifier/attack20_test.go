@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -766,4 +767,113 @@ func TestAttack20DeadAgentPID(t *testing.T) {
 		t.Fatalf("TRUSTED (%s): a load by a process given the exited agent's pid is the agent's own", resp.GetMessage())
 	}
 	wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_FOREIGN_BPF_LOAD)
+}
+
+// TestAttack20ThreadRemovedFromSentinel: Sentinel tells a signal aimed at
+// the agent by the target's thread id: the agent's tgid, or a thread id in
+// the pinned sentinel_threads map. Root deletes one of the agent's thread
+// ids from that map, sends SIGSTOP (then SIGCONT) to that thread id (kill
+// on a thread id signals the whole process), and puts the entry back: the
+// stop must still be AGENT_SIGNALLED. Open finding (Sentinel's program and
+// its map are engineer S's): runs with PULSE_ATTACK20_OPEN=1.
+func TestAttack20ThreadRemovedFromSentinel(t *testing.T) {
+	if os.Getenv("PULSE_ATTACK20_OPEN") == "" {
+		t.Skip("open finding reported to the lead (fix in bpf/c/sentinel.c): set PULSE_ATTACK20_OPEN=1 to run the exploit")
+	}
+	testutil.RequireRoot(t)
+	testutil.RequireTools(t, "sh")
+	if err := bpf.EnsureFilesystems(simtest.Logger(t)); err != nil {
+		t.Fatalf("mount bpffs: %v", err)
+	}
+	e := newEnvCfg(t, "rhel8-uefi", fleetPolicy(t, "  measured_boot {\n    secure_boot {}\n  }\n  sentinel {\n    allow_lost = true\n  }\n"))
+	if e == nil {
+		return
+	}
+	a := e.agent("edge-thread20", e.openTPM(e.sw))
+	if res := a.Enroll(); !res.GetEnrolled() {
+		t.Fatalf("enroll: %s", res.GetMessage())
+	}
+	a.MeasureBinary()
+	pinDir := filepath.Join(bpf.BPFFSPath, "pulse-t20-"+randHex(t, 4))
+	t.Cleanup(func() { bpf.RemoveAll(pinDir) }) //nolint:errcheck // best effort
+	ad, err := ebpfagent.New(context.Background(), pinDir, nil, func(_ context.Context, c cel.Content) error {
+		a.Measure(c)
+		return nil
+	}, simtest.Logger(t))
+	if err != nil {
+		t.Fatalf("load eBPF: %v", err)
+	}
+	t.Cleanup(func() { ad.Close() })
+	a.Challenge()
+	pulse := func() *pulsev1.PulseResponse {
+		t.Helper()
+		bg := context.Background()
+		snap, err := ad.Snapshot(bg)
+		if err != nil {
+			t.Fatalf("snapshot: %v", err)
+		}
+		sent, err := ad.SentinelRead(bg, 256)
+		if err != nil {
+			t.Fatalf("sentinel: %v", err)
+		}
+		fortress, err := ad.Fortress(bg)
+		if err != nil {
+			t.Fatalf("fortress: %v", err)
+		}
+		resp := a.Pulse(func(p *parts) {
+			p.Payload.Bpf, p.Payload.Fortress = snap, fortress
+			p.Payload.Sentinel, p.Payload.SentinelEvents = sent.Report, sent.Events
+		})
+		if resp.GetVerdict() != pulsev1.Verdict_VERDICT_UNSPECIFIED {
+			if err := ad.SentinelAck(sent.Through); err != nil {
+				t.Fatalf("sentinel ack: %v", err)
+			}
+		}
+		return resp
+	}
+	wantVerdict(t, pulse(), trusted, pulsev1.Reason_REASON_OK)
+
+	self := os.Getpid()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tid := 0
+	for _, d := range tasks {
+		if n, err := strconv.Atoi(d.Name()); err == nil && n != self {
+			tid = n
+			break
+		}
+	}
+	if tid == 0 {
+		t.Skip("no second thread")
+	}
+	threads, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, "maps", "sentinel_threads"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer threads.Close()
+	stop := func(t *testing.T) {
+		t.Helper()
+		if out, err := exec.Command("sh", "-c", fmt.Sprintf("kill -STOP %d; kill -CONT %d", tid, tid)).CombinedOutput(); err != nil {
+			t.Fatalf("kill: %s %v", out, err)
+		}
+	}
+	// The honest side: a stop aimed at a thread Sentinel knows.
+	stop(t)
+	wantVerdict(t, pulse(), untrusted, pulsev1.Reason_REASON_AGENT_SIGNALLED)
+	wantVerdict(t, pulse(), trusted, pulsev1.Reason_REASON_OK)
+	// The attack: the thread is deleted from the map, stopped, put back.
+	if err := threads.Delete(uint32(tid)); err != nil {
+		t.Fatalf("delete thread %d: %v", tid, err)
+	}
+	stop(t)
+	if err := threads.Put(uint32(tid), uint32(self)); err != nil {
+		t.Fatal(err)
+	}
+	resp := pulse()
+	if resp.GetVerdict() == trusted {
+		t.Fatalf("TRUSTED (%s): SIGSTOP to thread %d after root deleted it from sentinel_threads", resp.GetMessage(), tid)
+	}
+	wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_AGENT_SIGNALLED)
 }
