@@ -93,8 +93,25 @@ type SentinelEvent struct {
 // the agent processes and the service manager the TPM-bound runtime log
 // measured for this boot.
 type SentinelContext struct {
-	AgentPIDs  []uint32
-	ManagerPID uint32
+	// AgentPIDs are the agent tgids measured this boot; CurrentAgent the
+	// latest. Only the current agent's loads are its own: an earlier
+	// agent's count as its own only before Sentinel recorded its exit in
+	// the same batch (after it, root can be handed the dead agent's PID).
+	AgentPIDs    []uint32
+	CurrentAgent uint32
+	ManagerPID   uint32
+}
+
+// agentLoad reports whether e, an eBPF load, is one of the agents' own.
+func (c SentinelContext) agentLoad(e SentinelEvent, exits map[uint32]uint64) bool {
+	if e.SenderPID == 0 || !slicesContains(c.AgentPIDs, e.SenderPID) {
+		return false
+	}
+	if e.SenderPID == c.CurrentAgent {
+		return true
+	}
+	exit, ok := exits[e.SenderPID]
+	return ok && e.Seq < exit
 }
 
 // SentinelViolation is one event the rule does not allow.
@@ -107,6 +124,12 @@ type SentinelViolation struct {
 // JudgeEvents returns the events s does not allow, in order.
 func (s Sentinel) JudgeEvents(evs []SentinelEvent, c SentinelContext) []SentinelViolation {
 	var out []SentinelViolation
+	exits := map[uint32]uint64{}
+	for _, e := range evs {
+		if _, seen := exits[e.SenderPID]; e.Kind == "exit" && !seen {
+			exits[e.SenderPID] = e.Seq
+		}
+	}
 	for _, e := range evs {
 		switch e.Kind {
 		case "signal", "fortress_denied":
@@ -121,7 +144,7 @@ func (s Sentinel) JudgeEvents(evs []SentinelEvent, c SentinelContext) []Sentinel
 			out = append(out, SentinelViolation{Class: SentinelSignalled, Event: e,
 				Message: fmt.Sprintf("%s the agent %s: %s", Sender(e), verb, name)})
 		case "bpf_load":
-			if slicesContains(c.AgentPIDs, e.SenderPID) || matchesAny(s.BPFLoaders, e.SenderComm) {
+			if c.agentLoad(e, exits) || matchesAny(s.BPFLoaders, e.SenderComm) {
 				continue
 			}
 			out = append(out, SentinelViolation{Class: SentinelForeignLoad, Event: e,

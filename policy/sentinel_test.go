@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -57,7 +58,7 @@ func TestPolicySentinelRejectsIsolate(t *testing.T) {
 func TestSentinelJudgeEvents(t *testing.T) {
 	def := DefaultSentinel()
 	custom := mustParse(t, "edge.hcl", sentinelPolicy).Policies()[0].SentinelRule()
-	ctx := SentinelContext{AgentPIDs: []uint32{100, 200}, ManagerPID: 300}
+	ctx := SentinelContext{AgentPIDs: []uint32{100, 200}, CurrentAgent: 200, ManagerPID: 300}
 	kill := func(pid uint32, comm string) SentinelEvent {
 		return SentinelEvent{Seq: 1, Kind: "signal", SenderPID: pid, SenderComm: comm, Signal: 9}
 	}
@@ -104,5 +105,44 @@ func TestSignalName(t *testing.T) {
 		if got := SignalName(n); got != want {
 			t.Errorf("SignalName(%d) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+// TestSentinelEarlierAgentPID: an earlier agent's PID is the agent's own
+// only before Sentinel recorded that agent's exit in the same batch; after
+// it (root handed the dead agent's PID through ns_last_pid), or in a later
+// batch, its loads are foreign. The current agent's loads are its own.
+func TestSentinelEarlierAgentPID(t *testing.T) {
+	def := DefaultSentinel()
+	ctx := SentinelContext{AgentPIDs: []uint32{100, 200}, CurrentAgent: 200}
+	load := func(seq uint64, pid uint32) SentinelEvent {
+		return SentinelEvent{Seq: seq, Kind: "bpf_load", SenderPID: pid, SenderComm: "pulse-agent", Detail: "xdp x"}
+	}
+	exit := func(seq uint64, pid uint32) SentinelEvent {
+		return SentinelEvent{Seq: seq, Kind: "exit", SenderPID: pid, SenderComm: "pulse-agent"}
+	}
+	for _, tc := range []struct {
+		name    string
+		evs     []SentinelEvent
+		foreign []uint64 // seqs judged foreign loads
+	}{
+		{"earlier agent's load before its exit", []SentinelEvent{load(1, 100), exit(2, 100), load(3, 200)}, nil},
+		{"load under the dead agent's PID after its exit", []SentinelEvent{load(1, 100), exit(2, 100), load(3, 100)}, []uint64{3}},
+		{"earlier agent's PID in a later batch", []SentinelEvent{load(7, 100)}, []uint64{7}},
+		{"current agent after an exit record of its own PID", []SentinelEvent{exit(1, 200), load(2, 200)}, nil},
+		{"PID never measured", []SentinelEvent{load(1, 300)}, []uint64{1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []uint64
+			for _, v := range def.JudgeEvents(tc.evs, ctx) {
+				if v.Class != SentinelForeignLoad {
+					t.Fatalf("violation %+v", v)
+				}
+				got = append(got, v.Event.Seq)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.foreign) {
+				t.Fatalf("foreign loads at %v, want %v", got, tc.foreign)
+			}
+		})
 	}
 }

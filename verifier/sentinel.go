@@ -244,6 +244,7 @@ func judgeSentinel(rule policy.Sentinel, p *pulsev1.PulsePayload, sl sentinelLog
 	ctx := policy.SentinelContext{AgentPIDs: sl.agents}
 	if sl.err == nil {
 		ctx.ManagerPID = sl.latest.ManagerTGID
+		ctx.CurrentAgent = sl.latest.AgentTGID
 	}
 	viol := rule.JudgeEvents(in, ctx)
 	bySeq := map[uint64]pulsev1.Reason{}
