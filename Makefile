@@ -42,8 +42,14 @@ generate: ## regenerate protobuf and bpf2go output (needs protoc, clang)
 generate-check: ## fail when committed generated code is stale
 	scripts/generate-check.sh
 
+# Packages whose tests load eBPF programs or judge what Sentinel saw load:
+# Sentinel records every eBPF load on the host, so these run one package at
+# a time (a concurrent package's loads would be foreign loads to them).
+BPF_PKGS := ./bpf/... ./agent/ebpf/... ./cmd/pulse-agent/... ./verifier ./e2e/...
+
 test: deps build lint generate-check ## everything CI runs: build, lint, generated-code check, all tests
-	$(GO) test -tags pulse_sim -count=1 -timeout $(TEST_TIMEOUT) -p 2 $(PKGS)
+	$(GO) test -tags pulse_sim -count=1 -timeout $(TEST_TIMEOUT) -p 2 $$($(GO) list $(PKGS) | grep -v -x -F "$$($(GO) list $(BPF_PKGS))")
+	$(GO) test -tags pulse_sim -count=1 -timeout $(TEST_TIMEOUT) -p 1 $(BPF_PKGS)
 
 test-short: ## pure tests only (no swtpm, root or databases)
 	$(GO) test -tags pulse_sim -short $(PKGS)
