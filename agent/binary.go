@@ -118,18 +118,23 @@ func (d *diskBinary) Changed() bool {
 
 // fixComm names the process after its binary when the launcher started it
 // through /proc/self/fd/N, which makes the kernel call it "N" (what ps,
-// top and the journal show).
+// top, the journal and Sentinel's records of the agent's own eBPF loads
+// show). Every thread is renamed: the Go runtime's threads already exist,
+// and threads created later inherit the name of the thread creating them.
 func fixComm(exePath string) {
-	b, err := os.ReadFile("/proc/self/comm")
-	name := strings.TrimSpace(string(b))
-	if err != nil || name == "" || strings.Trim(name, "0123456789") != "" {
-		return
-	}
 	base := filepath.Base(exePath)
 	if len(base) > 15 { // TASK_COMM_LEN - 1
 		base = base[:15]
 	}
-	_ = os.WriteFile("/proc/self/comm", []byte(base), 0)
+	tasks, _ := filepath.Glob("/proc/self/task/*/comm")
+	for _, p := range append([]string{"/proc/self/comm"}, tasks...) {
+		b, err := os.ReadFile(p)
+		name := strings.TrimSpace(string(b))
+		if err != nil || name == "" || strings.Trim(name, "0123456789") != "" {
+			continue
+		}
+		_ = os.WriteFile(p, []byte(base), 0)
+	}
 }
 
 // runningBinary hashes the running program's file (/proc/self/exe) for each
