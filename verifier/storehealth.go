@@ -74,11 +74,17 @@ func (v *Verifier) graceFrom() time.Time {
 }
 
 // storeFailurePrefixes begin the messages of the pipeline's REASON_INTERNAL
-// outcomes that a store read or commit caused (pipeline.go, sentinel.go);
+// outcomes that a store read or commit caused (pipeline.go, sentinel.go,
+// hostprogs.go);
 // the others (a verdict decided twice, a row that kept changing under
 // concurrent pulses) are not the store's unavailability and must not
 // extend the fleet's grace.
-var storeFailurePrefixes = []string{"nonce store: ", "firmware log store: ", "sentinel cursor: "}
+// TestStoreFailurePrefixesCoverInternal keeps this list and
+// notStoreFailures in step with the pipeline's messages.
+var storeFailurePrefixes = []string{"nonce store: ", "firmware log store: ", "sentinel cursor: ", "host program state: "}
+
+// notStoreFailures begin the pipeline's other REASON_INTERNAL messages.
+var notStoreFailures = []string{"agent %s's record changed under", "verdict decided ", "nonce: "}
 
 // storeFailed reports whether a pulse's outcome is a store failure.
 func storeFailed(o *Outcome) bool {

@@ -2,6 +2,10 @@ package verifier
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,6 +26,7 @@ func TestStoreFailedClassifies(t *testing.T) {
 		{pulsev1.Reason_REASON_INTERNAL, "nonce store: failed to connect to `host=/tmp/pg`: dial error", true},
 		{pulsev1.Reason_REASON_INTERNAL, "firmware log store: database or disk is full (13)", true},
 		{pulsev1.Reason_REASON_INTERNAL, "sentinel cursor: sql: database is closed", true},
+		{pulsev1.Reason_REASON_INTERNAL, "host program state: sql: database is closed", true},
 		{pulsev1.Reason_REASON_INTERNAL, "agent edge-1's record changed under 3 verifications in a row; not recorded", false},
 		{pulsev1.Reason_REASON_INTERNAL, "verdict decided 2 times (last UNTRUSTED/POLICY_DENIED); not recorded", false},
 		{pulsev1.Reason_REASON_INTERNAL, "nonce: key ring empty", false},
@@ -66,5 +71,40 @@ func TestStoreHealthGrace(t *testing.T) {
 	v.started = t0.Add(time.Minute)
 	if got := v.graceFrom(); !got.Equal(v.started) {
 		t.Errorf("after a later start: grace from %s, want the start %s", got, v.started)
+	}
+}
+
+// TestStoreFailurePrefixesCoverInternal: every REASON_INTERNAL message the
+// verifier's sources write is classified, as a store failure or as not
+// one; a new one fails here until it is put in one list.
+func TestStoreFailurePrefixesCoverInternal(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`Reason_REASON_INTERNAL, "([^"]*)"`)
+	seen := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range re.FindAllSubmatch(b, -1) {
+			seen++
+			msg := string(m[1])
+			known := false
+			for _, p := range append(append([]string(nil), storeFailurePrefixes...), notStoreFailures...) {
+				known = known || strings.HasPrefix(msg, p)
+			}
+			if !known {
+				t.Errorf("%s: REASON_INTERNAL message %q is neither in storeFailurePrefixes nor in notStoreFailures (storehealth.go)", f, msg)
+			}
+		}
+	}
+	if seen == 0 {
+		t.Fatal("no REASON_INTERNAL message found in the verifier's sources")
 	}
 }
