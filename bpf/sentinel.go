@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
@@ -182,8 +184,11 @@ func (s *Sentinel) config() (sentinelSentinelConfig, error) {
 	return cfg, nil
 }
 
-// seedThreads records the agent's existing threads; the task_newtask program
-// adds the ones it starts later.
+// seedThreads records the agent's existing threads in sentinel_threads; the
+// task_newtask program adds the ones it starts later. The map is for
+// diagnostics only: root can write it, so no program decides from it whether
+// a signal targets the agent (sentinel_signal reads the target's
+// task_struct).
 func (s *Sentinel) seedThreads(pid int) (int, error) {
 	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
@@ -203,7 +208,9 @@ func (s *Sentinel) seedThreads(pid int) (int, error) {
 	return n, nil
 }
 
-// sentinelAttachments are Sentinel's tracepoints.
+// sentinelAttachments are Sentinel's tracepoints. sentinel_signal is a BTF
+// tracepoint program (tp_btf): it is measured at the tracepoint it runs on,
+// like the others, and its link is a tracing link.
 func sentinelAttachments() []attachment {
 	tp := func(prog, group, name string) attachment {
 		return attachment{
@@ -218,21 +225,33 @@ func sentinelAttachments() []attachment {
 	return []attachment{
 		tp("sentinel_newtask", "task", "task_newtask"),
 		tp("sentinel_exit", "sched", "sched_process_exit"),
-		tp("sentinel_signal", "signal", "signal_generate"),
+		{
+			program:  "sentinel_signal",
+			point:    "tracepoint/signal/signal_generate",
+			linkName: "sentinel_signal",
+			attach: func(p *ebpf.Program) (link.Link, error) {
+				return link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceRawTp})
+			},
+		},
 		tp("sentinel_bpf", "syscalls", "sys_enter_bpf"),
 	}
 }
 
-// checkSentinelTracepoints verifies the running kernel's tracepoint layouts
-// match the structs in c/sentinel.c before anything is attached.
+// checkSentinelTracepoints verifies, before anything is attached, that the
+// running kernel's tracepoint layouts match the structs in c/sentinel.c and
+// that signal_generate's arguments are the ones sentinel_signal reads.
 func checkSentinelTracepoints() error {
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		return fmt.Errorf("load kernel btf: %w", err)
+	}
+	if err := checkSignalGenerateProto(kernel); err != nil {
+		return err
+	}
 	checks := []struct {
 		group, name string
 		fields      map[string]tpField
 	}{
-		{"signal", "signal_generate", map[string]tpField{
-			"sig": {8, 4}, "comm": {20, 16}, "pid": {36, 4}, "result": {44, 4},
-		}},
 		{"task", "task_newtask", map[string]tpField{"pid": {8, 4}, "clone_flags": {32, 8}}},
 		{"syscalls", "sys_enter_bpf", map[string]tpField{"cmd": {16, 8}, "uattr": {24, 8}}},
 	}
@@ -242,6 +261,72 @@ func checkSentinelTracepoints() error {
 		}
 	}
 	return nil
+}
+
+// ErrSignalProto is matched (errors.Is) when the kernel's signal_generate
+// tracepoint does not take the arguments sentinel_signal reads.
+var ErrSignalProto = errors.New("signal_generate arguments are not the ones sentinel_signal reads")
+
+// signalGenerateParams is trace_signal_generate's prototype as the BTF
+// tracepoint program sees it (the first parameter is the tracepoint's
+// private data): sentinel_signal reads sig (1), task (3) and result (5).
+var signalGenerateParams = []string{"ptr:void", "int", "ptr:kernel_siginfo", "ptr:task_struct", "int", "int"}
+
+// checkSignalGenerateProto checks the kernel's btf_trace_signal_generate
+// prototype against signalGenerateParams. The kernel's verifier already
+// refuses the program unless the target argument is a task_struct pointer;
+// this also pins the positions of the signal number and the result.
+func checkSignalGenerateProto(kernel *btf.Spec) error {
+	var td *btf.Typedef
+	if err := kernel.TypeByName("btf_trace_signal_generate", &td); err != nil {
+		return fmt.Errorf("%w: %w", ErrSignalProto, err)
+	}
+	ptr, ok := btf.UnderlyingType(td.Type).(*btf.Pointer)
+	if !ok {
+		return fmt.Errorf("%w: btf_trace_signal_generate is %v, not a function pointer", ErrSignalProto, td.Type)
+	}
+	proto, ok := btf.UnderlyingType(ptr.Target).(*btf.FuncProto)
+	if !ok {
+		return fmt.Errorf("%w: btf_trace_signal_generate points to %v, not a function", ErrSignalProto, ptr.Target)
+	}
+	return checkSignalParams(proto)
+}
+
+// checkSignalParams compares a prototype's parameters with
+// signalGenerateParams.
+func checkSignalParams(proto *btf.FuncProto) error {
+	got := make([]string, len(proto.Params))
+	for i, p := range proto.Params {
+		got[i] = btfParamKind(p.Type)
+	}
+	if !slices.Equal(got, signalGenerateParams) {
+		return fmt.Errorf("%w: parameters %v, want %v", ErrSignalProto, got, signalGenerateParams)
+	}
+	return nil
+}
+
+// btfParamKind names a parameter type the way signalGenerateParams does:
+// "int" for a signed 32-bit integer, "ptr:NAME" for a pointer to a named
+// struct (or void), the type itself otherwise.
+func btfParamKind(t btf.Type) string {
+	switch u := btf.UnderlyingType(t).(type) {
+	case *btf.Int:
+		if u.Size == 4 && u.Encoding&btf.Signed != 0 {
+			return "int"
+		}
+		return fmt.Sprintf("int%d", u.Size*8)
+	case *btf.Pointer:
+		switch target := btf.UnderlyingType(u.Target).(type) {
+		case *btf.Void:
+			return "ptr:void"
+		case *btf.Struct:
+			return "ptr:" + target.Name
+		default:
+			return fmt.Sprintf("ptr:%T", target)
+		}
+	default:
+		return fmt.Sprintf("%T", u)
+	}
 }
 
 // Events returns the records after the last acknowledged one: signals the

@@ -4,9 +4,16 @@
  * host into the pinned ring described in sentinel.h, so the records survive
  * the agent being killed and are reported in its next pulse after restart.
  *
- * Tracepoint records are read through hand-written structs that mirror the
- * "format" files in tracefs; the loader checks those offsets against the
- * running kernel before attaching.
+ * Whether a signal is aimed at the agent is decided from the kernel's own
+ * task_struct of the target (sentinel_signal is a BTF tracepoint program on
+ * signal_generate, whose arguments the verifier types from the kernel's BTF),
+ * never from a map: every pinned map is writable by root on the device.
+ *
+ * Classic tracepoint records are read through hand-written structs that
+ * mirror the "format" files in tracefs; the loader checks those offsets
+ * against the running kernel before attaching. task_struct is read through
+ * CO-RE (preserve_access_index), relocated against the running kernel's BTF
+ * by the agent before it hashes the instructions.
  */
 #include "sentinel.h"
 
@@ -14,18 +21,6 @@ char __license[] SEC("license") = "GPL";
 
 #define CLONE_THREAD 0x00010000
 #define BPF_PROG_LOAD 5
-
-/* events/signal/signal_generate/format */
-struct signal_generate_args {
-	__u64 common;
-	int sig;
-	int errno_;
-	int code;
-	char comm[16];
-	int pid;
-	int group;
-	int result;
-};
 
 /* events/task/task_newtask/format */
 struct task_newtask_args {
@@ -58,30 +53,56 @@ struct prog_load_attr {
 	char prog_name[16];
 };
 
-/* A signal is generated for a task: record it when the task is the agent. */
-SEC("tracepoint/signal/signal_generate")
-int sentinel_signal(struct signal_generate_args *ctx)
+/* Only the fields Sentinel reads, relocated against the running kernel's BTF
+ * (CO-RE) by the agent before it hashes the instructions. */
+struct task_struct {
+	int exit_code;
+	int pid;
+	int tgid;
+	char comm[16];
+} __attribute__((preserve_access_index));
+
+/*
+ * A signal is generated for a task: record it when the task belongs to the
+ * agent's thread group, as the target's own task_struct says.
+ *
+ * tp_btf/signal_generate runs with the raw tracepoint arguments
+ *   trace_signal_generate(int sig, struct kernel_siginfo *info,
+ *                         struct task_struct *task, int group, int result)
+ * which the kernel's verifier types from BTF (btf_trace_signal_generate): the
+ * load fails unless ctx[2] really is a task_struct pointer; the agent also
+ * checks the whole prototype before loading (signalGenerateProto).
+ */
+SEC("tp_btf/signal_generate")
+int sentinel_signal(unsigned long long *ctx)
 {
+	struct task_struct *task = (struct task_struct *)ctx[2];
 	struct sentinel_event ev = {};
 	struct sentinel_config *cfg = sentinel_lookup_config();
+	__u32 tgid;
 
-	if (!cfg || !sentinel_is_agent(cfg, (__u32)ctx->pid))
+	if (!cfg || cfg->agent_tgid == 0 || !task)
+		return 0;
+	tgid = (__u32)task->tgid;
+	if (tgid != cfg->agent_tgid)
 		return 0;
 	sentinel_sender(&ev);
 	/* The agent signalling itself (Go's preemption SIGURG, SIGPIPE...) is noise. */
 	if (ev.sender_tgid == cfg->agent_tgid)
 		return 0;
 	ev.kind = SENTINEL_KIND_SIGNAL;
-	ev.target_tgid = cfg->agent_tgid;
-	ev.target_tid = (__u32)ctx->pid;
-	ev.signal = ctx->sig;
-	ev.result = ctx->result;
-	bpf_probe_read_kernel(ev.target_comm, sizeof(ev.target_comm), ctx->comm);
+	ev.target_tgid = tgid;
+	ev.target_tid = (__u32)task->pid;
+	ev.signal = (int)ctx[0];
+	ev.result = (int)ctx[4];
+	bpf_probe_read_kernel(ev.target_comm, sizeof(ev.target_comm), task->comm);
 	sentinel_append(&ev);
 	return 0;
 }
 
-/* The agent starts a thread: remember it, so signals aimed at it are seen. */
+/* The agent starts a thread: remember it in sentinel_threads, a record for
+ * diagnostics only (root can write the map: no program decides anything from
+ * it). */
 SEC("tracepoint/task/task_newtask")
 int sentinel_newtask(struct task_newtask_args *ctx)
 {
@@ -97,12 +118,6 @@ int sentinel_newtask(struct task_newtask_args *ctx)
 	bpf_map_update_elem(&sentinel_threads, &tid, &tgid, BPF_ANY);
 	return 0;
 }
-
-/* Only the field Sentinel reads, relocated against the running kernel's BTF
- * (CO-RE) by the agent before it hashes the instructions. */
-struct task_struct {
-	int exit_code;
-} __attribute__((preserve_access_index));
 
 /* A task exits: forget it if it was one of the agent's threads, and record
  * the agent's main thread exiting with its exit code (wait status: the

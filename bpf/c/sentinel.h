@@ -10,7 +10,11 @@
  *   sentinel_seq     array[1]  written by BPF only: last sequence number handed out
  *   sentinel_events  array[SENTINEL_SLOTS]  the ring: event with sequence s
  *                              lives in slot s % SENTINEL_SLOTS
- *   sentinel_threads lru_hash  thread id -> thread group id of the agent's threads
+ *   sentinel_threads lru_hash  thread id -> thread group id of the agent's threads,
+ *                              for diagnostics only: root can write it, so no
+ *                              program decides anything from it (whether a
+ *                              signal targets the agent comes from the target's
+ *                              task_struct)
  *
  * A writer takes a sequence number with an atomic add, clears the slot's seq,
  * writes the record and stores seq last. A reader that finds a slot's seq
@@ -92,19 +96,6 @@ static __always_inline struct sentinel_config *sentinel_lookup_config(void)
 	__u32 zero = 0;
 
 	return bpf_map_lookup_elem(&sentinel_cfg, &zero);
-}
-
-/* Is tid the agent's main thread or one of its other threads? */
-static __always_inline int sentinel_is_agent(struct sentinel_config *cfg, __u32 tid)
-{
-	__u32 *tgid;
-
-	if (cfg->agent_tgid == 0)
-		return 0;
-	if (tid == cfg->agent_tgid)
-		return 1;
-	tgid = bpf_map_lookup_elem(&sentinel_threads, &tid);
-	return tgid && *tgid == cfg->agent_tgid;
 }
 
 /* Fills the sender fields of ev from the current task. */
