@@ -771,12 +771,9 @@ func TestAttack20DeadAgentPID(t *testing.T) {
 // the pinned sentinel_threads map. Root deletes one of the agent's thread
 // ids from that map, sends SIGSTOP (then SIGCONT) to that thread id (kill
 // on a thread id signals the whole process), and puts the entry back: the
-// stop must still be AGENT_SIGNALLED. Open finding (Sentinel's program and
-// its map are engineer S's): runs with PULSE_ATTACK20_OPEN=1.
+// stop must still be AGENT_SIGNALLED: sentinel_signal decides from the
+// target's task_struct (its tgid), not from the map.
 func TestAttack20ThreadRemovedFromSentinel(t *testing.T) {
-	if os.Getenv("PULSE_ATTACK20_OPEN") == "" {
-		t.Skip("open finding reported to the lead (fix in bpf/c/sentinel.c): set PULSE_ATTACK20_OPEN=1 to run the exploit")
-	}
 	testutil.RequireRoot(t)
 	testutil.RequireTools(t, "sh")
 	if err := bpf.EnsureFilesystems(simtest.Logger(t)); err != nil {
