@@ -766,9 +766,9 @@ func TestAttack20DeadAgentPID(t *testing.T) {
 	wantVerdict(t, resp, untrusted, pulsev1.Reason_REASON_FOREIGN_BPF_LOAD)
 }
 
-// TestAttack20ThreadRemovedFromSentinel: Sentinel tells a signal aimed at
-// the agent by the target's thread id: the agent's tgid, or a thread id in
-// the pinned sentinel_threads map. Root deletes one of the agent's thread
+// TestAttack20ThreadRemovedFromSentinel: Sentinel once told a signal aimed
+// at the agent by the target's thread id: the agent's tgid, or a thread id
+// in the pinned sentinel_threads map. Root deletes one of the agent's thread
 // ids from that map, sends SIGSTOP (then SIGCONT) to that thread id (kill
 // on a thread id signals the whole process), and puts the entry back: the
 // stop must still be AGENT_SIGNALLED: sentinel_signal decides from the
