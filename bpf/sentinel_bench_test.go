@@ -1,8 +1,11 @@
 package bpf
 
 import (
+	"os"
 	"os/exec"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pulse-attest/pulse/internal/testutil"
 )
@@ -33,4 +36,32 @@ func BenchmarkSentinelPulseRead(b *testing.B) {
 			b.Fatalf("%d records, %v", len(rep.Events), err)
 		}
 	}
+}
+
+// BenchmarkSentinelSignal is the cost sentinel_signal adds to every signal
+// on the host: a SIGURG this process sends itself (not the agent, the
+// common case: the target's tgid is read and compared) and one sent to the
+// stand-in agent (recorded in the ring), against no Sentinel at all.
+func BenchmarkSentinelSignal(b *testing.B) {
+	requireKernel(b)
+	testutil.RequireTools(b, "sleep")
+	cmd := exec.Command("sleep", "600")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	agent := cmd.Process.Pid
+	self := os.Getpid()
+	send := func(b *testing.B, pid int) {
+		b.Helper()
+		for b.Loop() {
+			if err := unix.Kill(pid, unix.SIGURG); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("no_sentinel", func(b *testing.B) { send(b, self) })
+	loadTestManager(b, Options{AgentPID: agent})
+	b.Run("other_target", func(b *testing.B) { send(b, self) })
+	b.Run("agent_target", func(b *testing.B) { send(b, agent) })
 }

@@ -113,6 +113,39 @@ func TestSentinelSignalTargetFromKernel(t *testing.T) {
 	}
 }
 
+// TestSentinelSignalWhileAgentDown: sentinel_signal's link (a tracing link,
+// pinned) keeps recording after the agent's manager is closed: a signal to
+// the stand-in agent while no agent runs is in the next agent's report, and
+// a signal to another process is not.
+func TestSentinelSignalWhileAgentDown(t *testing.T) {
+	requireKernel(t)
+	testutil.RequireTools(t, "sleep")
+	dir := tempPinDir(t)
+	pid, tid := startHelperAgent(t)
+	other := startChild(t, exec.Command("sleep", "60")).Process.Pid
+	m1, _ := loadTestManager(t, Options{PinDir: dir, AgentPID: pid})
+	if err := m1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Tgkill(pid, tid, unix.SIGURG); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Kill(other, unix.SIGURG); err != nil {
+		t.Fatal(err)
+	}
+	m2, _ := loadTestManager(t, Options{PinDir: dir, AgentPID: pid})
+	rep, err := m2.Sentinel().Events()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := findEvent(rep.Events, func(e Event) bool { return e.Kind == EventSignal && e.TargetPID == pid && e.TargetTID == tid }); !ok {
+		t.Errorf("signal to thread %d while no agent ran not recorded: %+v", tid, rep.Events)
+	}
+	if ev, ok := findEvent(rep.Events, func(e Event) bool { return e.Kind == EventSignal && e.TargetTID == other }); ok {
+		t.Errorf("signal to another process recorded: %+v", ev)
+	}
+}
+
 // TestSignalGenerateProtoKernel: the running kernel's signal_generate
 // tracepoint takes the arguments sentinel_signal reads.
 func TestSignalGenerateProtoKernel(t *testing.T) {
