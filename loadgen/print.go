@@ -20,7 +20,8 @@ func PrintSummary(w io.Writer, s *Summary) {
 		s.IntervalS, s.RampS, s.Jitter, s.LoadSeconds, s.ExtendedS)
 	fmt.Fprintf(w, "setup        certificates %.1fs, pre-registration (%s) %.1fs, verifier (and PostgreSQL) start %.1fs\n",
 		s.Setup.MintS, s.Preregister, s.Setup.PreregisterS, s.Setup.VerifierS)
-	fmt.Fprintf(w, "pulses       %d, steady state %.1f/s, errors %d\n", s.Pulses, s.SteadyPPS, s.ErrorCount)
+	fmt.Fprintf(w, "pulses       %d, steady state %.1f/s, errors %d (%d in the ramp, %d in the steady state)\n", s.Pulses, s.SteadyPPS,
+		s.ErrorCount, s.ErrorCount-min(s.SteadyErrors, s.ErrorCount), s.SteadyErrors)
 	vs := make([]string, 0, len(s.Verdicts))
 	for k, n := range s.Verdicts {
 		vs = append(vs, fmt.Sprintf("%s=%d", k, n))

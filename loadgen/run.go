@@ -214,30 +214,33 @@ func (c *Config) defaults() error {
 
 // Summary is what a run measured and which expectations held.
 type Summary struct {
-	Mode          string              `json:"mode"`
-	StoreEngine   string              `json:"store_engine"`
-	Agents        int                 `json:"agents"`
-	Roles         map[Role]int        `json:"roles"`
-	IntervalS     float64             `json:"interval_s"`
-	DurationS     float64             `json:"duration_s"`
-	RampS         float64             `json:"ramp_s"`
-	Jitter        float64             `json:"jitter"`
-	FirmwareLog   string              `json:"firmware_log"`
-	Preregister   string              `json:"preregister"`
-	StartedAt     time.Time           `json:"started_at"`
-	LoadSeconds   float64             `json:"load_seconds"`
-	ExtendedS     float64             `json:"extended_for_silent_s"`
-	Setup         SetupTimes          `json:"setup"`
-	Connected     int                 `json:"connected"`
-	Pulses        uint64              `json:"pulses"`
-	SteadyPPS     float64             `json:"steady_pulses_per_s"`
-	Verdicts      map[string]uint64   `json:"verdicts"`
-	Kinds         map[Kind]*KindCount `json:"kinds"`
-	Errors        map[string]uint64   `json:"errors"`
-	ErrorCount    uint64              `json:"error_count"`
-	ErrorExamples []string            `json:"error_examples,omitempty"`
-	Mismatches    []Mismatch          `json:"mismatches,omitempty"`
-	MismatchCount uint64              `json:"mismatch_count"`
+	Mode        string              `json:"mode"`
+	StoreEngine string              `json:"store_engine"`
+	Agents      int                 `json:"agents"`
+	Roles       map[Role]int        `json:"roles"`
+	IntervalS   float64             `json:"interval_s"`
+	DurationS   float64             `json:"duration_s"`
+	RampS       float64             `json:"ramp_s"`
+	Jitter      float64             `json:"jitter"`
+	FirmwareLog string              `json:"firmware_log"`
+	Preregister string              `json:"preregister"`
+	StartedAt   time.Time           `json:"started_at"`
+	LoadSeconds float64             `json:"load_seconds"`
+	ExtendedS   float64             `json:"extended_for_silent_s"`
+	Setup       SetupTimes          `json:"setup"`
+	Connected   int                 `json:"connected"`
+	Pulses      uint64              `json:"pulses"`
+	SteadyPPS   float64             `json:"steady_pulses_per_s"`
+	Verdicts    map[string]uint64   `json:"verdicts"`
+	Kinds       map[Kind]*KindCount `json:"kinds"`
+	Errors      map[string]uint64   `json:"errors"`
+	ErrorCount  uint64              `json:"error_count"`
+	// SteadyErrors are the errors seen in the steady state (the rest were
+	// in the ramp).
+	SteadyErrors  uint64     `json:"steady_errors"`
+	ErrorExamples []string   `json:"error_examples,omitempty"`
+	Mismatches    []Mismatch `json:"mismatches,omitempty"`
+	MismatchCount uint64     `json:"mismatch_count"`
 
 	// Latency is the client-observed Pulse RPC latency over the whole load
 	// phase; SteadyLatency of the pulses sent once the ramp had drained
@@ -757,6 +760,15 @@ func (c *Collector) fill(sum *Summary, end time.Time) {
 func setSteady(sum *Summary, from time.Time, ok bool, steady, ramp Histogram, start, end time.Time) {
 	sum.RampDrained = ok
 	sum.SteadyLatency, sum.RampLatency = steady.Summary(), ramp.Summary()
+	// Errors by phase, from the per-second series (by the second they
+	// were seen): load shed during the ramp is told apart from errors in
+	// the steady state. Any error still fails the run (judge).
+	sum.SteadyErrors = 0
+	for _, r := range sum.Series {
+		if ok && float64(r.T) > from.Sub(start).Seconds() {
+			sum.SteadyErrors += r.Errors
+		}
+	}
 	sum.SteadyFrom, sum.SteadyFromS, sum.SteadyPPS = time.Time{}, 0, 0
 	if ok {
 		sum.SteadyFrom = from

@@ -195,6 +195,16 @@ func TestMergeSummaries(t *testing.T) {
 	if !m.Pass || !m.SLOMet {
 		t.Fatalf("merged run judged pass %v slo %v: %v", m.Pass, m.SLOMet, m.Failures)
 	}
+	// Errors by phase: a second at t = 20 s is ramp, at t = 60 s steady.
+	e := mergeInput(t0, 10, 20*time.Second, nil)
+	e.Series = []SecondReport{{T: 20, Errors: 5}, {T: 60, Errors: 2}}
+	m, err = MergeSummaries([]*Summary{a, e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.SteadyErrors != 2 {
+		t.Fatalf("steady errors %d, want 2 (steady from t = %.0f s)", m.SteadyErrors, m.SteadyFromS)
+	}
 
 	// A process that did not drain leaves the fleet without a steady state.
 	c := mergeInput(t0, 10, 20*time.Second, nil)
