@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Pulse's build, demo and tests need on a Debian machine:
-# swtpm (the simulated TPM), protoc, clang/llvm/libbpf (eBPF generation),
+# swtpm (the simulated TPM), tpm2-tools (an independent TPM client for cross-checks), protoc, clang/llvm/libbpf (eBPF generation),
 # bpftool and iproute2 (eBPF tests), libssl-dev (the cgo in-process TPM
 # simulator), PostgreSQL (replicated store tests), Chromium with NSS tools and
 # openssl (dashboard tests with an operator certificate),
@@ -8,7 +8,8 @@
 # grpc-health-probe (health and reflection tests). Idempotent: installs only what is missing. Needs root for apt.
 set -euo pipefail
 pkgs=(swtpm swtpm-tools protobuf-compiler clang llvm libbpf-dev bpftool
-      libssl-dev iproute2 iputils-ping postgresql chromium openssl libnss3-tools)
+      libssl-dev iproute2 iputils-ping postgresql chromium openssl libnss3-tools
+      tpm2-tools libtss2-tcti-swtpm0)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
