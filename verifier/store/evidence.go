@@ -40,17 +40,29 @@ type Explanation struct {
 	Evidence []byte
 	// EvidenceAt is when the stored evidence was verified (read back only).
 	EvidenceAt time.Time
+	// CertSubject and CertNotAfter are the agent's TLS certificate as the
+	// pulse's handshake verified it (explain_identity.go): written by
+	// every committed pulse.
+	CertSubject  string
+	CertNotAfter time.Time
+	// Kernel is the verifier's encoding of the kernel summary of the
+	// pulse (eBPF snapshot, Fortress, Sentinel); like Evidence, nil keeps
+	// the last verified pulse's.
+	Kernel []byte
 }
 
 // Size is what the explanation occupies against MaxExplanationBytes.
-func (e *Explanation) Size() int { return len(e.Findings) + len(e.Evidence) + len(e.Policy) }
+func (e *Explanation) Size() int {
+	return len(e.Findings) + len(e.Evidence) + len(e.Policy) + len(e.CertSubject) + len(e.Kernel)
+}
 
 // digest names the explanation's content, so an unchanged one is not
 // written again.
 func (e *Explanation) digest() []byte {
 	h := sha256.New()
 	var n [8]byte
-	for _, v := range []int64{int64(e.Verdict), int64(e.Reason), int64(len(e.Policy)), int64(len(e.Findings)), int64(len(e.Evidence))} {
+	for _, v := range []int64{int64(e.Verdict), int64(e.Reason), int64(len(e.Policy)), int64(len(e.Findings)), int64(len(e.Evidence)),
+		int64(len(e.CertSubject)), nanos(e.CertNotAfter), int64(len(e.Kernel))} {
 		binary.BigEndian.PutUint64(n[:], uint64(v))
 		h.Write(n[:])
 	}
@@ -60,6 +72,11 @@ func (e *Explanation) digest() []byte {
 		h.Write([]byte{1})
 		h.Write(e.Evidence)
 	}
+	h.Write([]byte(e.CertSubject))
+	if e.Kernel != nil {
+		h.Write([]byte{2})
+		h.Write(e.Kernel)
+	}
 	return h.Sum(nil)
 }
 
@@ -68,13 +85,15 @@ func (e *Explanation) digest() []byte {
 // equal to the stored one (same digest) writes nothing: the steady state
 // of a healthy fleet costs one index probe, and At stays when the verdict
 // was first decided.
-const qPutExplanation = `INSERT INTO agent_explanations (agent_id, at, verdict, reason, policy, findings, evidence_at, evidence, digest)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+const qPutExplanation = `INSERT INTO agent_explanations (agent_id, at, verdict, reason, policy, findings, evidence_at, evidence, digest,
+		cert_subject, cert_not_after, kernel)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT (agent_id) DO UPDATE SET at = excluded.at, verdict = excluded.verdict, reason = excluded.reason,
 		policy = excluded.policy, findings = excluded.findings,
 		evidence_at = CASE WHEN excluded.evidence_at > 0 THEN excluded.evidence_at ELSE agent_explanations.evidence_at END,
 		evidence = CASE WHEN excluded.evidence_at > 0 THEN excluded.evidence ELSE agent_explanations.evidence END,
-		digest = excluded.digest
+		digest = excluded.digest, cert_subject = excluded.cert_subject, cert_not_after = excluded.cert_not_after,
+		kernel = CASE WHEN excluded.evidence_at > 0 THEN excluded.kernel ELSE agent_explanations.kernel END
 	WHERE agent_explanations.digest <> excluded.digest`
 
 // putExplanation runs qPutExplanation in r (the pulse commit's
@@ -88,7 +107,7 @@ func (s *Store) putExplanation(ctx context.Context, r runner, agentID string, e 
 		evAt = nanos(e.At)
 	}
 	if _, err := r.exec(ctx, qPutExplanation, agentID, nanos(e.At), int64(e.Verdict), int64(e.Reason), e.Policy,
-		nilIfEmpty(e.Findings), evAt, e.Evidence, e.digest()); err != nil {
+		nilIfEmpty(e.Findings), evAt, e.Evidence, e.digest(), e.CertSubject, nanos(e.CertNotAfter), nilIfEmpty(e.Kernel)); err != nil {
 		return fmt.Errorf("store: explanation for %s: %w", agentID, err)
 	}
 	return nil
@@ -117,7 +136,8 @@ func (s *Store) commitInTx(ctx context.Context, r runner, run func(r runner) (co
 	return nil
 }
 
-const explanationColumns = `x.agent_id, x.at, x.verdict, x.reason, x.policy, x.findings, x.evidence_at, x.evidence`
+const explanationColumns = `x.agent_id, x.at, x.verdict, x.reason, x.policy, x.findings, x.evidence_at, x.evidence,
+	x.cert_subject, x.cert_not_after, x.kernel`
 
 func scanExplanation(row scanner) (string, *Explanation, error) {
 	var (
@@ -125,11 +145,12 @@ func scanExplanation(row scanner) (string, *Explanation, error) {
 		e                  Explanation
 		at, evAt, vd, rsn  int64
 		findings, evidence []byte
+		notAfter           int64
 	)
-	if err := row.Scan(&id, &at, &vd, &rsn, &e.Policy, &findings, &evAt, &evidence); err != nil {
+	if err := row.Scan(&id, &at, &vd, &rsn, &e.Policy, &findings, &evAt, &evidence, &e.CertSubject, &notAfter, &e.Kernel); err != nil {
 		return "", nil, err
 	}
-	e.At, e.EvidenceAt = fromNanos(at), fromNanos(evAt)
+	e.At, e.EvidenceAt, e.CertNotAfter = fromNanos(at), fromNanos(evAt), fromNanos(notAfter)
 	e.Verdict, e.Reason = int32(vd), int32(rsn)
 	e.Findings, e.Evidence = findings, evidence
 	return id, &e, nil
@@ -184,11 +205,13 @@ func (s *Store) ListEvidence(ctx context.Context, after string, limit int) ([]Ag
 			at, evA int64
 			vd, rsn int64
 			av, ar  int64
+			na      int64
 		)
-		if err := rows.Scan(&ae.AgentID, &at, &vd, &rsn, &e.Policy, &e.Findings, &evA, &e.Evidence, &ae.Partition, &ae.TPM, &av, &ar); err != nil {
+		if err := rows.Scan(&ae.AgentID, &at, &vd, &rsn, &e.Policy, &e.Findings, &evA, &e.Evidence, &e.CertSubject, &na, &e.Kernel,
+			&ae.Partition, &ae.TPM, &av, &ar); err != nil {
 			return nil, fmt.Errorf("store: list evidence: %w", err)
 		}
-		e.At, e.EvidenceAt, e.Verdict, e.Reason = fromNanos(at), fromNanos(evA), int32(vd), int32(rsn)
+		e.At, e.EvidenceAt, e.Verdict, e.Reason, e.CertNotAfter = fromNanos(at), fromNanos(evA), int32(vd), int32(rsn), fromNanos(na)
 		ae.Verdict, ae.Reason, ae.Explanation = int32(av), int32(ar), &e
 		out = append(out, ae)
 	}
@@ -203,8 +226,8 @@ func (s *Store) ListEvidence(ctx context.Context, after string, limit int) ([]Ag
 func (s *Store) ExplanationBytes(ctx context.Context) (avg float64, max int64, err error) {
 	var n int64
 	var total, mx sql.NullInt64
-	err = s.db.QueryRowContext(ctx, `SELECT COUNT(*), SUM(COALESCE(LENGTH(findings), 0) + COALESCE(LENGTH(evidence), 0) + LENGTH(policy)),
-		MAX(COALESCE(LENGTH(findings), 0) + COALESCE(LENGTH(evidence), 0) + LENGTH(policy)) FROM agent_explanations`).Scan(&n, &total, &mx)
+	const size = `COALESCE(LENGTH(findings), 0) + COALESCE(LENGTH(evidence), 0) + LENGTH(policy) + LENGTH(cert_subject) + COALESCE(LENGTH(kernel), 0)`
+	err = s.db.QueryRowContext(ctx, `SELECT COUNT(*), SUM(`+size+`), MAX(`+size+`) FROM agent_explanations`).Scan(&n, &total, &mx)
 	if err != nil {
 		return 0, 0, fmt.Errorf("store: explanation bytes: %w", err)
 	}

@@ -290,6 +290,14 @@ var migrations = []string{
 	// digest of the list judged, its unexplained programs and Sentinel's
 	// unmatched load records (JSON; verifier/hostprogs.go).
 	`ALTER TABLE sentinel_cursors ADD COLUMN host_programs TEXT NOT NULL DEFAULT ''`,
+	// The agent's TLS certificate as the pulse's handshake verified it
+	// (subject, escaped and clipped; NotAfter) and the kernel summary of
+	// its last verified pulse (eBPF snapshot, Fortress, Sentinel; JSON),
+	// kept with its explanation and written by the pulse's commit
+	// (explain_identity.go).
+	`ALTER TABLE agent_explanations ADD COLUMN cert_subject TEXT NOT NULL DEFAULT '';
+	ALTER TABLE agent_explanations ADD COLUMN cert_not_after {{bigint}} NOT NULL DEFAULT 0;
+	ALTER TABLE agent_explanations ADD COLUMN kernel {{blob}}`,
 }
 
 func (s *Store) migrate(ctx context.Context) error {
