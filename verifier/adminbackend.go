@@ -94,20 +94,31 @@ func (b AdminBackend) GetAgent(ctx context.Context, id string) (*admin.AgentDeta
 		d.History = append(d.History, admin.HistoryEntry{At: h.At, Verdict: pulsev1.Verdict(h.Verdict).String(),
 			Reason: pulsev1.Reason(h.Reason).String(), Message: h.Message})
 	}
-	if err := explain(ctx, b.V.store, id, d); err != nil {
+	now := b.V.now()
+	if err := explain(ctx, b.V.store, id, d, now); err != nil {
+		return nil, err
+	}
+	if d.UpdateWindows, err = b.V.agentWindows(ctx, id, now); err != nil {
 		return nil, err
 	}
 	return d, nil
 }
 
-// explain adds the agent's stored findings and evidence to d.
-func explain(ctx context.Context, s *store.Store, id string, d *admin.AgentDetail) error {
+// explain adds the agent's stored findings, evidence, certificate and
+// kernel summary to d (the certificate judged at now).
+func explain(ctx context.Context, s *store.Store, id string, d *admin.AgentDetail, now time.Time) error {
 	x, err := s.GetExplanation(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
+	}
+	d.Certificate = certificateOf(x, now)
+	if x.Kernel != nil {
+		if d.Kernel, err = DecodeKernel(x.Kernel); err != nil {
+			return fmt.Errorf("agent %s: %w", id, err)
+		}
 	}
 	fs, err := DecodeFindings(x.Findings)
 	if err != nil {

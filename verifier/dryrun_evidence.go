@@ -258,13 +258,14 @@ func (v *Verifier) explanationOf(o *Outcome) *store.Explanation {
 		findings = nil
 	}
 	x.Findings = findings
+	v.explainIdentity(o, x)
 	if o.evidence != nil {
 		// Without its time: evidence unchanged since the last pulse
 		// encodes the same and is not written again (EvidenceAt then says
 		// since when it has been the same).
 		ev := *o.evidence
 		ev.RecordedAt = time.Time{}
-		budget := store.MaxExplanationBytes - len(x.Findings) - len(x.Policy)
+		budget := store.MaxExplanationBytes - len(x.Findings) - len(x.Policy) - len(x.CertSubject) - len(x.Kernel)
 		if b, err := encodeEvidenceCached(ev, budget); err != nil {
 			v.log.Warn("evidence not stored", "agent_id", o.agent.ID, "error", err)
 		} else {

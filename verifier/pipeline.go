@@ -40,6 +40,10 @@ type Peer struct {
 	KeySHA256 [32]byte
 	// Addr is the caller's IP address (for isolation directives).
 	Addr string
+	// CertSubject and CertNotAfter are that certificate's subject and
+	// expiry (stored with the pulse's explanation, explain_identity.go).
+	CertSubject  string
+	CertNotAfter time.Time
 }
 
 // Outcome is a pulse's verdict and what it changes.

@@ -55,7 +55,8 @@ func peerOf(ctx context.Context) (Peer, error) {
 		return Peer{}, status.Errorf(codes.PermissionDenied, "%s is not an agent", id)
 	}
 	leaf := ti.State.PeerCertificates[0]
-	p := Peer{AgentID: id.ID, Key: leaf.PublicKey, KeySHA256: pulsesig.LeafKeyDigest(leaf)}
+	p := Peer{AgentID: id.ID, Key: leaf.PublicKey, KeySHA256: pulsesig.LeafKeyDigest(leaf),
+		CertSubject: leaf.Subject.String(), CertNotAfter: leaf.NotAfter}
 	if host, _, err := net.SplitHostPort(pr.Addr.String()); err == nil {
 		p.Addr = host
 	}

@@ -131,6 +131,135 @@ type AgentDetail struct {
 	// SentinelEvents are the last records Sentinel reported for the agent
 	// (signals to it, eBPF loads, exits), newest first.
 	SentinelEvents []SentinelEvent `json:"sentinel_events"`
+	// Certificate is the agent's TLS client certificate as the handshake
+	// of its last committed pulse verified it; nil before one.
+	Certificate *Certificate `json:"certificate,omitempty"`
+	// Kernel is what the agent's last verified pulse reported from the
+	// kernel (eBPF snapshot, hook chains, Fortress, Sentinel), at
+	// EvidenceAt; nil when the store holds none. A claim signed by the
+	// agent's key and bound to the quote by the payload digest.
+	Kernel *KernelSummary `json:"kernel,omitempty"`
+	// UpdateWindows are the update windows that apply to the agent: the
+	// operators' approvals whose globs match it (not ended) and the
+	// agent_binary windows of the policy that selects it.
+	UpdateWindows []AgentWindow `json:"update_windows"`
+}
+
+// CertExpiryWarning is how close to its NotAfter an agent certificate is
+// marked as expiring soon.
+const CertExpiryWarning = 14 * 24 * time.Hour
+
+// Certificate is an agent's TLS certificate as the verifier saw it.
+type Certificate struct {
+	// Subject is the certificate's subject (RFC 2253, non-printable
+	// characters escaped, clipped to 256 bytes).
+	Subject  string    `json:"subject"`
+	NotAfter time.Time `json:"not_after"`
+	// ExpiresSoon is true when NotAfter is within CertExpiryWarning of
+	// the verifier's clock; Expired when it has passed.
+	ExpiresSoon bool `json:"expires_soon"`
+	Expired     bool `json:"expired"`
+}
+
+// KernelSummary is the stored kernel summary of an agent's last verified
+// pulse (the verifier's encoding, verifier/explain_identity.go): names,
+// tags and problems, never kernel object IDs (they differ per host, the
+// rest is shared by a fleet).
+type KernelSummary struct {
+	// Pinned are the programs pinned under the agent's bpffs directory,
+	// with what is wrong with each live pin (empty: matches what the agent
+	// loaded).
+	Pinned []KernelPin `json:"pinned"`
+	// Hooks are the attach points Pulse enforces and what the kernel runs
+	// there, in order.
+	Hooks []KernelHook `json:"hooks"`
+	// HostPrograms is how many eBPF programs the host had loaded;
+	// QuarantineCount how many addresses Shield's map held.
+	HostPrograms    uint32          `json:"host_programs"`
+	QuarantineCount uint32          `json:"quarantine_count"`
+	Fortress        *KernelFortress `json:"fortress,omitempty"`
+	Sentinel        *KernelSentinel `json:"sentinel,omitempty"`
+	// Clipped says what was left out to keep the summary within its
+	// bound ("" when nothing was).
+	Clipped string `json:"clipped,omitempty"`
+}
+
+// KernelPin is one pinned program: pinned (what the agent loaded) vs.
+// live (what the pin holds now).
+type KernelPin struct {
+	Name string `json:"name"`
+	// Tag is the kernel's 8-byte program tag (hex).
+	Tag string `json:"tag"`
+	// InsnSHA256 is the SHA-256 of the instructions the agent loaded
+	// (hex, 16 characters shown).
+	InsnSHA256 string `json:"insn_sha256,omitempty"`
+	// Problem is empty when the live pin is the program loaded; else
+	// ProblemKind (MISSING, REPLACED, DETACHED, UNEXPECTED) and the
+	// agent's description.
+	ProblemKind string `json:"problem_kind,omitempty"`
+	Problem     string `json:"problem,omitempty"`
+}
+
+// KernelHook is one attach point and its chain.
+type KernelHook struct {
+	Hook     string        `json:"hook"`
+	Target   string        `json:"target"`
+	Programs []KernelChain `json:"programs"`
+	Error    string        `json:"error,omitempty"`
+}
+
+// KernelChain is one program of a hook chain, in the order the kernel
+// runs them.
+type KernelChain struct {
+	Name string `json:"name"`
+	Tag  string `json:"tag"`
+	Type string `json:"type"`
+	// Link is false for a legacy attachment (no link).
+	Link bool `json:"link"`
+}
+
+// KernelFortress is Fortress's status as the agent read it.
+type KernelFortress struct {
+	Active    bool   `json:"active"`
+	LSMListed bool   `json:"lsm_listed"`
+	Loaded    bool   `json:"loaded"`
+	Attached  bool   `json:"attached"`
+	Reason    string `json:"reason,omitempty"`
+	Tag       string `json:"tag,omitempty"`
+}
+
+// KernelSentinel summarises Sentinel as the agent read it from the kernel.
+type KernelSentinel struct {
+	NextSeq uint64 `json:"next_seq"`
+	Lost    uint64 `json:"lost"`
+	// ConfigMatches is true when Sentinel's configured agent is the
+	// agent's own process.
+	ConfigMatches bool   `json:"config_matches"`
+	Truncated     bool   `json:"truncated,omitempty"`
+	Error         string `json:"error,omitempty"`
+	// Events is how many Sentinel records the pulse carried.
+	Events int `json:"events"`
+}
+
+// AgentWindow is one update window that applies to an agent.
+type AgentWindow struct {
+	// Source is "operator" (an approval through the API or pulsectl) or
+	// "policy" (an agent_binary window of the policy selecting the agent).
+	Source string `json:"source"`
+	// Name is the approval's ID or the policy window's name; Where the
+	// policy window's file:line.
+	Name  string `json:"name"`
+	Where string `json:"where,omitempty"`
+	// Digests are the agent binaries the window allows.
+	Digests []string  `json:"digests"`
+	Start   time.Time `json:"start"`
+	End     time.Time `json:"end"`
+	// Open is true when the verifier's clock is within [Start, End).
+	Open bool   `json:"open"`
+	By   string `json:"by,omitempty"`
+	// EBPFObjects is how many eBPF object digests a policy window's
+	// manifest lists.
+	EBPFObjects int `json:"ebpf_objects,omitempty"`
 }
 
 // SentinelEvent is one Sentinel record an agent reported in a committed

@@ -46,8 +46,8 @@ type Explanation struct {
 	CertSubject  string
 	CertNotAfter time.Time
 	// Kernel is the verifier's encoding of the kernel summary of the
-	// pulse (eBPF snapshot, Fortress, Sentinel); like Evidence, nil keeps
-	// the last verified pulse's.
+	// pulse (eBPF snapshot, Fortress, Sentinel), set when the pulse's
+	// quote verified; nil keeps the stored one.
 	Kernel []byte
 }
 
@@ -93,7 +93,7 @@ const qPutExplanation = `INSERT INTO agent_explanations (agent_id, at, verdict, 
 		evidence_at = CASE WHEN excluded.evidence_at > 0 THEN excluded.evidence_at ELSE agent_explanations.evidence_at END,
 		evidence = CASE WHEN excluded.evidence_at > 0 THEN excluded.evidence ELSE agent_explanations.evidence END,
 		digest = excluded.digest, cert_subject = excluded.cert_subject, cert_not_after = excluded.cert_not_after,
-		kernel = CASE WHEN excluded.evidence_at > 0 THEN excluded.kernel ELSE agent_explanations.kernel END
+		kernel = CASE WHEN excluded.kernel IS NOT NULL THEN excluded.kernel ELSE agent_explanations.kernel END
 	WHERE agent_explanations.digest <> excluded.digest`
 
 // putExplanation runs qPutExplanation in r (the pulse commit's
