@@ -13,8 +13,8 @@ import (
 
 // TestExplanationCertificateAndKernel: the agent's TLS certificate
 // (subject, NotAfter) is written by every committed pulse, the kernel
-// summary only with verified evidence (a pulse without it keeps the last
-// one); a replayed epoch writes neither; both count against the bound.
+// summary when the pulse sets one (a pulse without it keeps the last one);
+// a replayed epoch writes neither; both count against the bound.
 func TestExplanationCertificateAndKernel(t *testing.T) {
 	for name, s := range engines(t) {
 		t.Run(name, func(t *testing.T) {
@@ -44,8 +44,8 @@ func TestExplanationCertificateAndKernel(t *testing.T) {
 				t.Fatalf("replay changed the explanation: %+v", got)
 			}
 
-			// A rotated certificate on a pulse without verified evidence:
-			// the certificate moves, the kernel summary stays.
+			// A rotated certificate on a pulse without a kernel summary (its
+			// quote did not verify): the certificate moves, the summary stays.
 			exp2 := exp.Add(30 * 24 * time.Hour)
 			x2 := &store.Explanation{At: at.Add(time.Minute), Verdict: 2, Reason: 7, CertSubject: "CN=k,O=fleet,OU=rotated", CertNotAfter: exp2}
 			if st, err := s.CommitPulse(ctx, "k", 1, store.PulseUpdate{At: at.Add(time.Minute), Verdict: 2, Explanation: x2}); err != nil || st != store.NonceOK {
