@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -12,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pulse-attest/pulse/bpf"
+	"github.com/pulse-attest/pulse/internal/pki"
 	"github.com/pulse-attest/pulse/internal/testutil"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
@@ -91,10 +94,25 @@ func TestDashboardWalk(t *testing.T) {
 	}
 	t.Cleanup(func() { os.Remove(policyFile) })
 
+	// The agent runs its eBPF programs (Shield in tcx mode on a veth,
+	// Sentinel; Fortress as the kernel allows it), so that the detail page
+	// has a kernel snapshot to show.
 	agentBin := filepath.Join(f.dir, "pulse-agent")
 	copyBinary(t, bin("pulse-agent"), agentBin, nil)
-	f.launchAgent("edge-walk", f.agentConfig("edge-walk", sw, ""), agentBin)
-	f.waitVerdict("edge-walk", trusted, "REASON_OK", 30*time.Second)
+	ifname, _ := kernelEvidenceVeth(t)
+	suffix := make([]byte, 4)
+	rand.Read(suffix) //nolint:errcheck
+	pinDir := "/sys/fs/bpf/pulse-e2e-walk-" + hex.EncodeToString(suffix)
+	t.Cleanup(func() { bpf.RemoveAll(pinDir) }) //nolint:errcheck // best effort
+	agentCfg := f.agentConfig("edge-walk", sw, "")
+	replaceInFile(t, agentCfg, "bpf {\n  enabled = false\n}", fmt.Sprintf("bpf {\n  enabled    = true\n  pin_dir    = %q\n  interfaces = [%q]\n}", pinDir, ifname))
+	certs, err := pki.ReadCertificates(filepath.Join(filepath.Dir(agentCfg), "agent.pem"))
+	if err != nil || len(certs) == 0 {
+		t.Fatalf("agent certificate: %v", err)
+	}
+	agentCert := certs[0]
+	f.launchAgent("edge-walk", agentCfg, agentBin)
+	f.waitVerdict("edge-walk", trusted, "REASON_OK", 45*time.Second)
 
 	// The policy is tightened: the agent's build is no longer allowed.
 	other := sha256.Sum256([]byte("the next build"))
@@ -181,7 +199,43 @@ func TestDashboardWalk(t *testing.T) {
 		!strings.Contains(op.text(`document.getElementById("ev-runtime").textContent`), build) {
 		t.Fatalf("evidence not shown: %s", op.text(`document.getElementById("evidence").innerText`))
 	}
+	// Identity: the certificate the pulses' handshakes verified, its
+	// expiry highlighted when within 14 days.
+	subject := op.text(`document.querySelector('#agent-identity dd[data-field="certificate subject"]').textContent`)
+	expiry := `document.querySelector('#agent-identity dd[data-field="certificate expires"]')`
+	if !strings.Contains(subject, "CN=edge-walk") || !strings.Contains(op.text(expiry+`.textContent`), agentCert.NotAfter.UTC().Format("2006-01-02 15:04:05")) {
+		t.Fatalf("certificate: subject %q, expires %q (NotAfter %v)", subject, op.text(expiry+`.textContent`), agentCert.NotAfter)
+	}
+	soon := time.Until(agentCert.NotAfter) < 14*24*time.Hour
+	if got := op.text(expiry+`.classList.contains("cert-soon")`) == "true"; got != soon {
+		t.Fatalf("certificate expiring in %v highlighted %v", time.Until(agentCert.NotAfter).Round(time.Hour), got)
+	}
 	shot(op, "3-agent-detail")
+
+	// The kernel: Shield's and Sentinel's pins as loaded and live, the tcx
+	// chain on the veth, Fortress's status and Sentinel's counters.
+	op.waitTrue("kernel summary", `!document.getElementById("kernel").hidden && document.querySelectorAll("#kernel-pin-rows tr").length > 0`, 10*time.Second)
+	if n := op.text(`document.querySelectorAll('#kernel-pin-rows tr[data-problem=""]').length`); n == "0" || n != op.text(`document.querySelectorAll("#kernel-pin-rows tr").length`) {
+		t.Fatalf("pins without a problem: %s of %s", n, op.text(`document.querySelectorAll("#kernel-pin-rows tr").length`))
+	}
+	if h := op.text(`Array.from(document.querySelectorAll("#kernel-hook-rows tr")).map((r) => r.innerText).join("|")`); !strings.Contains(h, ifname) || !strings.Contains(h, "shield") {
+		t.Fatalf("hook chains %q name no Shield program on %s", h, ifname)
+	}
+	fortress := op.text(`document.querySelector('#kernel-fortress dd[data-field="active"]').textContent`)
+	if fortress != "active" && fortress != "not active" {
+		t.Fatalf("Fortress status %q", fortress)
+	}
+	if fortress == "not active" && op.text(`document.querySelector('#kernel-fortress dd[data-field="reason"]').textContent`) == "—" {
+		t.Fatal("Fortress not active without a reason")
+	}
+	if c := op.text(`document.querySelector('#kernel-sentinel dd[data-field="configured for the agent"]').textContent`); c != "yes" {
+		t.Fatalf("Sentinel configured for the agent: %q", c)
+	}
+	if op.text(`document.getElementById("agent-windows-empty").hidden`) != "false" {
+		t.Fatalf("update windows listed before any approval: %s", op.text(`document.getElementById("agent-windows").innerText`))
+	}
+	op.js(`document.getElementById("kernel").scrollIntoView()`)
+	shot(op, "3b-agent-kernel")
 
 	// An operator action from the page: a maintenance window, confirmed,
 	// on the audit record.

@@ -322,6 +322,78 @@
     }));
   }
 
+  function renderCertificate(c) {
+    if (!c) return [["certificate", "not recorded yet (no pulse since the verifier stores it)"]];
+    const cls = c.expired ? "mono cert-expired" : c.expires_soon ? "mono cert-soon" : "mono";
+    const note = c.expired ? " (expired)" : c.expires_soon ? " (expires within 14 days)" : "";
+    return [["certificate subject", c.subject, "mono"], ["certificate expires", when(c.not_after) + note, cls]];
+  }
+
+  function yesNo(b) { return b ? "yes" : "no"; }
+
+  function renderKernel(k) {
+    $("kernel-none").hidden = !!k;
+    $("kernel").hidden = !k;
+    if (!k) return;
+    const clip = $("kernel-clipped");
+    clip.hidden = !k.clipped;
+    clip.textContent = k.clipped ? "Stored without " + k.clipped + " to keep within its bound." : "";
+    const f = k.fortress;
+    dl($("kernel-fortress"), f ? [
+      ["active", f.active ? "active" : "not active", f.active ? null : "warn"],
+      ["BPF-LSM listed", yesNo(f.lsm_listed)], ["loaded", yesNo(f.loaded)], ["attached", yesNo(f.attached)],
+      ["tag", f.tag, "mono"], ["reason", f.reason, "message"],
+    ] : [["status", "not reported"]]);
+    $("kernel-fortress").setAttribute("data-active", String(!!(f && f.active)));
+    const st = k.sentinel;
+    dl($("kernel-sentinel"), st ? [
+      ["next sequence", st.next_seq], ["records lost", st.lost, st.lost ? "warn" : null],
+      ["configured for the agent", st.config_matches ? "yes" : "no (configured for another process)", st.config_matches ? null : "warn"],
+      ["records in the pulse", st.events + (st.truncated ? " (more follow)" : "")], ["error", st.error, st.error ? "warn" : null],
+    ] : [["status", "not reported"]]);
+    dl($("kernel-host"), [["eBPF programs loaded", k.host_programs], ["quarantined addresses in Shield", k.quarantine_count]]);
+    const pins = k.pinned || [];
+    $("kernel-pin-rows").replaceChildren(...pins.map((p) => {
+      const tr = el("tr", p.problem_kind ? "problem" : null);
+      tr.setAttribute("data-program", p.name);
+      tr.setAttribute("data-problem", p.problem_kind || "");
+      cell(tr, p.name, "mono");
+      cell(tr, p.tag, "mono");
+      cell(tr, p.insn_sha256 || "", "mono digest");
+      cell(tr, p.problem_kind ? p.problem_kind + ": " + (p.problem || "") : "matches what was loaded", p.problem_kind ? "warn" : null);
+      return tr;
+    }));
+    $("kernel-pins-empty").hidden = pins.length > 0;
+    const hooks = k.hooks || [];
+    $("kernel-hook-rows").replaceChildren(...hooks.map((h) => {
+      const tr = el("tr", h.error ? "problem" : null);
+      tr.setAttribute("data-hook", h.hook);
+      cell(tr, h.hook, "mono");
+      cell(tr, h.target, "mono");
+      const td = cell(tr, null, "mono");
+      if (h.error) td.appendChild(el("span", "warn", "not queried: " + h.error));
+      for (const p of h.programs || []) td.appendChild(el("span", "chain", p.name + " (" + p.type + ", tag " + p.tag + (p.link ? "" : ", no link") + ")"));
+      if (!h.error && (h.programs || []).length === 0) td.textContent = "nothing attached";
+      return tr;
+    }));
+    $("kernel-hooks-empty").hidden = hooks.length > 0;
+  }
+
+  function renderWindows(ws) {
+    $("agent-window-rows").replaceChildren(...ws.map((w) => {
+      const tr = el("tr", w.open ? "open" : null);
+      tr.setAttribute("data-window", w.name);
+      cell(tr, w.source === "policy" ? "policy" + (w.where ? " (" + w.where + ")" : "") : "operator" + (w.by ? " (" + w.by + ")" : ""));
+      cell(tr, w.name, "mono");
+      cell(tr, (w.digests || []).map((d) => d.slice(0, 16)).join(", ") + (w.ebpf_objects ? "; " + w.ebpf_objects + " eBPF objects" : ""), "mono digest");
+      cell(tr, when(w.start), "mono");
+      cell(tr, when(w.end), "mono");
+      cell(tr, w.open ? "open" : "scheduled or ended");
+      return tr;
+    }));
+    $("agent-windows-empty").hidden = ws.length > 0;
+  }
+
   function renderTimeline(hist) {
     const rows = hist.map((h) => {
       const tr = el("tr", "row-" + h.verdict);
@@ -372,6 +444,7 @@
       ["partition", d.partition], ["trust", d.trust === "tpm" ? "TPM quote" : "mTLS-only"], ["address", d.address, "mono"],
       ["EK SHA-256", d.ek_sha256, "mono digest"], ["AK name", d.ak_name, "mono digest"], ["enrolled", when(d.enrolled_at), "mono"],
       ["agent version (reported)", d.agent_version, "mono"],
+      ...renderCertificate(d.certificate),
       ["last pulse", when(d.last_pulse) || "never", "mono"], ["policy digest", d.policy_digest, "mono digest"],
       ["directive stream", d.connected ? "connected" : "not connected"], ["open alerts", d.open_alerts],
     ]);
@@ -391,6 +464,8 @@
     $("agent-findings-empty").hidden = fs.length > 0;
     renderTimeline(d.history || []);
     renderEvidence(d);
+    renderKernel(d.kernel);
+    renderWindows(d.update_windows || []);
     const se = d.sentinel_events || [];
     $("agent-sentinel-rows").replaceChildren(...se.map((e) => {
       const tr = el("tr");
