@@ -102,8 +102,10 @@ func (a *Agent) dial() (*session, error) {
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
 		grpc.WithConnectParams(connectParams(interval)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 60 * time.Second, Timeout: 20 * time.Second}),
-		// One message each interval: gRPC's pool would keep a buffer of the
-		// next size tier up (1 MiB for a 34 KB firmware log) between them.
+		// One message each interval: gRPC's pools would keep buffers of the
+		// next size tier up (1 MiB for a 34 KB firmware log) between them,
+		// the codec's for sending and the transport's for receiving.
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(exactCodec{})),
 		experimental.WithBufferPool(mem.NopBufferPool{}),
 	)...)
 	if err != nil {
