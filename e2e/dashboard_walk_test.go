@@ -244,6 +244,21 @@ func TestDashboardWalk(t *testing.T) {
 	op.js(`document.getElementById("action-yes").click()`)
 	op.waitTrue("maintenance window opened", `document.getElementById("action-result").getAttribute("data-result") === "ok"`, 10*time.Second)
 
+	// An update approval from the page: listed among the update windows
+	// that apply to the agent once the page is read again.
+	nextBuild := hex.EncodeToString(other[:])
+	op.js(`(() => { document.getElementById("action-result").setAttribute("data-result", ""); const f = document.getElementById("agent-actions"); f.elements.action.value = "approve"; f.elements.action.dispatchEvent(new Event("change")); f.elements.digest.value = "` + nextBuild + `"; document.getElementById("action-submit").click(); })()`)
+	op.waitTrue("confirmation asked", `!document.getElementById("action-confirm").hidden`, 5*time.Second)
+	op.js(`document.getElementById("action-yes").click()`)
+	op.waitTrue("update approved", `document.getElementById("action-result").getAttribute("data-result") === "ok"`, 10*time.Second)
+	op.navigate(base + "/fleet/agent?id=edge-walk")
+	op.waitTrue("agent detail again", loaded("agent")+` && document.querySelector("#agent-window-rows tr") !== null`, 30*time.Second)
+	if w := op.text(`document.querySelector("#agent-window-rows tr").innerText`); !strings.Contains(w, nextBuild[:16]) || !strings.Contains(w, "operator (alice)") || !strings.Contains(w, "open") {
+		t.Fatalf("update window row %q", w)
+	}
+	op.js(`document.getElementById("agent-windows").scrollIntoView()`)
+	shot(op, "3c-agent-update-window")
+
 	// Alerts: acknowledge the agent's alert with a note.
 	op.navigate(base + "/fleet/alerts?open=1&agent=edge-walk")
 	op.waitTrue("alerts", loaded("alerts")+` && document.querySelector("#alert-list-rows tr[data-agent-id=edge-walk] button.ack") !== null`, 30*time.Second)
