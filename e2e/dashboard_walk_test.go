@@ -236,6 +236,14 @@ func TestDashboardWalk(t *testing.T) {
 	}
 	op.js(`document.getElementById("kernel").scrollIntoView()`)
 	shot(op, "3b-agent-kernel")
+	// What the store keeps for the agent with its kernel summary: within
+	// the per-agent bound.
+	x, err := f.store().GetExplanation(t.Context(), "edge-walk")
+	if err != nil || len(x.Kernel) == 0 || x.Size() > store.MaxExplanationBytes {
+		t.Fatalf("stored explanation: %v", err)
+	}
+	t.Logf("stored explanation of a real agent with eBPF: %d bytes (kernel summary %d, evidence %d, findings %d, certificate subject %d)",
+		x.Size(), len(x.Kernel), len(x.Evidence), len(x.Findings), len(x.CertSubject))
 
 	// An operator action from the page: a maintenance window, confirmed,
 	// on the audit record.
