@@ -1,14 +1,19 @@
 package verifier
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -28,14 +33,16 @@ import (
 // with its certificate key and bound to the quote by the payload's digest,
 // not measured by the TPM. It names programs by name and tag, never by
 // kernel ID (IDs differ per host; the rest is shared by a fleet booted the
-// same way), and is bounded by maxKernelBytes within
+// same way), and is stored gzip'd, bounded by maxKernelBytes within
 // store.MaxExplanationBytes.
 
 const (
 	// maxSubjectBytes bounds the stored certificate subject.
 	maxSubjectBytes = 256
-	// maxKernelBytes bounds the stored kernel summary (JSON).
+	// maxKernelBytes bounds the stored kernel summary (gzip'd JSON);
+	// maxKernelJSON the JSON before compression.
 	maxKernelBytes = 2 << 10
+	maxKernelJSON  = 32 << 10
 	// maxKernelText bounds each name, reason and problem in it.
 	maxKernelText = 120
 )
@@ -111,21 +118,31 @@ func kernelSummaryOf(p *pulsev1.PulsePayload) admin.KernelSummary {
 		}
 	}
 	if s := p.GetSentinel(); s != nil {
-		k.Sentinel = &admin.KernelSentinel{NextSeq: s.GetNextSeq(), Lost: s.GetLost(),
+		k.Sentinel = &admin.KernelSentinel{Lost: s.GetLost(),
 			ConfigMatches: s.GetCfgAgentTgid() != 0 && s.GetCfgAgentTgid() == s.GetAgentTgid(),
 			Truncated:     s.GetTruncated(), Error: cleanText(s.GetError(), maxKernelText), Events: len(p.GetSentinelEvents())}
 	}
 	return k
 }
 
+// gzipKernel is k's stored form when its JSON fits maxKernelJSON (else
+// nil, and the caller leaves something out).
+func gzipKernel(k admin.KernelSummary) ([]byte, error) {
+	raw, err := json.Marshal(k)
+	if err != nil || len(raw) > maxKernelJSON {
+		return nil, err
+	}
+	return gzipJSON(json.RawMessage(raw))
+}
+
 // encodeKernel encodes k within maxKernelBytes: hook chains' programs go
 // first, then hooks, then pins (Clipped says what was left out).
 func encodeKernel(k admin.KernelSummary) ([]byte, error) {
-	b, err := json.Marshal(k)
+	b, err := gzipKernel(k)
 	if err != nil {
 		return nil, fmt.Errorf("encode kernel summary: %w", err)
 	}
-	for step := 0; len(b) > maxKernelBytes; step++ {
+	for step := 0; b == nil || len(b) > maxKernelBytes; step++ {
 		switch step {
 		case 0:
 			n := 0
@@ -147,12 +164,46 @@ func encodeKernel(k admin.KernelSummary) ([]byte, error) {
 			k.Clipped += fmt.Sprintf(", %d pins without a problem", len(k.Pinned)-len(keep))
 			k.Pinned = keep
 		default:
-			return nil, fmt.Errorf("encode kernel summary: %d bytes, bound %d", len(b), maxKernelBytes)
+			return nil, fmt.Errorf("encode kernel summary: over its bound of %d bytes", maxKernelBytes)
 		}
-		if b, err = json.Marshal(k); err != nil {
+		if b, err = gzipKernel(k); err != nil {
 			return nil, fmt.Errorf("encode kernel summary: %w", err)
 		}
 	}
+	return b, nil
+}
+
+// kernelCache holds recent kernel summary encodings by the SHA-256 of
+// their JSON: a fleet booted the same way reports the same summary (it
+// holds no kernel IDs, PIDs or sequence numbers), so most pulses pay the
+// JSON and a hash, not the compression.
+var kernelCache struct {
+	sync.Mutex
+	m map[[32]byte][]byte
+}
+
+// encodeKernelCached is encodeKernel through kernelCache.
+func encodeKernelCached(k admin.KernelSummary) ([]byte, error) {
+	raw, err := json.Marshal(k)
+	if err != nil {
+		return nil, fmt.Errorf("encode kernel summary: %w", err)
+	}
+	key := sha256.Sum256(raw)
+	kernelCache.Lock()
+	b, ok := kernelCache.m[key]
+	kernelCache.Unlock()
+	if ok {
+		return b, nil
+	}
+	if b, err = encodeKernel(k); err != nil {
+		return nil, err
+	}
+	kernelCache.Lock()
+	if kernelCache.m == nil || len(kernelCache.m) >= maxEncodedCache {
+		kernelCache.m = make(map[[32]byte][]byte, maxEncodedCache)
+	}
+	kernelCache.m[key] = b
+	kernelCache.Unlock()
 	return b, nil
 }
 
@@ -161,8 +212,19 @@ func DecodeKernel(b []byte) (*admin.KernelSummary, error) {
 	if len(b) > maxKernelBytes {
 		return nil, fmt.Errorf("%w: %d bytes", ErrKernelEncoding, len(b))
 	}
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrKernelEncoding, err)
+	}
+	raw, err := io.ReadAll(io.LimitReader(zr, maxKernelJSON+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrKernelEncoding, err)
+	}
+	if len(raw) > maxKernelJSON {
+		return nil, fmt.Errorf("%w: more than %d bytes", ErrKernelEncoding, maxKernelJSON)
+	}
 	var k admin.KernelSummary
-	if err := json.Unmarshal(b, &k); err != nil {
+	if err := json.Unmarshal(raw, &k); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrKernelEncoding, err)
 	}
 	return &k, nil
@@ -178,7 +240,7 @@ func (v *Verifier) explainIdentity(o *Outcome, x *store.Explanation) {
 	if !o.TPM && o.evidence == nil || o.payload == nil {
 		return
 	}
-	b, err := encodeKernel(kernelSummaryOf(o.payload))
+	b, err := encodeKernelCached(kernelSummaryOf(o.payload))
 	if err != nil {
 		v.log.Warn("kernel summary not stored", "agent_id", o.agent.ID, "error", err)
 		return

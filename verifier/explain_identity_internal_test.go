@@ -1,6 +1,9 @@
 package verifier
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -46,19 +49,26 @@ func FuzzCleanText(f *testing.F) {
 // hook chains' programs, then its hooks, then its healthy pins (pins with a
 // problem stay), and says so; what fits is stored whole and decodes.
 func TestEncodeKernelBound(t *testing.T) {
+	// Random names and tags: the bound is on the compressed form.
+	rnd := func(n int) string {
+		b := make([]byte, n/2)
+		rand.Read(b)
+		return hex.EncodeToString(b)
+	}
+	tag := func() []byte { b := make([]byte, 8); rand.Read(b); return b }
 	mk := func(pins, hooks, progs int) *pulsev1.PulsePayload {
 		p := &pulsev1.PulsePayload{Bpf: &pulsev1.BPFSnapshot{}, Fortress: &pulsev1.FortressStatus{Active: true}}
 		for i := range pins {
-			pin := &pulsev1.PinnedProgram{Name: strings.Repeat("p", 40) + string(rune('a'+i%26)), Tag: make([]byte, 8)}
+			pin := &pulsev1.PinnedProgram{Name: rnd(40), Tag: tag()}
 			if i == 0 {
 				pin.ProblemKind, pin.Problem = pulsev1.PinProblem_PIN_PROBLEM_MISSING, "gone"
 			}
 			p.Bpf.Pinned = append(p.Bpf.Pinned, pin)
 		}
 		for range hooks {
-			h := &pulsev1.HookChain{Hook: "tcx_ingress", Target: "eth0"}
+			h := &pulsev1.HookChain{Hook: "tcx_ingress", Target: rnd(16)}
 			for range progs {
-				h.Programs = append(h.Programs, &pulsev1.ChainProgram{Name: strings.Repeat("c", 60), Tag: make([]byte, 8), Type: "sched_cls"})
+				h.Programs = append(h.Programs, &pulsev1.ChainProgram{Name: rnd(60), Tag: tag(), Type: "sched_cls"})
 			}
 			p.Bpf.Hooks = append(p.Bpf.Hooks, h)
 		}
@@ -71,9 +81,9 @@ func TestEncodeKernelBound(t *testing.T) {
 		clipped            string
 	}{
 		{"fits", mk(3, 2, 2), 3, 2, 4, ""},
-		{"chains go first", mk(3, 4, 10), 3, 4, 0, "hook chain programs"},
-		{"then hooks", mk(3, 80, 0), 3, 0, 0, "80 hooks"},
-		{"then healthy pins", mk(60, 0, 0), 1, 0, 0, "pins without a problem"},
+		{"chains go first", mk(3, 8, 20), 3, 8, 0, "160 hook chain programs"},
+		{"then hooks", mk(3, 300, 0), 3, 0, 0, "300 hooks"},
+		{"then healthy pins", mk(300, 0, 0), 1, 0, 0, "299 pins without a problem"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := encodeKernel(kernelSummaryOf(tc.p))
@@ -102,7 +112,52 @@ func TestEncodeKernelBound(t *testing.T) {
 	if _, err := DecodeKernel([]byte(strings.Repeat(" ", maxKernelBytes+1))); !errors.Is(err, ErrKernelEncoding) {
 		t.Fatalf("oversized stored summary: %v", err)
 	}
-	if _, err := DecodeKernel([]byte(`{"pinned":3}`)); !errors.Is(err, ErrKernelEncoding) {
+	corrupt, _ := gzipJSON(json.RawMessage(`{"pinned":3}`))
+	if _, err := DecodeKernel(corrupt); !errors.Is(err, ErrKernelEncoding) {
 		t.Fatalf("corrupt stored summary: %v", err)
+	}
+	if _, err := DecodeKernel([]byte(`{"pinned":[]}`)); !errors.Is(err, ErrKernelEncoding) {
+		t.Fatalf("corrupt stored summary: %v", err)
+	}
+}
+
+// BenchmarkEncodeKernel: the kernel summary of a pulse like the e2e
+// agent's (6 pins, 8 hook chains, Fortress, Sentinel), encoded as the
+// commit stores it (a fleet's agents share the encoding: kernelCache).
+// BenchmarkEncodeKernelUncached is the cost of one not seen before.
+func BenchmarkEncodeKernel(b *testing.B) {
+	p := &pulsev1.PulsePayload{Bpf: &pulsev1.BPFSnapshot{HostProgramCount: 12},
+		Fortress: &pulsev1.FortressStatus{Reason: "kernel refused to load the BPF-LSM program: operation not permitted (EPERM); kernel lockdown=integrity"},
+		Sentinel: &pulsev1.SentinelReport{NextSeq: 40, CfgAgentTgid: 300, AgentTgid: 300}}
+	for _, n := range []string{"sentinel_bpf", "sentinel_exit", "sentinel_newtask", "sentinel_signal", "shield_egress", "shield_ingress"} {
+		p.Bpf.Pinned = append(p.Bpf.Pinned, &pulsev1.PinnedProgram{Name: n, Tag: []byte(n[:8]), InsnSha256: make([]byte, 32)})
+	}
+	for _, h := range [][2]string{{"tcx_ingress", "eth0"}, {"tcx_egress", "eth0"}, {"xdp", "eth0"}, {"tracepoint", "sched/sched_process_exit"},
+		{"tracepoint", "signal/signal_generate"}, {"tracepoint", "syscalls/sys_enter_bpf"}, {"tracepoint", "task/task_newtask"}, {"lsm", "task_kill"}} {
+		p.Bpf.Hooks = append(p.Bpf.Hooks, &pulsev1.HookChain{Hook: h[0], Target: h[1],
+			Programs: []*pulsev1.ChainProgram{{Id: 9, Name: "prog_" + h[1], Tag: []byte("12345678"), Type: "sched_cls", LinkId: 3}}})
+	}
+	b.ReportAllocs()
+	var n int
+	for b.Loop() {
+		out, err := encodeKernelCached(kernelSummaryOf(p))
+		if err != nil {
+			b.Fatal(err)
+		}
+		n = len(out)
+	}
+	b.ReportMetric(float64(n), "stored_bytes")
+}
+
+func BenchmarkEncodeKernelUncached(b *testing.B) {
+	p := &pulsev1.PulsePayload{Bpf: &pulsev1.BPFSnapshot{}, Fortress: &pulsev1.FortressStatus{}}
+	for _, n := range []string{"sentinel_bpf", "sentinel_exit", "sentinel_newtask", "sentinel_signal", "shield_egress", "shield_ingress"} {
+		p.Bpf.Pinned = append(p.Bpf.Pinned, &pulsev1.PinnedProgram{Name: n, Tag: []byte(n[:8])})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := encodeKernel(kernelSummaryOf(p)); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

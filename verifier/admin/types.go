@@ -230,8 +230,9 @@ type KernelFortress struct {
 
 // KernelSentinel summarises Sentinel as the agent read it from the kernel.
 type KernelSentinel struct {
-	NextSeq uint64 `json:"next_seq"`
-	Lost    uint64 `json:"lost"`
+	// Lost is how many records the ring buffer dropped (the kernel's
+	// count). Sequence numbers are not kept here (Sentinel events are).
+	Lost uint64 `json:"lost"`
 	// ConfigMatches is true when Sentinel's configured agent is the
 	// agent's own process.
 	ConfigMatches bool   `json:"config_matches"`

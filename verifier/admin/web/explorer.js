@@ -347,7 +347,7 @@
     $("kernel-fortress").setAttribute("data-active", String(!!(f && f.active)));
     const st = k.sentinel;
     dl($("kernel-sentinel"), st ? [
-      ["next sequence", st.next_seq], ["records lost", st.lost, st.lost ? "warn" : null],
+      ["records lost", st.lost, st.lost ? "warn" : null],
       ["configured for the agent", st.config_matches ? "yes" : "no (configured for another process)", st.config_matches ? null : "warn"],
       ["records in the pulse", st.events + (st.truncated ? " (more follow)" : "")], ["error", st.error, st.error ? "warn" : null],
     ] : [["status", "not reported"]]);
