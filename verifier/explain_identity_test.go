@@ -1,6 +1,8 @@
 package verifier_test
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -38,7 +40,7 @@ func kernelHook(a *verifiertest.Client, replaced string, nextSeq uint64) {
 // hook chains, Fortress, Sentinel; a hostile name escaped, no kernel IDs),
 // which a pulse whose quote fails does not replace, and the update windows
 // that apply to it (an operator approval matching it, not one for other
-// agents).
+// agents; the policy's agent_binary window with its file:line, scheduled).
 func TestAgentDetailCertificateKernelWindows(t *testing.T) {
 	e, a, cl := explainEnv(t, "edge-ident")
 	if e == nil {
@@ -137,5 +139,35 @@ func TestAgentDetailCertificateKernelWindows(t *testing.T) {
 	d, _ = cl.GetAgent(c, "edge-ident")
 	if ws := d.Agent.UpdateWindows; len(ws) != 1 || ws[0].Source != "operator" || ws[0].Digests[0] != digest || !ws[0].Open {
 		t.Fatalf("update windows %+v", ws)
+	}
+
+	// A policy update window (agent_binary) applies too, with file:line.
+	ps, err := cl.PolicyStatus(c)
+	if err != nil || len(ps.Files) != 1 {
+		t.Fatalf("policy files %v: %v", ps, err)
+	}
+	next := strings.Repeat("ef", 32)
+	sections := strings.Replace(explainSections("edge-ident", ""), "  agent_binary {\n",
+		fmt.Sprintf("  agent_binary {\n    update_window \"next-build\" {\n      start = %q\n      end   = %q\n      allow = [%q]\n    }\n",
+			now.Add(24*time.Hour).UTC().Format(time.RFC3339), now.Add(48*time.Hour).UTC().Format(time.RFC3339), next), 1)
+	pol := "policy \"fleet\" {\n  match {\n    agents = [\"*\"]\n  }\n  tpm = \"required\"\n" + sections + "}\n"
+	if err := os.WriteFile(ps.Files[0], []byte(pol), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d, err = cl.GetAgent(c, "edge-ident")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(d.Agent.UpdateWindows) == 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	ws := d.Agent.UpdateWindows
+	if len(ws) != 2 || ws[1].Source != "policy" || ws[1].Name != "fleet/next-build" || !strings.HasPrefix(ws[1].Where, ps.Files[0]+":") ||
+		ws[1].Open || len(ws[1].Digests) != 1 || ws[1].Digests[0] != next {
+		t.Fatalf("update windows with a policy window %+v", ws)
 	}
 }
