@@ -304,6 +304,34 @@ func TestDashboardWalk(t *testing.T) {
 	}
 	shot(op, "6-policy-dry-run")
 
+	// The agent moves to a certificate that ends in 3 days: the detail
+	// page shows it from the first pulse made with it, highlighted.
+	f.stopAgent("edge-walk", syscall.SIGTERM)
+	short, err := pki.Issue(f.ca, pki.Request{Role: pki.RoleAgent, ID: "edge-walk", Validity: 72 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := short.WriteFiles(filepath.Join(filepath.Dir(agentCfg), "agent.pem"), filepath.Join(filepath.Dir(agentCfg), "agent-key.pem"), true); err != nil {
+		t.Fatal(err)
+	}
+	f.launchAgent("edge-walk", agentCfg, agentBin)
+	want := short.Cert.NotAfter.UTC().Format("2006-01-02 15:04:05")
+	for deadline := time.Now().Add(45 * time.Second); ; {
+		op.navigate(base + "/fleet/agent?id=edge-walk")
+		op.waitTrue("agent detail", loaded("agent"), 30*time.Second)
+		if strings.Contains(op.text(expiry+`.textContent`), want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the page still shows certificate expiry %q, want %s", op.text(expiry+`.textContent`), want)
+		}
+		time.Sleep(time.Second)
+	}
+	if op.text(expiry+`.classList.contains("cert-soon")`) != "true" || !strings.Contains(op.text(expiry+`.textContent`), "expires within 14 days") {
+		t.Fatalf("a certificate ending in 3 days is not highlighted: %q class %q", op.text(expiry+`.textContent`), op.text(expiry+`.className`))
+	}
+	shot(op, "6b-agent-certificate-expiring")
+
 	// An operator with a token: the session opened from ?token=.
 	tok := startBrowser(t, chromiumBin, t.TempDir(), spki)
 	tok.navigate(base + "/?token=" + token)
