@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/pulse-attest/pulse/internal/directivesig"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 )
 
@@ -93,7 +94,7 @@ func (a *Agent) handleDirective(d *pulsev1.Directive, audience string) {
 	if needsSignature(d) {
 		signed, err := a.openDirective(d, audience)
 		if err != nil {
-			log.Warn("directive refused", "directive", directiveKind(d), "error", err)
+			log.Warn("directive refused", "directive", directivesig.Kind(d), "error", err)
 			a.noteRefused()
 			return
 		}

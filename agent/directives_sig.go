@@ -141,8 +141,8 @@ func (d *directiveAuth) open(m *pulsev1.Directive, audience string) (*pulsev1.Di
 	if err != nil {
 		return nil, err
 	}
-	if !needsSignature(signed) || directiveKind(signed) != directiveKind(m) {
-		return nil, fmt.Errorf("%w: the signed copy is a %s directive, the outer one a %s", directivesig.ErrMalformed, directiveKind(signed), directiveKind(m))
+	if !needsSignature(signed) || directivesig.Kind(signed) != directivesig.Kind(m) {
+		return nil, fmt.Errorf("%w: the signed copy is a %s directive, the outer one a %s", directivesig.ErrMalformed, directivesig.Kind(signed), directivesig.Kind(m))
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -179,26 +179,4 @@ func (a *Agent) quarantineUnlessProtected(addr netip.Addr) error {
 // needsSignature: the directives that change Shield.
 func needsSignature(d *pulsev1.Directive) bool {
 	return d.GetQuarantine() != nil || d.GetRelease() != nil
-}
-
-func directiveKind(d *pulsev1.Directive) string {
-	switch d.GetKind().(type) {
-	case *pulsev1.Directive_Quarantine:
-		return "quarantine"
-	case *pulsev1.Directive_Release:
-		return "release"
-	case *pulsev1.Directive_NextNonce:
-		return "next_nonce"
-	case *pulsev1.Directive_SetInterval:
-		return "set_interval"
-	case *pulsev1.Directive_SendFirmwareLog:
-		return "send_firmware_log"
-	case *pulsev1.Directive_PulseNow:
-		return "pulse_now"
-	case *pulsev1.Directive_Rotate:
-		return "rotate"
-	case nil:
-		return "empty"
-	}
-	return "unknown"
 }

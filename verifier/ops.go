@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pulse-attest/pulse/internal/directivesig"
 	"github.com/pulse-attest/pulse/policy"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/verifier/alert"
@@ -590,7 +591,7 @@ func (v *Verifier) fanOut(ctx context.Context, target string, d *pulsev1.Directi
 			out.Kind = &pulsev1.Directive_Quarantine{Quarantine: mine}
 		}
 		if v.sendSigned(id, out) {
-			v.log.Info("directive delivered", "agent_id", id, "directive", directiveKind(d))
+			v.log.Info("directive delivered", "agent_id", id, "directive", directivesig.Kind(d))
 		}
 	}
 }
@@ -602,26 +603,6 @@ func (v *Verifier) isTrusted(ctx context.Context, id string) bool {
 	}
 	verdict := pulsev1.Verdict(a.LastVerdict)
 	return verdict == pulsev1.Verdict_VERDICT_TRUSTED || verdict == pulsev1.Verdict_VERDICT_DEGRADED
-}
-
-func directiveKind(d *pulsev1.Directive) string {
-	switch d.GetKind().(type) {
-	case *pulsev1.Directive_Quarantine:
-		return "quarantine"
-	case *pulsev1.Directive_Release:
-		return "release"
-	case *pulsev1.Directive_NextNonce:
-		return "next_nonce"
-	case *pulsev1.Directive_SetInterval:
-		return "set_interval"
-	case *pulsev1.Directive_SendFirmwareLog:
-		return "send_firmware_log"
-	case *pulsev1.Directive_PulseNow:
-		return "pulse_now"
-	case *pulsev1.Directive_Rotate:
-		return "rotate"
-	}
-	return "unknown"
 }
 
 // sweep marks silent agents BLINDED and confirms their silence. The

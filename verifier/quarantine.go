@@ -331,7 +331,7 @@ func (v *Verifier) sendSigned(agentID string, d *pulsev1.Directive) bool {
 	if needsSignature(d) {
 		s, err := v.signDirective(d, agentID)
 		if err != nil {
-			v.log.Error("signing directive failed", "agent_id", agentID, "directive", directiveKind(d), "error", err)
+			v.log.Error("signing directive failed", "agent_id", agentID, "directive", directivesig.Kind(d), "error", err)
 			return false
 		}
 		d = s
@@ -513,7 +513,7 @@ func (v *Verifier) correctQuarantine(ctx context.Context, id string, missing, ex
 	}
 	for _, d := range ds {
 		if !v.sendSigned(id, d) {
-			v.publish(ctx, id, directiveKind(d), d)
+			v.publish(ctx, id, directivesig.Kind(d), d)
 		}
 	}
 }

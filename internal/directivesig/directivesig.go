@@ -196,3 +196,27 @@ func ParsePublicKey(raw []byte) (ed25519.PublicKey, error) {
 	}
 	return ek, nil
 }
+
+// Kind names a directive's kind for logs, errors and the directive outbox
+// ("quarantine", "release", ...; "empty" when it has none).
+func Kind(d *pulsev1.Directive) string {
+	switch d.GetKind().(type) {
+	case *pulsev1.Directive_Quarantine:
+		return "quarantine"
+	case *pulsev1.Directive_Release:
+		return "release"
+	case *pulsev1.Directive_NextNonce:
+		return "next_nonce"
+	case *pulsev1.Directive_SetInterval:
+		return "set_interval"
+	case *pulsev1.Directive_SendFirmwareLog:
+		return "send_firmware_log"
+	case *pulsev1.Directive_PulseNow:
+		return "pulse_now"
+	case *pulsev1.Directive_Rotate:
+		return "rotate"
+	case nil:
+		return "empty"
+	}
+	return "unknown"
+}
