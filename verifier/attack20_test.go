@@ -41,11 +41,7 @@ import (
 // refused with its own reason, and a fresh agent load after it is TRUSTED
 // again (the honest side).
 func TestAttack20ForgedKernelRecords(t *testing.T) {
-	testutil.RequireRoot(t)
-	testutil.RequireTools(t, "ip")
-	if err := bpf.EnsureFilesystems(simtest.Logger(t)); err != nil {
-		t.Fatalf("mount bpffs: %v", err)
-	}
+	requireKernelBPF(t, "ip")
 	e := newEnvCfg(t, "rhel8-uefi", fleetPolicy(t, "  measured_boot {\n    secure_boot {}\n  }\n  sentinel {\n    allow_lost = true\n  }\n"))
 	if e == nil {
 		return
@@ -382,11 +378,7 @@ func TestAttack20PoolAddressPoisoning(t *testing.T) {
 // real agent's report stays honest; the shell's SIGSTOP and the loader's
 // eBPF load must still be findings.
 func TestAttack20ForgedSentinelRecords(t *testing.T) {
-	testutil.RequireRoot(t)
-	testutil.RequireTools(t, "ip", "sh", "bpftool", "clang")
-	if err := bpf.EnsureFilesystems(simtest.Logger(t)); err != nil {
-		t.Fatalf("mount bpffs: %v", err)
-	}
+	requireKernelBPF(t, "ip", "sh", "bpftool", "clang")
 	e := newEnvCfg(t, "rhel8-uefi", fleetPolicy(t, "  measured_boot {\n    secure_boot {}\n  }\n  sentinel {\n    allow_lost = true\n  }\n"))
 	if e == nil {
 		return
@@ -627,11 +619,7 @@ func TestAttack20LinkLocalIsolation(t *testing.T) {
 // still be FOREIGN_BPF_LOAD (an earlier agent's PID counts as the agent's
 // own only before Sentinel recorded its exit: policy.SentinelContext).
 func TestAttack20DeadAgentPID(t *testing.T) {
-	testutil.RequireRoot(t)
-	testutil.RequireTools(t, "sh", "sleep", "bpftool", "clang")
-	if err := bpf.EnsureFilesystems(simtest.Logger(t)); err != nil {
-		t.Fatalf("mount bpffs: %v", err)
-	}
+	requireKernelBPF(t, "sh", "sleep", "bpftool", "clang")
 	e := newEnvCfg(t, "rhel8-uefi", fleetPolicy(t, "  measured_boot {\n    secure_boot {}\n  }\n  sentinel {\n    allow_lost = true\n  }\n"))
 	if e == nil {
 		return
@@ -774,11 +762,7 @@ func TestAttack20DeadAgentPID(t *testing.T) {
 // stop must still be AGENT_SIGNALLED: sentinel_signal decides from the
 // target's task_struct (its tgid), not from the map.
 func TestAttack20ThreadRemovedFromSentinel(t *testing.T) {
-	testutil.RequireRoot(t)
-	testutil.RequireTools(t, "sh")
-	if err := bpf.EnsureFilesystems(simtest.Logger(t)); err != nil {
-		t.Fatalf("mount bpffs: %v", err)
-	}
+	requireKernelBPF(t, "sh")
 	e := newEnvCfg(t, "rhel8-uefi", fleetPolicy(t, "  measured_boot {\n    secure_boot {}\n  }\n  sentinel {\n    allow_lost = true\n  }\n"))
 	if e == nil {
 		return

@@ -15,7 +15,6 @@ import (
 
 	ebpfagent "github.com/pulse-attest/pulse/agent/ebpf"
 	"github.com/pulse-attest/pulse/bpf"
-	"github.com/pulse-attest/pulse/internal/testutil"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/simulator/simtest"
 	"github.com/pulse-attest/pulse/tpm/cel"
@@ -31,11 +30,7 @@ import (
 // lying agent that drops the load record is refused the same way; a list
 // that does not match its count or digest is KERNEL_EVIDENCE_MISSING.
 func TestHostProgramsRealKernel(t *testing.T) {
-	testutil.RequireRoot(t)
-	testutil.RequireTools(t, "ip", "sh", "bpftool", "clang")
-	if err := bpf.EnsureFilesystems(simtest.Logger(t)); err != nil {
-		t.Fatalf("mount bpffs: %v", err)
-	}
+	requireKernelBPF(t, "ip", "sh", "bpftool", "clang")
 	e := newEnvCfg(t, "rhel8-uefi", fleetPolicy(t, "  measured_boot {\n    secure_boot {}\n  }\n  sentinel {\n    bpf_loaders = [\"bpftool\"]\n  }\n"))
 	if e == nil {
 		return

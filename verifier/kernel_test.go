@@ -30,11 +30,7 @@ import (
 // attack on the kernel is refused with its own reason and the honest chain
 // is TRUSTED again once the attack is undone.
 func TestKernelEvidenceRealKernel(t *testing.T) {
-	testutil.RequireRoot(t)
-	testutil.RequireTools(t, "ip")
-	if err := bpf.EnsureFilesystems(simtest.Logger(t)); err != nil {
-		t.Fatalf("mount bpffs: %v", err)
-	}
+	requireKernelBPF(t, "ip")
 	// The test process is the agent here, so the signals its own `ip`
 	// children send it (SIGCHLD) are Sentinel records. Records carried by
 	// a pulse refused before the pipeline's Sentinel step are kept under
@@ -343,4 +339,15 @@ func shieldOnPlantedMap(t *testing.T, program string) *ebpf.Program {
 		}
 	}
 	return p
+}
+
+// requireKernelBPF is what a real-kernel eBPF test needs: root, the tools it
+// runs, and bpffs (and securityfs) mounted.
+func requireKernelBPF(t *testing.T, tools ...string) {
+	t.Helper()
+	testutil.RequireRoot(t)
+	testutil.RequireTools(t, tools...)
+	if err := bpf.EnsureFilesystems(simtest.Logger(t)); err != nil {
+		t.Fatalf("mount bpffs: %v", err)
+	}
 }
