@@ -40,6 +40,7 @@ func (s *Store) RegisterAddress(ctx context.Context, agentID, address string, at
 // AgentAddresses returns the addresses registered to agentID last seen at
 // or after since, most recent first.
 func (s *Store) AgentAddresses(ctx context.Context, agentID string, since time.Time) ([]string, error) {
+	s.quar.addrReads.Add(1)
 	return s.queryStrings(ctx, `SELECT address FROM agent_addresses WHERE agent_id = ? AND last_seen >= ? ORDER BY last_seen DESC, address`, agentID, nanos(since))
 }
 

@@ -459,6 +459,7 @@ func (e *HoldError) Is(target error) bool { return target == ErrIsolationHeld }
 // waited for and seen (ReleaseQuarantine locks the same row before it
 // removes the address): isolate and release serialise on the agent's row.
 func (s *Store) AddQuarantine(ctx context.Context, q Quarantine) (bool, error) {
+	defer s.bumpQuarantine()
 	now := s.dbNow()
 	query := `INSERT INTO quarantine (address, offender, reason, created_at)
 		SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM agents WHERE id = ? AND hold_until > ` + now + `)
@@ -500,6 +501,7 @@ func (s *Store) AddQuarantine(ctx context.Context, q Quarantine) (bool, error) {
 // isolation can slip between the two (see AddQuarantine). ErrNotFound when
 // the address is not isolated.
 func (s *Store) ReleaseQuarantine(ctx context.Context, address, by string, holdFor time.Duration) (*Quarantine, error) {
+	defer s.bumpQuarantine() // runs last: after the commit or the rollback
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("store: release: %w", err)
@@ -551,6 +553,7 @@ func (s *Store) ReleaseQuarantine(ctx context.Context, address, by string, holdF
 // ErrNotFound when the address was not isolated. Operators release with
 // ReleaseQuarantine.
 func (s *Store) RemoveQuarantine(ctx context.Context, address string) (*Quarantine, error) {
+	defer s.bumpQuarantine()
 	var (
 		q  Quarantine
 		at int64
@@ -569,6 +572,7 @@ func (s *Store) RemoveQuarantine(ctx context.Context, address string) (*Quaranti
 
 // ListQuarantine returns isolated addresses.
 func (s *Store) ListQuarantine(ctx context.Context) ([]Quarantine, error) {
+	s.quar.tableReads.Add(1)
 	rows, err := s.db.QueryContext(ctx, `SELECT address, offender, reason, created_at FROM quarantine ORDER BY address`)
 	if err != nil {
 		return nil, fmt.Errorf("store: list quarantine: %w", err)

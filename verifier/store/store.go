@@ -198,6 +198,9 @@ type Store struct {
 	// pulseQueries are the pulse statement's forms (commit.go).
 	pulseQueriesOnce sync.Once
 	pulseQueries     [3]string
+
+	// quar counts quarantine writes and reads (quarantine_gen.go).
+	quar quarantineCounters
 }
 
 // prepared returns a cached prepared statement for the query (written with
