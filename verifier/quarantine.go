@@ -92,6 +92,13 @@ type quarantineState struct {
 	// diverged: when each agent's reported quarantine was first seen to
 	// differ from the table (cleared when they agree again).
 	diverged map[string]time.Time
+	// table is the last copy of the quarantine table read (nil: none);
+	// epoch counts this process's address registrations (a copy read
+	// while one was written is not kept); fill lets one read of the table
+	// run at a time (the others wait for it and use it).
+	table *quarantineSnapshot
+	epoch uint64
+	fill  chan struct{}
 }
 
 type registration struct {
@@ -100,7 +107,7 @@ type registration struct {
 }
 
 func newQuarantineState() *quarantineState {
-	return &quarantineState{registered: map[string]registration{}, diverged: map[string]time.Time{}}
+	return &quarantineState{registered: map[string]registration{}, diverged: map[string]time.Time{}, fill: make(chan struct{}, 1)}
 }
 
 func (v *Verifier) addressTTL() time.Duration {
@@ -134,6 +141,12 @@ func (v *Verifier) registerAddress(ctx context.Context, agentID, addr string) {
 	}
 	v.quar.mu.Lock()
 	v.quar.registered[agentID] = registration{addr: addr, at: now}
+	v.quar.epoch++
+	if t := v.quar.table; t != nil && t.dependsOn(agentID, addr) {
+		// Its own addresses in the table may have changed (this one
+		// added, an old one pruned): the copy goes.
+		v.quar.table = nil
+	}
 	v.quar.mu.Unlock()
 	v.releaseChangedHands(ctx, agentID, addr)
 }
@@ -374,31 +387,183 @@ func expectedQuarantine(qs []store.Quarantine, agentID string, mine []string, no
 	return want, young, own
 }
 
+// QuarantineCacheTTL is how long a copy of the quarantine table read by
+// this replica may answer for the store when a pulse's Shield digest
+// matches the set expected from it: writes by other processes (another
+// replica, pulsectl) are seen within it; this process's own writes at
+// once. Any difference is judged, and corrected, on a copy read after the
+// pulse arrived, never on an older one. It must stay well below the
+// divergence grace (at least 4 × DirectivePollInterval); tests set it.
+// docs/decisions.md, "Quarantine reconciliation from a cached table".
+var QuarantineCacheTTL = time.Second
+
+// quarantineSnapshot is the quarantine table as read at one moment, without
+// protected addresses, with the agents each address was registered to.
+type quarantineSnapshot struct {
+	// gen is the store handle's quarantine generation observed before
+	// the read; at (the verifier's clock) and mono (this host's monotonic
+	// clock) are when the read began.
+	gen   uint64
+	at    time.Time
+	mono  time.Time
+	table []store.Quarantine
+	// users are the agents each canonical address was registered to;
+	// exact is false when an address is stored in a non-canonical
+	// spelling, whose users the join cannot find: agents' own addresses
+	// are then read per agent.
+	users map[string][]string
+	exact bool
+	// involved are the agents any entry is its own (offender or
+	// registered user); every other agent is expected to hold all, whose
+	// digest is allDigest.
+	involved  map[string]bool
+	allDigest [32]byte
+}
+
+// fresh: the copy still answers for the store at now and mono.
+func (q *quarantineSnapshot) fresh(gen uint64, now, mono time.Time) bool {
+	ttl := QuarantineCacheTTL
+	return q.gen == gen &&
+		!now.Before(q.at) && now.Sub(q.at) < ttl && !mono.Before(q.mono) && mono.Sub(q.mono) < ttl
+}
+
+// dependsOn: registering addr for agentID may change what the copy
+// expects of some agent (addr is isolated, or agentID owns an entry and
+// may have had an address pruned).
+func (q *quarantineSnapshot) dependsOn(agentID, addr string) bool {
+	if !q.exact || q.involved[agentID] {
+		return true
+	}
+	_, ok := q.users[addr]
+	return ok
+}
+
+// mine are the isolated addresses registered to agentID, as
+// expectedQuarantine takes them, when the copy knows them.
+func (q *quarantineSnapshot) mine(agentID string) ([]string, bool) {
+	if !q.exact {
+		return nil, false
+	}
+	var out []string
+	for addr, users := range q.users {
+		if slices.Contains(users, agentID) {
+			out = append(out, addr)
+		}
+	}
+	return out, true
+}
+
 // quarantineTable is the quarantine table without protected addresses
 // (protected after they were isolated: fan-out never sends them, so no
-// agent is expected to hold them).
-func (v *Verifier) quarantineTable(ctx context.Context) ([]store.Quarantine, error) {
-	qs, err := v.store.ListQuarantine(ctx)
+// agent is expected to hold them), read from the store unless a copy read
+// at or after notBefore (this host's monotonic clock) still answers for
+// it; the copy read is kept. Reads run one at a time: a caller waiting
+// for another's read uses it when it began late enough.
+func (v *Verifier) quarantineTable(ctx context.Context, notBefore time.Time) (*quarantineSnapshot, error) {
+	if q := v.cachedQuarantine(notBefore); q != nil {
+		return q, nil
+	}
+	select {
+	case v.quar.fill <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("reading the quarantine: %w", ctx.Err())
+	}
+	defer func() { <-v.quar.fill }()
+	if q := v.cachedQuarantine(notBefore); q != nil {
+		return q, nil
+	}
+	v.quar.mu.Lock()
+	epoch := v.quar.epoch
+	v.quar.mu.Unlock()
+	q := &quarantineSnapshot{gen: v.store.QuarantineGeneration(), at: v.now(), mono: time.Now()}
+	rows, err := v.store.ListQuarantineUsers(ctx, q.at.Add(-v.addressTTL()))
 	if err != nil {
 		return nil, err
 	}
-	return slices.DeleteFunc(qs, func(q store.Quarantine) bool {
-		c, err := quarset.Canonical(q.Address)
-		return err == nil && v.protectedAddr(c)
-	}), nil
+	q.users, q.involved, q.exact = map[string][]string{}, map[string]bool{}, true
+	var all []string
+	for _, r := range rows {
+		c, err := quarset.Canonical(r.Address)
+		if err == nil && v.protectedAddr(c) {
+			continue
+		}
+		q.table = append(q.table, r.Quarantine)
+		q.involved[r.Offender] = true
+		if err != nil {
+			continue // never expected: expectedQuarantine skips it too
+		}
+		all = append(all, c)
+		if c != r.Address {
+			q.exact = false
+		}
+		q.users[c] = append(q.users[c], r.Users...)
+		for _, u := range r.Users {
+			q.involved[u] = true
+		}
+	}
+	q.allDigest, _ = quarset.DigestCanonical(all)
+	v.quar.mu.Lock()
+	if v.quar.epoch == epoch && (v.quar.table == nil || !v.quar.table.mono.After(q.mono)) {
+		v.quar.table = q
+	}
+	v.quar.mu.Unlock()
+	return q, nil
+}
+
+// cachedQuarantine is the kept copy of the table if it still answers for
+// the store and was read at or after notBefore, or nil.
+func (v *Verifier) cachedQuarantine(notBefore time.Time) *quarantineSnapshot {
+	gen := v.store.QuarantineGeneration()
+	mono := time.Now()
+	v.quar.mu.Lock()
+	q := v.quar.table
+	v.quar.mu.Unlock()
+	if q == nil || !q.fresh(gen, v.now(), mono) || q.mono.Before(notBefore) {
+		return nil
+	}
+	return q
+}
+
+// expectedFrom is expectedQuarantine over a copy of the table, with the
+// agent's own addresses from the copy, or read when it cannot tell them.
+func (v *Verifier) expectedFrom(ctx context.Context, q *quarantineSnapshot, agentID string, now time.Time, grace time.Duration) (want, young, own []string) {
+	if len(q.table) == 0 {
+		return nil, nil, nil // whatever its addresses
+	}
+	mine, ok := q.mine(agentID)
+	if !ok {
+		mine = v.ownAddresses(ctx, agentID)
+	}
+	return expectedQuarantine(q.table, agentID, mine, now, grace)
+}
+
+// matchesCopy: the reported digest is that of the set the copy expects of
+// agentID. Most agents own no entry: their set is the whole copy, whose
+// digest is kept.
+func (v *Verifier) matchesCopy(ctx context.Context, q *quarantineSnapshot, agentID string, reported []byte, now time.Time) bool {
+	if q.exact && !q.involved[agentID] {
+		return string(q.allDigest[:]) == string(reported)
+	}
+	want, _, _ := v.expectedFrom(ctx, q, agentID, now, 0)
+	d, _ := quarset.DigestCanonical(want)
+	return string(d[:]) == string(reported)
 }
 
 // replayQuarantine sends a trusted agent whose directive stream opened the
-// whole quarantine it should hold, signed for it.
+// whole quarantine it should hold, signed for it, from a copy of the table
+// read after the stream opened (a directive is sent: never from an older
+// copy).
 func (v *Verifier) replayQuarantine(ctx context.Context, agentID string) {
+	opened := time.Now()
 	if !v.isTrusted(ctx, agentID) {
 		return
 	}
-	qs, err := v.quarantineTable(ctx)
-	if err != nil || len(qs) == 0 {
+	q, err := v.quarantineTable(ctx, opened)
+	if err != nil {
+		v.log.Warn("reading the quarantine for a replay failed", "agent_id", agentID, "error", err)
 		return
 	}
-	want, _, _ := expectedQuarantine(qs, agentID, v.ownAddresses(ctx, agentID), v.now(), 0)
+	want, _, _ := v.expectedFrom(ctx, q, agentID, v.now(), 0)
 	if len(want) > 0 {
 		v.sendSigned(agentID, &pulsev1.Directive{Kind: &pulsev1.Directive_Quarantine{Quarantine: &pulsev1.Quarantine{Addresses: want}}})
 	}
@@ -414,20 +579,34 @@ func (v *Verifier) replayQuarantine(ctx context.Context, agentID string) {
 // difference sends the agent the missing quarantine and release
 // directives at once; one that persists past the grace, counted from when
 // this replica first saw it, is REASON_QUARANTINE_DIVERGED.
+//
+// A digest that matches the set expected from this replica's copy of the
+// table (QuarantineCacheTTL) is accepted without reading the store: the
+// steady state. Anything else is judged on a copy read after the pulse
+// arrived: a correction never acts on, and a divergence is never judged
+// from, an older one.
 func (v *Verifier) checkQuarantine(ctx context.Context, o *Outcome, p *pulsev1.PulsePayload) *Outcome {
 	reported := p.GetBpf().GetQuarantineSha256()
 	if len(reported) == 0 || o.agent == nil {
 		return nil
 	}
 	id := o.agent.ID
-	qs, err := v.quarantineTable(ctx)
+	arrived := time.Now()
+	now := v.now()
+	q, err := v.quarantineTable(ctx, time.Time{})
+	if err == nil && v.matchesCopy(ctx, q, id, reported, now) {
+		v.clearDivergence(id)
+		return nil
+	}
+	if err == nil && q.mono.Before(arrived) {
+		q, err = v.quarantineTable(ctx, arrived)
+	}
 	if err != nil {
 		v.log.Warn("reading the quarantine for reconciliation failed", "agent_id", id, "error", err)
 		return nil
 	}
-	now := v.now()
 	grace := v.divergenceGrace(o)
-	want, young, own := expectedQuarantine(qs, id, v.ownAddresses(ctx, id), now, grace)
+	want, young, own := v.expectedFrom(ctx, q, id, now, grace)
 	if d, _ := quarset.DigestCanonical(want); string(d[:]) == string(reported) {
 		v.clearDivergence(id)
 		return nil
