@@ -130,6 +130,8 @@ func (g *certGuard) run(ctx context.Context) {
 	t := time.NewTicker(g.every)
 	defer t.Stop()
 	changed := g.changedCh()
+	// A change made before the channel was taken is seen by this sweep.
+	g.sweep()
 	for {
 		select {
 		case <-ctx.Done():

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -406,5 +407,69 @@ func TestRevokeThroughAdminAPI(t *testing.T) {
 	}
 	if _, err := e.handshakeErr(a.Cert); err != nil {
 		t.Fatalf("handshake after the revocation was lifted: %v", err)
+	}
+}
+
+// TestOneWatcherForAllStreams: over real mTLS connections, the streams of
+// 50 agents are watched by the guard's one loop (no goroutine per stream);
+// revoking one agent in the store ends its stream within the refresh
+// interval with the refusal, with no explicit refresh, while the others
+// stay open; and the registry is empty once every stream has ended.
+func TestOneWatcherForAllStreams(t *testing.T) {
+	e := newEnvCfg(t, "rhel8-uefi", fastTLS)
+	if e == nil {
+		return
+	}
+	const n = 50
+	agents := make([]*verifiertest.Client, n)
+	ended := make([]<-chan error, n)
+	for i := range agents {
+		agents[i] = e.agent(fmt.Sprintf("lab-stream-%02d", i), nil)
+		ended[i] = openStream(t, e, agents[i])
+	}
+	if got := verifier.CertGuardStreams(e.daemon); got != n {
+		t.Fatalf("the guard watches %d streams, want %d", got, n)
+	}
+	loops, perStream := verifier.CertGuardGoroutines(t)
+	if loops != 1 || perStream != 0 {
+		t.Fatalf("with %d open streams: %d guard loops and %d per-stream goroutines; want 1 and 0", n, loops, perStream)
+	}
+
+	victim := agents[0]
+	if err := e.daemon.Store.AddRevocation(ctx(t), store.Revocation{Kind: tlsconfig.RevokeAgent, Value: victim.ID, By: "test", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ended[0]:
+		wantCertRefused(t, "revoked agent's stream", err, "revoked")
+	case <-ctx(t).Done():
+		t.Fatal("the revoked agent's stream stayed open")
+	}
+	// Sweeps after the one that ended the victim's stream leave the
+	// others open.
+	time.Sleep(4 * 50 * time.Millisecond)
+	for i := 1; i < n; i++ {
+		select {
+		case err := <-ended[i]:
+			t.Fatalf("agent %s's stream ended: %v", agents[i].ID, err)
+		default:
+		}
+	}
+	probe := &pulsev1.Directive{Kind: &pulsev1.Directive_Release{Release: &pulsev1.Release{Addresses: []string{"192.0.2.2"}}}}
+	if !e.daemon.Verifier.SendDirective(agents[1].ID, probe) {
+		t.Fatal("a bystander's stream is gone")
+	}
+	if got := verifier.CertGuardStreams(e.daemon); got != n-1 {
+		t.Fatalf("the guard watches %d streams after one ended, want %d", got, n-1)
+	}
+
+	for _, a := range agents {
+		a.Conn.Close()
+	}
+	for verifier.CertGuardStreams(e.daemon) != 0 {
+		if ctx(t).Err() != nil {
+			t.Fatalf("%d streams still registered after every connection closed", verifier.CertGuardStreams(e.daemon))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
