@@ -68,6 +68,11 @@ type Config struct {
 	// AgentAddressTTL is how long an address an agent was accepted from
 	// stays registered to it (isolation by identity).
 	AgentAddressTTL time.Duration
+
+	// MemoryLimit is the process's soft memory limit in bytes
+	// (runtime/debug.SetMemoryLimit); 0: none set here (GOMEMLIMIT, if
+	// set in the environment, or Go's default of no limit).
+	MemoryLimit int64
 }
 
 // DefaultAgentAddressTTL is how long an agent's address stays registered
@@ -261,6 +266,8 @@ type file struct {
 
 	DirectiveKey    string `hcl:"directive_key,optional"`
 	AgentAddressTTL string `hcl:"agent_address_ttl,optional"`
+
+	MemoryLimit string `hcl:"memory_limit,optional"`
 }
 
 type fileAlerts struct {
@@ -360,6 +367,9 @@ func decode(f *hclconf.File) (*Config, error) {
 	c.StartupGrace = f.Duration(raw.StartupGrace, DefaultStartupGrace, 0, 24*time.Hour, "startup_grace")
 	c.IsolationHold = f.Duration(raw.IsolationHold, DefaultIsolationHold, time.Second, 30*24*time.Hour, "isolation_hold")
 	c.AgentAddressTTL = f.Duration(raw.AgentAddressTTL, DefaultAgentAddressTTL, time.Minute, 30*24*time.Hour, "agent_address_ttl")
+	if raw.MemoryLimit != "" {
+		c.MemoryLimit = memoryLimit(f, raw.MemoryLimit)
+	}
 	if raw.DirectiveKey != "" {
 		c.DirectiveKey = f.Path(raw.DirectiveKey)
 		f.RequireFile(c.DirectiveKey, "directive_key")
@@ -527,6 +537,20 @@ func checkPartition(f *hclconf.File, p string, path ...string) {
 	if !ValidPartition(p) {
 		f.Errorf(path, "invalid partition", "%q: use 1-%d characters of [A-Za-z0-9._-]", p, MaxPartitionLen)
 	}
+}
+
+// memoryLimit reads memory_limit; a bad value is an error at its line.
+func memoryLimit(f *hclconf.File, v string) int64 {
+	n, err := ParseSize(v)
+	if err != nil {
+		f.Errorf([]string{"memory_limit"}, "invalid size", "%v", err)
+		return 0
+	}
+	if n < MinMemoryLimit || n > MaxMemoryLimit {
+		f.Errorf([]string{"memory_limit"}, "size out of range", "%s: use %s to %s", v, FormatSize(MinMemoryLimit), FormatSize(MaxMemoryLimit))
+		return 0
+	}
+	return n
 }
 
 func intIn(f *hclconf.File, v *int, def, lo, hi int, path ...string) int {
