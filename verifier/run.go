@@ -72,6 +72,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger, opts ...fu
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
+	applyMemoryLimit(cfg.MemoryLimit, log)
 	st, err := store.Open(ctx, cfg.Store.Engine, cfg.Store.DSN)
 	if err != nil {
 		return nil, err
