@@ -68,6 +68,12 @@ enrollment {
 # log_level     = "info"
 # log_json      = false
 
+# Soft memory limit of the verifier process (as GOMEMLIMIT, which it
+# overrides): the collector runs more often near it, trading CPU for
+# resident memory. Rule: 1.25 x agents x 64 KiB + 100 MiB (docs/config.md,
+# "Memory limit"). Unset: GOMEMLIMIT if set, else no limit.
+# memory_limit = "900MiB" # for 10,000 agents
+
 alerts {
   # The append-only, hash-chained audit log (created mode 0600).
   audit_log = "/var/lib/pulse/audit.log"
