@@ -538,14 +538,21 @@ func (v *Verifier) expectedFrom(ctx context.Context, q *quarantineSnapshot, agen
 }
 
 // matchesCopy: the reported digest is that of the set the copy expects of
-// agentID. Most agents own no entry: their set is the whole copy, whose
-// digest is kept.
+// agentID, without its own entries or with all of them (it may hold
+// them or not; any other mix is judged on a fresh read). Most agents own
+// no entry: their set is the whole copy, whose digest is kept.
 func (v *Verifier) matchesCopy(ctx context.Context, q *quarantineSnapshot, agentID string, reported []byte, now time.Time) bool {
 	if q.exact && !q.involved[agentID] {
 		return string(q.allDigest[:]) == string(reported)
 	}
-	want, _, _ := v.expectedFrom(ctx, q, agentID, now, 0)
-	d, _ := quarset.DigestCanonical(want)
+	want, _, own := v.expectedFrom(ctx, q, agentID, now, 0)
+	if d, _ := quarset.DigestCanonical(want); string(d[:]) == string(reported) {
+		return true
+	}
+	if len(own) == 0 {
+		return false
+	}
+	d, _ := quarset.DigestCanonical(append(want, own...))
 	return string(d[:]) == string(reported)
 }
 
