@@ -56,9 +56,10 @@ func (e *Explanation) Size() int {
 	return len(e.Findings) + len(e.Evidence) + len(e.Policy) + len(e.CertSubject) + len(e.Kernel)
 }
 
-// digest names the explanation's content, so an unchanged one is not
-// written again.
-func (e *Explanation) digest() []byte {
+// Digest names the explanation's content, so an unchanged one is not
+// written again (the store compares it with the stored one; the verifier
+// remembers the one its last commit wrote, agentcache.go).
+func (e *Explanation) Digest() []byte {
 	h := sha256.New()
 	var n [8]byte
 	for _, v := range []int64{int64(e.Verdict), int64(e.Reason), int64(len(e.Policy)), int64(len(e.Findings)), int64(len(e.Evidence)),
@@ -107,7 +108,7 @@ func (s *Store) putExplanation(ctx context.Context, r runner, agentID string, e 
 		evAt = nanos(e.At)
 	}
 	if _, err := r.exec(ctx, qPutExplanation, agentID, nanos(e.At), int64(e.Verdict), int64(e.Reason), e.Policy,
-		nilIfEmpty(e.Findings), evAt, e.Evidence, e.digest(), e.CertSubject, nanos(e.CertNotAfter), nilIfEmpty(e.Kernel)); err != nil {
+		nilIfEmpty(e.Findings), evAt, e.Evidence, e.Digest(), e.CertSubject, nanos(e.CertNotAfter), nilIfEmpty(e.Kernel)); err != nil {
 		return fmt.Errorf("store: explanation for %s: %w", agentID, err)
 	}
 	return nil

@@ -103,6 +103,33 @@ func (s *Store) GetSentinelCursor(ctx context.Context, agentID string) (Sentinel
 	return c, nil
 }
 
+// SentinelState is what the store holds of an agent's Sentinel judgement:
+// its cursor and its host program state, one read.
+type SentinelState struct {
+	// Found is false when the agent has no cursor row (nothing recorded
+	// yet): Cursor and HostPrograms are then empty.
+	Found        bool
+	Cursor       SentinelCursor
+	HostPrograms string
+}
+
+// GetSentinelState reads the agent's cursor and host program state at once
+// (Found false when it has none).
+func (s *Store) GetSentinelState(ctx context.Context, agentID string) (SentinelState, error) {
+	var st SentinelState
+	var last int64
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT boot, last_seq, host_programs FROM sentinel_cursors WHERE agent_id = ?`), agentID).
+		Scan(&st.Cursor.Boot, &last, &st.HostPrograms)
+	if errors.Is(err, sql.ErrNoRows) {
+		return SentinelState{}, nil
+	}
+	if err != nil {
+		return SentinelState{}, fmt.Errorf("store: sentinel state: %w", err)
+	}
+	st.Found, st.Cursor.LastSeq = true, uint64(last)
+	return st, nil
+}
+
 // GetHostProgramState returns the verifier's state of the agent's host
 // program list (empty: none yet); ErrNotFound when the agent has no cursor.
 func (s *Store) GetHostProgramState(ctx context.Context, agentID string) (string, error) {
