@@ -28,6 +28,73 @@ type agentCache struct {
 	rows map[string]*store.Agent
 	// runtime memoises each agent's last verified runtime evidence.
 	runtime map[string]*runtimeMemo
+	// sentinel and explained are what this process last recorded for an
+	// agent's Sentinel state and explanation, each valid only for the row
+	// version its commit gave the agent (versioned below).
+	sentinel  map[string]versioned[store.SentinelState]
+	explained map[string]versioned[explained]
+}
+
+// versioned is a value the store holds for an agent as of the agent row's
+// version: the Sentinel cursor and host program state (written after a
+// pulse's commit, recordSentinel) and the explanation's digest (written by
+// the commit). Every writer of those tables writes the agent row first (a
+// pulse commit: a new version) or deletes it (decommission), so a memo
+// recorded for version V is what the store holds while the row is at V;
+// a pulse judged against a cached row that is stale finds the memo of the
+// stale version, and its commit, conditional on that version, writes
+// nothing and is judged again against the row read from the store (whose
+// version no memo holds: the store is read).
+type versioned[T any] struct {
+	version int64
+	value   T
+}
+
+// memoAt returns m's value for id when it was recorded at version.
+func memoAt[T any](c *agentCache, m *map[string]versioned[T], id string, version int64) (T, bool) {
+	c.mu.Lock()
+	e, ok := (*m)[id]
+	c.mu.Unlock()
+	if !ok || version == 0 || e.version != version {
+		var zero T
+		return zero, false
+	}
+	return e.value, true
+}
+
+// putMemo records value for id at version in *m (bounded like the rows).
+func putMemo[T any](c *agentCache, m *map[string]versioned[T], id string, version int64, value T) {
+	if AgentCacheSize <= 0 || version == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if *m == nil {
+		*m = make(map[string]versioned[T])
+	}
+	if _, ok := (*m)[id]; !ok && len(*m) >= AgentCacheSize {
+		for k := range *m {
+			delete(*m, k)
+			break
+		}
+	}
+	(*m)[id] = versioned[T]{version: version, value: value}
+}
+
+func (c *agentCache) sentinelAt(id string, version int64) (store.SentinelState, bool) {
+	return memoAt(c, &c.sentinel, id, version)
+}
+
+func (c *agentCache) putSentinel(id string, version int64, st store.SentinelState) {
+	putMemo(c, &c.sentinel, id, version, st)
+}
+
+func (c *agentCache) explainedAt(id string, version int64) (explained, bool) {
+	return memoAt(c, &c.explained, id, version)
+}
+
+func (c *agentCache) putExplained(id string, version int64, e explained) {
+	putMemo(c, &c.explained, id, version, e)
 }
 
 func (c *agentCache) get(id string) *store.Agent {
@@ -62,10 +129,13 @@ func (c *agentCache) put(a *store.Agent) {
 	c.rows[a.ID] = &cp
 }
 
-// drop forgets the agent's row (it changed under a pulse, or is gone).
+// drop forgets the agent's row and what was recorded with it (it changed
+// under a pulse, or is gone).
 func (c *agentCache) drop(id string) {
 	c.mu.Lock()
 	delete(c.rows, id)
+	delete(c.sentinel, id)
+	delete(c.explained, id)
 	c.mu.Unlock()
 }
 

@@ -140,19 +140,58 @@ var encodedCache struct {
 // maxEncodedCache bounds encodedCache (entries are ≤ 8 KiB).
 const maxEncodedCache = 512
 
-// encodeEvidenceCached is encodeEvidence without the agent's identity,
-// through encodedCache.
-func encodeEvidenceCached(ev policy.Evidence, budget int) ([]byte, error) {
+// evidenceKey names ev's stored encoding within budget (without the
+// agent's identity). fw, when not nil, is the verified firmware log ev.Boot
+// was copied from (verifiedLog.sharesBoot): the key then names the boot
+// evidence by its digest, computed once per verified log, and its runtime
+// PCR history, so a steady-state pulse encodes only the small rest of its
+// evidence as JSON. coarse leaves the clock's error figures out (they
+// move every pulse on a synchronised host; Verifier.explain).
+func evidenceKey(ev policy.Evidence, budget int, fw *verifiedLog, coarse bool) ([32]byte, error) {
+	var key [32]byte
 	ev.AgentID, ev.Partition = "", ""
+	h := sha256.New()
+	if coarse && ev.Clock != nil {
+		c := *ev.Clock
+		c.MaxErrorUs, c.EstErrorUs = 0, 0
+		ev.Clock = &c
+		h.Write([]byte("coarse\x00"))
+	}
+	if fw != nil && fw.sharesBoot(ev.Boot) {
+		sum, err := fw.bootDigest()
+		if err != nil {
+			return key, fmt.Errorf("encode evidence: %w", err)
+		}
+		hist := ev.Boot.RuntimePCRHistory
+		ev.Boot = nil
+		h.Write([]byte("boot\x00"))
+		h.Write(sum[:])
+		if hist != nil {
+			fmt.Fprintf(h, "history %d\x00", len(hist))
+			for _, e := range hist {
+				fmt.Fprintf(h, "%d\x00%s", len(e), e)
+			}
+		}
+		h.Write([]byte("rest\x00"))
+	}
 	raw, err := json.Marshal(StoredEvidence{Format: evidenceFormat, Complete: true, Evidence: ev})
 	if err != nil {
-		return nil, fmt.Errorf("encode evidence: %w", err)
+		return key, fmt.Errorf("encode evidence: %w", err)
 	}
-	h := sha256.New()
 	h.Write(raw)
 	fmt.Fprintf(h, "/%d", budget)
-	var key [32]byte
 	h.Sum(key[:0])
+	return key, nil
+}
+
+// encodeEvidenceCached is encodeEvidence without the agent's identity,
+// through encodedCache (keyed by evidenceKey, fw as there).
+func encodeEvidenceCached(ev policy.Evidence, budget int, fw *verifiedLog) ([]byte, error) {
+	ev.AgentID, ev.Partition = "", ""
+	key, err := evidenceKey(ev, budget, fw, false)
+	if err != nil {
+		return nil, err
+	}
 	encodedCache.Lock()
 	b, ok := encodedCache.m[key]
 	encodedCache.Unlock()
@@ -237,8 +276,25 @@ func encodeFindings(fs []StoredFinding) ([]byte, error) {
 	return []byte(`[]`), nil
 }
 
-// explanationOf is what the pulse's commit writes to explain its verdict.
-func (v *Verifier) explanationOf(o *Outcome) *store.Explanation {
+// explanation is what a committed pulse leaves to explain the agent's
+// state (store.Explanation) before its evidence is encoded, with what
+// decides whether it is written.
+type explanation struct {
+	x *store.Explanation
+	// ev is the evidence to encode (nil: the pulse verified none) within
+	// budget.
+	ev     *policy.Evidence
+	budget int
+	// coarse names the explanation but for the clock's error figures.
+	coarse [32]byte
+	// kernelKey names the payload's kernel report (kernelInputKey).
+	kernelKey [32]byte
+}
+
+// explanationOf builds the pulse's explanation but its evidence (encoded
+// by withEvidence); prev is what this process last wrote for the agent's
+// row (nil: nothing known).
+func (v *Verifier) explanationOf(o *Outcome, prev *explained) *explanation {
 	x := &store.Explanation{At: o.now, Verdict: int32(o.Verdict), Reason: int32(o.Reason)}
 	if o.pol != nil {
 		x.Policy = clip(o.pol.Name, 200)
@@ -258,21 +314,39 @@ func (v *Verifier) explanationOf(o *Outcome) *store.Explanation {
 		findings = nil
 	}
 	x.Findings = findings
-	v.explainIdentity(o, x)
+	e := &explanation{x: x, kernelKey: v.explainIdentity(o, x, prev)}
+	h := sha256.New()
+	h.Write(x.Digest())
 	if o.evidence != nil {
 		// Without its time: evidence unchanged since the last pulse
 		// encodes the same and is not written again (EvidenceAt then says
 		// since when it has been the same).
 		ev := *o.evidence
 		ev.RecordedAt = time.Time{}
-		budget := store.MaxExplanationBytes - len(x.Findings) - len(x.Policy) - len(x.CertSubject) - len(x.Kernel)
-		if b, err := encodeEvidenceCached(ev, budget); err != nil {
+		e.ev = &ev
+		e.budget = store.MaxExplanationBytes - len(x.Findings) - len(x.Policy) - len(x.CertSubject) - len(x.Kernel)
+		k, err := evidenceKey(ev, e.budget, o.fwBoot, true)
+		if err != nil {
+			v.log.Warn("evidence not stored", "agent_id", o.agent.ID, "error", err)
+			e.ev = nil
+		}
+		h.Write([]byte("evidence\x00"))
+		h.Write(k[:])
+	}
+	h.Sum(e.coarse[:0])
+	return e
+}
+
+// withEvidence encodes the explanation's evidence.
+func (v *Verifier) withEvidence(o *Outcome, e *explanation) *store.Explanation {
+	if e.ev != nil && e.x.Evidence == nil {
+		if b, err := encodeEvidenceCached(*e.ev, e.budget, o.fwBoot); err != nil {
 			v.log.Warn("evidence not stored", "agent_id", o.agent.ID, "error", err)
 		} else {
-			x.Evidence = b
+			e.x.Evidence = b
 		}
 	}
-	return x
+	return e.x
 }
 
 func shortDigest(s string) string {

@@ -163,7 +163,7 @@ func BenchmarkEncodeEvidence(b *testing.B) {
 func BenchmarkEncodeEvidenceCached(b *testing.B) {
 	ev := bigEvidence(60)
 	for b.Loop() {
-		if _, err := encodeEvidenceCached(ev, 8<<10); err != nil {
+		if _, err := encodeEvidenceCached(ev, 8<<10, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -174,11 +174,11 @@ func BenchmarkEncodeEvidenceCached(b *testing.B) {
 func TestEncodeEvidenceCachedNamesNoAgent(t *testing.T) {
 	a, b := bigEvidence(5), bigEvidence(5)
 	a.AgentID, b.AgentID = "edge-a", "edge-b"
-	ea, err := encodeEvidenceCached(a, 8<<10)
+	ea, err := encodeEvidenceCached(a, 8<<10, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	eb, _ := encodeEvidenceCached(b, 8<<10)
+	eb, _ := encodeEvidenceCached(b, 8<<10, nil)
 	if !bytes.Equal(ea, eb) {
 		t.Fatal("same evidence, two encodings")
 	}
@@ -187,7 +187,7 @@ func TestEncodeEvidenceCachedNamesNoAgent(t *testing.T) {
 		t.Fatalf("decoded %+v %v", se, err)
 	}
 	b.Runtime.AgentBinarySHA256 = strings.Repeat("ef", 32)
-	if ec, _ := encodeEvidenceCached(b, 8<<10); bytes.Equal(ec, ea) {
+	if ec, _ := encodeEvidenceCached(b, 8<<10, nil); bytes.Equal(ec, ea) {
 		t.Fatal("different evidence, the same encoding")
 	}
 }

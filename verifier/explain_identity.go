@@ -18,6 +18,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/proto"
+
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/verifier/admin"
 	"github.com/pulse-attest/pulse/verifier/store"
@@ -235,17 +237,47 @@ func DecodeKernel(b []byte) (*admin.KernelSummary, error) {
 // its claims may still fail: a replaced pin is shown and judged) or an
 // mTLS-only pulse's evidence was accepted for policy, its kernel summary
 // to x.
-func (v *Verifier) explainIdentity(o *Outcome, x *store.Explanation) {
+//
+// The kernel summary is taken from prev (what this process last wrote for
+// the agent) when the payload's kernel report is the same as then, by the
+// digest of its deterministic encoding (kernelInputKey); it returns that
+// digest (zero when there is no summary).
+func (v *Verifier) explainIdentity(o *Outcome, x *store.Explanation, prev *explained) [32]byte {
 	certOf(o.peer, x)
 	if !o.TPM && o.evidence == nil || o.payload == nil {
-		return
+		return [32]byte{}
+	}
+	key, kerr := kernelInputKey(o.payload)
+	if kerr == nil && prev != nil && prev.kernelKey == key && prev.kernel != nil {
+		x.Kernel = prev.kernel
+		return key
 	}
 	b, err := encodeKernelCached(kernelSummaryOf(o.payload))
 	if err != nil {
 		v.log.Warn("kernel summary not stored", "agent_id", o.agent.ID, "error", err)
-		return
+		return [32]byte{}
 	}
 	x.Kernel = b
+	if kerr != nil {
+		return [32]byte{}
+	}
+	return key
+}
+
+// kernelInputKey is the SHA-256 of the deterministic encoding of what
+// kernelSummaryOf reads from a payload.
+func kernelInputKey(p *pulsev1.PulsePayload) ([32]byte, error) {
+	var key [32]byte
+	in := &pulsev1.PulsePayload{Bpf: p.GetBpf(), Fortress: p.GetFortress(), Sentinel: p.GetSentinel()}
+	raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(in)
+	if err != nil {
+		return key, err
+	}
+	h := sha256.New()
+	h.Write(raw)
+	fmt.Fprintf(h, "/%d", len(p.GetSentinelEvents()))
+	h.Sum(key[:0])
+	return key, nil
 }
 
 // certificateOf is the stored certificate as the admin API shows it at now.

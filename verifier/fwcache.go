@@ -4,6 +4,8 @@ import (
 	"container/list"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
+	"reflect"
 	"sync"
 	"time"
 	"unsafe"
@@ -100,6 +102,38 @@ type verifiedLog struct {
 	v    *eventlog.Verified
 	boot *policy.BootEvidence
 	size int64
+
+	// bootSum is the SHA-256 of boot's JSON, computed once when first
+	// asked (bootDigest): the key of a pulse's stored evidence names the
+	// shared boot evidence by it instead of encoding it every pulse.
+	bootOnce sync.Once
+	bootSum  [32]byte
+	bootErr  error
+}
+
+// bootDigest is the SHA-256 of the JSON of the log's boot evidence.
+func (l *verifiedLog) bootDigest() ([32]byte, error) {
+	l.bootOnce.Do(func() {
+		raw, err := json.Marshal(l.boot)
+		if err != nil {
+			l.bootErr = err
+			return
+		}
+		l.bootSum = sha256.Sum256(raw)
+	})
+	return l.bootSum, l.bootErr
+}
+
+// sharesBoot reports whether b is l's boot evidence but for its runtime
+// PCR history (the pulse's copy, Verifier.verify): the same bank, the same
+// PCR map, events and SecureBoot value, not copies of them.
+func (l *verifiedLog) sharesBoot(b *policy.BootEvidence) bool {
+	lb := l.boot
+	if lb == nil || b == nil || lb.Bank != b.Bank || lb.SecureBoot != b.SecureBoot || len(lb.Events) != len(b.Events) ||
+		reflect.ValueOf(lb.PCRs).UnsafePointer() != reflect.ValueOf(b.PCRs).UnsafePointer() || lb.RuntimePCRHistory != nil {
+		return false
+	}
+	return len(lb.Events) == 0 || &lb.Events[0] == &b.Events[0]
 }
 
 // maxVerifiedPerLog bounds the verified results kept per log (distinct

@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/pulse-attest/pulse/policy"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
-	"github.com/pulse-attest/pulse/verifier/store"
 )
 
 // The host program list (docs/ebpf.md, "Host programs"): every eBPF program
@@ -389,9 +387,9 @@ func (v *Verifier) judgeHostList(ctx context.Context, o *Outcome, p *pulsev1.Pul
 	in := hostInput{snap: p.GetBpf(), events: p.GetSentinelEvents(), report: p.GetSentinel(), boot: o.boot,
 		own: ownPrograms(p, rt), unwatched: rt == nil || !rt.sentinel.has,
 		required: rt != nil && rt.sentinel.has && (len(p.GetBpf().GetPinned()) > 0 || len(p.GetBpf().GetHooks()) > 0)}
-	raw, err := v.store.GetHostProgramState(ctx, o.agent.ID)
+	st, err := v.sentinelState(ctx, o)
+	raw := st.HostPrograms
 	switch {
-	case errors.Is(err, store.ErrNotFound):
 	case err != nil:
 		return o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "host program state: %v", err)
 	case raw != "":

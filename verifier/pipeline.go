@@ -75,6 +75,12 @@ type Outcome struct {
 	sentinel *sentinelOutcome
 	// host is what the host program list was judged to be (hostprogs.go).
 	host *hostOutcome
+	// fwBoot is the verified firmware log the pulse's boot evidence was
+	// copied from (its key for the stored evidence, explanationOf).
+	fwBoot *verifiedLog
+	// sentState is the agent's stored Sentinel state the pulse was judged
+	// against (read once per pulse, Verifier.sentinelState).
+	sentState *store.SentinelState
 	// lockoutAlert is the tpm_lockout alert of a quoted pulse from a TPM
 	// in lockout (lockout.go), raised after the commit.
 	lockoutAlert *store.Alert
@@ -330,6 +336,7 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	// The boot evidence is shared by every agent booted this way; this
 	// pulse's copy adds the runtime PCR's pre-OS history (its runtime PCR).
 	boot := *fw.verified.boot
+	o.fwBoot = fw.verified
 	if out := v.checkSentinel(ctx, o, p, rt); out != nil {
 		return out
 	}
@@ -436,6 +443,55 @@ func (v *Verifier) commit(ctx context.Context, o *Outcome) bool {
 	}
 }
 
+// ExplanationRefresh bounds how long the stored explanation may go
+// without the clock's error figures of the agent's latest pulse, when they
+// are all that changed (docs/decisions.md, "Explanations written when
+// they change").
+var ExplanationRefresh = 5 * time.Minute
+
+// explain decides the explanation the pulse's commit writes
+// (o.update.Explanation) and returns what the store holds after a commit
+// that wins. The explanation is written only when it differs from what
+// this process's last commit for the agent's current row left (the steady
+// state: the commit is then the row's one statement, not a transaction),
+// and an explanation that differs only in the clock's error figures (which
+// move every pulse on a synchronised host) at most every
+// ExplanationRefresh: then its evidence is not even encoded.
+func (v *Verifier) explain(o *Outcome) explained {
+	last, ok := v.agents.explainedAt(o.agent.ID, o.agent.RowVersion)
+	var prev *explained
+	if ok {
+		prev = &last
+	}
+	e := v.explanationOf(o, prev)
+	if ok && last.coarse == e.coarse && o.now.Sub(last.at) < ExplanationRefresh && !o.now.Before(last.at) {
+		o.update.Explanation = nil
+		return last
+	}
+	x := v.withEvidence(o, e)
+	digest := x.Digest()
+	if ok && bytes.Equal(last.digest, digest) {
+		o.update.Explanation = nil
+		last.coarse, last.kernelKey, last.kernel = e.coarse, e.kernelKey, x.Kernel
+		return last
+	}
+	o.update.Explanation = x
+	return explained{digest: digest, coarse: e.coarse, at: o.now, kernelKey: e.kernelKey, kernel: x.Kernel}
+}
+
+// explained is what the store holds of an agent's explanation after a
+// commit: its digest, the coarse name of its content (explanation.coarse)
+// and when this process last wrote it.
+type explained struct {
+	digest []byte
+	coarse [32]byte
+	at     time.Time
+	// kernel is the stored kernel summary and kernelKey the payload's
+	// kernel report it was made from (kernelInputKey).
+	kernelKey [32]byte
+	kernel    []byte
+}
+
 // maxStaleCommits bounds how often one pulse is verified again because
 // the agent's row changed under it.
 const maxStaleCommits = 3
@@ -449,7 +505,7 @@ func (v *Verifier) commitOnce(ctx context.Context, o *Outcome) (won, stale bool)
 	}
 	o.update.Verdict, o.update.Reason, o.update.Message = int32(o.Verdict), int32(o.Reason), o.Message
 	o.update.RowVersion, o.update.NextRowVersion = o.agent.RowVersion, store.NewRowVersion()
-	o.update.Explanation = v.explanationOf(o)
+	ex := v.explain(o)
 	st, err := v.store.CommitPulse(ctx, o.agent.ID, o.epoch, o.update)
 	if err != nil || st != store.NonceOK {
 		v.agents.drop(o.agent.ID)
@@ -470,6 +526,7 @@ func (v *Verifier) commitOnce(ctx context.Context, o *Outcome) (won, stale bool)
 		// reads it from the cache.
 		next := o.agent.AfterCommit(o.update)
 		v.agents.put(&next)
+		v.agents.putExplained(o.agent.ID, next.RowVersion, ex)
 		// The response's next nonce names the epoch after the spend (o.agent
 		// is this pulse's own read of the row).
 		o.agent.NonceEpoch = o.epoch + 1

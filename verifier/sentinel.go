@@ -3,9 +3,9 @@ package verifier
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/pulse-attest/pulse/internal/sentinelrec"
 	"github.com/pulse-attest/pulse/policy"
@@ -125,11 +125,11 @@ func (v *Verifier) checkSentinel(ctx context.Context, o *Outcome, p *pulsev1.Pul
 		}
 	}
 	var cursor *store.SentinelCursor
-	switch c, err := v.store.GetSentinelCursor(ctx, o.agent.ID); {
-	case err == nil:
-		cursor = &c
-	case !errors.Is(err, store.ErrNotFound):
+	switch st, err := v.sentinelState(ctx, o); {
+	case err != nil:
 		return o.fail(pulsev1.Verdict_VERDICT_UNSPECIFIED, pulsev1.Reason_REASON_INTERNAL, "sentinel cursor: %v", err)
+	case st.Found:
+		cursor = &store.SentinelCursor{Boot: st.Cursor.Boot, LastSeq: st.Cursor.LastSeq}
 	}
 	var sl sentinelLog
 	if rt != nil {
@@ -346,19 +346,15 @@ func (v *Verifier) recordSentinel(ctx context.Context, o *Outcome) {
 			return
 		}
 		var cursor *store.SentinelCursor
-		if c, err := v.store.GetSentinelCursor(ctx, o.agent.ID); err == nil {
-			cursor = &c
+		if st, err := v.sentinelState(ctx, o); err == nil && st.Found {
+			cursor = &store.SentinelCursor{Boot: st.Cursor.Boot, LastSeq: st.Cursor.LastSeq}
 		}
 		res := judgeSentinel(o.pol.SentinelRule(), o.payload, sentinelLog{}, cursor, o.boot)
 		o.sentinel = &res.record
 	}
 	o.withHostState(o.sentinel)
 	now := v.now()
-	if o.sentinel.write {
-		if err := v.store.RecordSentinel(ctx, o.agent.ID, o.sentinel.cursor, o.sentinel.events, now); err != nil {
-			v.log.Error("recording sentinel events failed", "agent_id", o.agent.ID, "error", err)
-		}
-	}
+	v.writeSentinel(ctx, o, now)
 	if pulsev1.Verdict(o.agent.LastVerdict) != pulsev1.Verdict_VERDICT_BLINDED || o.Reason == pulsev1.Reason_REASON_AGENT_SIGNALLED {
 		return
 	}
@@ -381,6 +377,51 @@ func (v *Verifier) recordSentinel(ctx context.Context, o *Outcome) {
 	kind, sev := alert.KindAgentSignalled, alert.SeverityLow
 	v.raise(ctx, &store.Alert{DedupKey: fmt.Sprintf("comeback:%s:%s:%d", o.agent.ID, sig.Boot, sig.Seq), AgentID: o.agent.ID,
 		Kind: string(kind), Severity: sev, Reason: o.Reason.String(), Message: msg})
+}
+
+// sentinelState is the agent's stored Sentinel state (cursor and host
+// program state) the pulse is judged against: read once per pulse, from
+// what this process recorded for the row version the pulse was judged
+// against (agentcache.go, versioned) or else from the store.
+func (v *Verifier) sentinelState(ctx context.Context, o *Outcome) (store.SentinelState, error) {
+	if o.sentState != nil {
+		return *o.sentState, nil
+	}
+	st, ok := v.agents.sentinelAt(o.agent.ID, o.agent.RowVersion)
+	if !ok {
+		var err error
+		if st, err = v.store.GetSentinelState(ctx, o.agent.ID); err != nil {
+			return store.SentinelState{}, err
+		}
+	}
+	o.sentState = &st
+	return st, nil
+}
+
+// writeSentinel records what a committed pulse decided of Sentinel (new
+// records, the cursor, the host program state) and remembers the state
+// the store then holds for the row version the commit gave the agent, so
+// the agent's next pulse reads nothing. A failed write forgets it.
+func (v *Verifier) writeSentinel(ctx context.Context, o *Outcome, now time.Time) {
+	id, so := o.agent.ID, o.sentinel
+	if so.write {
+		if err := v.store.RecordSentinel(ctx, id, so.cursor, so.events, now); err != nil {
+			v.log.Error("recording sentinel events failed", "agent_id", id, "error", err)
+			return
+		}
+	}
+	if o.sentState == nil {
+		return
+	}
+	next := *o.sentState
+	if so.write && so.cursor.Boot != "" {
+		next.Found = true
+		next.Cursor = store.SentinelCursor{Boot: so.cursor.Boot, LastSeq: so.cursor.LastSeq}
+		if so.cursor.HostPrograms != nil {
+			next.HostPrograms = *so.cursor.HostPrograms
+		}
+	}
+	v.agents.putSentinel(id, o.update.NextRowVersion, next)
 }
 
 // describeSignal names a recorded signal and its sender.
