@@ -13,8 +13,11 @@ import (
 	"time"
 
 	"github.com/pulse-attest/pulse/internal/directivesig"
+	"github.com/pulse-attest/pulse/internal/pgtest"
 	"github.com/pulse-attest/pulse/internal/quarset"
+	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/verifier/config"
+	"github.com/pulse-attest/pulse/verifier/ektrust"
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
@@ -133,5 +136,257 @@ func TestNotIsolatable(t *testing.T) {
 		if got := notIsolatable(tc.addr) != ""; got != tc.refused {
 			t.Errorf("notIsolatable(%q) refused %v, want %v", tc.addr, got, tc.refused)
 		}
+	}
+}
+
+// TestQuarantineSnapshotFresh: a copy answers for the store only while no
+// write went through this process's handle and both clocks are within the
+// TTL of the read; a clock that went back ends it too.
+func TestQuarantineSnapshotFresh(t *testing.T) {
+	at := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	mono := time.Now()
+	ttl := QuarantineCacheTTL
+	q := &quarantineSnapshot{gen: 7, at: at, mono: mono}
+	for _, tc := range []struct {
+		name     string
+		gen      uint64
+		now, mon time.Time
+		fresh    bool
+	}{
+		{"just read", 7, at, mono, true},
+		{"just within the TTL", 7, at.Add(ttl - 1), mono.Add(ttl - 1), true},
+		{"the TTL passed on the verifier's clock", 7, at.Add(ttl), mono, false},
+		{"the TTL passed on the host's monotonic clock", 7, at, mono.Add(ttl), false},
+		{"a write through this handle", 8, at, mono, false},
+		{"the verifier's clock went back", 7, at.Add(-time.Second), mono, false},
+		{"the monotonic clock is older than the read", 7, at, mono.Add(-time.Nanosecond), false},
+	} {
+		if got := q.fresh(tc.gen, tc.now, tc.mon); got != tc.fresh {
+			t.Errorf("%s: fresh %v, want %v", tc.name, got, tc.fresh)
+		}
+	}
+}
+
+// newQuarantineVerifier is a verifier over a fresh SQLite store at clock.
+func newQuarantineVerifier(t *testing.T, clock *testClock) (*Verifier, *store.Store) {
+	t.Helper()
+	st, err := store.Open(context.Background(), store.EngineSQLite, filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return newOutboxVerifier(t, st, "r1", clock, nil), st
+}
+
+func shieldPulse(t testing.TB, id string, held ...string) (*Outcome, *pulsev1.PulsePayload) {
+	t.Helper()
+	d, _, err := quarset.Digest(held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Outcome{agent: &store.Agent{ID: id}},
+		&pulsev1.PulsePayload{AgentId: id, Bpf: &pulsev1.BPFSnapshot{QuarantineSha256: d[:], QuarantineCount: uint32(len(held))}, Quarantined: held}
+}
+
+// TestQuarantineCopyOwnAddresses: the copy knows each isolated address's
+// registered agents from the one joined read, so the steady state reads
+// nothing per agent; an address stored in a non-canonical spelling (the
+// join cannot match it) makes the agents' own addresses be read as before,
+// and the expected sets are the same either way. A registration of this
+// process that concerns the copy drops it; one that does not keeps it.
+func TestQuarantineCopyOwnAddresses(t *testing.T) {
+	ctx := context.Background()
+	clock := &testClock{now: time.Now()}
+	v, st := newQuarantineVerifier(t, clock)
+	old := clock.Now().Add(-time.Hour)
+	for _, q := range []store.Quarantine{
+		{Address: "192.0.2.1", Offender: "x", Since: old},
+		{Address: "192.0.2.2", Offender: "y", Since: old},
+	} {
+		if _, err := st.AddQuarantine(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.RegisterAddress(ctx, "victim", "192.0.2.2", clock.Now(), old); err != nil {
+		t.Fatal(err)
+	}
+	check := func(name string, wantExact bool, wantAddrReads uint64) {
+		t.Helper()
+		_, a0 := st.QuarantineReads()
+		for _, tc := range []struct {
+			id   string
+			held []string
+			ok   bool
+		}{
+			{"bystander", []string{"192.0.2.1", "192.0.2.2"}, true},
+			{"bystander", []string{"192.0.2.1"}, false},
+			{"victim", []string{"192.0.2.1"}, true},              // its own address not held
+			{"victim", []string{"192.0.2.1", "192.0.2.2"}, true}, // or held
+			{"victim", []string{"192.0.2.1", "192.0.2.3"}, false},
+			{"x", []string{"192.0.2.2"}, true},
+			{"y", nil, false}, // misses x's
+		} {
+			q, err := v.quarantineTable(ctx, time.Time{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if q.exact != wantExact {
+				t.Fatalf("%s: exact %v", name, q.exact)
+			}
+			_, p := shieldPulse(t, tc.id, tc.held...)
+			if got := v.matchesCopy(ctx, q, tc.id, p.GetBpf().GetQuarantineSha256(), clock.Now()); got != tc.ok {
+				t.Errorf("%s: %s holding %v matches %v, want %v", name, tc.id, tc.held, got, tc.ok)
+			}
+		}
+		if _, a1 := st.QuarantineReads(); a1-a0 != wantAddrReads {
+			t.Errorf("%s: %d address reads, want %d", name, a1-a0, wantAddrReads)
+		}
+	}
+	check("canonical table", true, 0)
+
+	// Registrations: one that concerns no entry keeps the copy; one of an
+	// offender's (it owns an entry) drops it.
+	kept, _ := v.quarantineTable(ctx, time.Time{})
+	v.registerAddress(ctx, "bystander", "198.51.100.1")
+	if q, _ := v.quarantineTable(ctx, time.Time{}); q != kept {
+		t.Error("an unrelated registration dropped the copy")
+	}
+	v.registerAddress(ctx, "x", "198.51.100.2")
+	if q, _ := v.quarantineTable(ctx, time.Time{}); q == kept {
+		t.Error("a registration of an agent owning an entry kept the copy")
+	}
+
+	// The victim's address stored as another replica's older code might
+	// spell it: the join misses it, the agents' addresses are read.
+	if _, err := st.RemoveQuarantine(ctx, "192.0.2.2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.AddQuarantine(ctx, store.Quarantine{Address: "::ffff:192.0.2.2", Offender: "y", Since: old}); err != nil {
+		t.Fatal(err)
+	}
+	check("non-canonical entry", false, 7)
+}
+
+// TestQuarantineReadFailure: when the table cannot be read the pulse is
+// not judged on its quarantine (logged), whatever it reports; a copy that
+// still stands keeps answering for a matching digest.
+func TestQuarantineReadFailure(t *testing.T) {
+	ctx := context.Background()
+	clock := &testClock{now: time.Now()}
+	v, st := newQuarantineVerifier(t, clock)
+	if _, err := st.AddQuarantine(ctx, store.Quarantine{Address: "192.0.2.1", Offender: "x", Since: clock.Now().Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(held ...string) *Outcome {
+		t.Helper()
+		o, p := shieldPulse(t, "a", held...)
+		return v.checkQuarantine(ctx, o, p)
+	}
+	if out := check("192.0.2.1"); out != nil {
+		t.Fatalf("matching: %v", out.Reason)
+	}
+	st.Close()
+	if out := check("192.0.2.1"); out != nil {
+		t.Fatalf("matching the standing copy with the store closed: %v", out.Reason)
+	}
+	clock.Advance(QuarantineCacheTTL + 5*time.Minute) // past the copy's TTL and any grace
+	for _, held := range [][]string{{"192.0.2.1"}, nil} {
+		if out := check(held...); out != nil {
+			t.Fatalf("holding %v with the store closed: judged %v", held, out.Reason)
+		}
+	}
+	if _, ok := v.quar.diverged["a"]; ok {
+		t.Error("a divergence was recorded without reading the table")
+	}
+}
+
+// BenchmarkCheckQuarantine: reconciliation's cost per steady-state pulse
+// (the reported digest matches) with a 100-address table the agent owns
+// no entry of, on SQLite and PostgreSQL: "reads" is the per-pulse work
+// before the cache (the whole table and the agent's addresses read, then
+// the expected set and its digest), "cached" is checkQuarantine with a
+// standing copy, "fresh" is checkQuarantine reading the table every pulse
+// (a copy's TTL of zero: what a pulse that differs costs).
+func BenchmarkCheckQuarantine(b *testing.B) {
+	ctx := context.Background()
+	for _, engine := range []string{store.EngineSQLite, store.EnginePostgres} {
+		b.Run(engine, func(b *testing.B) {
+			dsn := filepath.Join(b.TempDir(), "state.db")
+			if engine == store.EnginePostgres {
+				if dsn = pgtest.NewDatabase(b); dsn == "" {
+					return
+				}
+			}
+			st, err := store.Open(ctx, engine, dsn)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { st.Close() })
+			clock := &testClock{now: time.Now()}
+			trust, err := ektrust.Load(nil, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			v, err := New(Options{Config: &config.Config{NonceTTL: time.Minute, ClockSkew: 30 * time.Second}, Store: st, Policies: noPolicies{}, EKTrust: trust, Now: clock.Now})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var all []string
+			for i := range 100 {
+				addr := fmt.Sprintf("10.0.%d.%d", i/250, i%250+1)
+				all = append(all, addr)
+				if _, err := st.AddQuarantine(ctx, store.Quarantine{Address: addr, Offender: fmt.Sprintf("x%d", i), Since: clock.Now().Add(-time.Hour)}); err != nil {
+					b.Fatal(err)
+				}
+				if err := st.RegisterAddress(ctx, fmt.Sprintf("x%d", i), addr, clock.Now(), clock.Now().Add(-time.Hour)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := st.RegisterAddress(ctx, "a", "192.0.2.200", clock.Now(), clock.Now().Add(-time.Hour)); err != nil {
+				b.Fatal(err)
+			}
+			o, p := shieldPulse(b, "a", all...)
+			b.Run("reads", func(b *testing.B) {
+				t0, a0 := st.QuarantineReads()
+				for b.Loop() {
+					qs, err := st.ListQuarantine(ctx)
+					if err != nil {
+						b.Fatal(err)
+					}
+					qs = slices.DeleteFunc(qs, func(q store.Quarantine) bool {
+						c, err := quarset.Canonical(q.Address)
+						return err == nil && v.protectedAddr(c)
+					})
+					mine, err := st.AgentAddresses(ctx, "a", clock.Now().Add(-time.Hour))
+					if err != nil {
+						b.Fatal(err)
+					}
+					want, _, _ := expectedQuarantine(qs, "a", mine, clock.Now(), time.Minute)
+					if d, _ := quarset.DigestCanonical(want); string(d[:]) != string(p.GetBpf().GetQuarantineSha256()) {
+						b.Fatal("no match")
+					}
+				}
+				t1, a1 := st.QuarantineReads()
+				b.ReportMetric(float64(t1-t0+a1-a0)/float64(b.N), "reads/pulse")
+			})
+			for _, tc := range []struct {
+				name string
+				ttl  time.Duration
+			}{{"cached", time.Hour}, {"fresh", 0}} {
+				b.Run(tc.name, func(b *testing.B) {
+					prev := QuarantineCacheTTL
+					QuarantineCacheTTL = tc.ttl
+					b.Cleanup(func() { QuarantineCacheTTL = prev })
+					t0, a0 := st.QuarantineReads()
+					for b.Loop() {
+						if out := v.checkQuarantine(ctx, o, p); out != nil {
+							b.Fatal(out.Message)
+						}
+					}
+					t1, a1 := st.QuarantineReads()
+					b.ReportMetric(float64(t1-t0+a1-a0)/float64(b.N), "reads/pulse")
+				})
+			}
+		})
 	}
 }

@@ -54,9 +54,13 @@ type QuarantineUsers struct {
 // (QuarantineReads).
 func (s *Store) ListQuarantineUsers(ctx context.Context, since time.Time) ([]QuarantineUsers, error) {
 	s.quar.tableReads.Add(1)
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT q.address, q.offender, q.reason, q.created_at, COALESCE(aa.agent_id, '')
+	st, err := s.prepared(ctx, `SELECT q.address, q.offender, q.reason, q.created_at, COALESCE(aa.agent_id, '')
 		FROM quarantine q LEFT JOIN agent_addresses aa ON aa.address = q.address AND aa.last_seen >= ?
-		ORDER BY q.address, aa.agent_id`), nanos(since))
+		ORDER BY q.address`)
+	if err != nil {
+		return nil, fmt.Errorf("store: list quarantine users: %w", err)
+	}
+	rows, err := st.QueryContext(ctx, nanos(since))
 	if err != nil {
 		return nil, fmt.Errorf("store: list quarantine users: %w", err)
 	}
