@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -388,5 +389,54 @@ func BenchmarkCheckQuarantine(b *testing.B) {
 				})
 			}
 		})
+	}
+}
+
+// TestQuarantineCopyConcurrent: pulses reconciled while this process
+// isolates and releases addresses share one copy without a race (go test
+// -race); once the writes stop, a pulse holding the final table is
+// accepted and one holding a released address is not.
+func TestQuarantineCopyConcurrent(t *testing.T) {
+	ctx := context.Background()
+	clock := &testClock{now: time.Now()}
+	v, st := newQuarantineVerifier(t, clock)
+	old := clock.Now().Add(-time.Hour)
+	if _, err := st.AddQuarantine(ctx, store.Quarantine{Address: "192.0.2.1", Offender: "x", Since: old}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for range 50 {
+				o, p := shieldPulse(t, fmt.Sprintf("a%d", g), "192.0.2.1")
+				v.checkQuarantine(ctx, o, p)
+			}
+		})
+	}
+	wg.Go(func() {
+		for i := range 20 {
+			addr := fmt.Sprintf("198.51.100.%d", i+1)
+			if _, err := st.AddQuarantine(ctx, store.Quarantine{Address: addr, Offender: "y", Since: old}); err != nil {
+				t.Error(err)
+				return
+			}
+			if _, err := st.RemoveQuarantine(ctx, addr); err != nil {
+				t.Error(err)
+				return
+			}
+			v.registerAddress(ctx, "y", fmt.Sprintf("203.0.113.%d", i+1))
+		}
+	})
+	wg.Wait()
+	if out := func() *Outcome { o, p := shieldPulse(t, "a0", "192.0.2.1"); return v.checkQuarantine(ctx, o, p) }(); out != nil {
+		t.Fatalf("holding the table: %v", out.Reason)
+	}
+	clock.Advance(time.Hour) // past the grace of a first difference
+	o, p := shieldPulse(t, "a1", "192.0.2.1", "198.51.100.20")
+	v.checkQuarantine(ctx, o, p)
+	clock.Advance(time.Hour)
+	o, p = shieldPulse(t, "a1", "192.0.2.1", "198.51.100.20")
+	if out := v.checkQuarantine(ctx, o, p); out == nil || out.Reason != pulsev1.Reason_REASON_QUARANTINE_DIVERGED {
+		t.Fatalf("holding a released address past the grace: %v", out)
 	}
 }
