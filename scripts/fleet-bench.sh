@@ -35,6 +35,9 @@
 #   PPROF [0]      external: 1 = fetch heap and 30 s CPU profiles of replica
 #                  0 from its admin listener during the steady state
 #   REPEAT [1]     run each configuration this many times
+#   MEMORY_LIMIT [unset]  external: the verifiers' soft memory limit
+#                  (GOMEMLIMIT, e.g. 1GiB; the config's memory_limit does
+#                  the same), the load generators run without one
 #   VERIFIER_BIN, LOADGEN_BIN  binaries to use instead of building them
 #                  (e.g. an older pulse-verifier, for comparisons)
 #   OUT [a temp dir]  where summaries, logs and profiles are written
@@ -149,7 +152,7 @@ for run in $(seq 1 "$REPEAT"); do
     vpids=()
     for i in $(seq 0 $(( REPLICAS - 1 ))); do
       conf=$(sed -n "s/^config_$i=//p" "$dir/setup.env")
-      "$bin/pulse-verifier" run --config "$conf" >"$dir/verifier-$i.log" 2>&1 &
+      env ${MEMORY_LIMIT:+GOMEMLIMIT="$MEMORY_LIMIT"} "$bin/pulse-verifier" run --config "$conf" >"$dir/verifier-$i.log" 2>&1 &
       vpids+=($!)
       pids+=($!)
       port=$(( base + i ))
