@@ -402,11 +402,38 @@ func (v *Verifier) sentinelState(ctx context.Context, o *Outcome) (store.Sentine
 // records, the cursor, the host program state) and remembers the state
 // the store then holds for the row version the commit gave the agent, so
 // the agent's next pulse reads nothing. A failed write forgets it.
+//
+// The cursor is written only while the agent's row is still at the
+// version this pulse's commit gave it: a later pulse (the agent asked
+// Challenge for the next epoch as soon as this commit landed, on this
+// replica or another) may already have recorded its own state and
+// remembered it for its row version; writing this pulse's older cursor
+// over it would move the store's cursor back under that memo, and a
+// replica judging from its memory would then miss records the store says
+// were handed out. Such a late pulse records its events only.
 func (v *Verifier) writeSentinel(ctx context.Context, o *Outcome, now time.Time) {
 	id, so := o.agent.ID, o.sentinel
 	if so.write {
-		if err := v.store.RecordSentinel(ctx, id, so.cursor, so.events, now); err != nil {
+		cursor := so.cursor
+		late := false
+		if cursor.Boot != "" {
+			switch a, err := v.store.GetAgent(ctx, id); {
+			case err != nil:
+				v.log.Warn("reading the agent before recording its sentinel cursor failed; cursor not recorded", "agent_id", id, "error", err)
+				late = true
+			case a.RowVersion != o.update.NextRowVersion:
+				late = true
+			}
+		}
+		if late {
+			cursor = store.SentinelCursor{}
+		}
+		if err := v.store.RecordSentinel(ctx, id, cursor, so.events, now); err != nil {
 			v.log.Error("recording sentinel events failed", "agent_id", id, "error", err)
+			return
+		}
+		if late {
+			v.log.Debug("a later pulse committed before this one's sentinel cursor was recorded; its events only recorded", "agent_id", id)
 			return
 		}
 	}
