@@ -179,3 +179,35 @@ func mustEpoch(t *testing.T, pf *pulseFuzz) uint64 {
 	}
 	return a.NonceEpoch
 }
+
+// TestAttack26SentinelRecordAfterOtherWriter is the honest side of
+// TestAttack26SentinelLateRecord: a row changed between a pulse's commit
+// and its Sentinel record by anything but another pulse (its directive
+// stream opening) leaves the pulse's cursor the newest judgement, and it
+// is recorded.
+func TestAttack26SentinelRecordAfterOtherWriter(t *testing.T) {
+	pf := newPulseFuzz(t)
+	ctx := context.Background()
+	st := pf.v.store
+	steadyPulse(t, pf, nil)
+	a := committedPulse(t, pf, sentinelReport(3))
+	if err := st.SetStream(ctx, fuzzTPMAgent, "replica-b", fuzzNow); err != nil {
+		t.Fatal(err)
+	}
+	if row, err := st.GetAgent(ctx, fuzzTPMAgent); err != nil || row.RowVersion == a.update.NextRowVersion {
+		t.Fatalf("the stream's write did not change the row's version (%v)", err)
+	}
+	pf.v.afterPulse(ctx, pf.tpm.peer, a)
+	stored, err := st.GetSentinelState(ctx, fuzzTPMAgent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !stored.Found || stored.Cursor.LastSeq != 3 {
+		t.Fatalf("stored Sentinel state %+v, want the pulse's cursor at 3", stored)
+	}
+	// The next pulse continues from it without a finding.
+	c := steadyPulse(t, pf, sentinelReport(3))
+	if hasSentinelFinding(c) {
+		t.Fatalf("the next pulse found a Sentinel gap: %v", c.Findings)
+	}
+}

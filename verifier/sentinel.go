@@ -403,8 +403,8 @@ func (v *Verifier) sentinelState(ctx context.Context, o *Outcome) (store.Sentine
 // the store then holds for the row version the commit gave the agent, so
 // the agent's next pulse reads nothing. A failed write forgets it.
 //
-// The cursor is written only while the agent's row is still at the
-// version this pulse's commit gave it: a later pulse (the agent asked
+// The cursor is written only while the agent's nonce epoch is still the
+// one this pulse's commit moved it to: a later pulse (the agent asked
 // Challenge for the next epoch as soon as this commit landed, on this
 // replica or another) may already have recorded its own state and
 // remembered it for its row version; writing this pulse's older cursor
@@ -421,7 +421,10 @@ func (v *Verifier) writeSentinel(ctx context.Context, o *Outcome, now time.Time)
 			case err != nil:
 				v.log.Warn("reading the agent before recording its sentinel cursor failed; cursor not recorded", "agent_id", id, "error", err)
 				late = true
-			case a.RowVersion != o.update.NextRowVersion:
+			case a.NonceEpoch != o.epoch+1:
+				// Another pulse spent the epoch after this one's (a row
+				// changed by anything else, a directive stream opening,
+				// keeps this pulse's cursor the newest judgement).
 				late = true
 			}
 		}
