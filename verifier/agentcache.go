@@ -36,10 +36,11 @@ type agentCache struct {
 }
 
 // versioned is a value the store holds for an agent as of the agent row's
-// version: the Sentinel cursor and host program state (written after a
-// pulse's commit, recordSentinel) and the explanation's digest (written by
-// the commit). Every writer of those tables writes the agent row first (a
-// pulse commit: a new version) or deletes it (decommission), so a memo
+// version: the Sentinel cursor and host program state and the
+// explanation's digest, all written by the pulse's commit in its
+// transaction (sentinelWrite, explain). Every other writer of those tables
+// writes the agent row too (a new version) or deletes it (decommission),
+// so a memo
 // recorded for version V is what the store holds while the row is at V;
 // a pulse judged against a cached row that is stale finds the memo of the
 // stale version, and its commit, conditional on that version, writes

@@ -366,7 +366,7 @@ func ownPrograms(p *pulsev1.PulsePayload, rt *runtimeEvidence) map[uint32][]byte
 
 // hostOutcome is what judging the host program list decided: its findings
 // (applied by hostVerdict, after checkSentinel), the state to record with
-// the Sentinel cursor after the commit (recordSentinel) and the digest of
+// the Sentinel cursor with the commit (sentinelWrite) and the digest of
 // the list the verifier then holds (told to the agent, VerifierState).
 type hostOutcome struct {
 	findings []judgedFinding
@@ -438,7 +438,7 @@ func (o *Outcome) hostVerdict() *Outcome {
 }
 
 // withHostState adds the host program state a committed pulse decided to
-// the Sentinel cursor recordSentinel writes.
+// the Sentinel cursor the commit writes (sentinelWrite).
 func (o *Outcome) withHostState(so *sentinelOutcome) {
 	if o.host == nil || o.host.state == nil || so == nil || so.cursor.Boot == "" {
 		return

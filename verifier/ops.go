@@ -206,7 +206,7 @@ func (v *Verifier) afterPulse(ctx context.Context, p Peer, o *Outcome) {
 	if accepted(o.Verdict) {
 		v.registerAddress(ctx, o.agent.ID, p.Addr)
 	}
-	v.recordSentinel(ctx, o)
+	v.sentinelComeback(ctx, o)
 	if v.shouldIsolate(o, pol) && p.Addr != "" {
 		v.isolate(ctx, o.agent.ID, p.Addr, o.Reason.String())
 	}

@@ -266,7 +266,7 @@ func (v *Verifier) verify(ctx context.Context, peer Peer, req *pulsev1.PulseRequ
 	o.TPM = true
 	// The quoted boot, set before any later step can refuse the pulse:
 	// Sentinel records a refused but committed pulse carried are kept
-	// under it (recordSentinel). A TPM Restart (Shutdown(STATE) before a
+	// under it (sentinelWrite). A TPM Restart (Shutdown(STATE) before a
 	// reboot) keeps the reset count but resets the PCRs: the restart
 	// count tells it apart. An S3 resume moves it too, and cannot be told
 	// from a Restart.
@@ -506,6 +506,7 @@ func (v *Verifier) commitOnce(ctx context.Context, o *Outcome) (won, stale bool)
 	o.update.Verdict, o.update.Reason, o.update.Message = int32(o.Verdict), int32(o.Reason), o.Message
 	o.update.RowVersion, o.update.NextRowVersion = o.agent.RowVersion, store.NewRowVersion()
 	ex := v.explain(o)
+	o.update.Sentinel = v.sentinelWrite(ctx, o)
 	st, err := v.store.CommitPulse(ctx, o.agent.ID, o.epoch, o.update)
 	if err != nil || st != store.NonceOK {
 		v.agents.drop(o.agent.ID)
@@ -527,6 +528,7 @@ func (v *Verifier) commitOnce(ctx context.Context, o *Outcome) (won, stale bool)
 		next := o.agent.AfterCommit(o.update)
 		v.agents.put(&next)
 		v.agents.putExplained(o.agent.ID, next.RowVersion, ex)
+		v.rememberSentinel(o, next.RowVersion)
 		// The response's next nonce names the epoch after the spend (o.agent
 		// is this pulse's own read of the row).
 		o.agent.NonceEpoch = o.epoch + 1

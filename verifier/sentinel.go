@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/pulse-attest/pulse/internal/sentinelrec"
 	"github.com/pulse-attest/pulse/policy"
@@ -331,19 +330,20 @@ func clipText(s string, n int) string {
 	return s
 }
 
-// recordSentinel stores what a committed pulse brought from Sentinel and,
-// when the agent comes back from BLINDED with a recorded signal the
-// verdict's own alert does not name, raises an alert naming it.
-func (v *Verifier) recordSentinel(ctx context.Context, o *Outcome) {
+// sentinelWrite decides what a pulse's commit records of Sentinel: its
+// records, the agent's cursor and host program state (nil: nothing to
+// write, the steady state). A pulse committed by a step before
+// checkSentinel (the agent will acknowledge the records) keeps them too,
+// judged for the record only, so none is lost from the verifier's view.
+// Written in the commit's transaction (store.PulseUpdate.Sentinel), so the
+// agent's next pulse, on any replica, is judged against it.
+func (v *Verifier) sentinelWrite(ctx context.Context, o *Outcome) *store.SentinelWrite {
 	if o.agent == nil || o.payload == nil {
-		return
+		return nil
 	}
 	if o.sentinel == nil {
-		// Committed by a step before checkSentinel (the agent will
-		// acknowledge the records): keep them, judged for the record
-		// only, so none is lost from the verifier's view.
 		if o.payload.GetSentinel() == nil && len(o.payload.GetSentinelEvents()) == 0 {
-			return
+			return nil
 		}
 		var cursor *store.SentinelCursor
 		if st, err := v.sentinelState(ctx, o); err == nil && st.Found {
@@ -353,8 +353,37 @@ func (v *Verifier) recordSentinel(ctx context.Context, o *Outcome) {
 		o.sentinel = &res.record
 	}
 	o.withHostState(o.sentinel)
-	now := v.now()
-	v.writeSentinel(ctx, o, now)
+	if !o.sentinel.write {
+		return nil
+	}
+	return &store.SentinelWrite{Cursor: o.sentinel.cursor, Events: o.sentinel.events, At: v.now()}
+}
+
+// rememberSentinel remembers the Sentinel state the store holds after the
+// pulse's commit won, for the row version it gave the agent (the state it
+// was judged against, with what the commit wrote).
+func (v *Verifier) rememberSentinel(o *Outcome, version int64) {
+	if o.sentState == nil {
+		return
+	}
+	next := *o.sentState
+	if w := o.update.Sentinel; w != nil && w.Cursor.Boot != "" {
+		next.Found = true
+		next.Cursor = store.SentinelCursor{Boot: w.Cursor.Boot, LastSeq: w.Cursor.LastSeq}
+		if w.Cursor.HostPrograms != nil {
+			next.HostPrograms = *w.Cursor.HostPrograms
+		}
+	}
+	v.agents.putSentinel(o.agent.ID, version, next)
+}
+
+// sentinelComeback raises, when the agent comes back from BLINDED with a
+// recorded signal the verdict's own alert does not name, an alert naming
+// it (the records were written by the pulse's commit).
+func (v *Verifier) sentinelComeback(ctx context.Context, o *Outcome) {
+	if o.agent == nil || o.sentinel == nil {
+		return
+	}
 	if pulsev1.Verdict(o.agent.LastVerdict) != pulsev1.Verdict_VERDICT_BLINDED || o.Reason == pulsev1.Reason_REASON_AGENT_SIGNALLED {
 		return
 	}
@@ -396,62 +425,6 @@ func (v *Verifier) sentinelState(ctx context.Context, o *Outcome) (store.Sentine
 	}
 	o.sentState = &st
 	return st, nil
-}
-
-// writeSentinel records what a committed pulse decided of Sentinel (new
-// records, the cursor, the host program state) and remembers the state
-// the store then holds for the row version the commit gave the agent, so
-// the agent's next pulse reads nothing. A failed write forgets it.
-//
-// The cursor is written only while the agent's nonce epoch is still the
-// one this pulse's commit moved it to: a later pulse (the agent asked
-// Challenge for the next epoch as soon as this commit landed, on this
-// replica or another) may already have recorded its own state and
-// remembered it for its row version; writing this pulse's older cursor
-// over it would move the store's cursor back under that memo, and a
-// replica judging from its memory would then miss records the store says
-// were handed out. Such a late pulse records its events only.
-func (v *Verifier) writeSentinel(ctx context.Context, o *Outcome, now time.Time) {
-	id, so := o.agent.ID, o.sentinel
-	if so.write {
-		cursor := so.cursor
-		late := false
-		if cursor.Boot != "" {
-			switch a, err := v.store.GetAgent(ctx, id); {
-			case err != nil:
-				v.log.Warn("reading the agent before recording its sentinel cursor failed; cursor not recorded", "agent_id", id, "error", err)
-				late = true
-			case a.NonceEpoch != o.epoch+1:
-				// Another pulse spent the epoch after this one's (a row
-				// changed by anything else, a directive stream opening,
-				// keeps this pulse's cursor the newest judgement).
-				late = true
-			}
-		}
-		if late {
-			cursor = store.SentinelCursor{}
-		}
-		if err := v.store.RecordSentinel(ctx, id, cursor, so.events, now); err != nil {
-			v.log.Error("recording sentinel events failed", "agent_id", id, "error", err)
-			return
-		}
-		if late {
-			v.log.Debug("a later pulse committed before this one's sentinel cursor was recorded; its events only recorded", "agent_id", id)
-			return
-		}
-	}
-	if o.sentState == nil {
-		return
-	}
-	next := *o.sentState
-	if so.write && so.cursor.Boot != "" {
-		next.Found = true
-		next.Cursor = store.SentinelCursor{Boot: so.cursor.Boot, LastSeq: so.cursor.LastSeq}
-		if so.cursor.HostPrograms != nil {
-			next.HostPrograms = *so.cursor.HostPrograms
-		}
-	}
-	v.agents.putSentinel(id, o.update.NextRowVersion, next)
 }
 
 // describeSignal names a recorded signal and its sender.

@@ -90,11 +90,17 @@ func (s *Store) CommitPulse(ctx context.Context, agentID string, epoch uint64, u
 	for _, query := range []string{s.pulseQuery(pulseKind(u)), qNonceEpoch, qPutExplanation} {
 		_, _ = s.prepared(ctx, query)
 	}
+	if u.Sentinel != nil {
+		for _, query := range sentinelQueries {
+			_, _ = s.prepared(ctx, query)
+		}
+	}
 	st := NonceUnknown
 	var rs error
 	err := s.submit(ctx, agentID, func(ctx context.Context, r runner) error {
-		if u.Explanation != nil {
-			// Row and explanation stand or fall together (evidence.go).
+		if u.Explanation != nil || u.Sentinel != nil {
+			// Row, explanation and Sentinel record stand or fall
+			// together (evidence.go).
 			return s.commitInTx(ctx, r, func(r runner) (bool, error) {
 				var err error
 				st, rs, err = s.commitRow(ctx, r, agentID, epoch, u)
@@ -124,6 +130,11 @@ func (s *Store) commitRow(ctx context.Context, r runner, agentID string, epoch u
 	} else if n > 0 {
 		if u.Explanation != nil {
 			if err := s.putExplanation(ctx, r, agentID, u.Explanation); err != nil {
+				return NonceUnknown, nil, fmt.Errorf("store: commit pulse for %s: %w", agentID, err)
+			}
+		}
+		if u.Sentinel != nil {
+			if err := s.recordSentinel(ctx, r, agentID, *u.Sentinel); err != nil {
 				return NonceUnknown, nil, fmt.Errorf("store: commit pulse for %s: %w", agentID, err)
 			}
 		}
@@ -163,7 +174,7 @@ func (s *Store) commitWithFirmwareLog(ctx context.Context, agentID string, epoch
 	}
 	// Prepared outside the transaction (on SQLite it holds the only
 	// connection; a transaction uses the cached statements).
-	for _, query := range []string{lockAgent, qAgentRefs, qEvictRef, qTouchLog, qStoreLog, qPutRef, qPutExplanation} {
+	for _, query := range append([]string{lockAgent, qAgentRefs, qEvictRef, qTouchLog, qStoreLog, qPutRef, qPutExplanation}, sentinelQueries...) {
 		if _, err := s.prepared(ctx, query); err != nil {
 			return NonceUnknown, fmt.Errorf("store: commit pulse for %s: %w", agentID, err)
 		}

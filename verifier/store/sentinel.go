@@ -44,46 +44,65 @@ type SentinelCursor struct {
 
 // RecordSentinel stores the events of a committed pulse (ignoring ones
 // already held), keeps the newest MaxSentinelEvents per agent, and sets the
-// agent's cursor (only a pulse that won its commit calls it, one per nonce
-// epoch, so the last write is the newest judgement).
+// agent's cursor, in its own transaction. A pulse's own record is written
+// by its commit (PulseUpdate.Sentinel); this is for records outside one.
 func (s *Store) RecordSentinel(ctx context.Context, agentID string, cursor SentinelCursor, events []SentinelEvent, at time.Time) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: record sentinel: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
-	for _, e := range events {
-		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO sentinel_events (agent_id, boot, seq, kind, at, sender_pid, sender_uid, sender_comm,
-			target_pid, signal, detail, finding, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (agent_id, boot, seq) DO NOTHING`),
-			agentID, e.Boot, int64(e.Seq), e.Kind, nanos(e.At), int64(e.SenderPID), int64(e.SenderUID), e.SenderComm,
-			int64(e.TargetPID), int64(e.Signal), e.Detail, e.Finding, nanos(at)); err != nil {
-			return fmt.Errorf("store: record sentinel event: %w", err)
-		}
-	}
-	if len(events) > 0 {
-		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM sentinel_events WHERE agent_id = ? AND NOT EXISTS (SELECT 1 FROM
-			(SELECT boot, seq FROM sentinel_events WHERE agent_id = ? ORDER BY recorded_at DESC, seq DESC LIMIT ?) k
-			WHERE k.boot = sentinel_events.boot AND k.seq = sentinel_events.seq)`), agentID, agentID, MaxSentinelEvents); err != nil {
-			return fmt.Errorf("store: prune sentinel events: %w", err)
-		}
-	}
-	if cursor.Boot != "" {
-		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO sentinel_cursors (agent_id, boot, last_seq, updated_at) VALUES (?, ?, ?, ?)
-			ON CONFLICT (agent_id) DO UPDATE SET
-				last_seq = excluded.last_seq, boot = excluded.boot, updated_at = excluded.updated_at`),
-			agentID, cursor.Boot, int64(cursor.LastSeq), nanos(at)); err != nil {
-			return fmt.Errorf("store: sentinel cursor: %w", err)
-		}
-		if cursor.HostPrograms != nil {
-			if _, err := tx.ExecContext(ctx, s.q(`UPDATE sentinel_cursors SET host_programs = ? WHERE agent_id = ?`),
-				*cursor.HostPrograms, agentID); err != nil {
-				return fmt.Errorf("store: host program state: %w", err)
-			}
-		}
+	if err := s.recordSentinel(ctx, runner{s: s, tx: tx}, agentID, SentinelWrite{Cursor: cursor, Events: events, At: at}); err != nil {
+		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store: record sentinel: commit: %w", err)
+	}
+	return nil
+}
+
+const (
+	qSentinelEvent = `INSERT INTO sentinel_events (agent_id, boot, seq, kind, at, sender_pid, sender_uid, sender_comm,
+			target_pid, signal, detail, finding, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (agent_id, boot, seq) DO NOTHING`
+	qPruneSentinel = `DELETE FROM sentinel_events WHERE agent_id = ? AND NOT EXISTS (SELECT 1 FROM
+			(SELECT boot, seq FROM sentinel_events WHERE agent_id = ? ORDER BY recorded_at DESC, seq DESC LIMIT ?) k
+			WHERE k.boot = sentinel_events.boot AND k.seq = sentinel_events.seq)`
+	qSentinelCursor = `INSERT INTO sentinel_cursors (agent_id, boot, last_seq, updated_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (agent_id) DO UPDATE SET
+				last_seq = excluded.last_seq, boot = excluded.boot, updated_at = excluded.updated_at`
+	qHostPrograms = `UPDATE sentinel_cursors SET host_programs = ? WHERE agent_id = ?`
+)
+
+// sentinelQueries are recordSentinel's statements (prepared by the commit
+// outside its transaction).
+var sentinelQueries = []string{qSentinelEvent, qPruneSentinel, qSentinelCursor, qHostPrograms}
+
+// recordSentinel writes w in r (a transaction: RecordSentinel's, or the
+// pulse commit's).
+func (s *Store) recordSentinel(ctx context.Context, r runner, agentID string, w SentinelWrite) error {
+	at := nanos(w.At)
+	for _, e := range w.Events {
+		if _, err := r.exec(ctx, qSentinelEvent,
+			agentID, e.Boot, int64(e.Seq), e.Kind, nanos(e.At), int64(e.SenderPID), int64(e.SenderUID), e.SenderComm,
+			int64(e.TargetPID), int64(e.Signal), e.Detail, e.Finding, at); err != nil {
+			return fmt.Errorf("store: record sentinel event: %w", err)
+		}
+	}
+	if len(w.Events) > 0 {
+		if _, err := r.exec(ctx, qPruneSentinel, agentID, agentID, MaxSentinelEvents); err != nil {
+			return fmt.Errorf("store: prune sentinel events: %w", err)
+		}
+	}
+	if c := w.Cursor; c.Boot != "" {
+		if _, err := r.exec(ctx, qSentinelCursor, agentID, c.Boot, int64(c.LastSeq), at); err != nil {
+			return fmt.Errorf("store: sentinel cursor: %w", err)
+		}
+		if c.HostPrograms != nil {
+			if _, err := r.exec(ctx, qHostPrograms, *c.HostPrograms, agentID); err != nil {
+				return fmt.Errorf("store: host program state: %w", err)
+			}
+		}
 	}
 	return nil
 }

@@ -181,6 +181,18 @@ type PulseUpdate struct {
 	// Explanation, when set, is written with the row in the commit's
 	// transaction (evidence.go).
 	Explanation *Explanation
+	// Sentinel, when set, is what the pulse recorded of Sentinel (its
+	// records, the agent's cursor and host program state), written with
+	// the row in the commit's transaction: the next epoch's pulse, on any
+	// replica, is judged against it.
+	Sentinel *SentinelWrite
+}
+
+// SentinelWrite is a pulse's Sentinel record (RecordSentinel's arguments).
+type SentinelWrite struct {
+	Cursor SentinelCursor
+	Events []SentinelEvent
+	At     time.Time
 }
 
 // Store is the verifier's state.
