@@ -600,8 +600,12 @@ func (v *Verifier) checkQuarantine(ctx context.Context, o *Outcome, p *pulsev1.P
 	id := o.agent.ID
 	arrived := time.Now()
 	now := v.now()
+	// The list the agent reports (stored and shown as what its Shield
+	// drops) must be the one its digest names, on every path.
+	listDigest, _, lerr := quarset.Digest(p.GetQuarantined())
+	listOK := lerr == nil && string(listDigest[:]) == string(reported)
 	q, err := v.quarantineTable(ctx, time.Time{})
-	if err == nil && v.matchesCopy(ctx, q, id, reported, now) {
+	if err == nil && listOK && v.matchesCopy(ctx, q, id, reported, now) {
 		v.clearDivergence(id)
 		return nil
 	}
@@ -614,7 +618,7 @@ func (v *Verifier) checkQuarantine(ctx context.Context, o *Outcome, p *pulsev1.P
 	}
 	grace := v.divergenceGrace(o)
 	want, young, own := v.expectedFrom(ctx, q, id, now, grace)
-	if d, _ := quarset.DigestCanonical(want); string(d[:]) == string(reported) {
+	if d, _ := quarset.DigestCanonical(want); string(d[:]) == string(reported) && listOK {
 		v.clearDivergence(id)
 		return nil
 	}
@@ -628,7 +632,7 @@ func (v *Verifier) checkQuarantine(ctx context.Context, o *Outcome, p *pulsev1.P
 		}
 		held[c] = true
 	}
-	if d, _, err := quarset.Digest(p.GetQuarantined()); err != nil || string(d[:]) != string(reported) {
+	if !listOK {
 		problems = append(problems, "its Shield map's digest is not that of the list it reports")
 	}
 	var missing, extra []string
