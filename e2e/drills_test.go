@@ -299,6 +299,18 @@ func TestDrillSQLiteFullDisk(t *testing.T) {
 // operator action, is TRUSTED again by a pulse from the new boot (another
 // TPM reset count), whose verdict carries the reboot note, with a new
 // runtime log for the new boot; no BLINDED verdict and no alert.
+// swapLink points the symbolic link link at target, atomically.
+func swapLink(t *testing.T, link, target string) {
+	t.Helper()
+	tmp := link + ".new"
+	if err := os.Symlink(target, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestDrillSwtpmKilled(t *testing.T) {
 	sw := startTPM(t, "rhel8-uefi", false)
 	if sw == nil {
@@ -335,6 +347,11 @@ func TestDrillSwtpmKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	killed := time.Now()
+	// The link points nowhere until the new simulator has booted: it may
+	// listen on the same socket path, and an agent reaching it between its
+	// start and the end of its boot (a TPM reset and the firmware log's
+	// replay) would extend the runtime PCR into a half-booted TPM.
+	swapLink(t, link, link+".down")
 	time.Sleep(3 * time.Second) // pulses fail on a missing TPM
 	if err := sw.Stop(); err != nil {
 		t.Fatal(err)
@@ -347,13 +364,7 @@ func TestDrillSwtpmKilled(t *testing.T) {
 	if _, err := sw2.Boot(bootLog); err != nil {
 		t.Fatal(err)
 	}
-	tmp := link + ".new"
-	if err := os.Symlink(sw2.ServerSocket(), tmp); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, link); err != nil {
-		t.Fatal(err)
-	}
+	swapLink(t, link, sw2.ServerSocket())
 	restarted := time.Now()
 
 	a := waitNewBoot(t, st, id, before, 30*time.Second)
