@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,31 +27,13 @@ import (
 	"github.com/pulse-attest/pulse/verifier/store"
 )
 
-// guardClock is the verifier's clock in the guard's tests.
-type guardClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *guardClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *guardClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
 // guardEnv is a certGuard on a real SQLite store, with its own clock and
 // agent certificates from a real CA.
 type guardEnv struct {
 	t     testing.TB
 	g     *certGuard
 	st    *store.Store
-	clock *guardClock
+	clock *testClock
 	ca    *pki.CA
 }
 
@@ -67,7 +48,7 @@ func newGuardEnv(t testing.TB, every time.Duration) *guardEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := &guardClock{t: time.Now()}
+	clock := &testClock{now: time.Now()}
 	g, err := newCertGuard(context.Background(), st, clock.Now, every, nil)
 	if err != nil {
 		t.Fatal(err)
