@@ -18,7 +18,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
-	ebpfagent "github.com/pulse-attest/pulse/agent/ebpf"
 	"github.com/pulse-attest/pulse/bpf"
 	"github.com/pulse-attest/pulse/internal/directivesig"
 	"github.com/pulse-attest/pulse/internal/kernelev"
@@ -47,60 +46,9 @@ func TestAttack20ForgedKernelRecords(t *testing.T) {
 		return
 	}
 	ifname, ifindex := vethPair(t)
-	a := e.agent("edge-attack20", e.openTPM(e.sw))
-	if res := a.Enroll(); !res.GetEnrolled() {
-		t.Fatalf("enroll: %s", res.GetMessage())
-	}
-	a.MeasureBinary()
-	pinDir := filepath.Join(bpf.BPFFSPath, "pulse-x20-"+randHex(t, 4))
-	t.Cleanup(func() { bpf.RemoveAll(pinDir) }) //nolint:errcheck // best effort
-	measure := func(_ context.Context, c cel.Content) error {
-		a.Measure(c)
-		return nil
-	}
-	// load is a fresh load of the agent's eBPF (an agent restart): new
-	// Shield maps, a new maps record, every program measured again.
-	var ad *ebpfagent.Adapter
-	load := func(t *testing.T) {
-		t.Helper()
-		if ad != nil {
-			ad.Close()
-		}
-		var err error
-		if ad, err = ebpfagent.New(context.Background(), pinDir, []string{ifname}, measure, simtest.Logger(t)); err != nil {
-			t.Fatalf("load eBPF: %v", err)
-		}
-	}
-	load(t)
-	t.Cleanup(func() { ad.Close() })
-	a.Challenge()
-
-	pulse := func() *pulsev1.PulseResponse {
-		t.Helper()
-		bg := context.Background()
-		snap, err := ad.Snapshot(bg)
-		if err != nil {
-			t.Fatalf("snapshot: %v", err)
-		}
-		sent, err := ad.SentinelRead(bg, 256)
-		if err != nil {
-			t.Fatalf("sentinel: %v", err)
-		}
-		fortress, err := ad.Fortress(bg)
-		if err != nil {
-			t.Fatalf("fortress: %v", err)
-		}
-		resp := a.Pulse(func(p *parts) {
-			p.Payload.Bpf, p.Payload.Fortress = snap, fortress
-			p.Payload.Sentinel, p.Payload.SentinelEvents = sent.Report, sent.Events
-		})
-		if resp.GetVerdict() != pulsev1.Verdict_VERDICT_UNSPECIFIED {
-			if err := ad.SentinelAck(sent.Through); err != nil {
-				t.Fatalf("sentinel ack: %v", err)
-			}
-		}
-		return resp
-	}
+	k := newKernelAgent(t, e, "edge-attack20", "pulse-x20-", []string{ifname})
+	a, pinDir, load := k.Client, k.pinDir, k.load
+	pulse := func() *pulsev1.PulseResponse { return k.pulse(t, nil, nil) }
 	honest := func(t *testing.T) {
 		t.Helper()
 		wantVerdict(t, pulse(), trusted, pulsev1.Reason_REASON_OK)
@@ -384,57 +332,9 @@ func TestAttack20ForgedSentinelRecords(t *testing.T) {
 		return
 	}
 	ifname, _ := vethPair(t)
-	a := e.agent("edge-sentinel20", e.openTPM(e.sw))
-	if res := a.Enroll(); !res.GetEnrolled() {
-		t.Fatalf("enroll: %s", res.GetMessage())
-	}
-	a.MeasureBinary()
-	pinDir := filepath.Join(bpf.BPFFSPath, "pulse-s20-"+randHex(t, 4))
-	t.Cleanup(func() { bpf.RemoveAll(pinDir) }) //nolint:errcheck // best effort
-	measure := func(_ context.Context, c cel.Content) error {
-		a.Measure(c)
-		return nil
-	}
-	var ad *ebpfagent.Adapter
-	load := func(t *testing.T) {
-		t.Helper()
-		if ad != nil {
-			ad.Close()
-		}
-		var err error
-		if ad, err = ebpfagent.New(context.Background(), pinDir, []string{ifname}, measure, simtest.Logger(t)); err != nil {
-			t.Fatalf("load eBPF: %v", err)
-		}
-	}
-	load(t)
-	t.Cleanup(func() { ad.Close() })
-	a.Challenge()
-	pulse := func() *pulsev1.PulseResponse {
-		t.Helper()
-		bg := context.Background()
-		snap, err := ad.Snapshot(bg)
-		if err != nil {
-			t.Fatalf("snapshot: %v", err)
-		}
-		sent, err := ad.SentinelRead(bg, 256)
-		if err != nil {
-			t.Fatalf("sentinel: %v", err)
-		}
-		fortress, err := ad.Fortress(bg)
-		if err != nil {
-			t.Fatalf("fortress: %v", err)
-		}
-		resp := a.Pulse(func(p *parts) {
-			p.Payload.Bpf, p.Payload.Fortress = snap, fortress
-			p.Payload.Sentinel, p.Payload.SentinelEvents = sent.Report, sent.Events
-		})
-		if resp.GetVerdict() != pulsev1.Verdict_VERDICT_UNSPECIFIED {
-			if err := ad.SentinelAck(sent.Through); err != nil {
-				t.Fatalf("sentinel ack: %v", err)
-			}
-		}
-		return resp
-	}
+	k := newKernelAgent(t, e, "edge-sentinel20", "pulse-s20-", []string{ifname})
+	a, load := k.Client, k.load
+	pulse := func() *pulsev1.PulseResponse { return k.pulse(t, nil, nil) }
 	honest := func(t *testing.T) {
 		t.Helper()
 		wantVerdict(t, pulse(), trusted, pulsev1.Reason_REASON_OK)
@@ -442,7 +342,7 @@ func TestAttack20ForgedSentinelRecords(t *testing.T) {
 	honest(t)
 	cfgMapID := func(t *testing.T) uint32 {
 		t.Helper()
-		snap, err := ad.Snapshot(context.Background())
+		snap, err := k.ad.Snapshot(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -624,17 +524,8 @@ func TestAttack20DeadAgentPID(t *testing.T) {
 	if e == nil {
 		return
 	}
-	a := e.agent("edge-deadpid", e.openTPM(e.sw))
-	if res := a.Enroll(); !res.GetEnrolled() {
-		t.Fatalf("enroll: %s", res.GetMessage())
-	}
-	a.MeasureBinary()
-	pinDir := filepath.Join(bpf.BPFFSPath, "pulse-d20-"+randHex(t, 4))
-	t.Cleanup(func() { bpf.RemoveAll(pinDir) }) //nolint:errcheck // best effort
-	measure := func(_ context.Context, c cel.Content) error {
-		a.Measure(c)
-		return nil
-	}
+	k := enrolledKernelAgent(t, e, "edge-deadpid", "pulse-d20-", nil)
+	a, pinDir, measure := k.Client, k.pinDir, k.measure
 
 	// The first agent: a process that then exits. Its load is measured as
 	// the agent's loader measures it (maps, programs, Sentinel's
@@ -673,38 +564,9 @@ func TestAttack20DeadAgentPID(t *testing.T) {
 	old.Wait()                          //nolint:errcheck // terminated
 
 	// The restarted agent (this process).
-	ad, err := ebpfagent.New(context.Background(), pinDir, nil, measure, simtest.Logger(t))
-	if err != nil {
-		t.Fatalf("second load: %v", err)
-	}
-	t.Cleanup(func() { ad.Close() })
+	k.load(t)
 	a.Challenge()
-	pulse := func() *pulsev1.PulseResponse {
-		t.Helper()
-		bg := context.Background()
-		snap, err := ad.Snapshot(bg)
-		if err != nil {
-			t.Fatalf("snapshot: %v", err)
-		}
-		sent, err := ad.SentinelRead(bg, 256)
-		if err != nil {
-			t.Fatalf("sentinel: %v", err)
-		}
-		fortress, err := ad.Fortress(bg)
-		if err != nil {
-			t.Fatalf("fortress: %v", err)
-		}
-		resp := a.Pulse(func(p *parts) {
-			p.Payload.Bpf, p.Payload.Fortress = snap, fortress
-			p.Payload.Sentinel, p.Payload.SentinelEvents = sent.Report, sent.Events
-		})
-		if resp.GetVerdict() != pulsev1.Verdict_VERDICT_UNSPECIFIED {
-			if err := ad.SentinelAck(sent.Through); err != nil {
-				t.Fatalf("sentinel ack: %v", err)
-			}
-		}
-		return resp
-	}
+	pulse := func() *pulsev1.PulseResponse { return k.pulse(t, nil, nil) }
 	wantVerdict(t, pulse(), trusted, pulsev1.Reason_REASON_OK)
 
 	dir := t.TempDir()
@@ -767,48 +629,9 @@ func TestAttack20ThreadRemovedFromSentinel(t *testing.T) {
 	if e == nil {
 		return
 	}
-	a := e.agent("edge-thread20", e.openTPM(e.sw))
-	if res := a.Enroll(); !res.GetEnrolled() {
-		t.Fatalf("enroll: %s", res.GetMessage())
-	}
-	a.MeasureBinary()
-	pinDir := filepath.Join(bpf.BPFFSPath, "pulse-t20-"+randHex(t, 4))
-	t.Cleanup(func() { bpf.RemoveAll(pinDir) }) //nolint:errcheck // best effort
-	ad, err := ebpfagent.New(context.Background(), pinDir, nil, func(_ context.Context, c cel.Content) error {
-		a.Measure(c)
-		return nil
-	}, simtest.Logger(t))
-	if err != nil {
-		t.Fatalf("load eBPF: %v", err)
-	}
-	t.Cleanup(func() { ad.Close() })
-	a.Challenge()
-	pulse := func() *pulsev1.PulseResponse {
-		t.Helper()
-		bg := context.Background()
-		snap, err := ad.Snapshot(bg)
-		if err != nil {
-			t.Fatalf("snapshot: %v", err)
-		}
-		sent, err := ad.SentinelRead(bg, 256)
-		if err != nil {
-			t.Fatalf("sentinel: %v", err)
-		}
-		fortress, err := ad.Fortress(bg)
-		if err != nil {
-			t.Fatalf("fortress: %v", err)
-		}
-		resp := a.Pulse(func(p *parts) {
-			p.Payload.Bpf, p.Payload.Fortress = snap, fortress
-			p.Payload.Sentinel, p.Payload.SentinelEvents = sent.Report, sent.Events
-		})
-		if resp.GetVerdict() != pulsev1.Verdict_VERDICT_UNSPECIFIED {
-			if err := ad.SentinelAck(sent.Through); err != nil {
-				t.Fatalf("sentinel ack: %v", err)
-			}
-		}
-		return resp
-	}
+	k := newKernelAgent(t, e, "edge-thread20", "pulse-t20-", nil)
+	pinDir := k.pinDir
+	pulse := func() *pulsev1.PulseResponse { return k.pulse(t, nil, nil) }
 	wantVerdict(t, pulse(), trusted, pulsev1.Reason_REASON_OK)
 
 	self := os.Getpid()

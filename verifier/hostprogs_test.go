@@ -2,7 +2,6 @@ package verifier_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -13,11 +12,8 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	ebpfagent "github.com/pulse-attest/pulse/agent/ebpf"
 	"github.com/pulse-attest/pulse/bpf"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
-	"github.com/pulse-attest/pulse/simulator/simtest"
-	"github.com/pulse-attest/pulse/tpm/cel"
 )
 
 // TestHostProgramsRealKernel: the agent's eBPF adapter (Shield, Sentinel)
@@ -36,22 +32,8 @@ func TestHostProgramsRealKernel(t *testing.T) {
 		return
 	}
 	ifname, _ := vethPair(t)
-	a := e.agent("edge-hostprogs", e.openTPM(e.sw))
-	if res := a.Enroll(); !res.GetEnrolled() {
-		t.Fatalf("enroll: %s", res.GetMessage())
-	}
-	a.MeasureBinary()
-	pinDir := filepath.Join(bpf.BPFFSPath, "pulse-hp-"+randHex(t, 4))
-	t.Cleanup(func() { bpf.RemoveAll(pinDir) }) //nolint:errcheck // best effort
-	ad, err := ebpfagent.New(context.Background(), pinDir, []string{ifname}, func(_ context.Context, c cel.Content) error {
-		a.Measure(c)
-		return nil
-	}, simtest.Logger(t))
-	if err != nil {
-		t.Fatalf("load eBPF: %v", err)
-	}
-	t.Cleanup(func() { ad.Close() })
-	a.Challenge()
+	k := newKernelAgent(t, e, "edge-hostprogs", "pulse-hp-", []string{ifname})
+	pinDir := k.pinDir
 
 	// held is the host list digest the verifier last said it holds: the
 	// agent then leaves the list out, as agent.pulseAttempt does.
@@ -61,35 +43,12 @@ func TestHostProgramsRealKernel(t *testing.T) {
 	// does, after lie (a lying agent) changed the payload.
 	pulse := func(lie func(*pulsev1.PulsePayload)) *pulsev1.PulseResponse {
 		t.Helper()
-		bg := context.Background()
-		snap, err := ad.Snapshot(bg)
-		if err != nil {
-			t.Fatalf("snapshot: %v", err)
-		}
-		if len(held) > 0 && bytes.Equal(held, snap.GetHostProgramsSha256()) {
-			snap.HostPrograms = nil
-			omitted++
-		}
-		sent, err := ad.SentinelRead(bg, 256)
-		if err != nil {
-			t.Fatalf("sentinel: %v", err)
-		}
-		fortress, err := ad.Fortress(bg)
-		if err != nil {
-			t.Fatalf("fortress: %v", err)
-		}
-		resp := a.Pulse(func(p *parts) {
-			p.Payload.Bpf, p.Payload.Fortress = snap, fortress
-			p.Payload.Sentinel, p.Payload.SentinelEvents = sent.Report, sent.Events
-			if lie != nil {
-				lie(p.Payload)
+		resp := k.pulse(t, func(snap *pulsev1.BPFSnapshot) {
+			if len(held) > 0 && bytes.Equal(held, snap.GetHostProgramsSha256()) {
+				snap.HostPrograms = nil
+				omitted++
 			}
-		})
-		if resp.GetVerdict() != pulsev1.Verdict_VERDICT_UNSPECIFIED {
-			if err := ad.SentinelAck(sent.Through); err != nil {
-				t.Fatalf("sentinel ack: %v", err)
-			}
-		}
+		}, lie)
 		held = resp.GetState().GetHostProgramsSha256()
 		return resp
 	}

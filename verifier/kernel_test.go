@@ -1,7 +1,6 @@
 package verifier_test
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"net"
@@ -14,13 +13,11 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 
-	ebpfagent "github.com/pulse-attest/pulse/agent/ebpf"
 	"github.com/pulse-attest/pulse/bpf"
 	"github.com/pulse-attest/pulse/internal/kernelev"
 	"github.com/pulse-attest/pulse/internal/testutil"
 	pulsev1 "github.com/pulse-attest/pulse/proto/pulse/v1"
 	"github.com/pulse-attest/pulse/simulator/simtest"
-	"github.com/pulse-attest/pulse/tpm/cel"
 )
 
 // TestKernelEvidenceRealKernel: the agent's eBPF adapter loads Shield into
@@ -42,55 +39,14 @@ func TestKernelEvidenceRealKernel(t *testing.T) {
 		return
 	}
 	ifname, ifindex := vethPair(t)
-	a := e.agent("edge-kernel", e.openTPM(e.sw))
-	if res := a.Enroll(); !res.GetEnrolled() {
-		t.Fatalf("enroll: %s", res.GetMessage())
-	}
-	a.MeasureBinary()
-	pinDir := filepath.Join(bpf.BPFFSPath, "pulse-vk-"+randHex(t, 4))
-	t.Cleanup(func() { bpf.RemoveAll(pinDir) }) //nolint:errcheck // best effort
-	ad, err := ebpfagent.New(context.Background(), pinDir, []string{ifname}, func(_ context.Context, c cel.Content) error {
-		a.Measure(c)
-		return nil
-	}, simtest.Logger(t))
-	if err != nil {
-		t.Fatalf("load eBPF: %v", err)
-	}
-	t.Cleanup(func() { ad.Close() })
-	a.Challenge()
+	k := newKernelAgent(t, e, "edge-kernel", "pulse-vk-", []string{ifname})
+	pinDir := k.pinDir
 
 	// pulse sends what the adapter reads from the kernel now, as the agent
-	// does (snapshot, Sentinel's report and records, acknowledged once the
-	// verifier committed the pulse; Fortress), the snapshot changed by lie
-	// (a lying agent) when given.
+	// does, the snapshot changed by lie (a lying agent) when given.
 	pulse := func(lie func(*pulsev1.BPFSnapshot)) *pulsev1.PulseResponse {
 		t.Helper()
-		bg := context.Background()
-		snap, err := ad.Snapshot(bg)
-		if err != nil {
-			t.Fatalf("snapshot: %v", err)
-		}
-		if lie != nil {
-			lie(snap)
-		}
-		sent, err := ad.SentinelRead(bg, 256)
-		if err != nil {
-			t.Fatalf("sentinel: %v", err)
-		}
-		fortress, err := ad.Fortress(bg)
-		if err != nil {
-			t.Fatalf("fortress: %v", err)
-		}
-		resp := a.Pulse(func(p *parts) {
-			p.Payload.Bpf, p.Payload.Fortress = snap, fortress
-			p.Payload.Sentinel, p.Payload.SentinelEvents = sent.Report, sent.Events
-		})
-		if resp.GetVerdict() != pulsev1.Verdict_VERDICT_UNSPECIFIED {
-			if err := ad.SentinelAck(sent.Through); err != nil {
-				t.Fatalf("sentinel ack: %v", err)
-			}
-		}
-		return resp
+		return k.pulse(t, lie, nil)
 	}
 	honest := func(t *testing.T) {
 		t.Helper()
